@@ -1,0 +1,54 @@
+# metanas-go: MetaNAS in Go over LibTorch.
+#   make train   meta-train the smoke preset on Omniglot (installs what is missing, builds)
+#   make test    build everything and run the whole test suite
+#   make bench   benchmarks (results go to BENCHMARKS.md by hand)
+SHELL  := /bin/bash
+NPROC  := $(shell nproc 2>/dev/null || echo 2)
+GO     ?= go
+BUILD  := build
+CONFIG ?= configs/smoke.yaml
+TRAIN_ARGS ?=
+
+.PHONY: all native deps test train bench gpu-check data clean vet fmt
+
+all: native
+	$(GO) build ./...
+
+# Go toolchain and Python parity tools (PyTorch 1.13 from Debian for the tests).
+deps:
+	@command -v $(GO) >/dev/null || { echo "Go is missing: install Go >= 1.22 (https://go.dev/dl)"; exit 1; }
+	@$(GO) mod download
+	@if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
+	    echo "installing python3-torch (PyTorch 1.13, for the parity tests)"; \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-torch python3-numpy) >/dev/null; \
+	  else echo "warning: /usr/bin/python3 has no torch: parity tests will fail; install python3-torch"; fi; \
+	fi
+
+# Locate LibTorch (LIBTORCH=, else a CUDA PyTorch wheel, else Debian's; installs Debian's when
+# missing and root), then compile gotorch's cgotorch and our shim in parallel into build/lib.
+native:
+	@$(GO) mod download
+	@mkdir -p $(BUILD)
+	@LIBTORCH="$(LIBTORCH)" third_party/find-libtorch.sh > $(BUILD)/libtorch.mk.new
+	@if ! cmp -s $(BUILD)/libtorch.mk.new $(BUILD)/libtorch.mk; then \
+	  mv $(BUILD)/libtorch.mk.new $(BUILD)/libtorch.mk; touch $(BUILD)/libtorch.stamp; \
+	  echo "LibTorch: $$(grep -E 'LT_(SOURCE|VERSION|CUDA)' $(BUILD)/libtorch.mk | tr '\n' ' ')"; \
+	else rm -f $(BUILD)/libtorch.mk.new; fi
+	@$(MAKE) --no-print-directory -j$(NPROC) -f third_party/native.mk
+
+test: deps native
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 30m ./...
+
+train: deps native
+	$(GO) run ./cmd/train --config $(CONFIG) $(TRAIN_ARGS)
+
+bench: deps native
+	$(GO) run ./cmd/bench
+
+gpu-check:
+	bash third_party/gpu-check.sh
+
+clean:
+	rm -rf $(BUILD)

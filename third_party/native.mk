@@ -1,0 +1,56 @@
+# Builds the native libraries under build/: gotorch's cgotorch (compiled from the Go module
+# cache, never copied into the repository) and our own shim (torch/shim), against the LibTorch
+# that find-libtorch.sh chose. Invoked by the top-level Makefile with -j.
+BUILD      := build
+GOTORCH    := $(shell go list -m -f '{{.Dir}}' github.com/wangkuiyi/gotorch)
+include $(BUILD)/libtorch.mk
+
+CXX      ?= g++
+CXXFLAGS := -std=c++17 -fPIC -O2 -g0 -D_GLIBCXX_USE_CXX11_ABI=$(LT_ABI) $(LT_INC) -I$(BUILD)/include -Wno-deprecated-declarations
+LDLIBS   := -L$(LT_LIBDIR) -Wl,-rpath,$(LT_LIBDIR) -ltorch -ltorch_cpu -lc10
+TORCH_LIBS := libtorch.so libtorch_cpu.so libc10.so
+ifeq ($(LT_CUDA),1)
+CXXFLAGS += -DWITH_CUDA
+LDLIBS   += -ltorch_cuda -lc10_cuda
+TORCH_LIBS += libtorch_cuda.so libc10_cuda.so
+endif
+
+CG_SRCS := $(wildcard $(GOTORCH)/cgotorch/*.cc)
+CG_HDRS := $(patsubst $(GOTORCH)/cgotorch/%,$(BUILD)/include/cgotorch/%,$(wildcard $(GOTORCH)/cgotorch/*.h))
+CG_OBJS := $(patsubst $(GOTORCH)/cgotorch/%.cc,$(BUILD)/obj/cgotorch/%.o,$(CG_SRCS))
+SH_SRCS := $(wildcard torch/shim/*.cc)
+SH_HDRS := $(wildcard torch/shim/*.h)
+SH_OBJS := $(patsubst torch/shim/%.cc,$(BUILD)/obj/shim/%.o,$(SH_SRCS))
+LINKS   := $(addprefix $(BUILD)/lib/,$(TORCH_LIBS))
+
+all: $(BUILD)/lib/libcgotorch.so $(BUILD)/lib/libmetanas_shim.so $(LINKS)
+
+# gotorch's headers are included as "cgotorch/x.h"; expose them under build/include.
+$(BUILD)/include/cgotorch/%.h: $(GOTORCH)/cgotorch/%.h
+	@mkdir -p $(dir $@)
+	cp $< $@ && chmod u+w $@
+
+$(BUILD)/obj/cgotorch/%.o: $(GOTORCH)/cgotorch/%.cc $(CG_HDRS) $(BUILD)/libtorch.stamp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/obj/shim/%.o: torch/shim/%.cc $(SH_HDRS) $(BUILD)/libtorch.stamp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -Wall -c $< -o $@
+
+$(BUILD)/lib/libcgotorch.so: $(CG_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) -shared -o $@ $^ $(LDLIBS)
+
+$(BUILD)/lib/libmetanas_shim.so: $(SH_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) -shared -o $@ $^ $(LDLIBS)
+
+# Links to the chosen LibTorch's libraries, so that Go's link (-L build/lib) and the
+# run-time search (rpath build/lib) find them wherever that LibTorch lives.
+$(BUILD)/lib/%.so: $(BUILD)/libtorch.stamp
+	@mkdir -p $(dir $@)
+	ln -sf $(LT_LIBDIR)/$*.so $@
+
+.PHONY: all
+.SECONDARY:

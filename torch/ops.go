@@ -1,0 +1,386 @@
+package torch
+
+// #include "shim.h"
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// unary runs a shim op of one input.
+func (s *Scope) unary(op string, x *Tensor, f func(C.mt_tensor, *C.mt_tensor) *C.char) *Tensor {
+	if !s.ok(op, x) {
+		return &Tensor{}
+	}
+	var out C.mt_tensor
+	e := f(x.h, &out)
+	return s.res(e, out)
+}
+
+// binary runs a shim op of two inputs.
+func (s *Scope) binary(op string, a, b *Tensor, f func(C.mt_tensor, C.mt_tensor, *C.mt_tensor) *C.char) *Tensor {
+	if !s.ok(op, a, b) {
+		return &Tensor{}
+	}
+	var out C.mt_tensor
+	e := f(a.h, b.h, &out)
+	return s.res(e, out)
+}
+
+// okOpt checks optional inputs: nil is allowed, a freed tensor is not.
+func (s *Scope) okOpt(op string, ts ...*Tensor) bool {
+	for _, t := range ts {
+		if t != nil && t.h == nil {
+			s.setErr(fmt.Errorf("%s: %w", op, ErrFreed))
+			return false
+		}
+	}
+	return true
+}
+
+// Conv holds conv2d's geometry; zero values mean stride 1, no padding, dilation 1, groups 1.
+type Conv struct {
+	Stride, Padding, Dilation [2]int64
+	Groups                    int64
+}
+
+// Conv2d convolves x (N,C,H,W) with w (O,C/groups,kh,kw), plus bias b when not nil.
+func (s *Scope) Conv2d(x, w, b *Tensor, c Conv) *Tensor {
+	if !s.ok("conv2d", x, w) || !s.okOpt("conv2d", b) {
+		return &Tensor{}
+	}
+	st, dl := c.Stride, c.Dilation
+	if st == [2]int64{} {
+		st = [2]int64{1, 1}
+	}
+	if dl == [2]int64{} {
+		dl = [2]int64{1, 1}
+	}
+	g := c.Groups
+	if g == 0 {
+		g = 1
+	}
+	var out C.mt_tensor
+	e := C.mt_conv2d(x.h, w.h, optH(b), C.int64_t(st[0]), C.int64_t(st[1]), C.int64_t(c.Padding[0]), C.int64_t(c.Padding[1]),
+		C.int64_t(dl[0]), C.int64_t(dl[1]), C.int64_t(g), &out)
+	return s.res(e, out)
+}
+
+// BatchNorm normalises x over (N,H,W) per channel. weight, bias and the running statistics
+// may be nil. In training mode the batch statistics are used and the running ones updated
+// in place with momentum; in eval mode the running statistics are used.
+func (s *Scope) BatchNorm(x, weight, bias, runMean, runVar *Tensor, training bool, momentum, eps float64) *Tensor {
+	if !s.ok("batch_norm", x) || !s.okOpt("batch_norm", weight, bias, runMean, runVar) {
+		return &Tensor{}
+	}
+	var out C.mt_tensor
+	e := C.mt_batch_norm(x.h, optH(weight), optH(bias), optH(runMean), optH(runVar), C.bool(training), C.double(momentum), C.double(eps), &out)
+	return s.res(e, out)
+}
+
+// Relu returns max(x, 0).
+func (s *Scope) Relu(x *Tensor) *Tensor {
+	return s.unary("relu", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_relu(a, o) })
+}
+
+// MaxPool2d pools with a square kernel k, stride st and padding p.
+func (s *Scope) MaxPool2d(x *Tensor, k, st, p int64) *Tensor {
+	return s.unary("max_pool2d", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char {
+		return C.mt_max_pool2d(a, C.int64_t(k), C.int64_t(st), C.int64_t(p), o)
+	})
+}
+
+// AvgPool2d averages with a square kernel; countIncludePad=false divides by the number of
+// real (unpadded) elements, as MetaNAS's pooling ops do.
+func (s *Scope) AvgPool2d(x *Tensor, k, st, p int64, countIncludePad bool) *Tensor {
+	return s.unary("avg_pool2d", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char {
+		return C.mt_avg_pool2d(a, C.int64_t(k), C.int64_t(st), C.int64_t(p), C.bool(countIncludePad), o)
+	})
+}
+
+// AdaptiveAvgPool2d averages to an oh x ow output.
+func (s *Scope) AdaptiveAvgPool2d(x *Tensor, oh, ow int64) *Tensor {
+	return s.unary("adaptive_avg_pool2d", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char {
+		return C.mt_adaptive_avg_pool2d(a, C.int64_t(oh), C.int64_t(ow), o)
+	})
+}
+
+// Linear returns x w^T + b (b may be nil).
+func (s *Scope) Linear(x, w, b *Tensor) *Tensor {
+	if !s.ok("linear", x, w) || !s.okOpt("linear", b) {
+		return &Tensor{}
+	}
+	var out C.mt_tensor
+	e := C.mt_linear(x.h, w.h, optH(b), &out)
+	return s.res(e, out)
+}
+
+// Softmax normalises over dim.
+func (s *Scope) Softmax(x *Tensor, dim int64) *Tensor {
+	return s.unary("softmax", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_softmax(a, C.int64_t(dim), o) })
+}
+
+// LogSoftmax returns log(softmax(x)) over dim.
+func (s *Scope) LogSoftmax(x *Tensor, dim int64) *Tensor {
+	return s.unary("log_softmax", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_log_softmax(a, C.int64_t(dim), o) })
+}
+
+// CrossEntropy returns the mean cross-entropy of logits (N,K) against int64 targets (N).
+func (s *Scope) CrossEntropy(logits, target *Tensor) *Tensor {
+	return s.binary("cross_entropy", logits, target, func(a, b C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_cross_entropy(a, b, o) })
+}
+
+func (s *Scope) list(op string, ts []*Tensor, f func(*C.mt_tensor, C.int64_t, *C.mt_tensor) *C.char) *Tensor {
+	if !s.ok(op, ts...) {
+		return &Tensor{}
+	}
+	if len(ts) == 0 {
+		return s.fail(fmt.Errorf("%s: no tensors", op))
+	}
+	hs := handles(ts)
+	var out C.mt_tensor
+	e := f(&hs[0], C.int64_t(len(hs)), &out)
+	return s.res(e, out)
+}
+
+// Cat concatenates along dim.
+func (s *Scope) Cat(ts []*Tensor, dim int64) *Tensor {
+	return s.list("cat", ts, func(h *C.mt_tensor, n C.int64_t, o *C.mt_tensor) *C.char { return C.mt_cat(h, n, C.int64_t(dim), o) })
+}
+
+// Stack stacks along a new dim.
+func (s *Scope) Stack(ts []*Tensor, dim int64) *Tensor {
+	return s.list("stack", ts, func(h *C.mt_tensor, n C.int64_t, o *C.mt_tensor) *C.char { return C.mt_stack(h, n, C.int64_t(dim), o) })
+}
+
+// Slice returns x[..., start:end:step, ...] along dim (a view).
+func (s *Scope) Slice(x *Tensor, dim, start, end, step int64) *Tensor {
+	return s.unary("slice", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char {
+		return C.mt_slice(a, C.int64_t(dim), C.int64_t(start), C.int64_t(end), C.int64_t(step), o)
+	})
+}
+
+// Narrow returns length elements from start along dim (a view).
+func (s *Scope) Narrow(x *Tensor, dim, start, length int64) *Tensor {
+	return s.unary("narrow", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char {
+		return C.mt_narrow(a, C.int64_t(dim), C.int64_t(start), C.int64_t(length), o)
+	})
+}
+
+func (s *Scope) shaped(op string, x *Tensor, shape []int64, f func(C.mt_tensor, *C.int64_t, C.int, *C.mt_tensor) *C.char) *Tensor {
+	if !s.ok(op, x) {
+		return &Tensor{}
+	}
+	sp, nd := cshape(shape)
+	var out C.mt_tensor
+	e := f(x.h, sp, nd, &out)
+	return s.res(e, out)
+}
+
+// Reshape returns x with a new shape (-1 infers one dimension).
+func (s *Scope) Reshape(x *Tensor, shape ...int64) *Tensor {
+	return s.shaped("reshape", x, shape, func(a C.mt_tensor, p *C.int64_t, n C.int, o *C.mt_tensor) *C.char { return C.mt_reshape(a, p, n, o) })
+}
+
+// View returns a view of x with a new shape.
+func (s *Scope) View(x *Tensor, shape ...int64) *Tensor {
+	return s.shaped("view", x, shape, func(a C.mt_tensor, p *C.int64_t, n C.int, o *C.mt_tensor) *C.char { return C.mt_view(a, p, n, o) })
+}
+
+// Permute reorders dimensions.
+func (s *Scope) Permute(x *Tensor, dims ...int64) *Tensor {
+	return s.shaped("permute", x, dims, func(a C.mt_tensor, p *C.int64_t, n C.int, o *C.mt_tensor) *C.char { return C.mt_permute(a, p, n, o) })
+}
+
+// Flatten merges dims start..end (inclusive; -1 is the last).
+func (s *Scope) Flatten(x *Tensor, start, end int64) *Tensor {
+	return s.unary("flatten", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_flatten(a, C.int64_t(start), C.int64_t(end), o) })
+}
+
+// Contiguous returns x laid out contiguously.
+func (s *Scope) Contiguous(x *Tensor) *Tensor {
+	return s.unary("contiguous", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_contiguous(a, o) })
+}
+
+// IndexSelect picks entries of x along dim at the int64 indices.
+func (s *Scope) IndexSelect(x *Tensor, dim int64, index *Tensor) *Tensor {
+	return s.binary("index_select", x, index, func(a, b C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_index_select(a, C.int64_t(dim), b, o) })
+}
+
+func (s *Scope) bin(op int, name string, a, b *Tensor) *Tensor {
+	return s.binary(name, a, b, func(x, y C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_binary(C.int(op), x, y, o) })
+}
+
+// Add returns a + b (broadcasting).
+func (s *Scope) Add(a, b *Tensor) *Tensor { return s.bin(0, "add", a, b) }
+
+// Sub returns a - b.
+func (s *Scope) Sub(a, b *Tensor) *Tensor { return s.bin(1, "sub", a, b) }
+
+// Mul returns a * b elementwise.
+func (s *Scope) Mul(a, b *Tensor) *Tensor { return s.bin(2, "mul", a, b) }
+
+// Div returns a / b elementwise.
+func (s *Scope) Div(a, b *Tensor) *Tensor { return s.bin(3, "div", a, b) }
+
+// Maximum returns the elementwise maximum.
+func (s *Scope) Maximum(a, b *Tensor) *Tensor { return s.bin(4, "maximum", a, b) }
+
+// Minimum returns the elementwise minimum.
+func (s *Scope) Minimum(a, b *Tensor) *Tensor { return s.bin(5, "minimum", a, b) }
+
+// AddScaled returns a + alpha*b.
+func (s *Scope) AddScaled(a, b *Tensor, alpha float64) *Tensor {
+	return s.binary("add", a, b, func(x, y C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_add_scaled(x, y, C.double(alpha), o) })
+}
+
+func (s *Scope) scalar(op int, name string, a *Tensor, v float64) *Tensor {
+	return s.unary(name, a, func(x C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_binary_scalar(C.int(op), x, C.double(v), o) })
+}
+
+// AddScalar returns a + v.
+func (s *Scope) AddScalar(a *Tensor, v float64) *Tensor { return s.scalar(0, "add_scalar", a, v) }
+
+// SubScalar returns a - v.
+func (s *Scope) SubScalar(a *Tensor, v float64) *Tensor { return s.scalar(1, "sub_scalar", a, v) }
+
+// MulScalar returns a * v.
+func (s *Scope) MulScalar(a *Tensor, v float64) *Tensor { return s.scalar(2, "mul_scalar", a, v) }
+
+// DivScalar returns a / v.
+func (s *Scope) DivScalar(a *Tensor, v float64) *Tensor { return s.scalar(3, "div_scalar", a, v) }
+
+// ClampMin returns max(a, v).
+func (s *Scope) ClampMin(a *Tensor, v float64) *Tensor { return s.scalar(4, "clamp_min", a, v) }
+
+// ClampMax returns min(a, v).
+func (s *Scope) ClampMax(a *Tensor, v float64) *Tensor { return s.scalar(5, "clamp_max", a, v) }
+
+// Pow returns a ** v.
+func (s *Scope) Pow(a *Tensor, v float64) *Tensor { return s.scalar(6, "pow", a, v) }
+
+func (s *Scope) un(op int, name string, a *Tensor) *Tensor {
+	return s.unary(name, a, func(x C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_unary(C.int(op), x, o) })
+}
+
+// Neg returns -a.
+func (s *Scope) Neg(a *Tensor) *Tensor { return s.un(0, "neg", a) }
+
+// Exp returns e**a.
+func (s *Scope) Exp(a *Tensor) *Tensor { return s.un(1, "exp", a) }
+
+// Log returns the natural logarithm.
+func (s *Scope) Log(a *Tensor) *Tensor { return s.un(2, "log", a) }
+
+// Sqrt returns the square root.
+func (s *Scope) Sqrt(a *Tensor) *Tensor { return s.un(3, "sqrt", a) }
+
+// Abs returns |a|.
+func (s *Scope) Abs(a *Tensor) *Tensor { return s.un(4, "abs", a) }
+
+// Sigmoid returns 1/(1+e**-a).
+func (s *Scope) Sigmoid(a *Tensor) *Tensor { return s.un(5, "sigmoid", a) }
+
+// Tanh returns tanh(a).
+func (s *Scope) Tanh(a *Tensor) *Tensor { return s.un(6, "tanh", a) }
+
+// Square returns a*a.
+func (s *Scope) Square(a *Tensor) *Tensor { return s.un(7, "square", a) }
+
+// Cmp is a comparison.
+type Cmp int
+
+// Comparisons for Compare and CompareScalar.
+const (
+	Eq Cmp = iota
+	Ne
+	Lt
+	Le
+	Gt
+	Ge
+)
+
+// Compare returns the bool mask a <cmp> b.
+func (s *Scope) Compare(a *Tensor, c Cmp, b *Tensor) *Tensor {
+	return s.binary("compare", a, b, func(x, y C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_compare(C.int(c), x, y, o) })
+}
+
+// CompareScalar returns the bool mask a <cmp> v.
+func (s *Scope) CompareScalar(a *Tensor, c Cmp, v float64) *Tensor {
+	return s.unary("compare", a, func(x C.mt_tensor, o *C.mt_tensor) *C.char {
+		return C.mt_compare_scalar(C.int(c), x, C.double(v), o)
+	})
+}
+
+// Where picks a where cond is true, else b.
+func (s *Scope) Where(cond, a, b *Tensor) *Tensor {
+	if !s.ok("where", cond, a, b) {
+		return &Tensor{}
+	}
+	var out C.mt_tensor
+	e := C.mt_where(cond.h, a.h, b.h, &out)
+	return s.res(e, out)
+}
+
+func (s *Scope) reduceAll(op int, name string, x *Tensor) *Tensor {
+	return s.unary(name, x, func(a C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_reduce_all(C.int(op), a, o) })
+}
+
+func (s *Scope) reduceDims(op int, name string, x *Tensor, dims []int64, keep bool) *Tensor {
+	if len(dims) == 0 {
+		return s.fail(fmt.Errorf("%s: no dims given", name))
+	}
+	return s.unary(name, x, func(a C.mt_tensor, o *C.mt_tensor) *C.char {
+		return C.mt_reduce_dims(C.int(op), a, (*C.int64_t)(unsafe.Pointer(&dims[0])), C.int(len(dims)), C.bool(keep), o)
+	})
+}
+
+// Sum returns the sum of all elements.
+func (s *Scope) Sum(x *Tensor) *Tensor { return s.reduceAll(0, "sum", x) }
+
+// Mean returns the mean of all elements.
+func (s *Scope) Mean(x *Tensor) *Tensor { return s.reduceAll(1, "mean", x) }
+
+// Max returns the largest element.
+func (s *Scope) Max(x *Tensor) *Tensor { return s.reduceAll(2, "max", x) }
+
+// Min returns the smallest element.
+func (s *Scope) Min(x *Tensor) *Tensor { return s.reduceAll(3, "min", x) }
+
+// SumDims sums over dims.
+func (s *Scope) SumDims(x *Tensor, keepdim bool, dims ...int64) *Tensor {
+	return s.reduceDims(0, "sum", x, dims, keepdim)
+}
+
+// MeanDims averages over dims.
+func (s *Scope) MeanDims(x *Tensor, keepdim bool, dims ...int64) *Tensor {
+	return s.reduceDims(1, "mean", x, dims, keepdim)
+}
+
+// MaxDim returns the maxima along dim.
+func (s *Scope) MaxDim(x *Tensor, dim int64, keepdim bool) *Tensor {
+	return s.reduceDims(2, "max", x, []int64{dim}, keepdim)
+}
+
+// Argmax returns the int64 indices of the maxima along dim.
+func (s *Scope) Argmax(x *Tensor, dim int64, keepdim bool) *Tensor {
+	return s.unary("argmax", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_argmax(a, C.int64_t(dim), C.bool(keepdim), o) })
+}
+
+// TopK returns the k largest (or smallest) values along dim and their indices, sorted.
+func (s *Scope) TopK(x *Tensor, k, dim int64, largest bool) (values, indices *Tensor) {
+	if !s.ok("topk", x) {
+		return &Tensor{}, &Tensor{}
+	}
+	var v, i C.mt_tensor
+	if err := cerr(C.mt_topk(x.h, C.int64_t(k), C.int64_t(dim), C.bool(largest), &v, &i)); err != nil {
+		return s.fail(err), &Tensor{}
+	}
+	return s.adopt(v), s.adopt(i)
+}
+
+// Norm returns the Euclidean norm of all elements.
+func (s *Scope) Norm(x *Tensor) *Tensor {
+	return s.unary("norm", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_norm(a, o) })
+}

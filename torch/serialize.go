@@ -1,0 +1,223 @@
+package torch
+
+// #include <stdlib.h>
+// #include "shim.h"
+import "C"
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"unsafe"
+
+	"github.com/nlpodyssey/gopickle/pytorch"
+	"github.com/nlpodyssey/gopickle/types"
+)
+
+// Named is a tensor with its name (a state_dict entry).
+type Named struct {
+	Name   string
+	Tensor *Tensor
+}
+
+// Save writes the named tensors as a dict in PyTorch's file format (torch.load reads it)
+// through LibTorch's pickler. The file is written to a temporary name and renamed, so an
+// existing file is never left half-written.
+func Save(path string, entries []Named) error {
+	names := make([]*C.char, len(entries))
+	hs := make([]C.mt_tensor, len(entries))
+	for i, e := range entries {
+		if err := e.Tensor.valid("save " + e.Name); err != nil {
+			return err
+		}
+		names[i] = C.CString(e.Name)
+		hs[i] = e.Tensor.h
+	}
+	defer func() {
+		for _, n := range names {
+			C.free(unsafe.Pointer(n))
+		}
+	}()
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	tmpName := tmp.Name()
+	tmp.Close()
+	cp := C.CString(tmpName)
+	defer C.free(unsafe.Pointer(cp))
+	var np **C.char
+	var hp *C.mt_tensor
+	if len(entries) > 0 {
+		np, hp = &names[0], &hs[0]
+	}
+	if err := cerr(C.mt_save(np, hp, C.int64_t(len(entries)), cp)); err != nil {
+		os.Remove(tmpName)
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	if err := os.Rename(tmpName, path); err != nil {
+		os.Remove(tmpName)
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	return nil
+}
+
+// Load reads a dict of tensors saved by Save or by Python's torch.save (a state_dict).
+// Files LibTorch's unpickler cannot read (Python's own) are read with gopickle; nested
+// dicts are flattened with "." between keys. Tensors are created on the CPU in scope s.
+func Load(s *Scope, path string) ([]Named, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	cp := C.CString(path)
+	defer C.free(unsafe.Pointer(cp))
+	var d C.mt_dict
+	if e := C.mt_load(cp, &d); e == nil {
+		defer C.mt_dict_free(d)
+		n := int(C.mt_dict_size(d))
+		out := make([]Named, n)
+		for i := 0; i < n; i++ {
+			out[i] = Named{Name: C.GoString(C.mt_dict_name(d, C.int64_t(i))), Tensor: s.adopt(C.mt_dict_tensor(d, C.int64_t(i)))}
+		}
+		return out, nil
+	} else {
+		C.mt_free_str(e)
+	}
+	obj, err := pytorch.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: not a PyTorch file (%v)", path, err)
+	}
+	var out []Named
+	if err := flattenPickle(s, "", obj, &out); err != nil {
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// ReadPickle reads any PyTorch file with gopickle and returns the Python object tree
+// (dicts as *types.Dict or *types.OrderedDict, tensors as *pytorch.Tensor).
+func ReadPickle(path string) (any, error) {
+	obj, err := pytorch.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: not a PyTorch file (%v)", path, err)
+	}
+	return obj, nil
+}
+
+func flattenPickle(s *Scope, prefix string, obj any, out *[]Named) error {
+	join := func(k any) (string, error) {
+		ks, ok := k.(string)
+		if !ok {
+			ks = fmt.Sprint(k)
+		}
+		if prefix == "" {
+			return ks, nil
+		}
+		return prefix + "." + ks, nil
+	}
+	switch v := obj.(type) {
+	case *types.OrderedDict:
+		for e := v.List.Front(); e != nil; e = e.Next() {
+			ent := e.Value.(*types.OrderedDictEntry)
+			name, _ := join(ent.Key)
+			if err := flattenPickle(s, name, ent.Value, out); err != nil {
+				return err
+			}
+		}
+	case *types.Dict:
+		for _, ent := range *v {
+			name, _ := join(ent.Key)
+			if err := flattenPickle(s, name, ent.Value, out); err != nil {
+				return err
+			}
+		}
+	case *pytorch.Tensor:
+		t, err := FromPickled(s, v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", prefix, err)
+		}
+		*out = append(*out, Named{Name: prefix, Tensor: t})
+	default:
+		// Non-tensor entries (numbers, strings, lists) are not tensors: skipped here;
+		// ReadPickle gives access to them.
+	}
+	return nil
+}
+
+// FromPickled converts a tensor read by gopickle into a CPU tensor of scope s (float
+// storages become float32/float64, integer ones int64, bytes uint8, bools bool).
+func FromPickled(s *Scope, pt *pytorch.Tensor) (*Tensor, error) {
+	shape := make([]int64, len(pt.Size))
+	for i, d := range pt.Size {
+		shape[i] = int64(d)
+	}
+	n := int(numel(shape))
+	// gather walks the strided view into a contiguous index list.
+	idx := make([]int, 0, n)
+	var walk func(dim, off int)
+	walk = func(dim, off int) {
+		if dim == len(pt.Size) {
+			idx = append(idx, off)
+			return
+		}
+		for i := 0; i < pt.Size[dim]; i++ {
+			walk(dim+1, off+i*pt.Stride[dim])
+		}
+	}
+	walk(0, pt.StorageOffset)
+	var t *Tensor
+	switch st := pt.Source.(type) {
+	case *pytorch.FloatStorage:
+		t = s.FromFloat32(gatherF32(st.Data, idx), shape, CPU)
+	case *pytorch.HalfStorage:
+		t = s.FromFloat32(gatherF32(st.Data, idx), shape, CPU)
+	case *pytorch.BFloat16Storage:
+		t = s.FromFloat32(gatherF32(st.Data, idx), shape, CPU)
+	case *pytorch.DoubleStorage:
+		v := make([]float64, len(idx))
+		for i, j := range idx {
+			v[i] = st.Data[j]
+		}
+		t = s.FromFloat64(v, shape, CPU)
+	case *pytorch.LongStorage:
+		v := make([]int64, len(idx))
+		for i, j := range idx {
+			v[i] = st.Data[j]
+		}
+		t = s.FromInt64(v, shape, CPU)
+	case *pytorch.IntStorage:
+		v := make([]int64, len(idx))
+		for i, j := range idx {
+			v[i] = int64(st.Data[j])
+		}
+		t = s.FromInt64(v, shape, CPU)
+	case *pytorch.ByteStorage:
+		v := make([]uint8, len(idx))
+		for i, j := range idx {
+			v[i] = st.Data[j]
+		}
+		t = s.fromData("from_uint8", unsafe.Pointer(unsafe.SliceData(v)), len(v), Uint8, shape, CPU, false)
+	case *pytorch.BoolStorage:
+		v := make([]uint8, len(idx))
+		for i, j := range idx {
+			if st.Data[j] {
+				v[i] = 1
+			}
+		}
+		t = s.fromData("from_bool", unsafe.Pointer(unsafe.SliceData(v)), len(v), Bool, shape, CPU, false)
+	default:
+		return nil, fmt.Errorf("unsupported storage %T", pt.Source)
+	}
+	return t, s.Err()
+}
+
+func gatherF32(data []float32, idx []int) []float32 {
+	v := make([]float32, len(idx))
+	for i, j := range idx {
+		v[i] = data[j]
+	}
+	return v
+}

@@ -1,0 +1,259 @@
+#include "common.h"
+
+namespace mt {
+
+std::atomic<int64_t> live_tensors{0};
+std::atomic<int64_t> host_syncs{0};
+
+std::string shape_str(mt_tensor t) {
+  if (t == nullptr) return "none";
+  const at::Tensor &x = T(t);
+  if (!x.defined()) return "undefined";
+  std::ostringstream o;
+  o << "[";
+  for (int64_t i = 0; i < x.dim(); i++) o << (i ? ", " : "") << x.size(i);
+  o << "]";
+  return o.str();
+}
+
+char *error(const char *op, const std::exception &e, std::initializer_list<mt_tensor> inputs) {
+  std::string msg;
+  if (auto ce = dynamic_cast<const c10::Error *>(&e)) {
+    msg = ce->what_without_backtrace();
+  } else {
+    msg = e.what();
+  }
+  // Keep the first lines only: LibTorch appends long context in some builds.
+  auto pos = msg.find("\nException raised from");
+  if (pos != std::string::npos) msg = msg.substr(0, pos);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  std::ostringstream o;
+  o << op << ": " << msg;
+  if (inputs.size() > 0) {
+    o << " (input shapes ";
+    bool first = true;
+    for (auto t : inputs) {
+      o << (first ? "" : ", ") << shape_str(t);
+      first = false;
+    }
+    o << ")";
+  }
+  return dup(o.str());
+}
+
+at::ScalarType dtype(int code) {
+  switch (code) {
+    case 0: return at::kFloat;
+    case 1: return at::kDouble;
+    case 2: return at::kLong;
+    case 3: return at::kByte;
+    case 4: return at::kBool;
+    case 5: return at::kHalf;
+    case 6: return at::kBFloat16;
+  }
+  throw std::invalid_argument("unknown dtype code " + std::to_string(code));
+}
+
+int dtype_code(at::ScalarType s) {
+  switch (s) {
+    case at::kFloat: return 0;
+    case at::kDouble: return 1;
+    case at::kLong: return 2;
+    case at::kByte: return 3;
+    case at::kBool: return 4;
+    case at::kHalf: return 5;
+    case at::kBFloat16: return 6;
+    default: return -1;
+  }
+}
+
+at::Device device(int type, int index) {
+  if (type == 0) return at::Device(at::kCPU);
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+at::TensorOptions options(int dt, int dev_type, int dev_index) {
+  return at::TensorOptions().dtype(dtype(dt)).device(device(dev_type, dev_index));
+}
+
+std::vector<at::Tensor> tensors(mt_tensor *ts, int64_t n) {
+  std::vector<at::Tensor> v;
+  v.reserve(n);
+  for (int64_t i = 0; i < n; i++) v.push_back(T(ts[i]));
+  return v;
+}
+
+}  // namespace mt
+
+using mt::T;
+using mt::wrap;
+
+extern "C" {
+
+void mt_free_str(char *s) { std::free(s); }
+
+void mt_tensor_free(mt_tensor t) {
+  if (t == nullptr) return;
+  mt::live_tensors.fetch_sub(1, std::memory_order_relaxed);
+  delete static_cast<at::Tensor *>(t);
+}
+
+void mt_tensor_free_many(mt_tensor *ts, int64_t n) {
+  for (int64_t i = 0; i < n; i++) mt_tensor_free(ts[i]);
+}
+
+int64_t mt_live_tensors(void) { return mt::live_tensors.load(); }
+
+bool mt_cuda_available(void) { return torch::cuda::is_available(); }
+int64_t mt_cuda_device_count(void) { return static_cast<int64_t>(torch::cuda::device_count()); }
+void mt_manual_seed(uint64_t seed) { torch::manual_seed(seed); }
+
+char *mt_cuda_manual_seed_all(uint64_t seed) {
+  MT_TRY
+  torch::cuda::manual_seed_all(seed);
+  MT_CATCH("cuda_manual_seed_all")
+}
+
+void mt_set_num_threads(int n) { at::set_num_threads(n); }
+int mt_get_num_threads(void) { return at::get_num_threads(); }
+void mt_set_cudnn_benchmark(bool on) { at::globalContext().setBenchmarkCuDNN(on); }
+
+char *mt_synchronize(int device_index) {
+  MT_TRY
+  mt::host_syncs.fetch_add(1);
+#ifdef WITH_CUDA
+  if (torch::cuda::is_available()) torch::cuda::synchronize(device_index);
+#else
+  (void)device_index;
+#endif
+  MT_CATCH("synchronize")
+}
+
+int64_t mt_sync_count(void) { return mt::host_syncs.load(); }
+void mt_set_grad_enabled(bool on) { at::GradMode::set_enabled(on); }
+bool mt_is_grad_enabled(void) { return at::GradMode::is_enabled(); }
+
+char *mt_from_data(const void *data, int dt, const int64_t *shape, int ndim, int dev_type,
+                   int dev_index, bool requires_grad, mt_tensor *out) {
+  MT_TRY
+  auto sizes = at::IntArrayRef(shape, ndim);
+  auto host = torch::empty(sizes, mt::options(dt, 0, 0));
+  std::memcpy(host.data_ptr(), data, host.numel() * host.element_size());
+  auto t = dev_type == 0 ? host : host.to(mt::device(dev_type, dev_index));
+  if (requires_grad) t.set_requires_grad(true);
+  *out = wrap(t);
+  MT_CATCH("from_data")
+}
+
+char *mt_from_u8_images(const uint8_t *data, const int64_t *shape, int ndim, double scale,
+                        int dev_type, int dev_index, mt_tensor *out) {
+  MT_TRY
+  auto sizes = at::IntArrayRef(shape, ndim);
+  auto host = torch::empty(sizes, torch::kByte);
+  std::memcpy(host.data_ptr(), data, host.numel());
+  auto t = host.to(mt::device(dev_type, dev_index)).to(at::kFloat).mul_(scale);
+  *out = wrap(t);
+  MT_CATCH("from_u8_images")
+}
+
+char *mt_full(const int64_t *shape, int ndim, double value, int dt, int dev_type, int dev_index,
+              bool requires_grad, mt_tensor *out) {
+  MT_TRY
+  auto t = torch::full(at::IntArrayRef(shape, ndim), value, mt::options(dt, dev_type, dev_index));
+  if (requires_grad) t.set_requires_grad(true);
+  *out = wrap(t);
+  MT_CATCH("full")
+}
+
+char *mt_randn(const int64_t *shape, int ndim, int dt, int dev_type, int dev_index,
+               bool requires_grad, mt_tensor *out) {
+  MT_TRY
+  auto t = torch::randn(at::IntArrayRef(shape, ndim), mt::options(dt, dev_type, dev_index));
+  if (requires_grad) t.set_requires_grad(true);
+  *out = wrap(t);
+  MT_CATCH("randn")
+}
+
+char *mt_rand(const int64_t *shape, int ndim, int dt, int dev_type, int dev_index,
+              mt_tensor *out) {
+  MT_TRY
+  *out = wrap(torch::rand(at::IntArrayRef(shape, ndim), mt::options(dt, dev_type, dev_index)));
+  MT_CATCH("rand")
+}
+
+char *mt_bernoulli(const int64_t *shape, int ndim, double p, int dt, int dev_type, int dev_index,
+                   mt_tensor *out) {
+  MT_TRY
+  auto t = torch::empty(at::IntArrayRef(shape, ndim), mt::options(dt, dev_type, dev_index));
+  t.bernoulli_(p);
+  *out = wrap(t);
+  MT_CATCH("bernoulli")
+}
+
+char *mt_arange(int64_t n, int dt, int dev_type, int dev_index, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(torch::arange(n, mt::options(dt, dev_type, dev_index)));
+  MT_CATCH("arange")
+}
+
+char *mt_shape(mt_tensor t, int64_t *dims, int *ndim) {
+  MT_TRY
+  const auto &x = T(t);
+  if (x.dim() > 8) throw std::invalid_argument("more than 8 dimensions");
+  *ndim = static_cast<int>(x.dim());
+  for (int64_t i = 0; i < x.dim(); i++) dims[i] = x.size(i);
+  MT_CATCH("shape")
+}
+
+char *mt_info(mt_tensor t, int *dt, int *dev_type, int *dev_index, bool *requires_grad,
+              bool *defined) {
+  MT_TRY
+  const auto &x = T(t);
+  *defined = x.defined();
+  if (!x.defined()) return nullptr;
+  *dt = mt::dtype_code(x.scalar_type());
+  *dev_type = x.device().is_cuda() ? 1 : 0;
+  *dev_index = x.device().has_index() ? x.device().index() : 0;
+  *requires_grad = x.requires_grad();
+  MT_CATCH("info")
+}
+
+char *mt_to_host(mt_tensor t, void *dst, int dt, int64_t numel) {
+  MT_TRY
+  mt::host_syncs.fetch_add(1);
+  auto x = T(t).detach().to(at::Device(at::kCPU), mt::dtype(dt)).contiguous();
+  if (x.numel() != numel)
+    throw std::invalid_argument("tensor has " + std::to_string(x.numel()) +
+                                " elements, destination " + std::to_string(numel));
+  std::memcpy(dst, x.data_ptr(), numel * x.element_size());
+  MT_CATCH("to_host", t)
+}
+
+char *mt_item(mt_tensor t, double *out) {
+  MT_TRY
+  mt::host_syncs.fetch_add(1);
+  *out = T(t).item<double>();
+  MT_CATCH("item", t)
+}
+
+char *mt_to(mt_tensor t, int dt, int dev_type, int dev_index, bool non_blocking, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(T(t).to(mt::device(dev_type, dev_index), mt::dtype(dt), non_blocking));
+  MT_CATCH("to", t)
+}
+
+char *mt_pin_memory(mt_tensor t, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(torch::cuda::is_available() ? T(t).pin_memory() : T(t));
+  MT_CATCH("pin_memory", t)
+}
+
+char *mt_to_string(mt_tensor t, char **out) {
+  MT_TRY
+  std::ostringstream o;
+  o << T(t);
+  *out = mt::dup(o.str());
+  MT_CATCH("to_string", t)
+}
+
+}  // extern "C"

@@ -1,0 +1,56 @@
+// Internal helpers of the shim (C++ only): handle wrapping, error strings, dtype and device codes.
+#pragma once
+#include <torch/torch.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <sstream>
+#include <string>
+
+#include "shim.h"
+
+namespace mt {
+
+extern std::atomic<int64_t> live_tensors;
+extern std::atomic<int64_t> host_syncs;
+
+inline at::Tensor &T(mt_tensor t) { return *static_cast<at::Tensor *>(t); }
+
+inline mt_tensor wrap(at::Tensor t) {
+  live_tensors.fetch_add(1, std::memory_order_relaxed);
+  return new at::Tensor(std::move(t));
+}
+
+inline char *dup(const std::string &s) {
+  char *r = static_cast<char *>(std::malloc(s.size() + 1));
+  std::memcpy(r, s.data(), s.size() + 1);
+  return r;
+}
+
+std::string shape_str(mt_tensor t);
+
+// Formats "op: message (inputs [2, 3], [4])", without LibTorch's C++ backtrace.
+char *error(const char *op, const std::exception &e, std::initializer_list<mt_tensor> inputs);
+
+inline c10::optional<at::Tensor> opt(mt_tensor t) {
+  if (t == nullptr) return c10::nullopt;
+  return T(t);
+}
+
+at::ScalarType dtype(int code);
+int dtype_code(at::ScalarType s);
+at::Device device(int type, int index);
+at::TensorOptions options(int dtype, int dev_type, int dev_index);
+std::vector<at::Tensor> tensors(mt_tensor *ts, int64_t n);
+
+}  // namespace mt
+
+#define MT_TRY try {
+#define MT_CATCH(op, ...)                                \
+  }                                                      \
+  catch (const std::exception &e) {                      \
+    return mt::error(op, e, {__VA_ARGS__});              \
+  }                                                      \
+  return nullptr;

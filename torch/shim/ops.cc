@@ -1,0 +1,295 @@
+// Tensor operations: neural-network ops, shape ops, arithmetic, reductions.
+#include "common.h"
+
+using mt::T;
+using mt::wrap;
+
+extern "C" {
+
+char *mt_conv2d(mt_tensor x, mt_tensor w, mt_tensor b, int64_t sh, int64_t sw, int64_t ph,
+                int64_t pw, int64_t dh, int64_t dw, int64_t groups, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::conv2d(T(x), T(w), mt::opt(b), {sh, sw}, {ph, pw}, {dh, dw}, groups));
+  MT_CATCH("conv2d", x, w)
+}
+
+char *mt_batch_norm(mt_tensor x, mt_tensor w, mt_tensor b, mt_tensor rm, mt_tensor rv,
+                    bool training, double momentum, double eps, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::batch_norm(T(x), mt::opt(w), mt::opt(b), mt::opt(rm), mt::opt(rv), training,
+                             momentum, eps, at::globalContext().userEnabledCuDNN()));
+  MT_CATCH("batch_norm", x, w, rm)
+}
+
+char *mt_relu(mt_tensor x, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::relu(T(x)));
+  MT_CATCH("relu", x)
+}
+
+char *mt_max_pool2d(mt_tensor x, int64_t k, int64_t s, int64_t p, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::max_pool2d(T(x), {k, k}, {s, s}, {p, p}));
+  MT_CATCH("max_pool2d", x)
+}
+
+char *mt_avg_pool2d(mt_tensor x, int64_t k, int64_t s, int64_t p, bool count_include_pad,
+                    mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::avg_pool2d(T(x), {k, k}, {s, s}, {p, p}, false, count_include_pad));
+  MT_CATCH("avg_pool2d", x)
+}
+
+char *mt_adaptive_avg_pool2d(mt_tensor x, int64_t oh, int64_t ow, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::adaptive_avg_pool2d(T(x), {oh, ow}));
+  MT_CATCH("adaptive_avg_pool2d", x)
+}
+
+char *mt_linear(mt_tensor x, mt_tensor w, mt_tensor b, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::linear(T(x), T(w), mt::opt(b)));
+  MT_CATCH("linear", x, w)
+}
+
+char *mt_softmax(mt_tensor x, int64_t dim, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::softmax(T(x), dim));
+  MT_CATCH("softmax", x)
+}
+
+char *mt_log_softmax(mt_tensor x, int64_t dim, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::log_softmax(T(x), dim));
+  MT_CATCH("log_softmax", x)
+}
+
+char *mt_cross_entropy(mt_tensor logits, mt_tensor target, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::cross_entropy_loss(T(logits), T(target)));
+  MT_CATCH("cross_entropy", logits, target)
+}
+
+char *mt_cat(mt_tensor *ts, int64_t n, int64_t dim, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::cat(mt::tensors(ts, n), dim));
+  MT_CATCH("cat", n > 0 ? ts[0] : nullptr, n > 1 ? ts[1] : nullptr)
+}
+
+char *mt_stack(mt_tensor *ts, int64_t n, int64_t dim, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::stack(mt::tensors(ts, n), dim));
+  MT_CATCH("stack", n > 0 ? ts[0] : nullptr, n > 1 ? ts[1] : nullptr)
+}
+
+char *mt_slice(mt_tensor x, int64_t dim, int64_t start, int64_t end, int64_t step,
+               mt_tensor *out) {
+  MT_TRY
+  *out = wrap(T(x).slice(dim, start, end, step));
+  MT_CATCH("slice", x)
+}
+
+char *mt_narrow(mt_tensor x, int64_t dim, int64_t start, int64_t length, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(T(x).narrow(dim, start, length));
+  MT_CATCH("narrow", x)
+}
+
+char *mt_reshape(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(T(x).reshape(at::IntArrayRef(shape, ndim)));
+  MT_CATCH("reshape", x)
+}
+
+char *mt_view(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(T(x).view(at::IntArrayRef(shape, ndim)));
+  MT_CATCH("view", x)
+}
+
+char *mt_flatten(mt_tensor x, int64_t start, int64_t end, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(T(x).flatten(start, end));
+  MT_CATCH("flatten", x)
+}
+
+char *mt_permute(mt_tensor x, const int64_t *dims, int ndim, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(T(x).permute(at::IntArrayRef(dims, ndim)));
+  MT_CATCH("permute", x)
+}
+
+char *mt_contiguous(mt_tensor x, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(T(x).contiguous());
+  MT_CATCH("contiguous", x)
+}
+
+char *mt_index_select(mt_tensor x, int64_t dim, mt_tensor index, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(T(x).index_select(dim, T(index)));
+  MT_CATCH("index_select", x, index)
+}
+
+static const char *binary_names[] = {"add", "sub", "mul", "div", "maximum", "minimum"};
+
+char *mt_binary(int op, mt_tensor a, mt_tensor b, mt_tensor *out) {
+  MT_TRY
+  const auto &x = T(a);
+  const auto &y = T(b);
+  switch (op) {
+    case 0: *out = wrap(x + y); break;
+    case 1: *out = wrap(x - y); break;
+    case 2: *out = wrap(x * y); break;
+    case 3: *out = wrap(x / y); break;
+    case 4: *out = wrap(at::maximum(x, y)); break;
+    case 5: *out = wrap(at::minimum(x, y)); break;
+    default: throw std::invalid_argument("unknown binary op");
+  }
+  MT_CATCH(op >= 0 && op < 6 ? binary_names[op] : "binary", a, b)
+}
+
+char *mt_add_scaled(mt_tensor a, mt_tensor b, double alpha, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::add(T(a), T(b), alpha));
+  MT_CATCH("add", a, b)
+}
+
+char *mt_binary_scalar(int op, mt_tensor a, double s, mt_tensor *out) {
+  MT_TRY
+  const auto &x = T(a);
+  switch (op) {
+    case 0: *out = wrap(x + s); break;
+    case 1: *out = wrap(x - s); break;
+    case 2: *out = wrap(x * s); break;
+    case 3: *out = wrap(x / s); break;
+    case 4: *out = wrap(at::clamp_min(x, s)); break;
+    case 5: *out = wrap(at::clamp_max(x, s)); break;
+    case 6: *out = wrap(at::pow(x, s)); break;
+    default: throw std::invalid_argument("unknown scalar op");
+  }
+  MT_CATCH("scalar_op", a)
+}
+
+char *mt_unary(int op, mt_tensor a, mt_tensor *out) {
+  MT_TRY
+  const auto &x = T(a);
+  switch (op) {
+    case 0: *out = wrap(-x); break;
+    case 1: *out = wrap(x.exp()); break;
+    case 2: *out = wrap(x.log()); break;
+    case 3: *out = wrap(x.sqrt()); break;
+    case 4: *out = wrap(x.abs()); break;
+    case 5: *out = wrap(x.sigmoid()); break;
+    case 6: *out = wrap(x.tanh()); break;
+    case 7: *out = wrap(x * x); break;
+    default: throw std::invalid_argument("unknown unary op");
+  }
+  MT_CATCH("unary", a)
+}
+
+static at::Tensor compare(int op, const at::Tensor &x, const at::Scalar &s) {
+  switch (op) {
+    case 0: return x.eq(s);
+    case 1: return x.ne(s);
+    case 2: return x.lt(s);
+    case 3: return x.le(s);
+    case 4: return x.gt(s);
+    case 5: return x.ge(s);
+  }
+  throw std::invalid_argument("unknown comparison");
+}
+
+char *mt_compare(int op, mt_tensor a, mt_tensor b, mt_tensor *out) {
+  MT_TRY
+  const auto &x = T(a);
+  const auto &y = T(b);
+  switch (op) {
+    case 0: *out = wrap(x.eq(y)); break;
+    case 1: *out = wrap(x.ne(y)); break;
+    case 2: *out = wrap(x.lt(y)); break;
+    case 3: *out = wrap(x.le(y)); break;
+    case 4: *out = wrap(x.gt(y)); break;
+    case 5: *out = wrap(x.ge(y)); break;
+    default: throw std::invalid_argument("unknown comparison");
+  }
+  MT_CATCH("compare", a, b)
+}
+
+char *mt_compare_scalar(int op, mt_tensor a, double s, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(compare(op, T(a), s));
+  MT_CATCH("compare", a)
+}
+
+char *mt_where(mt_tensor cond, mt_tensor a, mt_tensor b, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::where(T(cond), T(a), T(b)));
+  MT_CATCH("where", cond, a, b)
+}
+
+char *mt_clamp(mt_tensor a, double lo, double hi, bool has_lo, bool has_hi, mt_tensor *out) {
+  MT_TRY
+  c10::optional<at::Scalar> l, h;
+  if (has_lo) l = lo;
+  if (has_hi) h = hi;
+  *out = wrap(at::clamp(T(a), l, h));
+  MT_CATCH("clamp", a)
+}
+
+char *mt_reduce_all(int op, mt_tensor x, mt_tensor *out) {
+  MT_TRY
+  const auto &t = T(x);
+  switch (op) {
+    case 0: *out = wrap(t.sum()); break;
+    case 1: *out = wrap(t.mean()); break;
+    case 2: *out = wrap(t.max()); break;
+    case 3: *out = wrap(t.min()); break;
+    default: throw std::invalid_argument("unknown reduction");
+  }
+  MT_CATCH("reduce", x)
+}
+
+char *mt_reduce_dims(int op, mt_tensor x, const int64_t *dims, int ndims, bool keepdim,
+                     mt_tensor *out) {
+  MT_TRY
+  const auto &t = T(x);
+  auto d = at::IntArrayRef(dims, ndims);
+  switch (op) {
+    case 0: *out = wrap(t.sum(d, keepdim)); break;
+    case 1: *out = wrap(t.mean(d, keepdim)); break;
+    case 2:
+      if (ndims != 1) throw std::invalid_argument("max over one dim only");
+      *out = wrap(std::get<0>(t.max(dims[0], keepdim)));
+      break;
+    case 3:
+      if (ndims != 1) throw std::invalid_argument("min over one dim only");
+      *out = wrap(std::get<0>(t.min(dims[0], keepdim)));
+      break;
+    default: throw std::invalid_argument("unknown reduction");
+  }
+  MT_CATCH("reduce", x)
+}
+
+char *mt_argmax(mt_tensor x, int64_t dim, bool keepdim, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(T(x).argmax(dim, keepdim));
+  MT_CATCH("argmax", x)
+}
+
+char *mt_topk(mt_tensor x, int64_t k, int64_t dim, bool largest, mt_tensor *values,
+              mt_tensor *indices) {
+  MT_TRY
+  auto r = T(x).topk(k, dim, largest, true);
+  *values = wrap(std::get<0>(r));
+  *indices = wrap(std::get<1>(r));
+  MT_CATCH("topk", x)
+}
+
+char *mt_norm(mt_tensor x, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(T(x).norm());
+  MT_CATCH("norm", x)
+}
+
+}  // extern "C"

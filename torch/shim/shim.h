@@ -1,0 +1,162 @@
+// C interface of metanas-go's own LibTorch shim: the operations gotorch's cgotorch lacks or
+// exposes without error handling. Every function that can fail returns NULL on success or a
+// malloc'd error message (free it with mt_free_str); results are returned through out
+// parameters as new at::Tensor handles (free each with mt_tensor_free). Handles share the
+// representation of cgotorch's Tensor type (a pointer to at::Tensor).
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef void *mt_tensor;  // at::Tensor*
+typedef void *mt_optim;   // metanas optimizer (Adam or SGD) with its per-parameter state
+typedef void *mt_dict;    // list of (name, tensor) read from a file
+typedef void *mt_module;  // torch::jit::Module*
+
+// Memory and strings.
+void mt_free_str(char *s);
+void mt_tensor_free(mt_tensor t);
+void mt_tensor_free_many(mt_tensor *ts, int64_t n);
+int64_t mt_live_tensors(void);
+
+// Runtime: devices, threads, seeds, synchronisation.
+bool mt_cuda_available(void);
+int64_t mt_cuda_device_count(void);
+void mt_manual_seed(uint64_t seed);
+char *mt_cuda_manual_seed_all(uint64_t seed);
+void mt_set_num_threads(int n);
+int mt_get_num_threads(void);
+void mt_set_cudnn_benchmark(bool on);
+char *mt_synchronize(int device_index);
+int64_t mt_sync_count(void);
+void mt_set_grad_enabled(bool on);
+bool mt_is_grad_enabled(void);
+
+// Creation (dtype: 0 float32, 1 float64, 2 int64, 3 uint8, 4 bool, 5 float16, 6 bfloat16;
+// dev_type: 0 cpu, 1 cuda).
+char *mt_from_data(const void *data, int dtype, const int64_t *shape, int ndim, int dev_type,
+                   int dev_index, bool requires_grad, mt_tensor *out);
+char *mt_from_u8_images(const uint8_t *data, const int64_t *shape, int ndim, double scale,
+                        int dev_type, int dev_index, mt_tensor *out);
+char *mt_full(const int64_t *shape, int ndim, double value, int dtype, int dev_type,
+              int dev_index, bool requires_grad, mt_tensor *out);
+char *mt_randn(const int64_t *shape, int ndim, int dtype, int dev_type, int dev_index,
+               bool requires_grad, mt_tensor *out);
+char *mt_rand(const int64_t *shape, int ndim, int dtype, int dev_type, int dev_index,
+              mt_tensor *out);
+char *mt_bernoulli(const int64_t *shape, int ndim, double p, int dtype, int dev_type,
+                   int dev_index, mt_tensor *out);
+char *mt_arange(int64_t n, int dtype, int dev_type, int dev_index, mt_tensor *out);
+
+// Introspection and host copies.
+char *mt_shape(mt_tensor t, int64_t *dims, int *ndim);
+char *mt_info(mt_tensor t, int *dtype, int *dev_type, int *dev_index, bool *requires_grad,
+              bool *defined);
+char *mt_to_host(mt_tensor t, void *dst, int dtype, int64_t numel);
+char *mt_item(mt_tensor t, double *out);
+char *mt_to(mt_tensor t, int dtype, int dev_type, int dev_index, bool non_blocking,
+            mt_tensor *out);
+char *mt_pin_memory(mt_tensor t, mt_tensor *out);
+char *mt_to_string(mt_tensor t, char **out);
+
+// Neural-network operations.
+char *mt_conv2d(mt_tensor x, mt_tensor w, mt_tensor b, int64_t sh, int64_t sw, int64_t ph,
+                int64_t pw, int64_t dh, int64_t dw, int64_t groups, mt_tensor *out);
+char *mt_batch_norm(mt_tensor x, mt_tensor w, mt_tensor b, mt_tensor rm, mt_tensor rv,
+                    bool training, double momentum, double eps, mt_tensor *out);
+char *mt_relu(mt_tensor x, mt_tensor *out);
+char *mt_max_pool2d(mt_tensor x, int64_t k, int64_t s, int64_t p, mt_tensor *out);
+char *mt_avg_pool2d(mt_tensor x, int64_t k, int64_t s, int64_t p, bool count_include_pad,
+                    mt_tensor *out);
+char *mt_adaptive_avg_pool2d(mt_tensor x, int64_t oh, int64_t ow, mt_tensor *out);
+char *mt_linear(mt_tensor x, mt_tensor w, mt_tensor b, mt_tensor *out);
+char *mt_softmax(mt_tensor x, int64_t dim, mt_tensor *out);
+char *mt_log_softmax(mt_tensor x, int64_t dim, mt_tensor *out);
+char *mt_cross_entropy(mt_tensor logits, mt_tensor target, mt_tensor *out);
+
+// Shape operations.
+char *mt_cat(mt_tensor *ts, int64_t n, int64_t dim, mt_tensor *out);
+char *mt_stack(mt_tensor *ts, int64_t n, int64_t dim, mt_tensor *out);
+char *mt_slice(mt_tensor x, int64_t dim, int64_t start, int64_t end, int64_t step,
+               mt_tensor *out);
+char *mt_narrow(mt_tensor x, int64_t dim, int64_t start, int64_t length, mt_tensor *out);
+char *mt_reshape(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
+char *mt_view(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
+char *mt_flatten(mt_tensor x, int64_t start, int64_t end, mt_tensor *out);
+char *mt_permute(mt_tensor x, const int64_t *dims, int ndim, mt_tensor *out);
+char *mt_contiguous(mt_tensor x, mt_tensor *out);
+char *mt_index_select(mt_tensor x, int64_t dim, mt_tensor index, mt_tensor *out);
+
+// Arithmetic (binary op codes: 0 add, 1 sub, 2 mul, 3 div, 4 maximum, 5 minimum).
+char *mt_binary(int op, mt_tensor a, mt_tensor b, mt_tensor *out);
+char *mt_add_scaled(mt_tensor a, mt_tensor b, double alpha, mt_tensor *out);
+char *mt_binary_scalar(int op, mt_tensor a, double s, mt_tensor *out);
+// Unary op codes: 0 neg, 1 exp, 2 log, 3 sqrt, 4 abs, 5 sigmoid, 6 tanh, 7 square.
+char *mt_unary(int op, mt_tensor a, mt_tensor *out);
+// Comparison op codes: 0 eq, 1 ne, 2 lt, 3 le, 4 gt, 5 ge.
+char *mt_compare(int op, mt_tensor a, mt_tensor b, mt_tensor *out);
+char *mt_compare_scalar(int op, mt_tensor a, double s, mt_tensor *out);
+char *mt_where(mt_tensor cond, mt_tensor a, mt_tensor b, mt_tensor *out);
+char *mt_clamp(mt_tensor a, double lo, double hi, bool has_lo, bool has_hi, mt_tensor *out);
+
+// Reductions (reduce op codes: 0 sum, 1 mean, 2 max, 3 min).
+char *mt_reduce_all(int op, mt_tensor x, mt_tensor *out);
+char *mt_reduce_dims(int op, mt_tensor x, const int64_t *dims, int ndims, bool keepdim,
+                     mt_tensor *out);
+char *mt_argmax(mt_tensor x, int64_t dim, bool keepdim, mt_tensor *out);
+char *mt_topk(mt_tensor x, int64_t k, int64_t dim, bool largest, mt_tensor *values,
+              mt_tensor *indices);
+char *mt_norm(mt_tensor x, mt_tensor *out);
+
+// Autograd.
+char *mt_set_requires_grad(mt_tensor t, bool on);
+char *mt_backward(mt_tensor t);
+char *mt_grad(mt_tensor t, mt_tensor *out);  // *out is NULL when the gradient is undefined
+char *mt_set_grad(mt_tensor t, mt_tensor g);
+char *mt_detach(mt_tensor t, mt_tensor *out);
+char *mt_clone(mt_tensor t, mt_tensor *out);
+char *mt_alias(mt_tensor t, mt_tensor *out);  // a second handle to the same tensor
+char *mt_clip_grad_norm(mt_tensor *ts, int64_t n, double max_norm, mt_tensor *total_norm);
+
+// In-place updates, single and fused over lists.
+char *mt_copy_(mt_tensor dst, mt_tensor src);
+char *mt_add_(mt_tensor dst, mt_tensor src, double alpha);
+char *mt_mul_scalar_(mt_tensor dst, double s);
+char *mt_lerp_(mt_tensor dst, mt_tensor end, double w);
+char *mt_fill_(mt_tensor dst, double v);
+char *mt_foreach_zero_grad(mt_tensor *ts, int64_t n, bool set_to_none);
+char *mt_foreach_copy_(mt_tensor *dst, mt_tensor *src, int64_t n);
+char *mt_foreach_add_(mt_tensor *dst, mt_tensor *src, int64_t n, double alpha);
+char *mt_foreach_mul_scalar_(mt_tensor *dst, int64_t n, double s);
+char *mt_foreach_lerp_(mt_tensor *dst, mt_tensor *end, int64_t n, double w);
+// dst[i] += w * (mean_k(src[k*n+i]) - dst[i]) for k < m source lists.
+char *mt_foreach_lerp_mean_(mt_tensor *dst, mt_tensor *srcs, int64_t n, int64_t m, double w);
+
+// Optimizers. kind 0 = Adam(lr, b1, b2, eps, wd), 1 = SGD(lr, momentum, dampening, wd,
+// nesterov as b1 != 0). The per-parameter state can be reset or kept.
+char *mt_optim_new(int kind, mt_tensor *params, int64_t n, double lr, double a, double b,
+                   double c, double wd, mt_optim *out);
+char *mt_optim_step(mt_optim o);
+char *mt_optim_zero_grad(mt_optim o, bool set_to_none);
+void mt_optim_set_lr(mt_optim o, double lr);
+void mt_optim_reset(mt_optim o);
+void mt_optim_free(mt_optim o);
+// Per-parameter state: for Adam, names "step", "exp_avg", "exp_avg_sq"; for SGD
+// "momentum_buffer". *out is NULL when the state does not exist yet.
+char *mt_optim_state_get(mt_optim o, int64_t i, const char *name, mt_tensor *out);
+char *mt_optim_state_set(mt_optim o, int64_t i, const char *name, mt_tensor v);
+
+// Serialization in PyTorch's file format (torch.save / torch.load).
+char *mt_save(const char **names, mt_tensor *ts, int64_t n, const char *path);
+char *mt_load(const char *path, mt_dict *out);
+int64_t mt_dict_size(mt_dict d);
+const char *mt_dict_name(mt_dict d, int64_t i);
+mt_tensor mt_dict_tensor(mt_dict d, int64_t i);  // a new handle
+void mt_dict_free(mt_dict d);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,216 @@
+// Package torch is metanas-go's tensor layer: LibTorch through gotorch's cgotorch and our own
+// C++ shim (torch/shim), with Go-style errors and deterministic memory management.
+//
+// Every tensor belongs to a Scope. Operations are methods of the scope that receives their
+// results; closing a scope frees every tensor it still owns, at once, without the Go garbage
+// collector. Tensors that must outlive a scope are moved out with Keep or MoveTo. Errors are
+// sticky: the first failing operation records its error (LibTorch's message with the input
+// shapes) in the scope, later operations of that scope return invalid tensors without calling
+// LibTorch, and Err reports the first error.
+//
+// Build the native libraries with `make native` before `go build`/`go test`.
+package torch
+
+// #cgo CFLAGS: -I${SRCDIR}/shim -I${SRCDIR}/../build/include
+// #cgo LDFLAGS: -L${SRCDIR}/../build/lib -Wl,-rpath,${SRCDIR}/../build/lib -lmetanas_shim -lcgotorch -ltorch -ltorch_cpu -lc10
+// #include <stdlib.h>
+// #include "shim.h"
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"github.com/wangkuiyi/gotorch"
+)
+
+func init() {
+	// gotorch's init limits LibTorch to half the cores; MetaNAS wants them all unless the
+	// user said otherwise.
+	if os.Getenv("OMP_NUM_THREADS") == "" && os.Getenv("MKL_NUM_THREADS") == "" {
+		SetNumThreads(runtime.NumCPU())
+	}
+}
+
+// cerr turns a shim error string into a Go error and frees it.
+func cerr(p *C.char) error {
+	if p == nil {
+		return nil
+	}
+	msg := C.GoString(p)
+	C.mt_free_str(p)
+	return errors.New(msg)
+}
+
+// DType is a tensor element type.
+type DType int
+
+// Element types, numbered as in the shim.
+const (
+	Float32 DType = iota
+	Float64
+	Int64
+	Uint8
+	Bool
+	Float16
+	BFloat16
+)
+
+var dtypeNames = []string{"float32", "float64", "int64", "uint8", "bool", "float16", "bfloat16"}
+
+// String returns the dtype's name.
+func (d DType) String() string {
+	if d >= 0 && int(d) < len(dtypeNames) {
+		return dtypeNames[d]
+	}
+	return fmt.Sprintf("dtype(%d)", int(d))
+}
+
+// Size returns the size of one element in bytes.
+func (d DType) Size() int {
+	switch d {
+	case Float32:
+		return 4
+	case Float64, Int64:
+		return 8
+	case Float16, BFloat16:
+		return 2
+	default:
+		return 1
+	}
+}
+
+// Device names where tensors live: the CPU or a CUDA device.
+type Device struct {
+	CUDA  bool
+	Index int
+}
+
+// CPU is the host device.
+var CPU = Device{}
+
+// ParseDevice reads "cpu", "cuda" or "cuda:N".
+func ParseDevice(s string) (Device, error) {
+	switch {
+	case s == "cpu" || s == "":
+		return CPU, nil
+	case s == "cuda":
+		return Device{CUDA: true}, nil
+	case strings.HasPrefix(s, "cuda:"):
+		n, err := strconv.Atoi(strings.TrimPrefix(s, "cuda:"))
+		if err != nil || n < 0 {
+			return CPU, fmt.Errorf("device %q: the index after cuda: must be a number >= 0", s)
+		}
+		return Device{CUDA: true, Index: n}, nil
+	}
+	return CPU, fmt.Errorf("device %q: use cpu, cuda or cuda:N", s)
+}
+
+// String returns "cpu" or "cuda:N".
+func (d Device) String() string {
+	if d.CUDA {
+		return fmt.Sprintf("cuda:%d", d.Index)
+	}
+	return "cpu"
+}
+
+// Check returns an error when the device is CUDA and no such GPU is present.
+func (d Device) Check() error {
+	if !d.CUDA {
+		return nil
+	}
+	if !CUDAAvailable() {
+		return fmt.Errorf("device %s: CUDA is not available (no GPU, or LibTorch built without CUDA; rebuild with `make native` against a CUDA PyTorch)", d)
+	}
+	if n := CUDADeviceCount(); d.Index >= n {
+		return fmt.Errorf("device %s: only %d CUDA device(s) present", d, n)
+	}
+	return nil
+}
+
+func (d Device) c() (C.int, C.int) {
+	if d.CUDA {
+		return 1, C.int(d.Index)
+	}
+	return 0, 0
+}
+
+// CUDAAvailable reports whether LibTorch sees a CUDA GPU.
+func CUDAAvailable() bool { return bool(C.mt_cuda_available()) }
+
+// CUDADeviceCount returns the number of CUDA devices.
+func CUDADeviceCount() int { return int(C.mt_cuda_device_count()) }
+
+// ManualSeed seeds LibTorch's CPU generator and, when present, every CUDA generator.
+func ManualSeed(seed uint64) {
+	C.mt_manual_seed(C.uint64_t(seed))
+	if CUDAAvailable() {
+		_ = cerr(C.mt_cuda_manual_seed_all(C.uint64_t(seed)))
+	}
+}
+
+// SetNumThreads sets LibTorch's intra-op thread count.
+func SetNumThreads(n int) {
+	if n < 1 {
+		n = 1
+	}
+	C.mt_set_num_threads(C.int(n))
+}
+
+// NumThreads returns LibTorch's intra-op thread count.
+func NumThreads() int { return int(C.mt_get_num_threads()) }
+
+// SetCuDNNBenchmark turns cuDNN's autotuner on or off.
+func SetCuDNNBenchmark(on bool) { C.mt_set_cudnn_benchmark(C.bool(on)) }
+
+// Synchronize waits for all work queued on a CUDA device (a no-op on CPU).
+func Synchronize(d Device) error { return cerr(C.mt_synchronize(C.int(d.Index))) }
+
+// HostSyncs counts operations so far that made the host wait for tensor data (copies to Go
+// memory, scalar reads, explicit synchronisation). Tests use it to prove that a hot path
+// never synchronises.
+func HostSyncs() int64 { return int64(C.mt_sync_count()) }
+
+// LiveTensors returns the number of tensor handles currently allocated by the shim.
+func LiveTensors() int64 { return int64(C.mt_live_tensors()) }
+
+// NoGrad runs f with gradient recording off on the calling goroutine's OS thread (LibTorch's
+// grad mode is thread-local, so the goroutine is locked to its thread while f runs).
+// Goroutines that f starts are not covered.
+func NoGrad(f func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	prev := bool(C.mt_is_grad_enabled())
+	C.mt_set_grad_enabled(false)
+	defer C.mt_set_grad_enabled(C.bool(prev))
+	return f()
+}
+
+// Gotorch returns a gotorch tensor sharing t's data (a second handle, freed by gotorch's
+// finalizer), for code that uses gotorch's API directly.
+func (t *Tensor) Gotorch() (gotorch.Tensor, error) {
+	if err := t.valid("gotorch"); err != nil {
+		return gotorch.Tensor{}, err
+	}
+	var h C.mt_tensor
+	if err := cerr(C.mt_alias(t.h, &h)); err != nil {
+		return gotorch.Tensor{}, err
+	}
+	p := unsafe.Pointer(h)
+	gotorch.SetTensorFinalizer(&p)
+	return gotorch.Tensor{T: &p}, nil
+}
+
+// FromGotorch adopts a second handle to a gotorch tensor into the scope.
+func (s *Scope) FromGotorch(g gotorch.Tensor) *Tensor {
+	if g.T == nil || *g.T == nil {
+		return s.fail(errors.New("from_gotorch: nil gotorch tensor"))
+	}
+	var h C.mt_tensor
+	return s.result(h, cerr(C.mt_alias(C.mt_tensor(*g.T), &h)), &h)
+}
