@@ -384,3 +384,37 @@ func (s *Scope) TopK(x *Tensor, k, dim int64, largest bool) (values, indices *Te
 func (s *Scope) Norm(x *Tensor) *Tensor {
 	return s.unary("norm", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_norm(a, o) })
 }
+
+// MixedNode computes a search-cell node from the outputs of its active ops in one call;
+// see mt_mixed_node in shim.h. inc is the [P x nIn] incidence matrix of active pairs (nil
+// with wpair nil), idx[m] = input*K + op for outs[m], droppable[m] whether outs[m] takes
+// drop-path.
+func (s *Scope) MixedNode(outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool, dropProb float64) *Tensor {
+	if !s.ok("mixed_node", outs...) || !s.ok("mixed_node", wops) || !s.okOpt("mixed_node", wpair) {
+		return &Tensor{}
+	}
+	m := len(outs)
+	if m == 0 || len(idx) != m || len(droppable) != m {
+		return s.fail(fmt.Errorf("mixed_node: %d outputs, %d indices, %d drop flags", m, len(idx), len(droppable)))
+	}
+	var incP *C.float
+	p := 0
+	if wpair != nil {
+		if nIn <= 0 || len(inc)%nIn != 0 || len(inc) == 0 {
+			return s.fail(fmt.Errorf("mixed_node: incidence of %d values for %d inputs", len(inc), nIn))
+		}
+		p = len(inc) / nIn
+		incP = (*C.float)(unsafe.Pointer(&inc[0]))
+	}
+	drop := make([]C.uint8_t, m)
+	for i, d := range droppable {
+		if d {
+			drop[i] = 1
+		}
+	}
+	hs := handles(outs)
+	var out C.mt_tensor
+	e := C.mt_mixed_node(&hs[0], C.int64_t(m), optH(wpair), wops.h, incP, C.int64_t(p), C.int64_t(nIn),
+		(*C.int64_t)(unsafe.Pointer(&idx[0])), &drop[0], C.double(dropProb), &out)
+	return s.res(e, out)
+}

@@ -160,3 +160,22 @@ void mt_dict_free(mt_dict d);
 #ifdef __cplusplus
 }
 #endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+// MetaNAS node of a search cell in one call: outs[m] are the outputs of the active ops
+// (input i_m, op k_m) of the node; wops is the node's normalised op-weight matrix
+// [n_in, K]; wpair (NULL for the plain DARTS sum) its normalised pair weights [P].
+// inc is the host incidence matrix [P x n_in] of the active pairs (1 where input j is in
+// active pair p), idx[m] = i_m*K + k_m. The node value is
+//   sum_m c_{i_m} * wops[i_m, k_m] * drop_m(outs[m]),  c = wpair @ inc (or 1 without pairs),
+// which equals the reference's sum over active pairs of w_pair * (edge_i + edge_j). When
+// drop_prob > 0, every output whose droppable flag is set gets a per-sample drop-path mask
+// scaled by 1/(1-drop_prob).
+char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
+                    const float *inc, int64_t p, int64_t n_in, const int64_t *idx,
+                    const uint8_t *droppable, double drop_prob, mt_tensor *out);
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,129 @@
+package cells
+
+import (
+	"fmt"
+
+	"github.com/metanas-go/metanas/torch"
+)
+
+// NormKind selects how alphas become weights.
+type NormKind string
+
+// Normalizers.
+const (
+	// Softmax is softmax(alpha / T), the reference default.
+	Softmax NormKind = "softmax"
+	// ReLUSoftmax is softmax(relu(alpha) / T): negative logits all count as zero.
+	ReLUSoftmax NormKind = "relu_softmax"
+	// GumbelSoftmax is softmax((alpha + g) / T) with fresh Gumbel noise g each pass.
+	GumbelSoftmax NormKind = "gumbel_softmax"
+)
+
+// Schedule is the temperature annealed linearly from TMax to TMin over a task's
+// MaxSteps architecture steps: T(step) = TMax - step*(TMax-TMin)/(MaxSteps-1), with step
+// clamped to [0, MaxSteps-1]. The task learner owns the step counter and restarts it for
+// every task.
+type Schedule struct {
+	TMax, TMin float64
+	MaxSteps   int
+}
+
+// Temperature returns T at the given step.
+func (s Schedule) Temperature(step int) float64 {
+	if s.MaxSteps <= 1 {
+		return s.TMax
+	}
+	if step < 0 {
+		step = 0
+	}
+	if step > s.MaxSteps-1 {
+		step = s.MaxSteps - 1
+	}
+	return s.TMax - float64(step)*(s.TMax-s.TMin)/float64(s.MaxSteps-1)
+}
+
+// CellWeights are the normalised architecture weights of one cell type: per node the op
+// weights [(i+2) x ops] and pair weights [binom(i+2,2)] as device tensors (autograd
+// connects them to the alphas), plus one host copy used for pruning decisions.
+type CellWeights struct {
+	Ops       []*torch.Tensor
+	Pairs     []*torch.Tensor // nil without pairwise weights
+	HostOps   [][]float32     // node i: row-major (i+2) x ops
+	HostPairs [][]float32
+}
+
+// ArchWeights are the normalised weights of both cell types.
+type ArchWeights struct {
+	Normal, Reduce CellWeights
+}
+
+func normalize(s *torch.Scope, a *torch.Tensor, kind NormKind, temp float64) *torch.Tensor {
+	x := a
+	switch kind {
+	case ReLUSoftmax:
+		x = s.Relu(x)
+	case GumbelSoftmax:
+		// g = -log(-log(U + eps) + eps)
+		u := s.Rand(a.MustShape(), deviceOf(a))
+		g := s.Neg(s.Log(s.AddScalar(s.Neg(s.Log(s.AddScalar(u, 1e-20))), 1e-20)))
+		x = s.Add(x, g)
+	}
+	return s.Softmax(s.DivScalar(x, temp), -1)
+}
+
+// Normalize turns the alphas into weights at temperature temp, with one host copy of all
+// of them (a single device synchronisation per call).
+func (n *SearchNet) Normalize(s *torch.Scope, kind NormKind, temp float64) (*ArchWeights, error) {
+	switch kind {
+	case Softmax, ReLUSoftmax, GumbelSoftmax:
+	default:
+		return nil, fmt.Errorf("normalizer %q: use softmax, relu_softmax or gumbel_softmax", kind)
+	}
+	if temp <= 0 {
+		return nil, fmt.Errorf("normalizer: temperature must be > 0, got %g", temp)
+	}
+	w := &ArchWeights{}
+	var flat []*torch.Tensor
+	fill := func(cw *CellWeights, ops, pairs []*torch.Tensor) {
+		for _, a := range ops {
+			t := normalize(s, a, kind, temp)
+			cw.Ops = append(cw.Ops, t)
+			flat = append(flat, s.Flatten(t, 0, -1))
+		}
+		if pairs != nil {
+			for _, a := range pairs {
+				t := normalize(s, a, kind, temp)
+				cw.Pairs = append(cw.Pairs, t)
+				flat = append(flat, t)
+			}
+		}
+	}
+	fill(&w.Normal, n.AlphaNormal, n.AlphaPwNormal)
+	fill(&w.Reduce, n.AlphaReduce, n.AlphaPwReduce)
+	host, err := s.Cat(flat, 0).Float32s()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	K := len(n.Cfg.Primitives)
+	off := 0
+	split := func(cw *CellWeights, pairs bool) {
+		for i := range cw.Ops {
+			m := (i + 2) * K
+			cw.HostOps = append(cw.HostOps, host[off:off+m])
+			off += m
+		}
+		if pairs {
+			for i := range cw.Pairs {
+				m := (i + 2) * (i + 1) / 2
+				cw.HostPairs = append(cw.HostPairs, host[off:off+m])
+				off += m
+			}
+		}
+	}
+	split(&w.Normal, w.Normal.Pairs != nil)
+	split(&w.Reduce, w.Reduce.Pairs != nil)
+	return w, nil
+}

@@ -1,0 +1,306 @@
+package cells
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/metanas-go/metanas/cells/genotype"
+	"github.com/metanas-go/metanas/torch"
+)
+
+// SearchConfig describes a one-shot network.
+type SearchConfig struct {
+	InChannels       int      // 1 for Omniglot, 3 for MiniImagenet
+	Classes          int      // N ways
+	Channels         int      // C
+	Layers           int      // number of cells
+	Nodes            int      // intermediate nodes per cell
+	Reductions       []int    // indices of reduction cells
+	StemMultiplier   int      // stem outputs StemMultiplier*C channels (3)
+	FeatureScaleRate int      // channel multiplier at each reduction (1 keeps C)
+	Primitives       []string // candidate ops, in alpha column order
+	Pairwise         bool     // pairwise input weights (MetaNAS) or the plain DARTS sum
+	AlphaInitStd     float64  // alphas start as AlphaInitStd * N(0,1) (1e-3)
+}
+
+// DefaultSearchConfig is the reference's og_metanas network for the given ways.
+func DefaultSearchConfig(classes int) SearchConfig {
+	return SearchConfig{InChannels: 1, Classes: classes, Channels: 28, Layers: 4, Nodes: 3, Reductions: []int{1, 3},
+		StemMultiplier: 3, FeatureScaleRate: 1, Primitives: genotype.FewShot, Pairwise: true, AlphaInitStd: 1e-3}
+}
+
+// Validate reports the first invalid field by name.
+func (c SearchConfig) Validate() error {
+	switch {
+	case c.InChannels <= 0:
+		return fmt.Errorf("in_channels must be > 0, got %d", c.InChannels)
+	case c.Classes < 1:
+		return fmt.Errorf("classes must be >= 1, got %d", c.Classes)
+	case c.Channels <= 0:
+		return fmt.Errorf("channels must be > 0, got %d", c.Channels)
+	case c.Channels%2 != 0:
+		return fmt.Errorf("channels must be even (factorized reduce halves them), got %d", c.Channels)
+	case c.Layers <= 0:
+		return fmt.Errorf("layers must be > 0, got %d", c.Layers)
+	case c.Nodes <= 0:
+		return fmt.Errorf("nodes must be > 0, got %d", c.Nodes)
+	case c.StemMultiplier <= 0:
+		return fmt.Errorf("stem_multiplier must be > 0, got %d", c.StemMultiplier)
+	case c.FeatureScaleRate <= 0:
+		return fmt.Errorf("feature_scale_rate must be > 0, got %d", c.FeatureScaleRate)
+	case len(c.Primitives) == 0:
+		return errors.New("primitives: empty set")
+	}
+	for _, r := range c.Reductions {
+		if r < 0 || r >= c.Layers {
+			return fmt.Errorf("reductions: cell index %d outside [0, %d)", r, c.Layers)
+		}
+	}
+	for _, p := range c.Primitives {
+		if err := genotype.ValidateOp(p, genotype.KnownOps()); err != nil {
+			return fmt.Errorf("primitives: %w", err)
+		}
+	}
+	return nil
+}
+
+func (c SearchConfig) isReduction(i int) bool {
+	for _, r := range c.Reductions {
+		if r == i {
+			return true
+		}
+	}
+	return false
+}
+
+// edge is the MixedOp of one cell input of one node: one op per primitive.
+type edge struct {
+	ops []Op
+}
+
+// SearchCell is a cell of the one-shot network.
+type SearchCell struct {
+	Reduction bool
+	pre0      Op
+	pre1      *StdConv
+	nodes     [][]edge // nodes[i][j]: edge from input j into node i
+	stride    func(j int) int64
+	out       int64 // output channels of one node
+}
+
+func newSearchCell(r *Registry, cfg SearchConfig, cpp, cp, c int64, reductionPrev, reduction bool) (*SearchCell, error) {
+	cell := &SearchCell{Reduction: reduction, out: c}
+	if reductionPrev {
+		fr, err := NewFactorizedReduce(r.Sub("preproc0"), cpp, c, false)
+		if err != nil {
+			return nil, err
+		}
+		cell.pre0 = fr
+	} else {
+		cell.pre0 = NewStdConv(r.Sub("preproc0"), cpp, c, false)
+	}
+	cell.pre1 = NewStdConv(r.Sub("preproc1"), cp, c, false)
+	dag := r.Sub("dag")
+	for i := 0; i < cfg.Nodes; i++ {
+		ni := dag.Sub(fmt.Sprint(i))
+		var row []edge
+		for j := 0; j < i+2; j++ {
+			stride := int64(1)
+			if reduction && j < 2 {
+				stride = 2
+			}
+			ej := ni.Sub(fmt.Sprint(j)).Sub("_ops")
+			var e edge
+			for k, name := range cfg.Primitives {
+				op, err := NewOp(ej.Sub(fmt.Sprint(k)).Sub("0"), name, c, stride, false)
+				if err != nil {
+					return nil, fmt.Errorf("cell node %d input %d: %w", i, j, err)
+				}
+				e.ops = append(e.ops, op)
+			}
+			row = append(row, e)
+		}
+		cell.nodes = append(cell.nodes, row)
+	}
+	return cell, nil
+}
+
+// SearchNet is the one-shot network with its architecture parameters.
+type SearchNet struct {
+	Cfg   SearchConfig
+	Reg   *Registry
+	stemW *torch.Tensor
+	stemB *BatchNorm
+	cells []*SearchCell
+	linW  *torch.Tensor
+	linB  *torch.Tensor
+
+	// AlphaNormal[i] is node i's [(i+2) x ops] op alphas of normal cells; AlphaReduce the
+	// same for reduction cells; AlphaPwNormal/AlphaPwReduce the pairwise alphas
+	// [binom(i+2,2)] (nil without pairwise weights).
+	AlphaNormal, AlphaReduce     []*torch.Tensor
+	AlphaPwNormal, AlphaPwReduce []*torch.Tensor
+}
+
+// NewSearchNet builds the one-shot network in scope s on dev, with PyTorch's default
+// initialisation drawn from LibTorch's generator (seed it with torch.ManualSeed).
+func NewSearchNet(s *torch.Scope, dev torch.Device, cfg SearchConfig) (*SearchNet, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("search network: %w", err)
+	}
+	if cfg.AlphaInitStd == 0 {
+		cfg.AlphaInitStd = 1e-3
+	}
+	r := NewRegistry(s, dev)
+	n := &SearchNet{Cfg: cfg, Reg: r}
+	nops := int64(len(cfg.Primitives))
+	for i := 0; i < cfg.Nodes; i++ {
+		n.AlphaNormal = append(n.AlphaNormal, r.Alpha(fmt.Sprintf("alpha_normal.%d", i), []int64{int64(i + 2), nops}, cfg.AlphaInitStd))
+	}
+	for i := 0; i < cfg.Nodes; i++ {
+		n.AlphaReduce = append(n.AlphaReduce, r.Alpha(fmt.Sprintf("alpha_reduce.%d", i), []int64{int64(i + 2), nops}, cfg.AlphaInitStd))
+	}
+	if cfg.Pairwise {
+		for i := 0; i < cfg.Nodes; i++ {
+			np := int64(genotype.NumPairs(i + 2))
+			n.AlphaPwNormal = append(n.AlphaPwNormal, r.Alpha(fmt.Sprintf("alpha_pw_normal.%d", i), []int64{np}, cfg.AlphaInitStd))
+		}
+		for i := 0; i < cfg.Nodes; i++ {
+			np := int64(genotype.NumPairs(i + 2))
+			n.AlphaPwReduce = append(n.AlphaPwReduce, r.Alpha(fmt.Sprintf("alpha_pw_reduce.%d", i), []int64{np}, cfg.AlphaInitStd))
+		}
+	}
+	net := r.Sub("net")
+	c := int64(cfg.Channels)
+	cstem := int64(cfg.StemMultiplier) * c
+	stem := net.Sub("stem")
+	n.stemW = stem.Sub("0").ConvWeight("weight", cstem, int64(cfg.InChannels), 1, 3, 3)
+	n.stemB = NewBatchNorm(stem.Sub("1"), cstem, true)
+	cpp, cp, cur := cstem, cstem, c
+	redPrev := false
+	cellsR := net.Sub("cells")
+	for i := 0; i < cfg.Layers; i++ {
+		red := cfg.isReduction(i)
+		if red {
+			cur *= int64(cfg.FeatureScaleRate)
+		}
+		cell, err := newSearchCell(cellsR.Sub(fmt.Sprint(i)), cfg, cpp, cp, cur, redPrev, red)
+		if err != nil {
+			return nil, fmt.Errorf("search network: cell %d: %w", i, err)
+		}
+		n.cells = append(n.cells, cell)
+		redPrev = red
+		cpp, cp = cp, cur*int64(cfg.Nodes)
+	}
+	n.linW, n.linB = net.LinearWeights("linear", int64(cfg.Classes), cp)
+	if err := r.Err(); err != nil {
+		return nil, fmt.Errorf("search network: %w", err)
+	}
+	return n, nil
+}
+
+// Weights returns the network weights (no alphas), in state_dict order.
+func (n *SearchNet) Weights() []*torch.Tensor { return n.Reg.Select(Weight) }
+
+// Alphas returns all architecture parameters, in state_dict order.
+func (n *SearchNet) Alphas() []*torch.Tensor { return n.Reg.Select(Alpha) }
+
+// Buffers returns the batch-norm buffers, in state_dict order.
+func (n *SearchNet) Buffers() []*torch.Tensor { return n.Reg.Select(Buffer) }
+
+// cellAlphas returns the op and pair alphas of a cell type.
+func (n *SearchNet) cellAlphas(reduce bool) (ops, pairs []*torch.Tensor) {
+	if reduce {
+		return n.AlphaReduce, n.AlphaPwReduce
+	}
+	return n.AlphaNormal, n.AlphaPwNormal
+}
+
+// Forward computes logits for x with the architecture weights w (see Normalize), skipping
+// ops and input pairs whose weight is at or below threshold.
+func (n *SearchNet) Forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold float64) *torch.Tensor {
+	s := c.S
+	h := n.stemB.Forward(c, s.Conv2d(x, n.stemW, nil, torch.Conv{Padding: [2]int64{1, 1}}))
+	s0, s1 := h, h
+	for _, cell := range n.cells {
+		cw := &w.Normal
+		if cell.Reduction {
+			cw = &w.Reduce
+		}
+		s0, s1 = s1, cell.forward(c, s0, s1, cw, float32(threshold))
+	}
+	y := s.AdaptiveAvgPool2d(s1, 1, 1)
+	y = s.Flatten(y, 1, -1)
+	return s.Linear(y, n.linW, n.linB)
+}
+
+func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, thr float32) *torch.Tensor {
+	s := c.S
+	states := []*torch.Tensor{cell.pre0.Forward(c, s0), cell.pre1.Forward(c, s1)}
+	for i, row := range cell.nodes {
+		nIn := i + 2
+		K := len(row[0].ops)
+		hostOps := w.HostOps[i]
+		var inc []float32
+		used := make([]bool, nIn)
+		if w.Pairs != nil {
+			pairs := genotype.Pairs(nIn)
+			inc = make([]float32, len(pairs)*nIn)
+			for p, pr := range pairs {
+				if w.HostPairs[i][p] > thr {
+					inc[p*nIn+pr[0]] = 1
+					inc[p*nIn+pr[1]] = 1
+					used[pr[0]], used[pr[1]] = true, true
+				}
+			}
+		} else {
+			for j := range used {
+				used[j] = true
+			}
+		}
+		var outs []*torch.Tensor
+		var idx []int64
+		var drop []bool
+		for j := 0; j < nIn; j++ {
+			if !used[j] {
+				continue
+			}
+			for k, op := range row[j].ops {
+				if hostOps[j*K+k] <= thr {
+					continue
+				}
+				outs = append(outs, op.Forward(c, states[j]))
+				idx = append(idx, int64(j*K+k))
+				drop = append(drop, !op.Identity())
+			}
+		}
+		var node *torch.Tensor
+		if len(outs) == 0 {
+			node = cell.zeros(c, states[0], states[1])
+		} else {
+			dp := 0.0
+			if c.Train {
+				dp = c.DropPath
+			}
+			var wp *torch.Tensor
+			if w.Pairs != nil {
+				wp = w.Pairs[i]
+			}
+			node = s.MixedNode(outs, wp, w.Ops[i], inc, nIn, idx, drop, dp)
+		}
+		states = append(states, node)
+	}
+	return s.Cat(states[2:], 1)
+}
+
+// zeros returns a zero node (every op and pair pruned) of the cell's output geometry.
+func (cell *SearchCell) zeros(c *Ctx, p0, p1 *torch.Tensor) *torch.Tensor {
+	sh := p1.MustShape()
+	if len(sh) != 4 {
+		return c.S.MulScalar(p1, 0)
+	}
+	if cell.Reduction {
+		sh[2], sh[3] = (sh[2]+1)/2, (sh[3]+1)/2
+	}
+	return c.S.Zeros([]int64{sh[0], cell.out, sh[2], sh[3]}, deviceOf(p1))
+}

@@ -1,0 +1,111 @@
+package cells
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/metanas-go/metanas/torch"
+)
+
+// referenceTSV reads the reference state_dict listing (key -> shape) shipped beside the repo.
+func referenceTSV(t *testing.T) ([]string, map[string]string) {
+	t.Helper()
+	var path string
+	for _, p := range []string{"../../shared/reference", "../shared/reference"} {
+		f := filepath.Join(p, "searchcnn_state_dict_omniglot_20way.tsv")
+		if _, err := os.Stat(f); err == nil {
+			path = f
+			break
+		}
+	}
+	if path == "" {
+		t.Skip("reference state_dict listing not found (shared/reference beside the repository)")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var keys []string
+	shapes := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") || line == "" {
+			continue
+		}
+		parts := strings.SplitN(line, "\t", 2)
+		keys = append(keys, parts[0])
+		shapes[parts[0]] = parts[1]
+	}
+	return keys, shapes
+}
+
+func TestSearchNetMatchesReferenceStateDict(t *testing.T) {
+	keys, shapes := referenceTSV(t)
+	s := torch.NewScope()
+	defer s.Close()
+	torch.ManualSeed(0)
+	n, err := NewSearchNet(s, torch.CPU, DefaultSearchConfig(20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := n.Reg.Entries()
+	if len(entries) != len(keys) {
+		t.Fatalf("%d entries, reference has %d", len(entries), len(keys))
+	}
+	for i, e := range entries {
+		if e.Name != keys[i] {
+			t.Fatalf("entry %d is %q, reference %q", i, e.Name, keys[i])
+		}
+		if got := ShapeString(e.Tensor.MustShape()); got != shapes[e.Name] {
+			t.Errorf("%s: shape %s, reference %s", e.Name, got, shapes[e.Name])
+		}
+	}
+	if w, a := n.Reg.Count(Weight), n.Reg.Count(Alpha); w != 462272 || a != 146 {
+		t.Errorf("counts: %d weights + %d alphas, want 462272 + 146", w, a)
+	}
+}
+
+func TestSearchNetCounts(t *testing.T) {
+	cases := []struct {
+		name      string
+		in, ways  int
+		weights   int64
+		inputSize int64
+	}{
+		{"omniglot 5-way", 1, 5, 460997, 28},
+		{"omniglot 20-way", 1, 20, 462272, 28},
+		{"miniimagenet 5-way", 3, 5, 462509, 84},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := torch.NewScope()
+			defer s.Close()
+			cfg := DefaultSearchConfig(tc.ways)
+			cfg.InChannels = tc.in
+			n, err := NewSearchNet(s, torch.CPU, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := n.Reg.Count(Weight); got != tc.weights {
+				t.Errorf("weights %d, want %d", got, tc.weights)
+			}
+			w, err := n.Normalize(s, Softmax, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := s.Randn([]int64{2, int64(tc.in), tc.inputSize, tc.inputSize}, torch.CPU, false)
+			y := n.Forward(&Ctx{S: s, Train: true}, x, w, 0.01)
+			if err := s.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if got := y.MustShape(); len(got) != 2 || got[0] != 2 || got[1] != int64(tc.ways) {
+				t.Errorf("logits shape %v, want [2 %d]", got, tc.ways)
+			}
+		})
+	}
+}
