@@ -195,7 +195,9 @@ func (s *Scope) Permute(x *Tensor, dims ...int64) *Tensor {
 
 // Flatten merges dims start..end (inclusive; -1 is the last).
 func (s *Scope) Flatten(x *Tensor, start, end int64) *Tensor {
-	return s.unary("flatten", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_flatten(a, C.int64_t(start), C.int64_t(end), o) })
+	return s.unary("flatten", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char {
+		return C.mt_flatten(a, C.int64_t(start), C.int64_t(end), o)
+	})
 }
 
 // Contiguous returns x laid out contiguously.
