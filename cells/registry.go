@@ -234,3 +234,32 @@ func ShapeString(s []int64) string {
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
 }
+
+// RunningStats returns the batch-norm running means and variances (the float buffers,
+// without the integer batch counters), in state_dict order.
+func (r *Registry) RunningStats() []*torch.Tensor {
+	var out []*torch.Tensor
+	for _, e := range r.st.entries {
+		if e.Kind == Buffer && e.bn == nil {
+			out = append(out, e.Tensor)
+		}
+	}
+	return out
+}
+
+// CopyFrom copies every tensor (weights, alphas, buffers) and batch counter of src, a
+// registry of the same architecture, into r.
+func (r *Registry) CopyFrom(src *Registry) error {
+	if len(src.st.entries) != len(r.st.entries) {
+		return fmt.Errorf("copy: %d entries into %d", len(src.st.entries), len(r.st.entries))
+	}
+	dst := make([]*torch.Tensor, len(r.st.entries))
+	from := make([]*torch.Tensor, len(r.st.entries))
+	for i, e := range r.st.entries {
+		dst[i], from[i] = e.Tensor, src.st.entries[i].Tensor
+		if e.bn != nil {
+			e.bn.count = src.st.entries[i].bn.count
+		}
+	}
+	return torch.ForeachCopy(dst, from)
+}

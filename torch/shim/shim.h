@@ -179,3 +179,27 @@ char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
 #ifdef __cplusplus
 }
 #endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+// A tree of values saved as nested dicts: keys[i] is a path "a/b/c" (nested dict keys;
+// a segment of only digits becomes an int key), kinds[i] 0 tensor (ts[i]), 1 string
+// (strs[i]), 2 int (ints[i]), 3 float (floats[i]), 4 empty dict.
+char *mt_save_tree(const char **keys, const int *kinds, mt_tensor *ts, const char **strs,
+                   const int64_t *ints, const double *floats, int64_t n, const char *path);
+// Loads a file written by mt_save_tree or mt_save (LibTorch pickles) into a flat list of
+// paths and values. Entries of other types are skipped.
+typedef void *mt_tree;
+char *mt_load_tree(const char *path, mt_tree *out);
+int64_t mt_tree_size(mt_tree t);
+const char *mt_tree_key(mt_tree t, int64_t i);
+int mt_tree_kind(mt_tree t, int64_t i);
+mt_tensor mt_tree_tensor(mt_tree t, int64_t i);
+const char *mt_tree_str(mt_tree t, int64_t i);
+int64_t mt_tree_int(mt_tree t, int64_t i);
+double mt_tree_float(mt_tree t, int64_t i);
+void mt_tree_free(mt_tree t);
+#ifdef __cplusplus
+}
+#endif

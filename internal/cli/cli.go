@@ -1,0 +1,33 @@
+// Package cli holds what the commands share: exit codes, logging and terminal detection.
+package cli
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+)
+
+// Exit codes.
+const (
+	OK    = 0
+	Fail  = 1 // a failure while running
+	Usage = 2 // bad input: flags, configuration, data, files
+)
+
+// IsTerminal reports whether f is a character device (an interactive terminal).
+func IsTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// Logger returns a text slog logger on w.
+func Logger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// Errorf prints "prog: message" to stderr and returns code.
+func Errorf(prog string, code int, err error) int {
+	fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
+	return code
+}

@@ -1,0 +1,78 @@
+// Package learn holds MetaNAS's learners: the task learner (k steps of first-order DARTS
+// on a task's support set, weights and alphas updated from one forward/backward pass) and
+// the meta learners (REPTILE and first-order MAML) behind one interface.
+package learn
+
+import (
+	"fmt"
+
+	"github.com/metanas-go/metanas/cells"
+	"github.com/metanas-go/metanas/cells/genotype"
+	"github.com/metanas-go/metanas/metanas/config"
+	"github.com/metanas-go/metanas/torch"
+)
+
+// Model is a network the learners train: the one-shot search network (with alphas), a
+// discrete network of a genotype, or the 4-block CNN baseline.
+type Model struct {
+	Kind   config.ModelKind
+	Reg    *cells.Registry
+	Search *cells.SearchNet // nil unless Kind is search
+	fwd    func(c *cells.Ctx, x *torch.Tensor) *torch.Tensor
+}
+
+// NewModel builds the network cfg describes in scope s on dev.
+func NewModel(s *torch.Scope, dev torch.Device, cfg config.Config) (*Model, error) {
+	in, _ := cfg.Data.InputShape()
+	m := cfg.Model
+	switch m.Kind {
+	case config.ModelSearch:
+		prims, err := genotype.Primitives(string(m.Primitives))
+		if err != nil {
+			return nil, fmt.Errorf("model.primitives: %w", err)
+		}
+		sc := cells.SearchConfig{InChannels: in, Classes: cfg.Data.Ways, Channels: m.Channels, Layers: m.Layers,
+			Nodes: m.Nodes, Reductions: m.Reductions, StemMultiplier: m.StemMultiplier, FeatureScaleRate: m.FeatureScaleRate,
+			Primitives: prims, Pairwise: m.UsePairwise, AlphaInitStd: cfg.Arch.AlphaInitStd}
+		n, err := cells.NewSearchNet(s, dev, sc)
+		if err != nil {
+			return nil, err
+		}
+		return &Model{Kind: m.Kind, Reg: n.Reg, Search: n}, nil
+	}
+	return nil, fmt.Errorf("model.kind %q: use search, discrete or cnn", m.Kind)
+}
+
+// Weights returns the trainable network weights.
+func (m *Model) Weights() []*torch.Tensor { return m.Reg.Select(cells.Weight) }
+
+// Alphas returns the architecture parameters (none for fixed networks).
+func (m *Model) Alphas() []*torch.Tensor { return m.Reg.Select(cells.Alpha) }
+
+// Buffers returns the batch-norm buffers.
+func (m *Model) Buffers() []*torch.Tensor { return m.Reg.Select(cells.Buffer) }
+
+// HasAlphas reports whether the model searches an architecture.
+func (m *Model) HasAlphas() bool { return m.Search != nil }
+
+// Arch is how a forward pass normalises and prunes the alphas.
+type Arch struct {
+	Norm      cells.NormKind
+	Temp      float64
+	Threshold float64
+}
+
+// Forward computes logits; for the search network it also returns the normalised weights
+// used (with their host copy).
+func (m *Model) Forward(c *cells.Ctx, x *torch.Tensor, a Arch) (*torch.Tensor, *cells.ArchWeights, error) {
+	if m.Search == nil {
+		y := m.fwd(c, x)
+		return y, nil, c.S.Err()
+	}
+	w, err := m.Search.Normalize(c.S, a.Norm, a.Temp)
+	if err != nil {
+		return nil, nil, err
+	}
+	y := m.Search.Forward(c, x, w, a.Threshold)
+	return y, w, c.S.Err()
+}

@@ -1,0 +1,401 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/metanas-go/metanas/cells"
+	"github.com/metanas-go/metanas/metanas/config"
+	"github.com/metanas-go/metanas/metanas/data"
+	"github.com/metanas-go/metanas/metanas/learn"
+	"github.com/metanas-go/metanas/torch"
+)
+
+// Options are run settings that are not part of the configuration.
+type Options struct {
+	// Resume continues from this checkpoint (ours or the reference's meta_state).
+	Resume string
+	// Progress receives the one-line progress display (a terminal), or nil.
+	Progress io.Writer
+	// Log receives structured log lines, or nil.
+	Log *slog.Logger
+	// MaxEpochs stops after this many meta-epochs of this run (0: run to the end), for
+	// tests and benchmarks.
+	MaxEpochs int
+}
+
+// EpochMetrics is one line of metrics.jsonl for a meta-training epoch.
+type EpochMetrics struct {
+	Epoch    int     `json:"epoch"`
+	WarmUp   bool    `json:"warm_up"`
+	Loss     float64 `json:"loss"`
+	Accuracy float64 `json:"accuracy"`
+	Seconds  float64 `json:"seconds"`
+	MetaWLR  float64 `json:"meta_w_lr"`
+	MetaALR  float64 `json:"meta_a_lr"`
+}
+
+// TestResult summarises a meta-test over several tasks.
+type TestResult struct {
+	Epoch          int          `json:"epoch"`
+	Tasks          int          `json:"tasks"`
+	Accuracy       float64      `json:"accuracy"`
+	CI95           float64      `json:"ci95"`
+	MeanParams     float64      `json:"mean_active_params"`
+	Distinct       int          `json:"distinct_architectures"`
+	Seconds        float64      `json:"seconds"`
+	SecondsPerTask float64      `json:"seconds_per_task"`
+	PerTask        []TaskResult `json:"per_task,omitempty"`
+}
+
+// TaskResult is one meta-test task's outcome.
+type TaskResult struct {
+	Index        uint64  `json:"index"`
+	Accuracy     float64 `json:"accuracy"`
+	Genotype     string  `json:"genotype,omitempty"`
+	ActiveParams int64   `json:"active_params"`
+}
+
+// Trainer holds a meta-training run's state.
+type Trainer struct {
+	Cfg     config.Config
+	Dev     torch.Device
+	Split   *data.Split
+	Meta    *learn.Model
+	Worker  *learn.Worker
+	Learner learn.MetaLearner
+	scope   *torch.Scope
+	opts    Options
+	log     *slog.Logger
+	start   int // first meta-epoch of this run
+}
+
+// New prepares a run: device, data, meta-model, task worker and meta-learner.
+func New(cfg config.Config, opts Options) (*Trainer, error) {
+	dev, err := torch.ParseDevice(cfg.Run.Device)
+	if err != nil {
+		return nil, usage("run.device: %v", err)
+	}
+	if err := dev.Check(); err != nil {
+		return nil, usage("run.device: %v", err)
+	}
+	if cfg.Run.Threads > 0 {
+		torch.SetNumThreads(cfg.Run.Threads)
+	}
+	if dev.CUDA {
+		torch.SetCuDNNBenchmark(true)
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	split, err := LoadData(cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range []struct {
+		name string
+		ds   *data.Dataset
+		k    int
+	}{{"meta-train", split.Train, cfg.Data.TrainShots}, {"meta-test", split.Test, cfg.Data.Shots}} {
+		if len(p.ds.Classes) < cfg.Data.Ways {
+			return nil, usage("data.ways: the %s split has %d classes, fewer than the %d ways asked; lower data.ways", p.name, len(p.ds.Classes), cfg.Data.Ways)
+		}
+	}
+	torch.ManualSeed(uint64(cfg.Run.Seed))
+	s := torch.NewScope()
+	meta, err := learn.NewModel(s, dev, cfg)
+	if err != nil {
+		s.Close()
+		return nil, usage("model: %v", err)
+	}
+	w, err := learn.NewWorker(cfg, dev)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	ml, err := learn.NewMetaLearner(cfg, meta)
+	if err != nil {
+		w.Close()
+		s.Close()
+		return nil, usage("%v", err)
+	}
+	t := &Trainer{Cfg: cfg, Dev: dev, Split: split, Meta: meta, Worker: w, Learner: ml, scope: s, opts: opts, log: log, start: 1}
+	if opts.Resume != "" {
+		ck, err := LoadCheckpoint(opts.Resume, meta, w, &cfg)
+		if err != nil {
+			t.Close()
+			return nil, usage("resume: %v", err)
+		}
+		t.start = ck.MetaEpoch + 1
+		log.Info("resumed", "checkpoint", opts.Resume, "meta_epoch", ck.MetaEpoch)
+	}
+	return t, nil
+}
+
+// Close frees the run's tensors.
+func (t *Trainer) Close() {
+	t.Learner.Close()
+	t.Worker.Close()
+	t.scope.Close()
+}
+
+// epochSeed makes every meta-epoch's random stream (drop-path, Gumbel noise) a function
+// of the seed and the epoch, so that a resumed run continues the same streams.
+func epochSeed(seed int64, epoch int) uint64 {
+	return uint64(seed)*0x9E3779B97F4A7C15 + uint64(epoch)*0xBF58476D1CE4E5B9 + 1
+}
+
+// RunEpoch runs one meta-epoch on the given tasks and applies the meta-update.
+func (t *Trainer) RunEpoch(epoch int, tasks []data.Task) (EpochMetrics, error) {
+	start := time.Now()
+	cfg := t.Cfg
+	torch.ManualSeed(epochSeed(cfg.Run.Seed, epoch))
+	warm := cfg.Meta.InWarmUp(epoch)
+	ts := learn.Settings(cfg, false)
+	if err := t.Learner.Begin(); err != nil {
+		return EpochMetrics{}, err
+	}
+	var loss, acc float64
+	for i := range tasks {
+		if err := t.Worker.Load(t.Meta); err != nil {
+			return EpochMetrics{}, err
+		}
+		r, err := t.Worker.Adapt(&tasks[i], ts, !warm)
+		if err != nil {
+			return EpochMetrics{}, fmt.Errorf("meta-epoch %d task %d: %w", epoch, i, err)
+		}
+		if err := t.Learner.Add(t.Worker, &tasks[i]); err != nil {
+			return EpochMetrics{}, err
+		}
+		loss += r.Loss
+		acc += r.Accuracy
+	}
+	wlr := learn.MetaLR(cfg.Meta.WLR, cfg.Meta.Anneal, epoch, cfg.Meta.Epochs)
+	alr := learn.MetaLR(cfg.Meta.ALR, cfg.Meta.Anneal, epoch, cfg.Meta.Epochs)
+	if warm {
+		alr = 0
+	}
+	if _, err := t.Learner.Step(t.Meta, wlr, alr); err != nil {
+		return EpochMetrics{}, err
+	}
+	n := float64(len(tasks))
+	return EpochMetrics{Epoch: epoch, WarmUp: warm, Loss: loss / n, Accuracy: acc / n, Seconds: time.Since(start).Seconds(), MetaWLR: wlr, MetaALR: alr}, nil
+}
+
+// MetaTest adapts a copy of the meta-model to n meta-test tasks (weights and alphas for
+// the first test_arch_steps steps, then weights only), hard-prunes each at
+// meta.test_prune_threshold and scores its query set.
+func (t *Trainer) MetaTest(epoch, n int, perTask bool) (TestResult, error) {
+	start := time.Now()
+	cfg := t.Cfg
+	torch.ManualSeed(epochSeed(cfg.Run.Seed+1, epoch))
+	sampler, err := data.NewSampler(t.Split.Test, cfg.Data.Ways, cfg.Data.Shots, cfg.Data.Queries, uint64(cfg.Run.Seed)+1000003)
+	if err != nil {
+		return TestResult{}, usage("meta-test: %v", err)
+	}
+	ts := learn.Settings(cfg, true)
+	res := TestResult{Epoch: epoch, Tasks: n}
+	accs := make([]float64, 0, n)
+	archs := map[string]bool{}
+	var params float64
+	for i := 0; i < n; i++ {
+		task := sampler.Task(uint64(i))
+		if err := t.Worker.Load(t.Meta); err != nil {
+			return res, err
+		}
+		if _, err := t.Worker.Adapt(&task, ts, true); err != nil {
+			return res, fmt.Errorf("meta-test task %d: %w", i, err)
+		}
+		sc, err := t.Worker.Score(&task, ts.Norm, cfg.Meta.TestPruneThreshold, cfg.Meta.EvalBN != config.BNEval)
+		if err != nil {
+			return res, fmt.Errorf("meta-test task %d: %w", i, err)
+		}
+		accs = append(accs, sc.Accuracy)
+		archs[sc.Genotype] = true
+		params += float64(sc.ActiveParams)
+		if perTask {
+			res.PerTask = append(res.PerTask, TaskResult{Index: task.Index, Accuracy: sc.Accuracy, Genotype: sc.Genotype, ActiveParams: sc.ActiveParams})
+		}
+		if t.opts.Progress != nil {
+			fmt.Fprintf(t.opts.Progress, "\r\033[Kmeta-test at epoch %d: task %d/%d", epoch, i+1, n)
+		}
+	}
+	res.Accuracy, res.CI95 = meanCI(accs)
+	res.MeanParams = params / float64(max(n, 1))
+	res.Distinct = len(archs)
+	res.Seconds = time.Since(start).Seconds()
+	res.SecondsPerTask = res.Seconds / float64(max(n, 1))
+	return res, nil
+}
+
+// meanCI returns the mean and the half-width of its 95% confidence interval.
+func meanCI(v []float64) (float64, float64) {
+	if len(v) == 0 {
+		return 0, 0
+	}
+	var m float64
+	for _, x := range v {
+		m += x
+	}
+	m /= float64(len(v))
+	if len(v) < 2 {
+		return m, 0
+	}
+	var ss float64
+	for _, x := range v {
+		ss += (x - m) * (x - m)
+	}
+	sd := math.Sqrt(ss / float64(len(v)-1))
+	return m, 1.96 * sd / math.Sqrt(float64(len(v)))
+}
+
+// Run meta-trains to the configured number of meta-epochs, writing into the run directory
+// the resolved config, metrics.jsonl, checkpoint.pt at each meta-test, and results.json.
+func (t *Trainer) Run(ctx context.Context) (*TestResult, error) {
+	cfg := t.Cfg
+	out := cfg.Run.Out
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return nil, usage("run.out %s: %v", out, err)
+	}
+	ckpt := filepath.Join(out, "checkpoint.pt")
+	if t.opts.Resume == "" {
+		if _, err := os.Stat(ckpt); err == nil {
+			return nil, usage("run directory %s already holds checkpoint.pt: resume with --resume %s, or choose another --out (nothing was overwritten)", out, ckpt)
+		}
+	}
+	y, err := cfg.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(filepath.Join(out, "config.yaml"), y); err != nil {
+		return nil, err
+	}
+	mf, err := os.OpenFile(filepath.Join(out, "metrics.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer mf.Close()
+	enc := json.NewEncoder(mf)
+	sampler, err := data.NewSampler(t.Split.Train, cfg.Data.Ways, cfg.Data.TrainShots, cfg.Data.Queries, uint64(cfg.Run.Seed))
+	if err != nil {
+		return nil, usage("meta-train tasks: %v", err)
+	}
+	pf, err := data.NewPrefetcher(ctx, sampler, cfg.Meta.MetaBatch, uint64(t.start-1), 2)
+	if err != nil {
+		return nil, err
+	}
+	defer pf.Close()
+	last := cfg.Meta.Epochs
+	if t.opts.MaxEpochs > 0 && t.start-1+t.opts.MaxEpochs < last {
+		last = t.start - 1 + t.opts.MaxEpochs
+	}
+	var total time.Duration
+	done := 0
+	keep := cfg.Task.OptimState == config.OptimKeep
+	for epoch := t.start; epoch <= last; epoch++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		mb, err := pf.Next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m, err := t.RunEpoch(epoch, mb.Tasks)
+		if err != nil {
+			return nil, err
+		}
+		total += time.Duration(m.Seconds * float64(time.Second))
+		done++
+		if err := enc.Encode(m); err != nil {
+			return nil, err
+		}
+		if t.opts.Progress != nil {
+			eta := time.Duration(float64(total) / float64(done) * float64(last-epoch)).Round(time.Second)
+			phase := "search"
+			if m.WarmUp {
+				phase = "warm-up"
+			}
+			fmt.Fprintf(t.opts.Progress, "\r\033[Kmeta-epoch %d/%d (%s) loss %.3f acc %.3f | %.2f s/epoch | ETA %s", epoch, cfg.Meta.Epochs, phase, m.Loss, m.Accuracy, m.Seconds, eta)
+		}
+		if cfg.Run.LogEvery > 0 && epoch%cfg.Run.LogEvery == 0 {
+			t.log.Info("meta-epoch", "epoch", epoch, "warm_up", m.WarmUp, "loss", m.Loss, "accuracy", m.Accuracy, "seconds", m.Seconds)
+		}
+		testNow := (cfg.Meta.TestEvery > 0 && epoch%cfg.Meta.TestEvery == 0) || epoch == cfg.Meta.Epochs
+		if testNow || (cfg.Run.CheckpointEvery > 0 && epoch%cfg.Run.CheckpointEvery == 0) {
+			if testNow && t.Meta.Search != nil && cfg.Meta.PruneThreshold > 0 {
+				if err := t.Meta.Search.PruneAlphas(cfg.Meta.PruneThreshold, cfg.Arch.TMax); err != nil {
+					return nil, err
+				}
+			}
+			if testNow && cfg.Meta.TestTasks > 0 {
+				r, err := t.MetaTest(epoch, cfg.Meta.TestTasks, false)
+				if err != nil {
+					return nil, err
+				}
+				if err := enc.Encode(map[string]any{"meta_test": r}); err != nil {
+					return nil, err
+				}
+				if t.opts.Progress != nil {
+					fmt.Fprintln(t.opts.Progress)
+				}
+				t.log.Info("meta-test", "epoch", epoch, "accuracy", r.Accuracy, "ci95", r.CI95, "distinct_architectures", r.Distinct, "mean_active_params", r.MeanParams, "seconds_per_task", r.SecondsPerTask)
+			}
+			if err := SaveCheckpoint(ckpt, cfg, epoch, t.Meta, t.Worker, keep); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if t.opts.Progress != nil {
+		fmt.Fprintln(t.opts.Progress)
+	}
+	if last < cfg.Meta.Epochs {
+		return nil, nil
+	}
+	n := cfg.Meta.FinalTestTasks
+	if n <= 0 {
+		n = cfg.Meta.TestTasks
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	final, err := t.MetaTest(last, n, true)
+	if err != nil {
+		return nil, err
+	}
+	if t.opts.Progress != nil {
+		fmt.Fprintln(t.opts.Progress)
+	}
+	b, _ := json.MarshalIndent(final, "", "  ")
+	if err := writeAtomic(filepath.Join(out, "results.json"), b); err != nil {
+		return nil, err
+	}
+	t.log.Info("final meta-test", "tasks", final.Tasks, "accuracy", final.Accuracy, "ci95", final.CI95, "distinct_architectures", final.Distinct)
+	return &final, nil
+}
+
+func writeAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// IsUsage reports whether err is a user-input error (exit status 2).
+func IsUsage(err error) bool {
+	var u *UsageError
+	var ce config.Errors
+	var c1 *config.Error
+	return errors.As(err, &u) || errors.As(err, &ce) || errors.As(err, &c1)
+}
+
+var _ = cells.Softmax
