@@ -11,6 +11,9 @@ type Ctx struct {
 	// DropPath is the drop-path probability applied after each non-identity op inside
 	// MixedOps and discrete cells (0 disables it).
 	DropPath float64
+	// Gen is the random stream of drop-path masks and Gumbel noise (nil: LibTorch's
+	// default generator).
+	Gen *torch.Generator
 }
 
 // BatchNorm is a 2-d batch norm with running statistics (eps 1e-5, momentum 0.1).

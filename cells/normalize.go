@@ -57,14 +57,14 @@ type ArchWeights struct {
 	Normal, Reduce CellWeights
 }
 
-func normalize(s *torch.Scope, a *torch.Tensor, kind NormKind, temp float64) *torch.Tensor {
+func normalize(s *torch.Scope, a *torch.Tensor, kind NormKind, temp float64, gen *torch.Generator) *torch.Tensor {
 	x := a
 	switch kind {
 	case ReLUSoftmax:
 		x = s.Relu(x)
 	case GumbelSoftmax:
 		// g = -log(-log(U + eps) + eps)
-		u := s.Rand(a.MustShape(), deviceOf(a))
+		u := s.RandGen(a.MustShape(), deviceOf(a), gen)
 		g := s.Neg(s.Log(s.AddScalar(s.Neg(s.Log(s.AddScalar(u, 1e-20))), 1e-20)))
 		x = s.Add(x, g)
 	}
@@ -72,8 +72,13 @@ func normalize(s *torch.Scope, a *torch.Tensor, kind NormKind, temp float64) *to
 }
 
 // Normalize turns the alphas into weights at temperature temp, with one host copy of all
-// of them (a single device synchronisation per call).
-func (n *SearchNet) Normalize(s *torch.Scope, kind NormKind, temp float64) (*ArchWeights, error) {
+// of them (a single device synchronisation per call). Gumbel noise comes from gen (nil:
+// LibTorch's default generator).
+func (n *SearchNet) Normalize(s *torch.Scope, kind NormKind, temp float64, gen ...*torch.Generator) (*ArchWeights, error) {
+	var g *torch.Generator
+	if len(gen) > 0 {
+		g = gen[0]
+	}
 	switch kind {
 	case Softmax, ReLUSoftmax, GumbelSoftmax:
 	default:
@@ -86,13 +91,13 @@ func (n *SearchNet) Normalize(s *torch.Scope, kind NormKind, temp float64) (*Arc
 	var flat []*torch.Tensor
 	fill := func(cw *CellWeights, ops, pairs []*torch.Tensor) {
 		for _, a := range ops {
-			t := normalize(s, a, kind, temp)
+			t := normalize(s, a, kind, temp, g)
 			cw.Ops = append(cw.Ops, t)
 			flat = append(flat, s.Flatten(t, 0, -1))
 		}
 		if pairs != nil {
 			for _, a := range pairs {
-				t := normalize(s, a, kind, temp)
+				t := normalize(s, a, kind, temp, g)
 				cw.Pairs = append(cw.Pairs, t)
 				flat = append(flat, t)
 			}

@@ -243,7 +243,7 @@ func DropPath(c *Ctx, x *torch.Tensor) *torch.Tensor {
 		return x
 	}
 	keep := 1 - c.DropPath
-	mask := c.S.Bernoulli([]int64{sh[0], 1, 1, 1}, keep, deviceOf(x))
+	mask := c.S.BernoulliGen([]int64{sh[0], 1, 1, 1}, keep, deviceOf(x), c.Gen)
 	return c.S.Mul(x, c.S.DivScalar(mask, keep))
 }
 

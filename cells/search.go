@@ -286,7 +286,7 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 			if w.Pairs != nil {
 				wp = w.Pairs[i]
 			}
-			node = s.MixedNode(outs, wp, w.Ops[i], inc, nIn, idx, drop, dp)
+			node = s.MixedNode(outs, wp, w.Ops[i], inc, nIn, idx, drop, dp, c.Gen)
 		}
 		states = append(states, node)
 	}

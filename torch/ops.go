@@ -390,8 +390,8 @@ func (s *Scope) Norm(x *Tensor) *Tensor {
 // MixedNode computes a search-cell node from the outputs of its active ops in one call;
 // see mt_mixed_node in shim.h. inc is the [P x nIn] incidence matrix of active pairs (nil
 // with wpair nil), idx[m] = input*K + op for outs[m], droppable[m] whether outs[m] takes
-// drop-path.
-func (s *Scope) MixedNode(outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool, dropProb float64) *Tensor {
+// drop-path, drawn from gen (nil: the default generator).
+func (s *Scope) MixedNode(outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool, dropProb float64, gen *Generator) *Tensor {
 	if !s.ok("mixed_node", outs...) || !s.ok("mixed_node", wops) || !s.okOpt("mixed_node", wpair) {
 		return &Tensor{}
 	}
@@ -417,6 +417,6 @@ func (s *Scope) MixedNode(outs []*Tensor, wpair, wops *Tensor, inc []float32, nI
 	hs := handles(outs)
 	var out C.mt_tensor
 	e := C.mt_mixed_node(&hs[0], C.int64_t(m), optH(wpair), wops.h, incP, C.int64_t(p), C.int64_t(nIn),
-		(*C.int64_t)(unsafe.Pointer(&idx[0])), &drop[0], C.double(dropProb), &out)
+		(*C.int64_t)(unsafe.Pointer(&idx[0])), &drop[0], C.double(dropProb), gen.handle(), &out)
 	return s.res(e, out)
 }

@@ -360,6 +360,10 @@ type RunConfig struct {
 	// Threads is the number of CPU threads for tensor operations; 0 lets the
 	// runtime decide.
 	Threads int `yaml:"threads"`
+	// Workers is how many tasks of a meta-batch (and of a meta-test) are adapted
+	// concurrently, each on its own copy of the network; 0 picks one per two CPU
+	// cores on CPU and one on a GPU. Results do not depend on it.
+	Workers int `yaml:"workers"`
 	// CheckpointEvery saves a checkpoint every this many meta-epochs; 0 saves
 	// at every meta-test and at the end.
 	CheckpointEvery int `yaml:"checkpoint_every"`

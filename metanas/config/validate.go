@@ -283,6 +283,7 @@ func (v *validator) run() {
 		v.fail("run.out", "set a run directory for logs and checkpoints, for example runs/og_metanas")
 	}
 	v.atLeast("run.threads", r.Threads, 0, "use 0 to let the runtime decide")
+	v.atLeast("run.workers", r.Workers, 0, "use 0 to pick one worker per two CPU cores")
 	v.atLeast("run.checkpoint_every", r.CheckpointEvery, 0, "use 0 to checkpoint at every meta-test")
 	v.atLeast("run.log_every", r.LogEvery, 1, "set how often to log, in meta-epochs (50 in the reference)")
 }

@@ -144,7 +144,7 @@ func (f *FOMAML) Add(w *Worker, t *data.Task) error {
 	}
 	a := f.norm
 	a.Temp = w.Temp
-	logits, _, err := m.Forward(&cells.Ctx{S: s, Train: true}, d.qx, a)
+	logits, _, err := m.Forward(&cells.Ctx{S: s, Train: true, Gen: w.gen}, d.qx, a)
 	if err != nil {
 		return err
 	}

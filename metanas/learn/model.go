@@ -69,7 +69,7 @@ func (m *Model) Forward(c *cells.Ctx, x *torch.Tensor, a Arch) (*torch.Tensor, *
 		y := m.fwd(c, x)
 		return y, nil, c.S.Err()
 	}
-	w, err := m.Search.Normalize(c.S, a.Norm, a.Temp)
+	w, err := m.Search.Normalize(c.S, a.Norm, a.Temp, c.Gen)
 	if err != nil {
 		return nil, nil, err
 	}

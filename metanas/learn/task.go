@@ -59,7 +59,13 @@ type Worker struct {
 	Temp float64
 	cur  *taskData // tensors of the last adapted task
 	curI uint64
+	gen  *torch.Generator
 }
+
+// SeedTask restarts the worker's random stream (drop-path masks, Gumbel noise) for the
+// next task, so that a task's randomness depends on its seed alone, not on which worker
+// runs it or when.
+func (w *Worker) SeedTask(seed uint64) { w.gen.Seed(seed) }
 
 // NewWorker builds a task network and its Adam optimizers from cfg.
 func NewWorker(cfg config.Config, dev torch.Device) (*Worker, error) {
@@ -70,7 +76,12 @@ func NewWorker(cfg config.Config, dev torch.Device) (*Worker, error) {
 		return nil, err
 	}
 	t := cfg.Task
-	w := &Worker{Dev: dev, Model: m, scope: s, task: s.Child(), step: s.Child(), Temp: cfg.Arch.TMax}
+	gen, err := torch.NewGenerator(uint64(cfg.Run.Seed), dev)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	w := &Worker{Dev: dev, Model: m, scope: s, task: s.Child(), step: s.Child(), Temp: cfg.Arch.TMax, gen: gen}
 	w.WOpt, err = torch.NewAdam(m.Weights(), torch.AdamOptions{LR: t.WLR, Beta1: t.WBetas[0], Beta2: t.WBetas[1], WeightDecay: t.WWeightDecay})
 	if err != nil {
 		s.Close()
@@ -95,6 +106,7 @@ func (w *Worker) Close() {
 	w.step.Close()
 	w.task.Close()
 	w.scope.Close()
+	w.gen.Close()
 }
 
 // Load copies the meta-model's weights, alphas and buffers into the worker's network.
@@ -155,7 +167,7 @@ func (w *Worker) Adapt(t *data.Task, ts TaskSettings, adaptAlphas bool) (AdaptRe
 	if bs <= 0 || bs > d.ns {
 		bs = d.ns
 	}
-	ctx := &cells.Ctx{S: w.step, Train: true, DropPath: ts.DropPath}
+	ctx := &cells.Ctx{S: w.step, Train: true, DropPath: ts.DropPath, Gen: w.gen}
 	ts2 := w.task
 	lossSum := ts2.Zeros(nil, w.Dev)
 	correct := ts2.Zeros(nil, w.Dev)
@@ -247,7 +259,7 @@ func (w *Worker) Score(t *data.Task, norm cells.NormKind, threshold float64, bnT
 	}
 	var out Score
 	err := torch.NoGrad(func() error {
-		ctx := &cells.Ctx{S: s, Train: bnTrain}
+		ctx := &cells.Ctx{S: s, Train: bnTrain, Gen: w.gen}
 		logits, aw, err := w.Model.Forward(ctx, d.qx, Arch{Norm: norm, Temp: w.Temp, Threshold: threshold})
 		if err != nil {
 			return err

@@ -10,9 +10,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/metanas-go/metanas/cells"
 	"github.com/metanas-go/metanas/metanas/config"
 	"github.com/metanas-go/metanas/metanas/data"
 	"github.com/metanas-go/metanas/metanas/learn"
@@ -70,7 +72,8 @@ type Trainer struct {
 	Dev     torch.Device
 	Split   *data.Split
 	Meta    *learn.Model
-	Worker  *learn.Worker
+	Worker  *learn.Worker   // Workers[0]
+	Workers []*learn.Worker // concurrent task learners
 	Learner learn.MetaLearner
 	scope   *torch.Scope
 	opts    Options
@@ -87,8 +90,13 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 	if err := dev.Check(); err != nil {
 		return nil, usage("run.device: %v", err)
 	}
-	if cfg.Run.Threads > 0 {
-		torch.SetNumThreads(cfg.Run.Threads)
+	workers := Workers(cfg, dev)
+	threads := cfg.Run.Threads
+	if threads == 0 && !dev.CUDA {
+		threads = max(1, runtime.NumCPU()/workers)
+	}
+	if threads > 0 {
+		torch.SetNumThreads(threads)
 	}
 	if dev.CUDA {
 		torch.SetCuDNNBenchmark(true)
@@ -117,18 +125,29 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 		s.Close()
 		return nil, usage("model: %v", err)
 	}
-	w, err := learn.NewWorker(cfg, dev)
-	if err != nil {
+	var ws []*learn.Worker
+	closeAll := func() {
+		for _, w := range ws {
+			w.Close()
+		}
 		s.Close()
-		return nil, err
+	}
+	for i := 0; i < workers; i++ {
+		w, err := learn.NewWorker(cfg, dev)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		ws = append(ws, w)
 	}
 	ml, err := learn.NewMetaLearner(cfg, meta)
 	if err != nil {
-		w.Close()
-		s.Close()
+		closeAll()
 		return nil, usage("%v", err)
 	}
-	t := &Trainer{Cfg: cfg, Dev: dev, Split: split, Meta: meta, Worker: w, Learner: ml, scope: s, opts: opts, log: log, start: 1}
+	w := ws[0]
+	t := &Trainer{Cfg: cfg, Dev: dev, Split: split, Meta: meta, Worker: w, Workers: ws, Learner: ml, scope: s, opts: opts, log: log, start: 1}
+	log.Info("setup", "device", dev.String(), "workers", workers, "threads", torch.NumThreads())
 	if opts.Resume != "" {
 		ck, err := LoadCheckpoint(opts.Resume, meta, w, &cfg)
 		if err != nil {
@@ -144,38 +163,96 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 // Close frees the run's tensors.
 func (t *Trainer) Close() {
 	t.Learner.Close()
-	t.Worker.Close()
+	for _, w := range t.Workers {
+		w.Close()
+	}
 	t.scope.Close()
 }
 
-// epochSeed makes every meta-epoch's random stream (drop-path, Gumbel noise) a function
-// of the seed and the epoch, so that a resumed run continues the same streams.
-func epochSeed(seed int64, epoch int) uint64 {
-	return uint64(seed)*0x9E3779B97F4A7C15 + uint64(epoch)*0xBF58476D1CE4E5B9 + 1
+// Workers returns how many tasks run concurrently: run.workers, or when 0 one per CPU
+// core on CPU (each with one LibTorch thread; small ops do not scale across threads) and
+// one on a GPU. The task optimizers' state is carried across tasks only with one worker.
+func Workers(cfg config.Config, dev torch.Device) int {
+	n := cfg.Run.Workers
+	if n == 0 {
+		n = 1
+		if !dev.CUDA {
+			n = runtime.NumCPU()
+		}
+	}
+	if cfg.Task.OptimState == config.OptimKeep {
+		n = 1
+	}
+	return max(1, min(n, max(cfg.Meta.MetaBatch, 1)))
+}
+
+// taskSeed is the random stream of one task: a function of the run seed, the phase, the
+// meta-epoch and the task's position, never of the worker running it.
+func taskSeed(seed int64, phase, epoch, i int) uint64 {
+	x := uint64(seed)*0x9E3779B97F4A7C15 ^ uint64(phase)<<56 ^ uint64(epoch)*0xBF58476D1CE4E5B9 ^ uint64(i)*0x94D049BB133111EB
+	x ^= x >> 31
+	return x*0xD6E8FEB86659FD93 + 1
+}
+
+// parallel runs f(w, i) for i in [0, n) on the workers (task i on worker i mod W) and
+// calls ordered(w, i) for each i in increasing order, after f(w, i) and ordered(.., i-1),
+// so that what ordered accumulates does not depend on scheduling. It returns the first
+// error.
+func (t *Trainer) parallel(n int, f, ordered func(w *learn.Worker, i int) error) error {
+	turn := make([]chan struct{}, n+1)
+	for i := range turn {
+		turn[i] = make(chan struct{})
+	}
+	close(turn[0])
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	W := len(t.Workers)
+	for wi, w := range t.Workers {
+		wg.Add(1)
+		go func(wi int, w *learn.Worker) {
+			defer wg.Done()
+			for i := wi; i < n; i += W {
+				err := f(w, i)
+				<-turn[i]
+				if err == nil && ordered != nil {
+					err = ordered(w, i)
+				}
+				errs[i] = err
+				close(turn[i+1])
+			}
+		}(wi, w)
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // RunEpoch runs one meta-epoch on the given tasks and applies the meta-update.
 func (t *Trainer) RunEpoch(epoch int, tasks []data.Task) (EpochMetrics, error) {
 	start := time.Now()
 	cfg := t.Cfg
-	torch.ManualSeed(epochSeed(cfg.Run.Seed, epoch))
 	warm := cfg.Meta.InWarmUp(epoch)
 	ts := learn.Settings(cfg, false)
 	if err := t.Learner.Begin(); err != nil {
 		return EpochMetrics{}, err
 	}
-	var loss, acc float64
-	for i := range tasks {
-		if err := t.Worker.Load(t.Meta); err != nil {
-			return EpochMetrics{}, err
+	results := make([]learn.AdaptResult, len(tasks))
+	err := t.parallel(len(tasks), func(w *learn.Worker, i int) error {
+		if err := w.Load(t.Meta); err != nil {
+			return err
 		}
-		r, err := t.Worker.Adapt(&tasks[i], ts, !warm)
+		w.SeedTask(taskSeed(cfg.Run.Seed, 0, epoch, i))
+		r, err := w.Adapt(&tasks[i], ts, !warm)
 		if err != nil {
-			return EpochMetrics{}, fmt.Errorf("meta-epoch %d task %d: %w", epoch, i, err)
+			return fmt.Errorf("meta-epoch %d task %d: %w", epoch, i, err)
 		}
-		if err := t.Learner.Add(t.Worker, &tasks[i]); err != nil {
-			return EpochMetrics{}, err
-		}
+		results[i] = r
+		return nil
+	}, func(w *learn.Worker, i int) error { return t.Learner.Add(w, &tasks[i]) })
+	if err != nil {
+		return EpochMetrics{}, err
+	}
+	var loss, acc float64
+	for _, r := range results {
 		loss += r.Loss
 		acc += r.Accuracy
 	}
@@ -197,7 +274,6 @@ func (t *Trainer) RunEpoch(epoch int, tasks []data.Task) (EpochMetrics, error) {
 func (t *Trainer) MetaTest(epoch, n int, perTask bool) (TestResult, error) {
 	start := time.Now()
 	cfg := t.Cfg
-	torch.ManualSeed(epochSeed(cfg.Run.Seed+1, epoch))
 	sampler, err := data.NewSampler(t.Split.Test, cfg.Data.Ways, cfg.Data.Shots, cfg.Data.Queries, uint64(cfg.Run.Seed)+1000003)
 	if err != nil {
 		return TestResult{}, usage("meta-test: %v", err)
@@ -207,26 +283,36 @@ func (t *Trainer) MetaTest(epoch, n int, perTask bool) (TestResult, error) {
 	accs := make([]float64, 0, n)
 	archs := map[string]bool{}
 	var params float64
-	for i := 0; i < n; i++ {
+	scores := make([]learn.Score, n)
+	var done atomic.Int64
+	err = t.parallel(n, func(w *learn.Worker, i int) error {
 		task := sampler.Task(uint64(i))
-		if err := t.Worker.Load(t.Meta); err != nil {
-			return res, err
+		if err := w.Load(t.Meta); err != nil {
+			return err
 		}
-		if _, err := t.Worker.Adapt(&task, ts, true); err != nil {
-			return res, fmt.Errorf("meta-test task %d: %w", i, err)
+		w.SeedTask(taskSeed(cfg.Run.Seed, 1, epoch, i))
+		if _, err := w.Adapt(&task, ts, true); err != nil {
+			return fmt.Errorf("meta-test task %d: %w", i, err)
 		}
-		sc, err := t.Worker.Score(&task, ts.Norm, cfg.Meta.TestPruneThreshold, cfg.Meta.EvalBN != config.BNEval)
+		sc, err := w.Score(&task, ts.Norm, cfg.Meta.TestPruneThreshold, cfg.Meta.EvalBN != config.BNEval)
 		if err != nil {
-			return res, fmt.Errorf("meta-test task %d: %w", i, err)
+			return fmt.Errorf("meta-test task %d: %w", i, err)
 		}
+		scores[i] = sc
+		if t.opts.Progress != nil {
+			fmt.Fprintf(t.opts.Progress, "\r\033[Kmeta-test at epoch %d: task %d/%d", epoch, done.Add(1), n)
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		return res, err
+	}
+	for i, sc := range scores {
 		accs = append(accs, sc.Accuracy)
 		archs[sc.Genotype] = true
 		params += float64(sc.ActiveParams)
 		if perTask {
-			res.PerTask = append(res.PerTask, TaskResult{Index: task.Index, Accuracy: sc.Accuracy, Genotype: sc.Genotype, ActiveParams: sc.ActiveParams})
-		}
-		if t.opts.Progress != nil {
-			fmt.Fprintf(t.opts.Progress, "\r\033[Kmeta-test at epoch %d: task %d/%d", epoch, i+1, n)
+			res.PerTask = append(res.PerTask, TaskResult{Index: uint64(i), Accuracy: sc.Accuracy, Genotype: sc.Genotype, ActiveParams: sc.ActiveParams})
 		}
 	}
 	res.Accuracy, res.CI95 = meanCI(accs)
@@ -397,5 +483,3 @@ func IsUsage(err error) bool {
 	var c1 *config.Error
 	return errors.As(err, &u) || errors.As(err, &ce) || errors.As(err, &c1)
 }
-
-var _ = cells.Softmax

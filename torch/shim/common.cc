@@ -1,5 +1,11 @@
 #include "common.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <mutex>
+#ifdef WITH_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#endif
+
 namespace mt {
 
 std::atomic<int64_t> live_tensors{0};
@@ -188,6 +194,56 @@ char *mt_bernoulli(const int64_t *shape, int ndim, double p, int dt, int dev_typ
   t.bernoulli_(p);
   *out = wrap(t);
   MT_CATCH("bernoulli")
+}
+
+char *mt_generator_new(uint64_t seed, int dev_type, int dev_index, mt_generator *out) {
+  MT_TRY
+  at::Generator g;
+#ifdef WITH_CUDA
+  if (dev_type == 1) {
+    g = at::cuda::detail::createCUDAGenerator(static_cast<c10::DeviceIndex>(dev_index));
+  } else {
+    g = at::make_generator<at::CPUGeneratorImpl>(seed);
+  }
+#else
+  (void)dev_index;
+  if (dev_type == 1) throw std::invalid_argument("CUDA generator requested in a CPU-only build");
+  g = at::make_generator<at::CPUGeneratorImpl>(seed);
+#endif
+  g.set_current_seed(seed);
+  *out = new at::Generator(g);
+  MT_CATCH("generator")
+}
+
+void mt_generator_seed(mt_generator g, uint64_t seed) {
+  auto &gen = *static_cast<at::Generator *>(g);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_current_seed(seed);
+}
+
+void mt_generator_free(mt_generator g) { delete static_cast<at::Generator *>(g); }
+
+static c10::optional<at::Generator> optgen(mt_generator g) {
+  if (g == nullptr) return c10::nullopt;
+  return *static_cast<at::Generator *>(g);
+}
+
+char *mt_bernoulli_gen(const int64_t *shape, int ndim, double p, int dt, int dev_type,
+                       int dev_index, mt_generator gen, mt_tensor *out) {
+  MT_TRY
+  auto t = torch::empty(at::IntArrayRef(shape, ndim), mt::options(dt, dev_type, dev_index));
+  t.bernoulli_(p, optgen(gen));
+  *out = wrap(t);
+  MT_CATCH("bernoulli")
+}
+
+char *mt_rand_gen(const int64_t *shape, int ndim, int dt, int dev_type, int dev_index,
+                  mt_generator gen, mt_tensor *out) {
+  MT_TRY
+  auto t = torch::empty(at::IntArrayRef(shape, ndim), mt::options(dt, dev_type, dev_index));
+  t.uniform_(0, 1, optgen(gen));
+  *out = wrap(t);
+  MT_CATCH("rand")
 }
 
 char *mt_arange(int64_t n, int dt, int dev_type, int dev_index, mt_tensor *out) {

@@ -8,7 +8,8 @@ extern "C" {
 
 char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
                     const float *inc, int64_t p, int64_t n_in, const int64_t *idx,
-                    const uint8_t *droppable, double drop_prob, mt_tensor *out) {
+                    const uint8_t *droppable, double drop_prob, mt_generator gen,
+                    mt_tensor *out) {
   MT_TRY
   if (m <= 0) throw std::invalid_argument("no active ops");
   const auto &w = T(wops);
@@ -38,7 +39,9 @@ char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
     std::vector<int64_t> ms(stacked.dim(), 1);
     ms[0] = m;
     ms[1] = stacked.size(1);
-    auto mask = at::empty(ms, w.options().requires_grad(false)).bernoulli_(keep).div_(keep);
+    c10::optional<at::Generator> g;
+    if (gen != nullptr) g = *static_cast<at::Generator *>(gen);
+    auto mask = at::empty(ms, w.options().requires_grad(false)).bernoulli_(keep, g).div_(keep);
     for (int64_t i = 0; i < m; i++) {
       if (!droppable[i]) mask[i].fill_(1.0);
     }

@@ -15,6 +15,7 @@ typedef void *mt_tensor;  // at::Tensor*
 typedef void *mt_optim;   // metanas optimizer (Adam or SGD) with its per-parameter state
 typedef void *mt_dict;    // list of (name, tensor) read from a file
 typedef void *mt_module;  // torch::jit::Module*
+typedef void *mt_generator;  // at::Generator*: a private random stream (NULL: the default)
 
 // Memory and strings.
 void mt_free_str(char *s);
@@ -49,6 +50,13 @@ char *mt_rand(const int64_t *shape, int ndim, int dtype, int dev_type, int dev_i
               mt_tensor *out);
 char *mt_bernoulli(const int64_t *shape, int ndim, double p, int dtype, int dev_type,
                    int dev_index, mt_tensor *out);
+char *mt_generator_new(uint64_t seed, int dev_type, int dev_index, mt_generator *out);
+void mt_generator_seed(mt_generator g, uint64_t seed);
+void mt_generator_free(mt_generator g);
+char *mt_bernoulli_gen(const int64_t *shape, int ndim, double p, int dtype, int dev_type,
+                       int dev_index, mt_generator gen, mt_tensor *out);
+char *mt_rand_gen(const int64_t *shape, int ndim, int dtype, int dev_type, int dev_index,
+                  mt_generator gen, mt_tensor *out);
 char *mt_arange(int64_t n, int dtype, int dev_type, int dev_index, mt_tensor *out);
 
 // Introspection and host copies.
@@ -175,7 +183,8 @@ extern "C" {
 // scaled by 1/(1-drop_prob).
 char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
                     const float *inc, int64_t p, int64_t n_in, const int64_t *idx,
-                    const uint8_t *droppable, double drop_prob, mt_tensor *out);
+                    const uint8_t *droppable, double drop_prob, mt_generator gen,
+                    mt_tensor *out);
 #ifdef __cplusplus
 }
 #endif

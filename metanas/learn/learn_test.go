@@ -1,0 +1,267 @@
+package learn
+
+import (
+	"math"
+	"testing"
+
+	"github.com/metanas-go/metanas/metanas/config"
+	"github.com/metanas-go/metanas/metanas/data"
+	"github.com/metanas-go/metanas/torch"
+)
+
+// tinyConfig is a small search network on synthetic 1x8x8 tasks.
+func tinyConfig(t *testing.T) config.Config {
+	t.Helper()
+	cfg := config.Default()
+	for _, kv := range []string{
+		"data.dataset=synthetic", "data.ways=3", "data.shots=2", "data.train_shots=2", "data.queries=2",
+		"data.synthetic.channels=1", "data.synthetic.size=8", "data.synthetic.classes=6", "data.synthetic.per_class=6",
+		"model.channels=4", "model.layers=2", "model.nodes=2", "model.reductions=[1]", "model.drop_path=0.2",
+		"task.steps=2", "task.batch_size=4", "task.test_steps=2", "task.test_arch_steps=1", "task.test_batch_size=4",
+		"meta.meta_batch=2", "meta.epochs=4", "meta.warm_up_epochs=1",
+	} {
+		if err := cfg.Set(kv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func tinyTasks(t *testing.T, cfg config.Config, n int) []data.Task {
+	ds, err := data.Synthetic(data.SyntheticOptions{Classes: 6, PerClass: 6, C: 1, H: 8, W: 8, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, err := data.NewSampler(ds, cfg.Data.Ways, cfg.Data.TrainShots, cfg.Data.Queries, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]data.Task, n)
+	for i := range out {
+		out[i] = sm.Task(uint64(i))
+	}
+	return out
+}
+
+func host(t *testing.T, ts []*torch.Tensor) [][]float32 {
+	t.Helper()
+	out := make([][]float32, len(ts))
+	for i, x := range ts {
+		v, err := x.Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = v
+	}
+	return out
+}
+
+func closeTo(a, b float32, tol float64) bool {
+	return math.Abs(float64(a-b)) <= tol*(1+math.Abs(float64(b)))
+}
+
+// TestReptileUpdate checks meta' = meta + lr * mean_k(task_k - meta) for weights (lr 1.0
+// would copy the mean; use 0.5) and alphas (0.3), and the mean of the running statistics.
+func TestReptileUpdate(t *testing.T) {
+	cfg := tinyConfig(t)
+	s := torch.NewScope()
+	defer s.Close()
+	meta, err := NewModel(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewReptile(meta)
+	defer r.Close()
+	if err := r.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	before := host(t, append(meta.Weights(), meta.Alphas()...))
+	var tasks [][][]float32
+	w, err := NewWorker(cfg, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for k, task := range tinyTasks(t, cfg, 2) {
+		if err := w.Load(meta); err != nil {
+			t.Fatal(err)
+		}
+		w.SeedTask(uint64(k))
+		if _, err := w.Adapt(&task, Settings(cfg, false), true); err != nil {
+			t.Fatal(err)
+		}
+		tasks = append(tasks, host(t, append(w.Model.Weights(), w.Model.Alphas()...)))
+		if err := r.Add(w, &task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const wlr, alr = 0.5, 0.3
+	if n, err := r.Step(meta, wlr, alr); err != nil || n != 2 {
+		t.Fatalf("step: %d tasks, %v", n, err)
+	}
+	after := host(t, append(meta.Weights(), meta.Alphas()...))
+	nw := len(meta.Weights())
+	moved := false
+	for i := range before {
+		lr := float32(wlr)
+		if i >= nw {
+			lr = alr
+		}
+		for j := range before[i] {
+			mean := (tasks[0][i][j] + tasks[1][i][j]) / 2
+			want := before[i][j] + lr*(mean-before[i][j])
+			if !closeTo(after[i][j], want, 1e-5) {
+				t.Fatalf("param %d[%d]: %g, want %g", i, j, after[i][j], want)
+			}
+			if after[i][j] != before[i][j] {
+				moved = true
+			}
+		}
+	}
+	if !moved {
+		t.Fatal("the meta-update changed nothing")
+	}
+}
+
+// TestFOMAMLUpdate checks meta' = meta - lr * mean_k(grad_k), the gradients taken on each
+// task's query set at its adapted parameters (recomputed here independently).
+func TestFOMAMLUpdate(t *testing.T) {
+	cfg := tinyConfig(t)
+	if err := cfg.Set("model.drop_path=0"); err != nil {
+		t.Fatal(err)
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	meta, err := NewModel(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := Settings(cfg, false)
+	f := NewFOMAML(meta, Arch{Norm: ts.Norm, Threshold: ts.Threshold})
+	defer f.Close()
+	if err := f.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	before := host(t, meta.Weights())
+	w, err := NewWorker(cfg, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var grads [][][]float32
+	for k, task := range tinyTasks(t, cfg, 2) {
+		if err := w.Load(meta); err != nil {
+			t.Fatal(err)
+		}
+		w.SeedTask(uint64(k))
+		if _, err := w.Adapt(&task, ts, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Add(w, &task); err != nil {
+			t.Fatal(err)
+		}
+		// Add left the query gradients in the worker's parameters.
+		g := make([]*torch.Tensor, 0)
+		for _, p := range w.Model.Weights() {
+			gp := s.Grad(p)
+			if gp == nil {
+				gp = s.MulScalar(s.Detach(p), 0)
+			}
+			g = append(g, s.Clone(gp))
+		}
+		grads = append(grads, host(t, g))
+	}
+	const lr = 0.1
+	if _, err := f.Step(meta, lr, 0); err != nil {
+		t.Fatal(err)
+	}
+	after := host(t, meta.Weights())
+	nonzero := false
+	for i := range before {
+		for j := range before[i] {
+			g := (grads[0][i][j] + grads[1][i][j]) / 2
+			want := before[i][j] - lr*g
+			if !closeTo(after[i][j], want, 1e-5) {
+				t.Fatalf("weight %d[%d]: %g, want %g", i, j, after[i][j], want)
+			}
+			if g != 0 {
+				nonzero = true
+			}
+		}
+	}
+	if !nonzero {
+		t.Fatal("all query gradients are zero")
+	}
+}
+
+// TestAdaptDeterministic: the same task and seed give the same adapted parameters, with
+// drop-path on, whichever worker runs it.
+func TestAdaptDeterministic(t *testing.T) {
+	cfg := tinyConfig(t)
+	s := torch.NewScope()
+	defer s.Close()
+	meta, err := NewModel(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := tinyTasks(t, cfg, 1)[0]
+	var runs [][][]float32
+	for i := 0; i < 2; i++ {
+		w, err := NewWorker(cfg, torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Load(meta); err != nil {
+			t.Fatal(err)
+		}
+		w.SeedTask(42)
+		if _, err := w.Adapt(&task, Settings(cfg, false), true); err != nil {
+			t.Fatal(err)
+		}
+		runs = append(runs, host(t, append(w.Model.Weights(), w.Model.Alphas()...)))
+		w.Close()
+	}
+	for i := range runs[0] {
+		for j := range runs[0][i] {
+			if runs[0][i][j] != runs[1][i][j] {
+				t.Fatalf("param %d[%d] differs between runs: %g vs %g", i, j, runs[0][i][j], runs[1][i][j])
+			}
+		}
+	}
+}
+
+func TestMetaLR(t *testing.T) {
+	cases := []struct {
+		anneal        config.Anneal
+		epoch, epochs int
+		want          float64
+	}{
+		{config.AnnealNone, 7, 10, 1},
+		{config.AnnealLinear, 1, 10, 1},
+		{config.AnnealLinear, 6, 10, 0.5},
+		{config.AnnealCosine, 1, 10, 1},
+		{config.AnnealCosine, 6, 10, 0.5},
+	}
+	for _, c := range cases {
+		if got := MetaLR(1, c.anneal, c.epoch, c.epochs); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("MetaLR(%s, %d/%d) = %g, want %g", c.anneal, c.epoch, c.epochs, got, c.want)
+		}
+	}
+}
+
+func TestSettings(t *testing.T) {
+	cfg := config.Default() // og_metanas
+	tr, te := Settings(cfg, false), Settings(cfg, true)
+	if tr.Steps != 5 || tr.ArchSteps != 5 || tr.BatchSize != 20 || tr.DropPath != 0.2 {
+		t.Errorf("meta-train settings %+v", tr)
+	}
+	if te.Steps != 100 || te.ArchSteps != 50 || te.Schedule.MaxSteps != 50 {
+		t.Errorf("meta-test settings %+v", te)
+	}
+	if got := te.Schedule.Temperature(49); math.Abs(got-cfg.Arch.TMin) > 1e-12 {
+		t.Errorf("temperature at the last arch step %g, want t_min %g", got, cfg.Arch.TMin)
+	}
+}
