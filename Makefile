@@ -50,5 +50,16 @@ bench: deps native
 gpu-check:
 	bash third_party/gpu-check.sh
 
+# Omniglot's two canonical archives into ./data/omniglot (needs a network).
+OMNIGLOT_URL ?= https://raw.githubusercontent.com/brendenlake/omniglot/master/python
+data:
+	@mkdir -p data/omniglot
+	@for f in images_background.zip images_evaluation.zip; do \
+	  [ -f data/omniglot/$$f ] && continue; \
+	  echo "downloading $$f"; \
+	  curl -fsSL --retry 2 -o data/omniglot/$$f.part $(OMNIGLOT_URL)/$$f && mv data/omniglot/$$f.part data/omniglot/$$f || \
+	  { rm -f data/omniglot/$$f.part; echo "could not download $$f: no network? Put images_background.zip and images_evaluation.zip in data/omniglot/ by hand"; exit 1; }; \
+	done
+
 clean:
 	rm -rf $(BUILD)

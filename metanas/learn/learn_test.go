@@ -198,7 +198,9 @@ func TestFOMAMLUpdate(t *testing.T) {
 }
 
 // TestAdaptDeterministic: the same task and seed give the same adapted parameters, with
-// drop-path on, whichever worker runs it.
+// drop-path on, whichever worker runs it. LibTorch's vectorised CPU kernels may round
+// differently (last bit) depending on buffer alignment, hence the 1e-5 relative tolerance;
+// a different drop-path mask would change parameters by far more.
 func TestAdaptDeterministic(t *testing.T) {
 	cfg := tinyConfig(t)
 	s := torch.NewScope()
@@ -226,7 +228,7 @@ func TestAdaptDeterministic(t *testing.T) {
 	}
 	for i := range runs[0] {
 		for j := range runs[0][i] {
-			if runs[0][i][j] != runs[1][i][j] {
+			if !closeTo(runs[0][i][j], runs[1][i][j], 1e-5) {
 				t.Fatalf("param %d[%d] differs between runs: %g vs %g", i, j, runs[0][i][j], runs[1][i][j])
 			}
 		}
