@@ -23,7 +23,7 @@ type Model struct {
 
 // NewModel builds the network cfg describes in scope s on dev.
 func NewModel(s *torch.Scope, dev torch.Device, cfg config.Config) (*Model, error) {
-	in, _ := cfg.Data.InputShape()
+	in, size := cfg.Data.InputShape()
 	m := cfg.Model
 	switch m.Kind {
 	case config.ModelSearch:
@@ -39,6 +39,29 @@ func NewModel(s *torch.Scope, dev torch.Device, cfg config.Config) (*Model, erro
 			return nil, err
 		}
 		return &Model{Kind: m.Kind, Reg: n.Reg, Search: n}, nil
+	case config.ModelDiscrete:
+		g, err := genotype.Lookup(m.Genotype)
+		if err != nil {
+			return nil, fmt.Errorf("model.genotype: %w", err)
+		}
+		dc := cells.DiscreteConfig{InChannels: in, Classes: cfg.Data.Ways, Channels: m.Channels, Layers: m.Layers,
+			Reductions: m.Reductions, StemMultiplier: m.StemMultiplier, FeatureScaleRate: m.FeatureScaleRate,
+			Genotype: g, Affine: m.Affine}
+		n, err := cells.NewDiscreteNet(s, dev, dc)
+		if err != nil {
+			return nil, err
+		}
+		return &Model{Kind: m.Kind, Reg: n.Reg, fwd: n.Forward}, nil
+	case config.ModelCNN:
+		blocks := m.CNNBlocks
+		if blocks == 0 {
+			blocks = 4
+		}
+		n, err := cells.NewCNN(s, dev, cells.CNNConfig{InChannels: in, Size: size, Classes: cfg.Data.Ways, Channels: m.CNNChannels, Blocks: blocks})
+		if err != nil {
+			return nil, err
+		}
+		return &Model{Kind: m.Kind, Reg: n.Reg, fwd: n.Forward}, nil
 	}
 	return nil, fmt.Errorf("model.kind %q: use search, discrete or cnn", m.Kind)
 }

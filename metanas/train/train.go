@@ -78,6 +78,7 @@ type Trainer struct {
 	scope   *torch.Scope
 	opts    Options
 	log     *slog.Logger
+	threads int // LibTorch threads per worker
 	start   int // first meta-epoch of this run
 }
 
@@ -95,9 +96,10 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 	if threads == 0 && !dev.CUDA {
 		threads = max(1, runtime.NumCPU()/workers)
 	}
-	if threads > 0 {
-		torch.SetNumThreads(threads)
+	if threads <= 0 {
+		threads = torch.NumThreads()
 	}
+	torch.SetNumThreads(threads)
 	if dev.CUDA {
 		torch.SetCuDNNBenchmark(true)
 	}
@@ -146,8 +148,8 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 		return nil, usage("%v", err)
 	}
 	w := ws[0]
-	t := &Trainer{Cfg: cfg, Dev: dev, Split: split, Meta: meta, Worker: w, Workers: ws, Learner: ml, scope: s, opts: opts, log: log, start: 1}
-	log.Info("setup", "device", dev.String(), "workers", workers, "threads", torch.NumThreads())
+	t := &Trainer{Cfg: cfg, Dev: dev, Split: split, Meta: meta, Worker: w, Workers: ws, Learner: ml, scope: s, opts: opts, log: log, start: 1, threads: threads}
+	log.Info("setup", "device", dev.String(), "workers", workers, "threads_per_worker", threads)
 	if opts.Resume != "" {
 		ck, err := LoadCheckpoint(opts.Resume, meta, w, &cfg)
 		if err != nil {
@@ -211,6 +213,10 @@ func (t *Trainer) parallel(n int, f, ordered func(w *learn.Worker, i int) error)
 		wg.Add(1)
 		go func(wi int, w *learn.Worker) {
 			defer wg.Done()
+			// LibTorch's OpenMP thread count is per OS thread: pin the goroutine and set it.
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			torch.SetNumThreads(t.threads)
 			for i := wi; i < n; i += W {
 				err := f(w, i)
 				<-turn[i]
