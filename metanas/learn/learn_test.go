@@ -267,3 +267,42 @@ func TestSettings(t *testing.T) {
 		t.Errorf("temperature at the last arch step %g, want t_min %g", got, cfg.Arch.TMin)
 	}
 }
+
+// TestHostSyncsPerStep: with the alphas fixed (warm-up, weight-only steps) a task step
+// makes no host synchronisation (one normalisation per task, one read of the task's loss
+// at the end); an architecture step makes exactly one (the pruning decision of its
+// forward pass reads the normalised weights once).
+func TestHostSyncsPerStep(t *testing.T) {
+	cfg := tinyConfig(t)
+	s := torch.NewScope()
+	defer s.Close()
+	meta, err := NewModel(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWorker(cfg, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	task := tinyTasks(t, cfg, 1)[0]
+	ts := Settings(cfg, false)
+	ts.Steps, ts.ArchSteps, ts.BatchSize = 4, 4, 2 // 3 minibatches per step
+	minibatches := ts.Steps * 3
+	for _, c := range []struct {
+		name string
+		arch bool
+		want int64
+	}{{"warm-up", false, 2}, {"search", true, int64(minibatches) + 1}} {
+		if err := w.Load(meta); err != nil {
+			t.Fatal(err)
+		}
+		before := torch.HostSyncs()
+		if _, err := w.Adapt(&task, ts, c.arch); err != nil {
+			t.Fatal(err)
+		}
+		if got := torch.HostSyncs() - before; got != c.want {
+			t.Errorf("%s: %d host syncs for %d minibatches, want %d", c.name, got, minibatches, c.want)
+		}
+	}
+}

@@ -86,16 +86,21 @@ type Arch struct {
 }
 
 // Forward computes logits; for the search network it also returns the normalised weights
-// used (with their host copy).
-func (m *Model) Forward(c *cells.Ctx, x *torch.Tensor, a Arch) (*torch.Tensor, *cells.ArchWeights, error) {
+// used (with their host copy). Precomputed weights w (from an earlier call, while the alphas
+// and the temperature have not changed) skip the normalisation and its host copy.
+func (m *Model) Forward(c *cells.Ctx, x *torch.Tensor, a Arch, w ...*cells.ArchWeights) (*torch.Tensor, *cells.ArchWeights, error) {
 	if m.Search == nil {
 		y := m.fwd(c, x)
 		return y, nil, c.S.Err()
 	}
-	w, err := m.Search.Normalize(c.S, a.Norm, a.Temp, c.Gen)
+	if len(w) > 0 && w[0] != nil {
+		y := m.Search.Forward(c, x, w[0], a.Threshold)
+		return y, w[0], c.S.Err()
+	}
+	w0, err := m.Search.Normalize(c.S, a.Norm, a.Temp, c.Gen)
 	if err != nil {
 		return nil, nil, err
 	}
-	y := m.Search.Forward(c, x, w, a.Threshold)
-	return y, w, c.S.Err()
+	y := m.Search.Forward(c, x, w0, a.Threshold)
+	return y, w0, c.S.Err()
 }

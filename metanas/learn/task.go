@@ -151,10 +151,14 @@ func (w *Worker) Adapt(t *data.Task, ts TaskSettings, adaptAlphas bool) (AdaptRe
 	}
 	m := w.Model
 	archOn := adaptAlphas && m.HasAlphas() && ts.ArchSteps > 0
-	for _, a := range m.Alphas() {
-		if err := a.SetRequiresGrad(archOn); err != nil {
-			return AdaptResult{}, err
+	alphas := m.Alphas()
+	setArch := func(on bool) error {
+		for _, a := range alphas {
+			if err := a.SetRequiresGrad(on); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
 	d, err := w.upload(t)
 	if err != nil {
@@ -173,9 +177,27 @@ func (w *Worker) Adapt(t *data.Task, ts TaskSettings, adaptAlphas bool) (AdaptRe
 	correct := ts2.Zeros(nil, w.Dev)
 	batches := 0
 	archStep := 0
+	// While the alphas are fixed (warm-up, weight-only steps), their normalised weights are
+	// computed once in the task scope and reused: no normalisation and no host copy per step.
+	var fixed *cells.ArchWeights
+	fixedTemp := -1.0
+	gen := (*torch.Generator)(nil)
+	if ts.Norm == cells.GumbelSoftmax {
+		gen = w.gen // fresh noise every pass: never reuse
+	}
 	for step := 0; step < ts.Steps; step++ {
 		arch := archOn && step < ts.ArchSteps
+		if err := setArch(arch); err != nil {
+			return AdaptResult{}, err
+		}
 		temp := ts.Schedule.Temperature(archStep)
+		a := Arch{Norm: ts.Norm, Temp: temp, Threshold: ts.Threshold}
+		if !arch && m.HasAlphas() && gen == nil && (fixed == nil || fixedTemp != temp) {
+			if fixed, err = m.Search.Normalize(w.task, ts.Norm, temp); err != nil {
+				return AdaptResult{}, err
+			}
+			fixedTemp = temp
+		}
 		for off := int64(0); off < d.ns; off += bs {
 			n := bs
 			if off+n > d.ns {
@@ -184,7 +206,11 @@ func (w *Worker) Adapt(t *data.Task, ts TaskSettings, adaptAlphas bool) (AdaptRe
 			s := w.step
 			s.Reset()
 			x, y := s.Narrow(d.sx, 0, off, n), s.Narrow(d.sy, 0, off, n)
-			logits, _, err := m.Forward(ctx, x, Arch{Norm: ts.Norm, Temp: temp, Threshold: ts.Threshold})
+			var pre *cells.ArchWeights
+			if !arch {
+				pre = fixed
+			}
+			logits, _, err := m.Forward(ctx, x, a, pre)
 			if err != nil {
 				return AdaptResult{}, err
 			}
@@ -219,8 +245,8 @@ func (w *Worker) Adapt(t *data.Task, ts TaskSettings, adaptAlphas bool) (AdaptRe
 		}
 	}
 	w.Temp = ts.Schedule.Temperature(archStep)
-	for _, a := range m.Alphas() {
-		_ = a.SetRequiresGrad(true)
+	if err := setArch(true); err != nil {
+		return AdaptResult{}, err
 	}
 	if err := ts2.Err(); err != nil {
 		return AdaptResult{}, err

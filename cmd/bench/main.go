@@ -1,0 +1,206 @@
+// Command bench measures MetaNAS's cost on synthetic tasks of a preset's shapes: seconds
+// per warm-up and per search meta-epoch, per meta-test task, per task step, and peak
+// memory. It prints one JSON line per case.
+//
+//	go run ./cmd/bench [--cases og_metanas,in_metanas] [--device cpu|cuda] [--tasks N]
+//
+// --tasks N measures N tasks of each meta-batch and scales the meta-epoch time to the
+// preset's meta-batch (the line says so with "measured_tasks"); 0 runs whole meta-batches.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/metanas-go/metanas/internal/cli"
+	"github.com/metanas-go/metanas/metanas/config"
+	"github.com/metanas-go/metanas/metanas/data"
+	"github.com/metanas-go/metanas/metanas/train"
+	"github.com/metanas-go/metanas/torch"
+)
+
+// Result is one case's measurements.
+type Result struct {
+	Case            string  `json:"case"`
+	Device          string  `json:"device"`
+	Machine         string  `json:"machine"`
+	Date            string  `json:"date"`
+	Commit          string  `json:"commit,omitempty"`
+	Workers         int     `json:"workers"`
+	ThreadsPerWork  int     `json:"threads_per_worker"`
+	MetaBatch       int     `json:"meta_batch"`
+	MeasuredTasks   int     `json:"measured_tasks"`
+	WarmUpEpochS    float64 `json:"warmup_epoch_s"`
+	SearchEpochS    float64 `json:"search_epoch_s"`
+	MetaTestTaskS   float64 `json:"meta_test_task_s"`
+	MetaTestSteps   int     `json:"meta_test_steps"`
+	TaskStepMS      float64 `json:"task_step_ms"`
+	StepsPerTask    int     `json:"steps_per_task"`
+	PeakRSSMiB      float64 `json:"peak_rss_mib"`
+	HostSyncsPerStp float64 `json:"host_syncs_per_step"`
+}
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	const prog = "bench"
+	fs := pflag.NewFlagSet(prog, pflag.ContinueOnError)
+	cases := fs.String("cases", "og_metanas,in_metanas", "presets to measure (files configs/<name>.yaml)")
+	device := fs.String("device", "cpu", "cpu, cuda or cuda:N")
+	tasks := fs.Int("tasks", 0, "tasks measured per meta-epoch (0: the preset's meta-batch); the epoch time is scaled to the meta-batch")
+	testSteps := fs.Int("test-steps", 50, "task steps of a meta-test task (architecture adapted in the first half)")
+	workers := fs.Int("workers", 0, "concurrent tasks (run.workers; 0: automatic)")
+	configs := fs.String("configs", "configs", "folder of the presets")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return cli.OK
+		}
+		return cli.Errorf(prog, cli.Usage, err)
+	}
+	for _, c := range strings.Split(*cases, ",") {
+		r, err := measure(*configs, strings.TrimSpace(c), *device, *tasks, *testSteps, *workers)
+		if err != nil {
+			if train.IsUsage(err) {
+				return cli.Errorf(prog, cli.Usage, err)
+			}
+			return cli.Errorf(prog, cli.Fail, err)
+		}
+		b, _ := json.Marshal(r)
+		fmt.Println(string(b))
+	}
+	return cli.OK
+}
+
+func measure(dir, name, device string, tasks, testSteps, workers int) (*Result, error) {
+	cfg, err := config.Load(dir + "/" + name + ".yaml")
+	if err != nil {
+		return nil, err
+	}
+	in, size := cfg.Data.InputShape()
+	out, err := os.MkdirTemp("", "metanas-bench")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(out)
+	per := max(cfg.Data.TrainShots, cfg.Data.Shots) + cfg.Data.Queries
+	sets := []string{
+		"data.dataset=synthetic", fmt.Sprintf("data.synthetic.channels=%d", in), fmt.Sprintf("data.synthetic.size=%d", size),
+		fmt.Sprintf("data.synthetic.classes=%d", 2*cfg.Data.Ways), fmt.Sprintf("data.synthetic.per_class=%d", per),
+		"run.device=" + device, "run.out=" + out, fmt.Sprintf("run.workers=%d", workers),
+		fmt.Sprintf("task.test_steps=%d", testSteps), fmt.Sprintf("task.test_arch_steps=%d", testSteps/2),
+	}
+	for _, kv := range sets {
+		if err := cfg.Set(kv); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	tr, err := train.New(cfg, train.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+	n := cfg.Meta.MetaBatch
+	if tasks > 0 && tasks < n {
+		n = tasks
+	}
+	sampler, err := data.NewSampler(tr.Split.Train, cfg.Data.Ways, cfg.Data.TrainShots, cfg.Data.Queries, 1)
+	if err != nil {
+		return nil, err
+	}
+	batch := sampler.Batch(0, n)
+	dev, _ := torch.ParseDevice(device)
+	timeEpoch := func(epoch int) (float64, error) {
+		if _, err := tr.RunEpoch(epoch, batch); err != nil { // warm caches and allocators
+			return 0, err
+		}
+		if err := torch.Synchronize(dev); err != nil {
+			return 0, err
+		}
+		start := time.Now()
+		if _, err := tr.RunEpoch(epoch, batch); err != nil {
+			return 0, err
+		}
+		if err := torch.Synchronize(dev); err != nil {
+			return 0, err
+		}
+		return time.Since(start).Seconds() * float64(cfg.Meta.MetaBatch) / float64(n), nil
+	}
+	r := &Result{Case: name, Device: device, Machine: machine(dev), Date: time.Now().UTC().Format("2006-01-02"), Commit: commit(),
+		Workers: len(tr.Workers), MetaBatch: cfg.Meta.MetaBatch, MeasuredTasks: n, MetaTestSteps: testSteps}
+	r.ThreadsPerWork = torch.NumThreads()
+	syncs := torch.HostSyncs()
+	if r.WarmUpEpochS, err = timeEpoch(1); err != nil {
+		return nil, err
+	}
+	batches := (cfg.Data.Ways*cfg.Data.TrainShots + cfg.Task.BatchSize - 1) / cfg.Task.BatchSize
+	r.StepsPerTask = cfg.Task.Steps * batches
+	stepsTotal := float64(2 * n * r.StepsPerTask)
+	r.HostSyncsPerStp = float64(torch.HostSyncs()-syncs) / stepsTotal
+	r.TaskStepMS = r.WarmUpEpochS / float64(cfg.Meta.MetaBatch*r.StepsPerTask) * 1000 * float64(len(tr.Workers))
+	if r.SearchEpochS, err = timeEpoch(cfg.Meta.WarmUpEpochs + 1); err != nil {
+		return nil, err
+	}
+	mt, err := tr.MetaTest(0, max(1, len(tr.Workers)), false)
+	if err != nil {
+		return nil, err
+	}
+	r.MetaTestTaskS = mt.Seconds / float64(mt.Tasks)
+	r.PeakRSSMiB = peakRSS()
+	return r, nil
+}
+
+// peakRSS reads the process's peak resident memory (VmHWM) in MiB.
+func peakRSS() float64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var kb float64
+		if _, err := fmt.Sscanf(sc.Text(), "VmHWM: %f kB", &kb); err == nil {
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func machine(dev torch.Device) string {
+	if dev.CUDA {
+		if out, err := exec.Command("nvidia-smi", "--query-gpu=name", "--format=csv,noheader").Output(); err == nil {
+			return strings.TrimSpace(strings.Split(string(out), "\n")[0])
+		}
+		return "cuda"
+	}
+	model := "cpu"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				model = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%s, %d cores", model, runtime.NumCPU())
+}
+
+func commit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
