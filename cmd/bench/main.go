@@ -122,7 +122,8 @@ func measure(dir, name, device string, tasks, testSteps, workers int) (*Result, 
 	batch := sampler.Batch(0, n)
 	dev, _ := torch.ParseDevice(device)
 	timeEpoch := func(epoch int) (float64, error) {
-		if _, err := tr.RunEpoch(epoch, batch); err != nil { // warm caches and allocators
+		warm := batch[:min(len(batch), len(tr.Workers))] // one task per worker warms caches
+		if _, err := tr.RunEpoch(epoch, warm); err != nil {
 			return 0, err
 		}
 		if err := torch.Synchronize(dev); err != nil {
