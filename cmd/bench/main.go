@@ -60,11 +60,21 @@ func run(args []string) int {
 	testSteps := fs.Int("test-steps", 50, "task steps of a meta-test task (architecture adapted in the first half)")
 	workers := fs.Int("workers", 0, "concurrent tasks (run.workers; 0: automatic)")
 	configs := fs.String("configs", "configs", "folder of the presets")
+	memEpochs := fs.Int("memory-epochs", 0, "instead of timings: run this many meta-epochs of a small synthetic MetaNAS run and report resident memory at epoch 50 and at the end")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return cli.OK
 		}
 		return cli.Errorf(prog, cli.Usage, err)
+	}
+	if *memEpochs > 0 {
+		r, err := memory(*configs, *device, *memEpochs)
+		if err != nil {
+			return cli.Errorf(prog, cli.Fail, err)
+		}
+		b, _ := json.Marshal(r)
+		fmt.Println(string(b))
+		return cli.OK
 	}
 	for _, c := range strings.Split(*cases, ",") {
 		r, err := measure(*configs, strings.TrimSpace(c), *device, *tasks, *testSteps, *workers)
@@ -162,8 +172,72 @@ func measure(dir, name, device string, tasks, testSteps, workers int) (*Result, 
 	return r, nil
 }
 
+// MemoryResult tracks resident memory over a long run.
+type MemoryResult struct {
+	Case        string  `json:"case"`
+	Device      string  `json:"device"`
+	Epochs      int     `json:"epochs"`
+	RSSAt50MiB  float64 `json:"rss_at_epoch_50_mib"`
+	RSSEndMiB   float64 `json:"rss_at_end_mib"`
+	GrowthPct   float64 `json:"growth_pct"`
+	LiveTensors int64   `json:"live_tensor_handles_delta"`
+	Seconds     float64 `json:"seconds"`
+}
+
+// memory runs the smoke preset on synthetic data for n meta-epochs (warm-up for the first
+// half, search afterwards) and compares resident memory at epoch 50 and at the end.
+func memory(dir, device string, n int) (*MemoryResult, error) {
+	cfg, err := config.Load(dir + "/smoke.yaml")
+	if err != nil {
+		return nil, err
+	}
+	out, err := os.MkdirTemp("", "metanas-bench")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(out)
+	for _, kv := range []string{"data.dataset=synthetic", "data.synthetic.channels=1", "data.synthetic.size=28",
+		"data.synthetic.classes=20", "data.synthetic.per_class=8", "run.device=" + device, "run.out=" + out,
+		fmt.Sprintf("meta.epochs=%d", n), fmt.Sprintf("meta.warm_up_epochs=%d", n/2), "meta.test_every=0", "meta.test_tasks=0"} {
+		if err := cfg.Set(kv); err != nil {
+			return nil, err
+		}
+	}
+	tr, err := train.New(cfg, train.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+	sampler, err := data.NewSampler(tr.Split.Train, cfg.Data.Ways, cfg.Data.TrainShots, cfg.Data.Queries, 1)
+	if err != nil {
+		return nil, err
+	}
+	r := &MemoryResult{Case: "smoke-synthetic", Device: device, Epochs: n}
+	start := time.Now()
+	var live int64
+	for e := 1; e <= n; e++ {
+		if _, err := tr.RunEpoch(e, sampler.Batch(uint64(e), cfg.Meta.MetaBatch)); err != nil {
+			return nil, err
+		}
+		if e == 50 || (n < 50 && e == 1) {
+			r.RSSAt50MiB = currentRSS()
+			live = torch.LiveTensors()
+		}
+	}
+	r.RSSEndMiB = currentRSS()
+	r.LiveTensors = torch.LiveTensors() - live
+	r.GrowthPct = 100 * (r.RSSEndMiB - r.RSSAt50MiB) / r.RSSAt50MiB
+	r.Seconds = time.Since(start).Seconds()
+	return r, nil
+}
+
+// currentRSS reads the process's resident memory (VmRSS) in MiB.
+func currentRSS() float64 { return procStatus("VmRSS") }
+
 // peakRSS reads the process's peak resident memory (VmHWM) in MiB.
-func peakRSS() float64 {
+func peakRSS() float64 { return procStatus("VmHWM") }
+
+func procStatus(field string) float64 {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		return 0
@@ -172,7 +246,7 @@ func peakRSS() float64 {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var kb float64
-		if _, err := fmt.Sscanf(sc.Text(), "VmHWM: %f kB", &kb); err == nil {
+		if _, err := fmt.Sscanf(sc.Text(), field+": %f kB", &kb); err == nil {
 			return kb / 1024
 		}
 	}
