@@ -72,13 +72,13 @@ func (s *Scope) ClearErr() { s.err = nil }
 func (s *Scope) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
+	seen := make(map[*Tensor]bool, len(s.tensors))
 	for _, t := range s.tensors {
 		if t.h != nil && t.owner == s.id {
-			n++
+			seen[t] = true // a tensor moved out and back is listed twice
 		}
 	}
-	return n
+	return len(seen)
 }
 
 // Close frees every tensor the scope still owns. Closing twice is harmless.
@@ -133,15 +133,23 @@ func firstOf(ts []*Tensor) *Tensor {
 	return ts[0]
 }
 
-// MoveTo makes dst the owner of t.
+// MoveTo makes dst the owner of t. Moving into a closed scope frees t (a closed scope
+// never frees again, so the tensor would otherwise leak).
 func (t *Tensor) MoveTo(dst *Scope) {
 	if t == nil || t.h == nil {
 		return
 	}
 	dst.mu.Lock()
+	defer dst.mu.Unlock()
+	if dst.closed {
+		t.Free()
+		return
+	}
+	if t.owner == dst.id {
+		return
+	}
 	t.owner = dst.id
 	dst.tensors = append(dst.tensors, t)
-	dst.mu.Unlock()
 }
 
 // Free releases t now rather than when its scope closes.

@@ -5,7 +5,11 @@ package torch
 import "C"
 
 import (
+	"archive/tar"
+	"archive/zip"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"unsafe"
@@ -26,6 +30,11 @@ type Named struct {
 func Save(path string, entries []Named) error {
 	names := make([]*C.char, len(entries))
 	hs := make([]C.mt_tensor, len(entries))
+	defer func() {
+		for _, n := range names {
+			C.free(unsafe.Pointer(n)) // free(NULL) for names not made yet
+		}
+	}()
 	for i, e := range entries {
 		if err := e.Tensor.valid("save " + e.Name); err != nil {
 			return err
@@ -33,11 +42,6 @@ func Save(path string, entries []Named) error {
 		names[i] = C.CString(e.Name)
 		hs[i] = e.Tensor.h
 	}
-	defer func() {
-		for _, n := range names {
-			C.free(unsafe.Pointer(n))
-		}
-	}()
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
@@ -83,7 +87,7 @@ func Load(s *Scope, path string) ([]Named, error) {
 	} else {
 		C.mt_free_str(e)
 	}
-	obj, err := pytorch.Load(path)
+	obj, err := loadPickle(path)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: not a PyTorch file (%v)", path, err)
 	}
@@ -100,11 +104,39 @@ func Load(s *Scope, path string) ([]Named, error) {
 // ReadPickle reads any PyTorch file with gopickle and returns the Python object tree
 // (dicts as *types.Dict or *types.OrderedDict, tensors as *pytorch.Tensor).
 func ReadPickle(path string) (any, error) {
-	obj, err := pytorch.Load(path)
+	obj, err := loadPickle(path)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: not a PyTorch file (%v)", path, err)
 	}
 	return obj, nil
+}
+
+// loadPickle is gopickle's pytorch.Load without its failure modes on foreign files: it loops
+// forever on a file its tar probe reads as an empty archive (an empty file, or one of zero
+// blocks), and panics on tar archives and on some malformed pickles.
+func loadPickle(path string) (obj any, err error) {
+	if z, zerr := zip.OpenReader(path); zerr == nil {
+		z.Close()
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		_, terr := tar.NewReader(f).Next()
+		f.Close()
+		switch terr {
+		case io.EOF:
+			return nil, errors.New("empty file or empty archive")
+		case nil:
+			return nil, errors.New("a tar archive (PyTorch's oldest format is not supported)")
+		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			obj, err = nil, fmt.Errorf("unreadable pickle: %v", r)
+		}
+	}()
+	return pytorch.Load(path)
 }
 
 func flattenPickle(s *Scope, prefix string, obj any, out *[]Named) error {

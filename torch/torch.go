@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/wangkuiyi/gotorch"
@@ -176,8 +177,13 @@ func Synchronize(d Device) error { return cerr(C.mt_synchronize(C.int(d.Index)))
 // never synchronises.
 func HostSyncs() int64 { return int64(C.mt_sync_count()) }
 
-// LiveTensors returns the number of tensor handles currently allocated by the shim.
-func LiveTensors() int64 { return int64(C.mt_live_tensors()) }
+// LiveTensors returns the number of tensor handles currently allocated by the shim, not
+// counting the handles given to gotorch by Gotorch (gotorch frees them without the shim's
+// count).
+func LiveTensors() int64 { return int64(C.mt_live_tensors()) - gotorchHandles.Load() }
+
+// gotorchHandles counts the shim handles handed over to gotorch.
+var gotorchHandles atomic.Int64
 
 // NoGrad runs f with gradient recording off on the calling goroutine's OS thread (LibTorch's
 // grad mode is thread-local, so the goroutine is locked to its thread while f runs).
@@ -201,6 +207,7 @@ func (t *Tensor) Gotorch() (gotorch.Tensor, error) {
 	if err := cerr(C.mt_alias(t.h, &h)); err != nil {
 		return gotorch.Tensor{}, err
 	}
+	gotorchHandles.Add(1)
 	p := unsafe.Pointer(h)
 	gotorch.SetTensorFinalizer(&p)
 	return gotorch.Tensor{T: &p}, nil
