@@ -25,10 +25,16 @@ const (
 	IntValue
 	FloatValue
 	EmptyDictValue
+	// ListValue is an empty list at Key (SaveTree only: LoadTree gives a list's elements
+	// under their indices and no entry of its own). The values whose paths continue Key with
+	// an index ("pg/0", "pg/1/lr", ...) fill it, in index order: index len(list) appends
+	// (a new dict when the path goes on), a smaller one replaces or goes into that element.
+	ListValue
 )
 
-// Value is one leaf of a saved tree of nested dicts. Key is its path with "/" between dict
-// keys ("meta_model/net.stem.0.weight"); a path segment of only digits is an int key.
+// Value is one leaf of a saved tree of nested dicts (and lists). Key is its path with "/"
+// between dict keys ("meta_model/net.stem.0.weight"); a path segment of only digits is an
+// int key of a dict, or an index below a ListValue.
 type Value struct {
 	Key    string
 	Kind   ValueKind
@@ -50,11 +56,21 @@ func Int(key string, v int64) Value { return Value{Key: key, Kind: IntValue, Int
 // Float returns a float leaf.
 func Float(key string, v float64) Value { return Value{Key: key, Kind: FloatValue, Float: v} }
 
-// SaveTree writes the values as nested dicts in PyTorch's file format (torch.load returns
-// the dict), atomically: a temporary file renamed over path, so a crash never leaves a
-// broken file at path.
+// EmptyDict returns an empty dict leaf (values below its path fill it).
+func EmptyDict(key string) Value { return Value{Key: key, Kind: EmptyDictValue} }
+
+// List returns an empty list leaf; the values at key/0, key/1, ... that follow fill it in
+// order (see ListValue).
+func List(key string) Value { return Value{Key: key, Kind: ListValue} }
+
+// SaveTree writes the values as nested dicts (and lists, see ListValue) in PyTorch's file
+// format (torch.load returns the dict), atomically: a temporary file renamed over path, so
+// a crash never leaves a broken file at path.
 func SaveTree(path string, vals []Value) error {
 	n := len(vals)
+	if n == 0 {
+		return fmt.Errorf("save %s: nothing to save", path)
+	}
 	keys := make([]*C.char, n)
 	strs := make([]*C.char, n)
 	kinds := make([]C.int, n)
@@ -97,9 +113,6 @@ func SaveTree(path string, vals []Value) error {
 	tmp.Close()
 	cp := C.CString(tmpName)
 	defer C.free(unsafe.Pointer(cp))
-	if n == 0 {
-		return fmt.Errorf("save %s: nothing to save", path)
-	}
 	if err := cerr(C.mt_save_tree(&keys[0], &kinds[0], &ts[0], &strs[0], &ints[0], &floats[0], C.int64_t(n), cp)); err != nil {
 		os.Remove(tmpName)
 		return fmt.Errorf("save %s: %w", path, err)
@@ -112,8 +125,9 @@ func SaveTree(path string, vals []Value) error {
 }
 
 // LoadTree reads a PyTorch file (written by SaveTree, Save, or Python's torch.save) into a
-// flat list of leaves with "/"-joined paths; tensors land on the CPU in scope s. Leaves that
-// are neither tensors, strings nor numbers are skipped.
+// flat list of leaves with "/"-joined paths; tensors land on the CPU in scope s. The
+// elements of lists and tuples come under their index ("param_groups/0/lr"), booleans as
+// ints 0 and 1. Leaves that are neither tensors, strings nor numbers (None) are skipped.
 func LoadTree(s *Scope, path string) ([]Value, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("load %s: %w", path, err)
@@ -144,7 +158,7 @@ func LoadTree(s *Scope, path string) ([]Value, error) {
 	} else {
 		C.mt_free_str(e)
 	}
-	obj, err := pytorch.Load(path)
+	obj, err := loadPickle(path)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: not a PyTorch file (%v)", path, err)
 	}
@@ -188,6 +202,12 @@ func flattenTree(s *Scope, prefix string, obj any, out *[]Value) error {
 			}
 		}
 	case *types.List:
+		for i, x := range *v {
+			if err := flattenTree(s, key(i), x, out); err != nil {
+				return err
+			}
+		}
+	case *types.Tuple:
 		for i, x := range *v {
 			if err := flattenTree(s, key(i), x, out); err != nil {
 				return err

@@ -4,6 +4,12 @@
 // parameter counts, and how many distinct architectures appeared, as JSON.
 //
 //	go run ./cmd/evaluate --checkpoint runs/smoke/checkpoint.pt [--tasks 100] [--data DIR] [--set key=value ...]
+//
+// The checkpoint may be ours or a reference meta_state file (Python's torch.save). Its
+// configuration is --config when given, else the one it stores, else (the reference's)
+// inferred from its tensor shapes over the defaults (see train.InferConfig); the other
+// flags and --set apply on top. Bad input (an unreadable file, a checkpoint that does not
+// fit the configuration) exits with status 2 and a message naming the file and key.
 package main
 
 import (
@@ -25,7 +31,7 @@ func run(args []string) int {
 	const prog = "evaluate"
 	fs := pflag.NewFlagSet(prog, pflag.ContinueOnError)
 	flags := config.BindFlags(fs)
-	ckpt := fs.String("checkpoint", "", "checkpoint to evaluate (ours, or a reference meta_state file with --config)")
+	ckpt := fs.String("checkpoint", "", "checkpoint to evaluate: ours, or a reference meta_state file (its architecture is inferred from the tensor shapes unless --config is given)")
 	tasks := fs.Int("tasks", 0, "meta-test tasks (default meta.final_test_tasks)")
 	perTask := fs.Bool("per-task", true, "include per-task results")
 	if err := fs.Parse(args); err != nil {
@@ -37,29 +43,15 @@ func run(args []string) int {
 	if *ckpt == "" {
 		return cli.Errorf(prog, cli.Usage, errors.New("--checkpoint FILE is required"))
 	}
-	var cfg config.Config
-	if flags.Config == "" {
-		c, ok, err := train.ReadCheckpointConfig(*ckpt)
-		if err != nil {
-			return cli.Errorf(prog, cli.Usage, fmt.Errorf("--checkpoint: %w", err))
-		}
-		if !ok {
-			return cli.Errorf(prog, cli.Usage, fmt.Errorf("--checkpoint %s holds no configuration (a reference checkpoint?): give its settings with --config", *ckpt))
-		}
-		cfg = c
-		if err := flags.Apply(&cfg); err != nil {
-			return cli.Errorf(prog, cli.Usage, err)
-		}
-		if err := cfg.Validate(); err != nil {
-			return cli.Errorf(prog, cli.Usage, err)
-		}
-	} else {
-		var err error
-		if cfg, err = flags.Resolve(); err != nil {
-			return cli.Errorf(prog, cli.Usage, err)
-		}
+	// The configuration: --config, else the checkpoint's own, else (a reference checkpoint)
+	// inferred from its tensor shapes; --set and the other flags are laid over it.
+	cfg, src, err := train.CheckpointConfig(*ckpt, flags)
+	if err != nil {
+		return cli.Errorf(prog, cli.Usage, fmt.Errorf("--checkpoint: %w", err))
 	}
-	t, err := train.New(cfg, train.Options{Log: cli.Logger(os.Stderr)})
+	log := cli.Logger(os.Stderr)
+	log.Info("configuration", "source", string(src), "model", cfg.Model.Kind, "ways", cfg.Data.Ways)
+	t, err := train.New(cfg, train.Options{Log: log})
 	if err != nil {
 		return cli.Errorf(prog, exitCode(err), err)
 	}

@@ -4,6 +4,11 @@
 //
 // The run directory receives the resolved config.yaml, metrics.jsonl, checkpoint.pt (at
 // every meta-test, written atomically) and results.json (the final meta-test).
+//
+// --resume continues from a checkpoint: ours (its stored configuration unless --config is
+// given) or a reference meta_state file, whose architecture is inferred from its tensor
+// shapes (train.InferConfig) unless --config is given; meta-epochs then count from 1. Bad
+// input exits with status 2, naming the file and key, before anything is written.
 package main
 
 import (
@@ -27,7 +32,7 @@ func run(args []string) int {
 	const prog = "train"
 	fs := pflag.NewFlagSet(prog, pflag.ContinueOnError)
 	flags := config.BindFlags(fs)
-	resume := fs.String("resume", "", "continue from this checkpoint (ours, or a reference meta_state file with --config)")
+	resume := fs.String("resume", "", "continue from this checkpoint: ours, or a reference meta_state file (architecture inferred from its shapes unless --config is given; its task optimizer state is loaded with task.optim_state=keep)")
 	maxEpochs := fs.Int("max-epochs", 0, "stop after this many meta-epochs of this run (0: the configured number)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -35,27 +40,19 @@ func run(args []string) int {
 		}
 		return cli.Errorf(prog, cli.Usage, err)
 	}
-	if *resume != "" && flags.Config == "" {
-		c, ok, err := train.ReadCheckpointConfig(*resume)
+	// Resuming: the configuration is --config when given, else the checkpoint's own, else
+	// (a reference checkpoint) inferred from its tensor shapes; the flags apply on top.
+	var (
+		cfg config.Config
+		src train.ConfigSource
+		err error
+	)
+	if *resume != "" {
+		cfg, src, err = train.CheckpointConfig(*resume, flags)
 		if err != nil {
 			return cli.Errorf(prog, cli.Usage, fmt.Errorf("--resume: %w", err))
 		}
-		if !ok {
-			return cli.Errorf(prog, cli.Usage, fmt.Errorf("--resume %s holds no configuration (a reference checkpoint?): give its settings with --config", *resume))
-		}
-		dir, err := os.MkdirTemp("", "metanas-resume")
-		if err != nil {
-			return cli.Errorf(prog, cli.Fail, err)
-		}
-		defer os.RemoveAll(dir)
-		b, _ := c.Marshal()
-		flags.Config = dir + "/config.yaml"
-		if err := os.WriteFile(flags.Config, b, 0o644); err != nil {
-			return cli.Errorf(prog, cli.Fail, err)
-		}
-	}
-	cfg, err := flags.Resolve()
-	if err != nil {
+	} else if cfg, err = flags.Resolve(); err != nil {
 		return cli.Errorf(prog, cli.Usage, err)
 	}
 	log := cli.Logger(os.Stderr)
@@ -63,7 +60,7 @@ func run(args []string) int {
 	if cli.IsTerminal(os.Stderr) {
 		opts.Progress = os.Stderr
 	}
-	log.Info("starting", "config", flags.Config, "dataset", cfg.Data.Dataset, "ways", cfg.Data.Ways, "model", cfg.Model.Kind, "device", cfg.Run.Device, "out", cfg.Run.Out, "epochs", cfg.Meta.Epochs)
+	log.Info("starting", "config", flags.Config, "config_source", string(src), "dataset", cfg.Data.Dataset, "ways", cfg.Data.Ways, "model", cfg.Model.Kind, "device", cfg.Run.Device, "out", cfg.Run.Out, "epochs", cfg.Meta.Epochs)
 	t, err := train.New(cfg, opts)
 	if err != nil {
 		if train.IsUsage(err) {

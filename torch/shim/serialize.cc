@@ -86,24 +86,49 @@ c10::IValue key_of(const std::string &seg) {
   return c10::IValue(seg);
 }
 
-// Inserts value at path into d, creating nested dicts.
-void insert_path(c10::impl::GenericDict &d, const std::string &path, const c10::IValue &v) {
+c10::impl::GenericDict new_dict() {
+  return c10::impl::GenericDict(c10::AnyType::get(), c10::AnyType::get());
+}
+
+// Inserts v at path below container c, a dict or a list (an IValue handle sharing the
+// container). Missing dicts on the way are created. A path segment below a list is an
+// index: the list's length appends (a new dict when the path goes on), a smaller index
+// replaces that element or goes into it; a larger one is an error, so list elements must
+// come in order.
+void insert_path(const c10::IValue &c, const std::string &path, const c10::IValue &v) {
   auto pos = path.find('/');
-  if (pos == std::string::npos) {
-    d.insert_or_assign(key_of(path), v);
+  const bool last = pos == std::string::npos;
+  const std::string head = last ? path : path.substr(0, pos);
+  const std::string rest = last ? std::string() : path.substr(pos + 1);
+  if (c.isGenericDict()) {
+    auto d = c.toGenericDict();
+    auto key = key_of(head);
+    if (last) {
+      d.insert_or_assign(key, v);
+      return;
+    }
+    auto it = d.find(key);
+    if (it == d.end()) {
+      d.insert(key, new_dict());
+      it = d.find(key);
+    }
+    insert_path(it->value(), rest, v);
     return;
   }
-  auto head = key_of(path.substr(0, pos));
-  auto it = d.find(head);
-  if (it == d.end()) {
-    c10::impl::GenericDict sub(c10::AnyType::get(), c10::AnyType::get());
-    d.insert(head, sub);
-    it = d.find(head);
+  if (c.isList()) {
+    auto l = c.toList();
+    if (!all_digits(head) || head.size() >= 18)
+      throw std::invalid_argument("path segment '" + head + "' indexes a list: use 0, 1, ...");
+    auto i = static_cast<size_t>(std::stoll(head));
+    if (i > l.size())
+      throw std::invalid_argument("list index " + head + " given before index " +
+                                  std::to_string(l.size()) + ": list elements must come in order");
+    if (i == l.size()) l.push_back(last ? v : c10::IValue(new_dict()));
+    else if (last) l.set(i, v);
+    if (!last) insert_path(l.get(i), rest, v);
+    return;
   }
-  if (!it->value().isGenericDict())
-    throw std::invalid_argument("path '" + path + "' goes through a non-dict value");
-  auto sub = it->value().toGenericDict();
-  insert_path(sub, path.substr(pos + 1), v);
+  throw std::invalid_argument("path goes through a value that is neither a dict nor a list at '" + head + "'");
 }
 
 void flatten(const std::string &prefix, const c10::IValue &v, Tree &t) {
@@ -118,6 +143,21 @@ void flatten(const std::string &prefix, const c10::IValue &v, Tree &t) {
         continue;
       }
       flatten(prefix.empty() ? k : prefix + "/" + k, e.value(), t);
+    }
+    return;
+  }
+  if (v.isList() || v.isTuple()) {
+    // Elements under their index, as the nested dicts' int keys (a list's own node has no
+    // entry, like a dict's).
+    size_t i = 0;
+    auto visit = [&](const c10::IValue &e) {
+      auto k = std::to_string(i++);
+      flatten(prefix.empty() ? k : prefix + "/" + k, e, t);
+    };
+    if (v.isList()) {
+      for (const auto &e : v.toListRef()) visit(e);
+    } else {
+      for (const auto &e : v.toTupleRef().elements()) visit(e);
     }
     return;
   }
@@ -153,7 +193,9 @@ extern "C" {
 char *mt_save_tree(const char **keys, const int *kinds, mt_tensor *ts, const char **strs,
                    const int64_t *ints, const double *floats, int64_t n, const char *path) {
   MT_TRY
-  c10::impl::GenericDict root(c10::AnyType::get(), c10::AnyType::get());
+  // kinds: 0 tensor, 1 string, 2 int, 3 float, 4 empty dict, 5 empty list (filled by the
+  // entries below its path, in index order).
+  c10::IValue root(new_dict());
   for (int64_t i = 0; i < n; i++) {
     c10::IValue v;
     switch (kinds[i]) {
@@ -161,12 +203,17 @@ char *mt_save_tree(const char **keys, const int *kinds, mt_tensor *ts, const cha
       case 1: v = std::string(strs[i]); break;
       case 2: v = ints[i]; break;
       case 3: v = floats[i]; break;
-      case 4: v = c10::impl::GenericDict(c10::AnyType::get(), c10::AnyType::get()); break;
+      case 4: v = new_dict(); break;
+      case 5: v = c10::impl::GenericList(c10::AnyType::get()); break;
       default: throw std::invalid_argument("unknown value kind");
     }
-    insert_path(root, keys[i], v);
+    try {
+      insert_path(root, keys[i], v);
+    } catch (const std::invalid_argument &e) {
+      throw std::invalid_argument(std::string("key '") + keys[i] + "': " + e.what());
+    }
   }
-  auto bytes = torch::pickle_save(c10::IValue(root));
+  auto bytes = torch::pickle_save(root);
   std::ofstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error(std::string("cannot open ") + path + " for writing");
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
