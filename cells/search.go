@@ -219,6 +219,17 @@ func (n *SearchNet) cellAlphas(reduce bool) (ops, pairs []*torch.Tensor) {
 // Forward computes logits for x with the architecture weights w (see Normalize), skipping
 // ops and input pairs whose weight is at or below threshold.
 func (n *SearchNet) Forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold float64) *torch.Tensor {
+	return n.forward(c, x, w, threshold, nil)
+}
+
+// ForwardCells is Forward that also returns every cell's output (for parity checks).
+func (n *SearchNet) ForwardCells(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold float64) (*torch.Tensor, []*torch.Tensor) {
+	var outs []*torch.Tensor
+	y := n.forward(c, x, w, threshold, func(t *torch.Tensor) { outs = append(outs, t) })
+	return y, outs
+}
+
+func (n *SearchNet) forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold float64, cellOut func(*torch.Tensor)) *torch.Tensor {
 	s := c.S
 	h := n.stemB.Forward(c, s.Conv2d(x, n.stemW, nil, torch.Conv{Padding: [2]int64{1, 1}}))
 	s0, s1 := h, h
@@ -228,6 +239,9 @@ func (n *SearchNet) Forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold f
 			cw = &w.Reduce
 		}
 		s0, s1 = s1, cell.forward(c, s0, s1, cw, float32(threshold))
+		if cellOut != nil {
+			cellOut(s1)
+		}
 	}
 	y := s.AdaptiveAvgPool2d(s1, 1, 1)
 	y = s.Flatten(y, 1, -1)
