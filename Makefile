@@ -37,9 +37,11 @@ native:
 	else rm -f $(BUILD)/libtorch.mk.new; fi
 	@$(MAKE) --no-print-directory -j$(NPROC) -f third_party/native.mk
 
+# One LibTorch thread per test process, no OpenMP spinning: go test runs packages in
+# parallel, and oversubscribed spinning threads make small-op workloads many times slower.
 test: deps native
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 30m ./...
+	OMP_NUM_THREADS=1 GOMP_SPINCOUNT=0 $(GO) test -count=1 -timeout 40m ./...
 
 train: deps native
 	$(GO) run ./cmd/train --config $(CONFIG) $(TRAIN_ARGS)

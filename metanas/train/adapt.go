@@ -7,7 +7,7 @@ import (
 	"github.com/metanas-go/metanas/metanas/learn"
 )
 
-// testSamplerSeed is the seed of the meta-test task stream (MetaTest's).
+// testSamplerSeed is the seed of the meta-test task stream, shared by MetaTest and TestTask.
 func (t *Trainer) testSamplerSeed() uint64 { return uint64(t.Cfg.Run.Seed) + 1000003 }
 
 // TestTask returns meta-test task i: the task MetaTest scores as its i-th.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,8 +94,12 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 	}
 	workers := Workers(cfg, dev)
 	threads := cfg.Run.Threads
-	if threads == 0 && !dev.CUDA {
-		threads = max(1, runtime.NumCPU()/workers)
+	if threads == 0 {
+		if n, err := strconv.Atoi(os.Getenv("OMP_NUM_THREADS")); err == nil && n > 0 {
+			threads = n // the user's (or the test harness's) choice
+		} else if !dev.CUDA {
+			threads = max(1, runtime.NumCPU()/workers)
+		}
 	}
 	if threads <= 0 {
 		threads = torch.NumThreads()
@@ -280,7 +285,7 @@ func (t *Trainer) RunEpoch(epoch int, tasks []data.Task) (EpochMetrics, error) {
 func (t *Trainer) MetaTest(epoch, n int, perTask bool) (TestResult, error) {
 	start := time.Now()
 	cfg := t.Cfg
-	sampler, err := data.NewSampler(t.Split.Test, cfg.Data.Ways, cfg.Data.Shots, cfg.Data.Queries, uint64(cfg.Run.Seed)+1000003)
+	sampler, err := data.NewSampler(t.Split.Test, cfg.Data.Ways, cfg.Data.Shots, cfg.Data.Queries, t.testSamplerSeed())
 	if err != nil {
 		return TestResult{}, usage("meta-test: %v", err)
 	}
