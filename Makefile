@@ -9,7 +9,7 @@ BUILD  := build
 CONFIG ?= configs/smoke.yaml
 TRAIN_ARGS ?=
 
-.PHONY: all native deps test train bench gpu-check data clean vet fmt
+.PHONY: all native deps test train bench opbench gpu-prepare gpu-check data clean
 
 all: native
 	$(GO) build ./...
@@ -46,8 +46,21 @@ test: deps native
 train: deps native
 	$(GO) run ./cmd/train --config $(CONFIG) $(TRAIN_ARGS)
 
+# Meta-epoch costs of the paper presets on synthetic tasks (CPU: 2 tasks of each meta-batch,
+# scaled), then the per-op cost of Go vs C++ vs Python. Record results in BENCHMARKS.md.
+BENCH_ARGS ?= --tasks 2 --test-steps 10
 bench: deps native
-	$(GO) run ./cmd/bench
+	$(GO) run ./cmd/bench $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory -f third_party/native.mk $(BUILD)/bin/opchain
+	$(GO) run ./cmd/opbench --markdown $(OPBENCH_ARGS)
+
+opbench: deps native
+	@$(MAKE) --no-print-directory -f third_party/native.mk $(BUILD)/bin/opchain
+	$(GO) run ./cmd/opbench --markdown $(OPBENCH_ARGS)
+
+# Prepare what a CUDA machine without Go needs (binaries, cgotorch sources) in .native-src/.
+gpu-prepare: deps native
+	bash third_party/gpu-prepare.sh
 
 gpu-check:
 	bash third_party/gpu-check.sh

@@ -54,3 +54,14 @@ $(BUILD)/lib/%.so: $(BUILD)/libtorch.stamp
 
 .PHONY: all
 .SECONDARY:
+
+# The C++ floor of the op-cost benchmark (cmd/opbench), a stand-alone program with the shim's
+# flags and LibTorch; never part of a library that Go links. --no-as-needed keeps
+# libtorch_cuda loaded (its CUDA kernels register at load time). Built on demand:
+#   make -f third_party/native.mk build/bin/opchain
+$(BUILD)/bin/opchain: third_party/bench/opchain.cc $(BUILD)/libtorch.stamp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -Wall -o $@ $< -Wl,--no-as-needed $(LDLIBS)
+
+.PHONY: opchain
+opchain: $(BUILD)/bin/opchain

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"math"
+	"testing"
+
+	"github.com/metanas-go/metanas/torch"
+)
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}, {[]float64{7}, 7}} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+	if !math.IsNaN(median(nil)) {
+		t.Error("median of nothing should be NaN")
+	}
+}
+
+func TestParseLines(t *testing.T) {
+	out := "noise\n{\"impl\":\"cpp\",\"case\":\"chain\",\"threads\":2,\"wall_us_per_op\":7.1,\"cpu_us_per_op\":7}\n{broken\n"
+	ls := parseLines(out)
+	if len(ls) != 1 || ls[0].Case != "chain" || ls[0].Threads != 2 || ls[0].Wall != 7.1 || ls[0].CPU != 7 {
+		t.Fatalf("parseLines = %+v", ls)
+	}
+}
+
+func TestSeriesAndRatios(t *testing.T) {
+	s := series{skipped: "binary missing"}
+	if v, ok := s.value().(string); !ok || v != "skipped: binary missing" {
+		t.Errorf("value = %v, want the skip reason", s.value())
+	}
+	if r := pairedRatio([]float64{2}, []float64{1}, "", s.skipped); r != nil {
+		t.Errorf("ratio with a skipped side = %v, want nil", r)
+	}
+	// Paired: trial i of one against trial i of the other, then the median.
+	if r := pairedRatio([]float64{3, 20, 4}, []float64{2, 10, 4}, "", ""); r != 1.5 {
+		t.Errorf("paired ratio = %v, want 1.5", r)
+	}
+}
+
+// TestGoBench runs both cases briefly through the torch package.
+func TestGoBench(t *testing.T) {
+	for _, c := range []string{"chain", "conv"} {
+		for _, eager := range []bool{false, true} {
+			g, err := newGoBench(c, torch.CPU, eager)
+			if err != nil {
+				t.Fatalf("%s: %v", c, err)
+			}
+			if err := g.warm(1); err != nil {
+				t.Fatalf("%s: %v", c, err)
+			}
+			wall, cpu, err := g.trial(1)
+			g.close()
+			if err != nil || wall <= 0 || cpu < 0 {
+				t.Errorf("%s: trial = %v, %v, %v", c, wall, cpu, err)
+			}
+		}
+	}
+	if n := torch.LiveTensors(); n != 0 {
+		t.Errorf("%d tensors still live after the cases", n)
+	}
+}
+
+// TestChildren drives the C++ and Python versions through their serving mode when present.
+func TestChildren(t *testing.T) {
+	o := options{device: "cpu"}
+	root := findRoot()
+	for _, e := range []*external{newCpp(root, o), newPython(root, o)} {
+		if e.skipped != "" {
+			t.Logf("%s skipped: %s", e.impl, e.skipped)
+			continue
+		}
+		e.start(1)
+		wall, cpu, ok := e.trial("chain", 1, 1)
+		if !ok || wall <= 0 || cpu <= 0 {
+			t.Errorf("%s: trial = %v, %v, %v (%s)", e.impl, wall, cpu, ok, e.skipped)
+		}
+		if _, _, ok := e.trial("nonesuch", 1, 0); ok || e.skipped == "" {
+			t.Errorf("%s: an unknown case should fail the child", e.impl)
+		}
+		e.stop()
+	}
+}
+
+// BenchmarkCgoCall is the cost of the cheapest call into the shim (an atomic load): the
+// floor of what any op pays for crossing from Go to C.
+func BenchmarkCgoCall(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		torch.LiveTensors()
+	}
+}
+
+// BenchmarkAliasOp is an op whose LibTorch part is nearly free (a second handle to the same
+// tensor): what the torch package adds per op (checks, cgo call, handle, Tensor, adopt),
+// with a Reset every 600 ops as in the chain.
+func BenchmarkAliasOp(b *testing.B) {
+	in := torch.NewScope()
+	defer in.Close()
+	x := in.Zeros([]int64{64, 28}, torch.CPU)
+	s := torch.NewScope()
+	defer s.Close()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		s.Alias(x)
+		if i%600 == 599 {
+			s.Reset()
+		}
+	}
+}
+
+// BenchmarkChainIter is one iteration of the chain case (600 forward ops and backward).
+func BenchmarkChainIter(b *testing.B) {
+	g, err := newGoBench("chain", torch.CPU, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.close()
+	b.ResetTimer()
+	if _, _, err := g.trial(b.N); err != nil {
+		b.Fatal(err)
+	}
+}
