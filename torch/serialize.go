@@ -42,6 +42,17 @@ func Save(path string, entries []Named) error {
 		names[i] = C.CString(e.Name)
 		hs[i] = e.Tensor.h
 	}
+	var np **C.char
+	var hp *C.mt_tensor
+	if len(entries) > 0 {
+		np, hp = &names[0], &hs[0]
+	}
+	return saveAtomic(path, func(tmp *C.char) *C.char { return C.mt_save(np, hp, C.int64_t(len(entries)), tmp) })
+}
+
+// saveAtomic lets write fill a temporary file beside path (a shim call returning its error)
+// and renames it over path, so that path is never left half-written.
+func saveAtomic(path string, write func(tmp *C.char) *C.char) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
@@ -50,12 +61,7 @@ func Save(path string, entries []Named) error {
 	tmp.Close()
 	cp := C.CString(tmpName)
 	defer C.free(unsafe.Pointer(cp))
-	var np **C.char
-	var hp *C.mt_tensor
-	if len(entries) > 0 {
-		np, hp = &names[0], &hs[0]
-	}
-	if err := cerr(C.mt_save(np, hp, C.int64_t(len(entries)), cp)); err != nil {
+	if err := cerr(write(cp)); err != nil {
 		os.Remove(tmpName)
 		return fmt.Errorf("save %s: %w", path, err)
 	}

@@ -105,23 +105,9 @@ func SaveTree(path string, vals []Value) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	tmpName := tmp.Name()
-	tmp.Close()
-	cp := C.CString(tmpName)
-	defer C.free(unsafe.Pointer(cp))
-	if err := cerr(C.mt_save_tree(&keys[0], &kinds[0], &ts[0], &strs[0], &ints[0], &floats[0], C.int64_t(n), cp)); err != nil {
-		os.Remove(tmpName)
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	if err := os.Rename(tmpName, path); err != nil {
-		os.Remove(tmpName)
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	return nil
+	return saveAtomic(path, func(tmp *C.char) *C.char {
+		return C.mt_save_tree(&keys[0], &kinds[0], &ts[0], &strs[0], &ints[0], &floats[0], C.int64_t(n), tmp)
+	})
 }
 
 // LoadTree reads a PyTorch file (written by SaveTree, Save, or Python's torch.save) into a

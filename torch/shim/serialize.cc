@@ -8,6 +8,24 @@ using mt::T;
 using mt::wrap;
 
 namespace {
+
+void write_file(const char *path, const std::vector<char> &bytes) {
+  std::ofstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error(std::string("cannot open ") + path + " for writing");
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  f.close();
+  if (!f) throw std::runtime_error(std::string("write failed: ") + path);
+}
+
+std::vector<char> read_file(const char *path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error(std::string("cannot open ") + path);
+  return std::vector<char>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+namespace {
 struct Dict {
   std::vector<std::string> names;
   std::vector<at::Tensor> tensors;
@@ -21,19 +39,13 @@ char *mt_save(const char **names, mt_tensor *ts, int64_t n, const char *path) {
   c10::Dict<std::string, at::Tensor> d;
   for (int64_t i = 0; i < n; i++) d.insert(names[i], T(ts[i]).detach().cpu());
   auto bytes = torch::pickle_save(c10::IValue(d));
-  std::ofstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error(std::string("cannot open ") + path + " for writing");
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  f.close();
-  if (!f) throw std::runtime_error(std::string("write failed: ") + path);
+  write_file(path, bytes);
   MT_CATCH("save")
 }
 
 char *mt_load(const char *path, mt_dict *out) {
   MT_TRY
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error(std::string("cannot open ") + path);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto bytes = read_file(path);
   auto v = torch::pickle_load(bytes);
   if (!v.isGenericDict()) throw std::runtime_error("file does not hold a dict");
   auto d = new Dict;
@@ -214,19 +226,13 @@ char *mt_save_tree(const char **keys, const int *kinds, mt_tensor *ts, const cha
     }
   }
   auto bytes = torch::pickle_save(root);
-  std::ofstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error(std::string("cannot open ") + path + " for writing");
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  f.close();
-  if (!f) throw std::runtime_error(std::string("write failed: ") + path);
+  write_file(path, bytes);
   MT_CATCH("save")
 }
 
 char *mt_load_tree(const char *path, mt_tree *out) {
   MT_TRY
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error(std::string("cannot open ") + path);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto bytes = read_file(path);
   auto v = torch::pickle_load(bytes);
   auto t = new Tree;
   flatten("", v, *t);
