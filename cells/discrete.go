@@ -2,6 +2,7 @@ package cells
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/metanas-go/metanas/cells/genotype"
 	"github.com/metanas-go/metanas/torch"
@@ -60,14 +61,7 @@ func (c DiscreteConfig) Validate() error {
 	return c.Genotype.Validate(nil)
 }
 
-func (c DiscreteConfig) isReduction(i int) bool {
-	for _, r := range c.Reductions {
-		if r == i {
-			return true
-		}
-	}
-	return false
-}
+func (c DiscreteConfig) isReduction(i int) bool { return slices.Contains(c.Reductions, i) }
 
 // discreteEdge is one genotype edge: an op applied to state input.
 type discreteEdge struct {

@@ -3,6 +3,7 @@ package cells
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/metanas-go/metanas/cells/genotype"
 	"github.com/metanas-go/metanas/torch"
@@ -64,14 +65,7 @@ func (c SearchConfig) Validate() error {
 	return nil
 }
 
-func (c SearchConfig) isReduction(i int) bool {
-	for _, r := range c.Reductions {
-		if r == i {
-			return true
-		}
-	}
-	return false
-}
+func (c SearchConfig) isReduction(i int) bool { return slices.Contains(c.Reductions, i) }
 
 // edge is the MixedOp of one cell input of one node: one op per primitive.
 type edge struct {

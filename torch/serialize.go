@@ -12,10 +12,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"unsafe"
 
 	"github.com/nlpodyssey/gopickle/pytorch"
-	"github.com/nlpodyssey/gopickle/types"
 )
 
 // Named is a tensor with its name (a state_dict entry).
@@ -73,36 +73,18 @@ func saveAtomic(path string, write func(tmp *C.char) *C.char) error {
 }
 
 // Load reads a dict of tensors saved by Save or by Python's torch.save (a state_dict).
-// Files LibTorch's unpickler cannot read (Python's own) are read with gopickle; nested
-// dicts are flattened with "." between keys. Tensors are created on the CPU in scope s.
+// It is LoadTree keeping the tensor leaves, nested dict keys joined with "." (the
+// state_dict convention). Tensors are created on the CPU in scope s.
 func Load(s *Scope, path string) ([]Named, error) {
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("load %s: %w", path, err)
-	}
-	cp := C.CString(path)
-	defer C.free(unsafe.Pointer(cp))
-	var d C.mt_dict
-	if e := C.mt_load(cp, &d); e == nil {
-		defer C.mt_dict_free(d)
-		n := int(C.mt_dict_size(d))
-		out := make([]Named, n)
-		for i := 0; i < n; i++ {
-			out[i] = Named{Name: C.GoString(C.mt_dict_name(d, C.int64_t(i))), Tensor: s.adopt(C.mt_dict_tensor(d, C.int64_t(i)))}
-		}
-		return out, nil
-	} else {
-		C.mt_free_str(e)
-	}
-	obj, err := loadPickle(path)
+	vals, err := LoadTree(s, path)
 	if err != nil {
-		return nil, fmt.Errorf("load %s: not a PyTorch file (%v)", path, err)
+		return nil, err
 	}
 	var out []Named
-	if err := flattenPickle(s, "", obj, &out); err != nil {
-		return nil, fmt.Errorf("load %s: %w", path, err)
-	}
-	if err := s.Err(); err != nil {
-		return nil, fmt.Errorf("load %s: %w", path, err)
+	for _, v := range vals {
+		if v.Kind == TensorValue {
+			out = append(out, Named{Name: strings.ReplaceAll(v.Key, "/", "."), Tensor: v.Tensor})
+		}
 	}
 	return out, nil
 }
@@ -143,46 +125,6 @@ func loadPickle(path string) (obj any, err error) {
 		}
 	}()
 	return pytorch.Load(path)
-}
-
-func flattenPickle(s *Scope, prefix string, obj any, out *[]Named) error {
-	join := func(k any) (string, error) {
-		ks, ok := k.(string)
-		if !ok {
-			ks = fmt.Sprint(k)
-		}
-		if prefix == "" {
-			return ks, nil
-		}
-		return prefix + "." + ks, nil
-	}
-	switch v := obj.(type) {
-	case *types.OrderedDict:
-		for e := v.List.Front(); e != nil; e = e.Next() {
-			ent := e.Value.(*types.OrderedDictEntry)
-			name, _ := join(ent.Key)
-			if err := flattenPickle(s, name, ent.Value, out); err != nil {
-				return err
-			}
-		}
-	case *types.Dict:
-		for _, ent := range *v {
-			name, _ := join(ent.Key)
-			if err := flattenPickle(s, name, ent.Value, out); err != nil {
-				return err
-			}
-		}
-	case *pytorch.Tensor:
-		t, err := FromPickled(s, v)
-		if err != nil {
-			return fmt.Errorf("%s: %w", prefix, err)
-		}
-		*out = append(*out, Named{Name: prefix, Tensor: t})
-	default:
-		// Non-tensor entries (numbers, strings, lists) are not tensors: skipped here;
-		// ReadPickle gives access to them.
-	}
-	return nil
 }
 
 // FromPickled converts a tensor read by gopickle into a CPU tensor of scope s (float

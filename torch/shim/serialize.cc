@@ -25,13 +25,6 @@ std::vector<char> read_file(const char *path) {
 
 }  // namespace
 
-namespace {
-struct Dict {
-  std::vector<std::string> names;
-  std::vector<at::Tensor> tensors;
-};
-}  // namespace
-
 extern "C" {
 
 char *mt_save(const char **names, mt_tensor *ts, int64_t n, const char *path) {
@@ -43,32 +36,6 @@ char *mt_save(const char **names, mt_tensor *ts, int64_t n, const char *path) {
   MT_CATCH("save")
 }
 
-char *mt_load(const char *path, mt_dict *out) {
-  MT_TRY
-  auto bytes = read_file(path);
-  auto v = torch::pickle_load(bytes);
-  if (!v.isGenericDict()) throw std::runtime_error("file does not hold a dict");
-  auto d = new Dict;
-  for (const auto &e : v.toGenericDict()) {
-    if (!e.key().isString() || !e.value().isTensor()) continue;
-    d->names.push_back(e.key().toStringRef());
-    d->tensors.push_back(e.value().toTensor());
-  }
-  *out = d;
-  MT_CATCH("load")
-}
-
-int64_t mt_dict_size(mt_dict d) {
-  return static_cast<int64_t>(static_cast<Dict *>(d)->names.size());
-}
-
-const char *mt_dict_name(mt_dict d, int64_t i) {
-  return static_cast<Dict *>(d)->names[i].c_str();
-}
-
-mt_tensor mt_dict_tensor(mt_dict d, int64_t i) { return wrap(static_cast<Dict *>(d)->tensors[i]); }
-
-void mt_dict_free(mt_dict d) { delete static_cast<Dict *>(d); }
 
 }  // extern "C"
 

@@ -13,7 +13,6 @@ extern "C" {
 
 typedef void *mt_tensor;  // at::Tensor*
 typedef void *mt_optim;   // metanas optimizer (Adam or SGD) with its per-parameter state
-typedef void *mt_dict;    // list of (name, tensor) read from a file
 typedef void *mt_module;  // torch::jit::Module*
 typedef void *mt_generator;  // at::Generator*: a private random stream (NULL: the default)
 
@@ -159,11 +158,6 @@ char *mt_optim_state_set(mt_optim o, int64_t i, const char *name, mt_tensor v);
 
 // Serialization in PyTorch's file format (torch.save / torch.load).
 char *mt_save(const char **names, mt_tensor *ts, int64_t n, const char *path);
-char *mt_load(const char *path, mt_dict *out);
-int64_t mt_dict_size(mt_dict d);
-const char *mt_dict_name(mt_dict d, int64_t i);
-mt_tensor mt_dict_tensor(mt_dict d, int64_t i);  // a new handle
-void mt_dict_free(mt_dict d);
 
 #ifdef __cplusplus
 }
