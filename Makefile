@@ -9,7 +9,7 @@ BUILD  := build
 CONFIG ?= configs/smoke.yaml
 TRAIN_ARGS ?=
 
-.PHONY: all native deps test train bench opbench gpu-prepare gpu-check data clean
+.PHONY: all native deps test train bench opbench gpu-prepare gpu-check gpu-bench data clean
 
 all: native
 	$(GO) build ./...
@@ -64,6 +64,9 @@ gpu-prepare: deps native
 
 gpu-check:
 	bash third_party/gpu-check.sh
+
+gpu-bench:
+	bash third_party/gpu-bench.sh
 
 # Omniglot's two canonical archives into ./data/omniglot (needs a network).
 OMNIGLOT_URL ?= https://raw.githubusercontent.com/brendenlake/omniglot/master/python

@@ -28,9 +28,10 @@
 #   GOTORCH                 the folder holding cgotorch/ (default .native-src, else Go's module cache)
 #   GPU_CHECK_DEVICE        cuda (default) or cpu: cpu benchmarks on the CPU even with a GPU
 #   GPU_CHECK_TESTS         test binaries to run, e.g. "torch.test cells.test" (default: all
-#                           of build/bin/tests.txt)
+#                           of build/bin/tests.txt; "-" runs none)
 #   GPU_CHECK_RUN           -test.run pattern (default .)
 #   GPU_CHECK_TEST_TIMEOUT  -test.timeout per test binary (default 5m)
+#   GPU_CHECK_OPBENCH       0 skips opbench (default 1)
 #   GPU_CHECK_OPBENCH_ARGS  extra opbench flags (e.g. "--trials 9 --case chain")
 #   GPU_CHECK_OPBENCH_TIMEOUT  seconds before opbench is stopped (default 300)
 #   CXX                     the C++ compiler (default g++)
@@ -214,7 +215,9 @@ while read -r bin dir; do
 done <<<"$manifest"
 
 # --- op-cost benchmark -------------------------------------------------------------------
-if [ -x build/bin/opbench ]; then
+if [ "${GPU_CHECK_OPBENCH:-1}" = 0 ]; then
+  TIMINGS='{"skipped":"GPU_CHECK_OPBENCH=0"}'
+elif [ -x build/bin/opbench ]; then
   dev=cpu
   [ "$CUDA" = true ] && dev=cuda
   log "running opbench --device $dev $OPBENCH_ARGS (log: $LOGS/opbench.log)"

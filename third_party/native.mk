@@ -5,12 +5,20 @@ BUILD      := build
 GOTORCH    := $(shell go list -m -f '{{.Dir}}' github.com/wangkuiyi/gotorch)
 include $(BUILD)/libtorch.mk
 
+# LibTorch 2.12 and later need C++20 for their headers; older ones build with C++17.
+LT_STD   := $(shell echo '$(LT_VERSION)' | awk -F. '{ print ($$1 > 2 || ($$1 == 2 && $$2 + 0 >= 12)) ? "c++20" : "c++17" }')
 CXX      ?= g++
-CXXFLAGS := -std=c++17 -fPIC -O2 -g0 -D_GLIBCXX_USE_CXX11_ABI=$(LT_ABI) $(LT_INC) -I$(BUILD)/include -Wno-deprecated-declarations
+CXXFLAGS := -std=$(LT_STD) -fPIC -O2 -g0 -D_GLIBCXX_USE_CXX11_ABI=$(LT_ABI) $(LT_INC) -I$(BUILD)/include -Wno-deprecated-declarations
 LDLIBS   := -L$(LT_LIBDIR) -Wl,-rpath,$(LT_LIBDIR) -ltorch -ltorch_cpu -lc10
 TORCH_LIBS := libtorch.so libtorch_cpu.so libc10.so
 ifeq ($(LT_CUDA),1)
-CXXFLAGS += -DWITH_CUDA
+# LibTorch's CUDA headers include the CUDA runtime's: take them from CUDA_HOME, the usual
+# toolkit folder, or the NVIDIA wheels beside a PyTorch wheel.
+CUDA_RT_H := $(firstword $(wildcard $(if $(CUDA_HOME),$(CUDA_HOME)/include/cuda_runtime_api.h) \
+  /usr/local/cuda/include/cuda_runtime_api.h \
+  $(LT_LIBDIR)/../../nvidia/cu13/include/cuda_runtime_api.h \
+  $(LT_LIBDIR)/../../nvidia/cuda_runtime/include/cuda_runtime_api.h))
+CXXFLAGS += -DWITH_CUDA $(if $(CUDA_RT_H),-isystem $(dir $(CUDA_RT_H)))
 LDLIBS   += -ltorch_cuda -lc10_cuda
 TORCH_LIBS += libtorch_cuda.so libc10_cuda.so
 endif

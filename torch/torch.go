@@ -172,6 +172,35 @@ func SetCuDNNBenchmark(on bool) { C.mt_set_cudnn_benchmark(C.bool(on)) }
 // Synchronize waits for all work queued on a CUDA device (a no-op on CPU).
 func Synchronize(d Device) error { return cerr(C.mt_synchronize(C.int(d.Index))) }
 
+// UsePoolStream makes a stream from LibTorch's pool the current stream of the calling OS
+// thread on CUDA device d, so that work issued from several threads can run concurrently.
+// The caller must have locked its goroutine to the OS thread (runtime.LockOSThread) and
+// synchronise (SyncStream) before other threads use what it wrote. A no-op on CPU.
+func UsePoolStream(d Device) error {
+	if !d.CUDA {
+		return nil
+	}
+	return cerr(C.mt_use_pool_stream(C.int(d.Index)))
+}
+
+// UseDefaultStream makes the device's default stream current again on the calling OS
+// thread (a no-op on CPU).
+func UseDefaultStream(d Device) error {
+	if !d.CUDA {
+		return nil
+	}
+	return cerr(C.mt_use_default_stream(C.int(d.Index)))
+}
+
+// SyncStream waits for the work queued on the calling OS thread's current stream of CUDA
+// device d (a no-op on CPU; counted by HostSyncs).
+func SyncStream(d Device) error {
+	if !d.CUDA {
+		return nil
+	}
+	return cerr(C.mt_sync_stream(C.int(d.Index)))
+}
+
 // HostSyncs counts operations so far that made the host wait for tensor data (copies to Go
 // memory, scalar reads, explicit synchronisation). Tests use it to prove that a hot path
 // never synchronises.

@@ -36,6 +36,7 @@ type Result struct {
 	Date            string  `json:"date"`
 	Commit          string  `json:"commit,omitempty"`
 	Workers         int     `json:"workers"`
+	Streams         bool    `json:"streams,omitempty"`
 	ThreadsPerWork  int     `json:"threads_per_worker"`
 	MetaBatch       int     `json:"meta_batch"`
 	MeasuredTasks   int     `json:"measured_tasks"`
@@ -59,6 +60,7 @@ func run(args []string) int {
 	tasks := fs.Int("tasks", 0, "tasks measured per meta-epoch (0: the preset's meta-batch); the epoch time is scaled to the meta-batch")
 	testSteps := fs.Int("test-steps", 50, "task steps of a meta-test task (architecture adapted in the first half)")
 	workers := fs.Int("workers", 0, "concurrent tasks (run.workers; 0: automatic)")
+	streams := fs.Bool("streams", false, "one CUDA stream per worker (run.streams)")
 	configs := fs.String("configs", "configs", "folder of the presets")
 	memEpochs := fs.Int("memory-epochs", 0, "instead of timings: run this many meta-epochs of a small synthetic MetaNAS run and report resident memory at epoch 50 and at the end")
 	if err := fs.Parse(args); err != nil {
@@ -77,7 +79,7 @@ func run(args []string) int {
 		return cli.OK
 	}
 	for _, c := range strings.Split(*cases, ",") {
-		r, err := measure(*configs, strings.TrimSpace(c), *device, *tasks, *testSteps, *workers)
+		r, err := measure(*configs, strings.TrimSpace(c), *device, *tasks, *testSteps, *workers, *streams)
 		if err != nil {
 			if train.IsUsage(err) {
 				return cli.Errorf(prog, cli.Usage, err)
@@ -90,7 +92,7 @@ func run(args []string) int {
 	return cli.OK
 }
 
-func measure(dir, name, device string, tasks, testSteps, workers int) (*Result, error) {
+func measure(dir, name, device string, tasks, testSteps, workers int, streams bool) (*Result, error) {
 	cfg, err := config.Load(dir + "/" + name + ".yaml")
 	if err != nil {
 		return nil, err
@@ -105,7 +107,7 @@ func measure(dir, name, device string, tasks, testSteps, workers int) (*Result, 
 	sets := []string{
 		"data.dataset=synthetic", fmt.Sprintf("data.synthetic.channels=%d", in), fmt.Sprintf("data.synthetic.size=%d", size),
 		fmt.Sprintf("data.synthetic.classes=%d", 2*cfg.Data.Ways), fmt.Sprintf("data.synthetic.per_class=%d", per),
-		"run.device=" + device, "run.out=" + out, fmt.Sprintf("run.workers=%d", workers),
+		"run.device=" + device, "run.out=" + out, fmt.Sprintf("run.workers=%d", workers), fmt.Sprintf("run.streams=%t", streams),
 		fmt.Sprintf("task.test_steps=%d", testSteps), fmt.Sprintf("task.test_arch_steps=%d", testSteps/2),
 	}
 	for _, kv := range sets {
@@ -149,7 +151,7 @@ func measure(dir, name, device string, tasks, testSteps, workers int) (*Result, 
 		return time.Since(start).Seconds() * float64(cfg.Meta.MetaBatch) / float64(n), nil
 	}
 	r := &Result{Case: name, Device: device, Machine: machine(dev), Date: time.Now().UTC().Format("2006-01-02"), Commit: commit(),
-		Workers: len(tr.Workers), MetaBatch: cfg.Meta.MetaBatch, MeasuredTasks: n, MetaTestSteps: testSteps}
+		Workers: len(tr.Workers), Streams: streams && dev.CUDA, MetaBatch: cfg.Meta.MetaBatch, MeasuredTasks: n, MetaTestSteps: testSteps}
 	r.ThreadsPerWork = torch.NumThreads()
 	syncs := torch.HostSyncs()
 	if r.WarmUpEpochS, err = timeEpoch(1); err != nil {

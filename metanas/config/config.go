@@ -364,6 +364,9 @@ type RunConfig struct {
 	// concurrently, each on its own copy of the network; 0 picks one per two CPU
 	// cores on CPU and one on a GPU. Results do not depend on it.
 	Workers int `yaml:"workers"`
+	// Streams runs each worker on its own CUDA stream (CUDA only), so that the small
+	// kernels of concurrent tasks overlap on the GPU; results do not depend on it.
+	Streams bool `yaml:"streams"`
 	// CheckpointEvery saves a checkpoint every this many meta-epochs; 0 saves
 	// at every meta-test and at the end.
 	CheckpointEvery int `yaml:"checkpoint_every"`

@@ -214,19 +214,39 @@ func (t *Trainer) parallel(n int, f, ordered func(w *learn.Worker, i int) error)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	W := len(t.Workers)
+	streams := t.Dev.CUDA && t.Cfg.Run.Streams
+	if streams {
+		// The workers' streams must see what this thread queued (the meta-update).
+		if err := torch.Synchronize(t.Dev); err != nil {
+			return err
+		}
+	}
 	for wi, w := range t.Workers {
 		wg.Add(1)
 		go func(wi int, w *learn.Worker) {
 			defer wg.Done()
-			// LibTorch's OpenMP thread count is per OS thread: pin the goroutine and set it.
+			// LibTorch's OpenMP thread count and current CUDA stream are per OS thread: pin
+			// the goroutine and set them.
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			torch.SetNumThreads(t.threads)
+			var serr error
+			if streams {
+				serr = torch.UsePoolStream(t.Dev)
+				defer torch.UseDefaultStream(t.Dev)
+			}
 			for i := wi; i < n; i += W {
-				err := f(w, i)
+				err := serr
+				if err == nil {
+					err = f(w, i)
+				}
 				<-turn[i]
 				if err == nil && ordered != nil {
 					err = ordered(w, i)
+				}
+				if err == nil && streams {
+					// What ordered accumulated is read next on another worker's stream.
+					err = torch.SyncStream(t.Dev)
 				}
 				errs[i] = err
 				close(turn[i+1])

@@ -4,6 +4,7 @@
 #include <mutex>
 #ifdef WITH_CUDA
 #include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <c10/cuda/CUDAStream.h>
 #endif
 
 namespace mt {
@@ -135,6 +136,40 @@ char *mt_synchronize(int device_index) {
   MT_CATCH("synchronize")
 }
 
+char *mt_use_pool_stream(int device_index) {
+  MT_TRY
+#ifdef WITH_CUDA
+  auto idx = static_cast<c10::DeviceIndex>(device_index);
+  c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool(false, idx));
+#else
+  (void)device_index;
+  throw std::runtime_error("CUDA streams need a LibTorch with CUDA");
+#endif
+  MT_CATCH("use_pool_stream")
+}
+
+char *mt_use_default_stream(int device_index) {
+  MT_TRY
+#ifdef WITH_CUDA
+  auto idx = static_cast<c10::DeviceIndex>(device_index);
+  c10::cuda::setCurrentCUDAStream(c10::cuda::getDefaultCUDAStream(idx));
+#else
+  (void)device_index;
+#endif
+  MT_CATCH("use_default_stream")
+}
+
+char *mt_sync_stream(int device_index) {
+  MT_TRY
+  mt::host_syncs.fetch_add(1);
+#ifdef WITH_CUDA
+  c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device_index)).synchronize();
+#else
+  (void)device_index;
+#endif
+  MT_CATCH("sync_stream")
+}
+
 int64_t mt_sync_count(void) { return mt::host_syncs.load(); }
 void mt_set_grad_enabled(bool on) { at::GradMode::set_enabled(on); }
 bool mt_is_grad_enabled(void) { return at::GradMode::is_enabled(); }
@@ -155,9 +190,13 @@ char *mt_from_u8_images(const uint8_t *data, const int64_t *shape, int ndim, dou
                         int dev_type, int dev_index, mt_tensor *out) {
   MT_TRY
   auto sizes = at::IntArrayRef(shape, ndim);
-  auto host = torch::empty(sizes, torch::kByte);
+  // On CUDA the bytes go through pinned memory (LibTorch's caching host allocator) and are
+  // copied asynchronously: the host does not wait for the transfer.
+  bool cuda = dev_type != 0;
+  auto host = torch::empty(sizes, torch::TensorOptions().dtype(torch::kByte).pinned_memory(cuda));
   std::memcpy(host.data_ptr(), data, host.numel());
-  auto t = host.to(mt::device(dev_type, dev_index)).to(at::kFloat).mul_(scale);
+  auto t = cuda ? host.to(mt::device(dev_type, dev_index), at::kByte, /*non_blocking=*/true) : host;
+  t = t.to(at::kFloat).mul_(scale);
   *out = wrap(t);
   MT_CATCH("from_u8_images")
 }
