@@ -29,7 +29,7 @@ log "building the native libraries (gpu-check.sh without tests and opbench; make
 GPU_CHECK_TESTS=- GPU_CHECK_OPBENCH=0 bash third_party/gpu-check.sh >"$LOGS/gpu-bench-build.json" ||
   { cat "$LOGS/gpu-bench-build.json"; exit 1; }
 LT_LIBDIR=$(sed -n 's/^LT_LIBDIR=//p' build/libtorch.mk)
-export LD_LIBRARY_PATH="$ROOT/build/lib:$LT_LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$LT_LIBDIR:$ROOT/build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 [ -x build/bin/bench ] || { echo '{"error":"build/bin/bench missing: run third_party/gpu-prepare.sh where Go is and carry .native-src"}'; exit 1; }
 
 IFS=';' read -r -a vs <<<"$VARIANTS"

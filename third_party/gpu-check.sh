@@ -134,7 +134,7 @@ if ! make --no-print-directory -f third_party/native.mk GOTORCH="$GOTORCH" build
 fi
 
 # --- run-time library path ---------------------------------------------------------------
-export LD_LIBRARY_PATH="$ROOT/build/lib:$LT_LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$LT_LIBDIR:$ROOT/build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # The Go binaries were linked where LibTorch's libraries may carry versioned names
 # (Debian: libtorch.so.1.13); point such names at this LibTorch's libraries. The binaries
 # call only the C functions of our shim and cgotorch, so the LibTorch version may differ.

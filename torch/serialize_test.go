@@ -300,8 +300,9 @@ func TestPythonInterop(t *testing.T) {
 import json, sys, torch
 names = {torch.float32: "float32", torch.float64: "float64", torch.int64: "int64", torch.bool: "bool"}
 enc = lambda v: {"shape": list(v.shape), "dtype": names[v.dtype], "data": [float(x) for x in v.reshape(-1).tolist()]}
-d = torch.load(sys.argv[1])
-t = torch.load(sys.argv[2])
+sys.path.insert(0, "testdata"); from strict_load import strict_load
+d = strict_load(sys.argv[1])
+t = strict_load(sys.argv[2])
 torch.manual_seed(3)
 m = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.Linear(4, 2))
 m[1].running_mean.normal_(); m[1].num_batches_tracked += 5

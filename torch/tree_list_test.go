@@ -93,7 +93,8 @@ func TestSaveTreeLists(t *testing.T) {
 	py := listTestPython(t)
 	out, err := exec.Command(py, "-c", `
 import json, sys, torch
-d = torch.load(sys.argv[1])
+sys.path.insert(0, "testdata"); from strict_load import strict_load
+d = strict_load(sys.argv[1])
 opt = d["opt"]
 p = torch.nn.Parameter(torch.zeros(2, 2))
 a = torch.optim.Adam([p], lr=1.0)

@@ -366,7 +366,8 @@ func TestGoCheckpointLoadsInPython(t *testing.T) {
 import json, sys, torch
 sys.path.insert(0, "../../tools/pyref")
 import metanas_ref
-ck = torch.load(sys.argv[1])
+sys.path.insert(0, "../../torch/testdata"); from strict_load import strict_load
+ck = strict_load(sys.argv[1])
 m = metanas_ref.build(json.loads(sys.argv[2]))
 ref = [(k, list(v.shape)) for k, v in m.state_dict().items()]
 got = [(k, list(v.shape)) for k, v in ck["meta_model"].items()]

@@ -1,8 +1,40 @@
 // Fused MetaNAS hot paths.
 #include "common.h"
 
+#include <map>
+#include <string>
+
 using mt::T;
 using mt::wrap;
+
+namespace {
+
+// device_copy returns data[0..n) as a tensor of the given shape on dev. On CUDA it keeps,
+// per OS thread, the device copies of the small index and incidence arrays that a
+// forward pass passes for every node (they change only when pruning changes): a copy
+// from host memory on every call would wait for the GPU each time. The cache never
+// evicts (an evicted tensor could still be read by queued kernels); past its bound it
+// stops caching and copies without waiting instead.
+template <class E>
+at::Tensor device_copy(const E *data, std::vector<int64_t> shape, at::ScalarType st,
+                       const c10::Device &dev) {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  auto host = torch::from_blob(const_cast<E *>(data), shape, torch::TensorOptions().dtype(c10::CppTypeToScalarType<E>::value));
+  if (dev.is_cpu()) return host.to(st, /*non_blocking=*/false, /*copy=*/true);
+  thread_local std::map<std::string, at::Tensor> cache;
+  std::string key(reinterpret_cast<const char *>(data), n * sizeof(E));
+  key += '|' + dev.str() + '|' + std::to_string(static_cast<int>(st));
+  for (auto d : shape) key += ',' + std::to_string(d);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  // The pinned staging copy lets the transfer run asynchronously without a host wait.
+  auto t = host.to(st).pin_memory().to(dev, st, /*non_blocking=*/true);
+  if (cache.size() < 4096) cache.emplace(std::move(key), t);
+  return t;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -16,14 +48,13 @@ char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
   const auto dev = w.device();
   at::Tensor coef;  // [n_in, K] combined weights
   if (wpair != nullptr) {
-    auto incT = torch::from_blob(const_cast<float *>(inc), {p, n_in}, torch::kFloat)
-                    .to(dev, w.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+    auto incT = device_copy(inc, {p, n_in}, w.scalar_type(), dev);
     auto c = at::matmul(T(wpair).unsqueeze(0), incT).squeeze(0);  // [n_in]
     coef = w * c.unsqueeze(1);
   } else {
     coef = w;
   }
-  auto idxT = torch::from_blob(const_cast<int64_t *>(idx), {m}, torch::kLong).to(dev, true, true);
+  auto idxT = device_copy(idx, {m}, torch::kLong, dev);
   auto cm = coef.flatten().index_select(0, idxT);  // [m]
   std::vector<at::Tensor> ts = mt::tensors(outs, m);
   if (m == 1 && drop_prob <= 0) {
@@ -42,8 +73,16 @@ char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
     c10::optional<at::Generator> g;
     if (gen != nullptr) g = *static_cast<at::Generator *>(gen);
     auto mask = at::empty(ms, w.options().requires_grad(false)).bernoulli_(keep, g).div_(keep);
-    for (int64_t i = 0; i < m; i++) {
-      if (!droppable[i]) mask[i].fill_(1.0);
+    bool all = true;
+    for (int64_t i = 0; i < m; i++) all = all && droppable[i];
+    if (!all) {
+      // Ops without drop-path (identities) keep a mask of one: one where() on a cached
+      // flag vector instead of a fill per op.
+      std::vector<uint8_t> keepv(droppable, droppable + m);
+      std::vector<int64_t> fs(stacked.dim(), 1);
+      fs[0] = m;
+      auto flags = device_copy(keepv.data(), {m}, torch::kBool, dev).view(fs);
+      mask = at::where(flags, mask, 1.0);
     }
     factor = factor * mask;
   }

@@ -1,4 +1,8 @@
 // Named tensors in PyTorch's file format through LibTorch's own pickler.
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
+
 #include <fstream>
 #include <iterator>
 
@@ -17,6 +21,30 @@ void write_file(const char *path, const std::vector<char> &bytes) {
   if (!f) throw std::runtime_error(std::string("write failed: ") + path);
 }
 
+// save_bytes writes v as torch.save does (a zip archive holding data.pkl and one record per
+// tensor storage), like torch::pickle_save but without TorchScript's type tags on dicts
+// and lists (torch.jit._pickle.restore_type_tag), which torch.load refuses by default
+// since PyTorch 2.6 (weights_only=True). The file then holds plain dicts, lists, strings,
+// numbers and tensors, all of which weights_only loading accepts.
+std::vector<char> save_bytes(const c10::IValue &v) {
+  std::vector<char> pkl;
+  torch::jit::Pickler pickler([&](const char *b, size_t n) { pkl.insert(pkl.end(), b, b + n); },
+                              nullptr, nullptr, nullptr, nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(v);
+  pickler.stop();
+  std::vector<char> out;
+  out.reserve(pkl.size());
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void *b, size_t n) {
+    auto c = static_cast<const char *>(b);
+    out.insert(out.end(), c, c + n);
+    return n;
+  });
+  torch::jit::writeArchiveAndTensors("data", pkl.data(), pkl.size(), pickler.tensorData(), writer);
+  writer.writeEndOfFile();
+  return out;
+}
+
 std::vector<char> read_file(const char *path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error(std::string("cannot open ") + path);
@@ -31,7 +59,7 @@ char *mt_save(const char **names, mt_tensor *ts, int64_t n, const char *path) {
   MT_TRY
   c10::Dict<std::string, at::Tensor> d;
   for (int64_t i = 0; i < n; i++) d.insert(names[i], T(ts[i]).detach().cpu());
-  auto bytes = torch::pickle_save(c10::IValue(d));
+  auto bytes = save_bytes(c10::IValue(d));
   write_file(path, bytes);
   MT_CATCH("save")
 }
@@ -192,7 +220,7 @@ char *mt_save_tree(const char **keys, const int *kinds, mt_tensor *ts, const cha
       throw std::invalid_argument(std::string("key '") + keys[i] + "': " + e.what());
     }
   }
-  auto bytes = torch::pickle_save(root);
+  auto bytes = save_bytes(root);
   write_file(path, bytes);
   MT_CATCH("save")
 }
