@@ -3,7 +3,7 @@
 #   make test    build everything and run the whole test suite
 #   make bench   benchmarks (results go to BENCHMARKS.md by hand)
 SHELL  := /bin/bash
-NPROC  := $(shell nproc 2>/dev/null || echo 2)
+NPROC  := $(shell env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 2)
 GO     ?= go
 BUILD  := build
 CONFIG ?= configs/smoke.yaml

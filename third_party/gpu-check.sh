@@ -40,7 +40,8 @@ cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 LOGS=build/gpu-check
 mkdir -p "$LOGS" build/bin
-NPROC=$(nproc 2>/dev/null || echo 2)
+# nproc honours OMP_NUM_THREADS (often 1 or 2 for tiny ops): count the cores without it.
+NPROC=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 2)
 WANT=${GPU_CHECK_DEVICE:-cuda}
 RUN=${GPU_CHECK_RUN:-.}
 TEST_TIMEOUT=${GPU_CHECK_TEST_TIMEOUT:-5m}
