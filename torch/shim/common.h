@@ -45,6 +45,14 @@ at::Device device(int type, int index);
 at::TensorOptions options(int dtype, int dev_type, int dev_index);
 std::vector<at::Tensor> tensors(mt_tensor *ts, int64_t n);
 
+// Faster CPU kernels (cpu_fast.cc); each returns an undefined tensor where it does not apply.
+bool fast_cpu_ops();
+at::Tensor max_pool2d_cpu(const at::Tensor &x, int64_t k, int64_t s, int64_t p);
+at::Tensor avg_pool2d_excl_cpu(const at::Tensor &x, int64_t k, int64_t s, int64_t p);
+at::Tensor dil_dwconv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b,
+                          int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                          int64_t groups);
+
 }  // namespace mt
 
 #define MT_TRY try {

@@ -9,7 +9,9 @@ extern "C" {
 char *mt_conv2d(mt_tensor x, mt_tensor w, mt_tensor b, int64_t sh, int64_t sw, int64_t ph,
                 int64_t pw, int64_t dh, int64_t dw, int64_t groups, mt_tensor *out) {
   MT_TRY
-  *out = wrap(at::conv2d(T(x), T(w), mt::opt(b), {sh, sw}, {ph, pw}, {dh, dw}, groups));
+  auto y = mt::dil_dwconv_cpu(T(x), T(w), mt::opt(b), sh, sw, ph, pw, dh, dw, groups);
+  if (!y.defined()) y = at::conv2d(T(x), T(w), mt::opt(b), {sh, sw}, {ph, pw}, {dh, dw}, groups);
+  *out = wrap(y);
   MT_CATCH("conv2d", x, w)
 }
 
@@ -29,14 +31,19 @@ char *mt_relu(mt_tensor x, mt_tensor *out) {
 
 char *mt_max_pool2d(mt_tensor x, int64_t k, int64_t s, int64_t p, mt_tensor *out) {
   MT_TRY
-  *out = wrap(at::max_pool2d(T(x), {k, k}, {s, s}, {p, p}));
+  auto y = mt::max_pool2d_cpu(T(x), k, s, p);
+  if (!y.defined()) y = at::max_pool2d(T(x), {k, k}, {s, s}, {p, p});
+  *out = wrap(y);
   MT_CATCH("max_pool2d", x)
 }
 
 char *mt_avg_pool2d(mt_tensor x, int64_t k, int64_t s, int64_t p, bool count_include_pad,
                     mt_tensor *out) {
   MT_TRY
-  *out = wrap(at::avg_pool2d(T(x), {k, k}, {s, s}, {p, p}, false, count_include_pad));
+  at::Tensor y;
+  if (!count_include_pad) y = mt::avg_pool2d_excl_cpu(T(x), k, s, p);
+  if (!y.defined()) y = at::avg_pool2d(T(x), {k, k}, {s, s}, {p, p}, false, count_include_pad);
+  *out = wrap(y);
   MT_CATCH("avg_pool2d", x)
 }
 

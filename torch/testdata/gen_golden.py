@@ -123,6 +123,12 @@ conv_case("conv2d_dil2_p2", randn(2, 3, 8, 8), randn(4, 3, 3, 3), randn(4), padd
           dilation=(2, 2))
 conv_case("conv2d_depthwise", randn(2, 4, 6, 6), randn(4, 1, 3, 3), None, padding=(1, 1),
           groups=4)
+# Depthwise 3x3 with dilation 2 (DARTS's dil_conv): the CPU path splits the image into
+# interleaved sub-grids; even, odd, small and large sizes, stride 1 and 2.
+for h, s, bias in [(12, 1, False), (11, 1, True), (7, 1, False), (8, 2, False), (7, 2, True)]:
+    conv_case(f"conv2d_dw3_dil2_s{s}_{h}{'_bias' if bias else ''}", randn(2, 4, h, h),
+              randn(4, 1, 3, 3), randn(4) if bias else None, stride=(s, s), padding=(2, 2),
+              dilation=(2, 2), groups=4)
 conv_case("conv2d_depthwise_s2_dil2_bias", randn(2, 4, 7, 7), randn(4, 1, 5, 5), randn(4),
           stride=(2, 2), padding=(4, 4), dilation=(2, 2), groups=4)
 conv_case("conv2d_1x5_p02", randn(2, 3, 5, 6), randn(4, 3, 1, 5), randn(4), padding=(0, 2))
@@ -162,11 +168,22 @@ for k, s, p in [(3, 1, 1), (3, 2, 1), (2, 2, 0)]:
     x = randn(2, 3, 7, 7)
     add(fwd(f"max_pool2d_{k}{s}{p}", "max_pool2d", {"k": k, "s": s, "p": p}, [("x", x)],
             lambda x: F.max_pool2d(x, k, s, p))[0])
+# Ties (ReLU zeros, repeated values) and even sizes: the CPU kernel must pick the element
+# PyTorch picks, so that the gradient lands on the same input.
+for k, s, p in [(3, 1, 1), (3, 2, 1)]:
+    x = F.relu(randn(2, 3, 8, 8)).round()
+    add(fwd(f"max_pool2d_{k}{s}{p}_ties", "max_pool2d", {"k": k, "s": s, "p": p}, [("x", x)],
+            lambda x: F.max_pool2d(x, k, s, p))[0])
 for k, s, p, cip in [(3, 1, 1, False), (3, 2, 1, False), (3, 2, 1, True)]:
     x = randn(2, 3, 7, 7)
     add(fwd(f"avg_pool2d_{k}{s}{p}_{'incl' if cip else 'excl'}", "avg_pool2d",
             {"k": k, "s": s, "p": p, "count_include_pad": cip}, [("x", x)],
             lambda x: F.avg_pool2d(x, k, s, p, count_include_pad=cip))[0])
+for k, s, p, h in [(3, 2, 1, 8), (2, 2, 0, 7), (3, 1, 1, 1)]:
+    x = randn(2, 3, h, h)
+    add(fwd(f"avg_pool2d_{k}{s}{p}_excl_{h}", "avg_pool2d",
+            {"k": k, "s": s, "p": p, "count_include_pad": False}, [("x", x)],
+            lambda x: F.avg_pool2d(x, k, s, p, count_include_pad=False))[0])
 add(fwd("adaptive_avg_pool2d_1x1", "adaptive_avg_pool2d", {"out": [1, 1]},
         [("x", randn(2, 3, 5, 5))], lambda x: F.adaptive_avg_pool2d(x, (1, 1)))[0])
 add(fwd("adaptive_avg_pool2d_2x3", "adaptive_avg_pool2d", {"out": [2, 3]},
