@@ -6,10 +6,14 @@
 // round differently in the last bit) and return an undefined tensor where they do not
 // apply, so that the caller falls back to LibTorch's op. METANAS_FAST_CPU_OPS=0 turns them
 // off (for comparisons).
+// Built with the vectoriser on (the shim's other files use -O2).
+#pragma GCC optimize("O3")
+
 #include <ATen/Parallel.h>
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "common.h"
 
@@ -27,6 +31,130 @@ bool applies(const at::Tensor &x) {
 
 int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 * p - k) / s + 1; }
 
+// max_pool_3p1 computes one plane of a 3x3 max pool with padding 1 and stride s (1 or 2)
+// separably: the maximum of each row's three neighbours first (rm, with its flat index ri),
+// then of three rows. Taking the first strictly larger value (or the last NaN) in each pass
+// picks the element PyTorch's row-major scan picks. rm and ri hold H*W values.
+void max_pool_3p1(const float *src, int64_t H, int64_t W, int64_t s, float *rm, int32_t *ri,
+                  float *dst, int32_t *di, int64_t OH, int64_t OW) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  // Starting from the window's first element gives the same result as starting from -inf
+  // with that element's index (a -inf first element is never replaced by another -inf).
+  auto step = [](float v, int32_t i, float &bv, int32_t &bi) {
+    const bool take = (v > bv) | (v != v);
+    bv = take ? v : bv;
+    bi = take ? i : bi;
+  };
+  for (int64_t h = 0; h < H; h++) {
+    const float *r = src + h * W;
+    float *m = rm + h * W;
+    int32_t *id = ri + h * W;
+    const int32_t base = static_cast<int32_t>(h * W);
+    if (W == 1) {
+      m[0] = r[0];
+      id[0] = base;
+      continue;
+    }
+    {
+      float bv = r[0];
+      int32_t bi = base;
+      step(r[1], base + 1, bv, bi);
+      m[0] = bv;
+      id[0] = bi;
+    }
+    for (int64_t w = 1; w + 1 < W; w++) {
+      float bv = r[w - 1];
+      int32_t bi = base + static_cast<int32_t>(w - 1);
+      step(r[w], base + static_cast<int32_t>(w), bv, bi);
+      step(r[w + 1], base + static_cast<int32_t>(w + 1), bv, bi);
+      m[w] = bv;
+      id[w] = bi;
+    }
+    {
+      float bv = r[W - 2];
+      int32_t bi = base + static_cast<int32_t>(W - 2);
+      step(r[W - 1], base + static_cast<int32_t>(W - 1), bv, bi);
+      m[W - 1] = bv;
+      id[W - 1] = bi;
+    }
+  }
+  for (int64_t oh = 0; oh < OH; oh++) {
+    const int64_t h0 = std::max<int64_t>(oh * s - 1, 0), h1 = std::min<int64_t>(oh * s + 2, H);
+    float *d = dst + oh * OW;
+    int32_t *dd = di + oh * OW;
+    for (int64_t ow = 0; ow < OW; ow++) {
+      d[ow] = ninf;
+      dd[ow] = static_cast<int32_t>(h0 * W + std::max<int64_t>(ow * s - 1, 0));
+    }
+    for (int64_t h = h0; h < h1; h++) {
+      const float *m = rm + h * W;
+      const int32_t *id = ri + h * W;
+      for (int64_t ow = 0; ow < OW; ow++) {
+        const float v = m[ow * s];
+        const bool take = (v > d[ow]) | (v != v);
+        d[ow] = take ? v : d[ow];
+        dd[ow] = take ? id[ow * s] : dd[ow];
+      }
+    }
+  }
+}
+
+// avg_pool_3p1 is one plane of a 3x3 average pool with padding 1, stride s, without the
+// padding in the count, separably (row sums rs of H*W values, then three rows).
+void avg_pool_3p1(const float *src, int64_t H, int64_t W, int64_t s, float *rs, float *dst,
+                  int64_t OH, int64_t OW) {
+  for (int64_t h = 0; h < H; h++) {
+    const float *r = src + h * W;
+    float *o = rs + h * W;
+    if (W == 1) {
+      o[0] = r[0];
+      continue;
+    }
+    o[0] = r[0] + r[1];
+    for (int64_t w = 1; w + 1 < W; w++) o[w] = r[w - 1] + r[w] + r[w + 1];
+    o[W - 1] = r[W - 2] + r[W - 1];
+  }
+  for (int64_t oh = 0; oh < OH; oh++) {
+    const int64_t h0 = std::max<int64_t>(oh * s - 1, 0), h1 = std::min<int64_t>(oh * s + 2, H);
+    float *d = dst + oh * OW;
+    for (int64_t ow = 0; ow < OW; ow++) d[ow] = 0.f;
+    for (int64_t h = h0; h < h1; h++) {
+      const float *o = rs + h * W;
+      for (int64_t ow = 0; ow < OW; ow++) d[ow] += o[ow * s];
+    }
+    const float rows = static_cast<float>(h1 - h0);
+    for (int64_t ow = 0; ow < OW; ow++) {
+      const int64_t w0 = std::max<int64_t>(ow * s - 1, 0), w1 = std::min<int64_t>(ow * s + 2, W);
+      d[ow] /= rows * static_cast<float>(w1 - w0);
+    }
+  }
+}
+
+// avg_pool_box writes the 3x3 box sums (clipped at the borders, stride 1) of one H x W plane
+// to dst, through rs (H*W values).
+void avg_pool_box(const float *src, int64_t H, int64_t W, float *rs, float *dst) {
+  for (int64_t h = 0; h < H; h++) {
+    const float *r = src + h * W;
+    float *o = rs + h * W;
+    if (W == 1) {
+      o[0] = r[0];
+      continue;
+    }
+    o[0] = r[0] + r[1];
+    for (int64_t w = 1; w + 1 < W; w++) o[w] = r[w - 1] + r[w] + r[w + 1];
+    o[W - 1] = r[W - 2] + r[W - 1];
+  }
+  for (int64_t h = 0; h < H; h++) {
+    const int64_t h0 = std::max<int64_t>(h - 1, 0), h1 = std::min<int64_t>(h + 2, H);
+    float *d = dst + h * W;
+    for (int64_t w = 0; w < W; w++) d[w] = 0.f;
+    for (int64_t j = h0; j < h1; j++) {
+      const float *o = rs + j * W;
+      for (int64_t w = 0; w < W; w++) d[w] += o[w];
+    }
+  }
+}
+
 struct MaxPool : public torch::autograd::Function<MaxPool> {
   static at::Tensor forward(AutogradContext *ctx, const at::Tensor &input, int64_t k, int64_t s,
                             int64_t p) {
@@ -38,11 +166,18 @@ struct MaxPool : public torch::autograd::Function<MaxPool> {
     const float *xp = x.data_ptr<float>();
     float *op = out.data_ptr<float>();
     int32_t *ip = idx.data_ptr<int32_t>();
+    const bool k3p1 = k == 3 && p == 1 && (s == 1 || s == 2);
     at::parallel_for(0, N * C, 1, [&](int64_t b, int64_t e) {
+      std::vector<float> rm(k3p1 ? H * W : 0);
+      std::vector<int32_t> ri(k3p1 ? H * W : 0);
       for (int64_t pl = b; pl < e; pl++) {
         const float *src = xp + pl * H * W;
         float *dst = op + pl * OH * OW;
         int32_t *di = ip + pl * OH * OW;
+        if (k3p1) {
+          max_pool_3p1(src, H, W, s, rm.data(), ri.data(), dst, di, OH, OW);
+          continue;
+        }
         for (int64_t oh = 0; oh < OH; oh++) {
           const int64_t h0 = std::max<int64_t>(oh * s - p, 0);
           const int64_t h1 = std::min<int64_t>(oh * s - p + k, H);
@@ -102,10 +237,16 @@ struct AvgPoolExcl : public torch::autograd::Function<AvgPoolExcl> {
     auto out = at::empty({N, C, OH, OW}, x.options());
     const float *xp = x.data_ptr<float>();
     float *op = out.data_ptr<float>();
+    const bool k3p1 = k == 3 && p == 1 && (s == 1 || s == 2);
     at::parallel_for(0, N * C, 1, [&](int64_t b, int64_t e) {
+      std::vector<float> rs(k3p1 ? H * W : 0);
       for (int64_t pl = b; pl < e; pl++) {
         const float *src = xp + pl * H * W;
         float *dst = op + pl * OH * OW;
+        if (k3p1) {
+          avg_pool_3p1(src, H, W, s, rs.data(), dst, OH, OW);
+          continue;
+        }
         for (int64_t oh = 0; oh < OH; oh++) {
           const int64_t h0 = std::max<int64_t>(oh * s - p, 0);
           const int64_t h1 = std::min<int64_t>(oh * s - p + k, H);
@@ -137,10 +278,25 @@ struct AvgPoolExcl : public torch::autograd::Function<AvgPoolExcl> {
     auto gx = at::zeros(shape, g.options());
     const float *gp = g.data_ptr<float>();
     float *xp = gx.data_ptr<float>();
+    const bool k3p1s1 = k == 3 && p == 1 && s == 1;  // then OH == H and OW == W
     at::parallel_for(0, shape[0] * shape[1], 1, [&](int64_t b, int64_t e) {
+      std::vector<float> q(k3p1s1 ? H * W : 0), rs(k3p1s1 ? H * W : 0);
       for (int64_t pl = b; pl < e; pl++) {
         const float *src = gp + pl * OH * OW;
         float *dst = xp + pl * H * W;
+        if (k3p1s1) {
+          // The input gradient is the same 3x3 box sum over the output gradients divided
+          // by their counts: separably, rows then columns.
+          for (int64_t h = 0; h < H; h++) {
+            const float rows = static_cast<float>(std::min<int64_t>(h + 2, H) - std::max<int64_t>(h - 1, 0));
+            for (int64_t w = 0; w < W; w++) {
+              const float cols = static_cast<float>(std::min<int64_t>(w + 2, W) - std::max<int64_t>(w - 1, 0));
+              q[h * W + w] = src[h * W + w] / (rows * cols);
+            }
+          }
+          avg_pool_box(q.data(), H, W, rs.data(), dst);
+          continue;
+        }
         for (int64_t oh = 0; oh < OH; oh++) {
           const int64_t h0 = std::max<int64_t>(oh * s - p, 0);
           const int64_t h1 = std::min<int64_t>(oh * s - p + k, H);
