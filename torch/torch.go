@@ -180,7 +180,7 @@ func UsePoolStream(d Device) error {
 	if !d.CUDA {
 		return nil
 	}
-	return cerr(C.mt_use_pool_stream(C.int(d.Index)))
+	return cerr(C.mt_use_stream(C.int(d.Index), true))
 }
 
 // UseDefaultStream makes the device's default stream current again on the calling OS
@@ -189,7 +189,7 @@ func UseDefaultStream(d Device) error {
 	if !d.CUDA {
 		return nil
 	}
-	return cerr(C.mt_use_default_stream(C.int(d.Index)))
+	return cerr(C.mt_use_stream(C.int(d.Index), false))
 }
 
 // SyncStream waits for the work queued on the calling OS thread's current stream of CUDA

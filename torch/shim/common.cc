@@ -136,27 +136,17 @@ char *mt_synchronize(int device_index) {
   MT_CATCH("synchronize")
 }
 
-char *mt_use_pool_stream(int device_index) {
+char *mt_use_stream(int device_index, bool pool) {
   MT_TRY
 #ifdef WITH_CUDA
   auto idx = static_cast<c10::DeviceIndex>(device_index);
-  c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool(false, idx));
+  c10::cuda::setCurrentCUDAStream(pool ? c10::cuda::getStreamFromPool(false, idx)
+                                        : c10::cuda::getDefaultCUDAStream(idx));
 #else
   (void)device_index;
-  throw std::runtime_error("CUDA streams need a LibTorch with CUDA");
+  if (pool) throw std::runtime_error("CUDA streams need a LibTorch with CUDA");
 #endif
-  MT_CATCH("use_pool_stream")
-}
-
-char *mt_use_default_stream(int device_index) {
-  MT_TRY
-#ifdef WITH_CUDA
-  auto idx = static_cast<c10::DeviceIndex>(device_index);
-  c10::cuda::setCurrentCUDAStream(c10::cuda::getDefaultCUDAStream(idx));
-#else
-  (void)device_index;
-#endif
-  MT_CATCH("use_default_stream")
+  MT_CATCH("use_stream")
 }
 
 char *mt_sync_stream(int device_index) {

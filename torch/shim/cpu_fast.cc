@@ -31,6 +31,16 @@ bool applies(const at::Tensor &x) {
 
 int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 * p - k) / s + 1; }
 
+struct Window {
+  int64_t h0, h1, w0, w1;  // input rows [h0, h1) and columns [w0, w1), clipped
+};
+
+// window is the part inside the image of output (oh, ow)'s k x k window (stride s, padding p).
+Window window(int64_t oh, int64_t ow, int64_t k, int64_t s, int64_t p, int64_t H, int64_t W) {
+  return {std::max<int64_t>(oh * s - p, 0), std::min<int64_t>(oh * s - p + k, H),
+          std::max<int64_t>(ow * s - p, 0), std::min<int64_t>(ow * s - p + k, W)};
+}
+
 // max_pool_3p1 computes one plane of a 3x3 max pool with padding 1 and stride s (1 or 2)
 // separably: the maximum of each row's three neighbours first (rm, with its flat index ri),
 // then of three rows. Taking the first strictly larger value (or the last NaN) in each pass
@@ -99,10 +109,10 @@ void max_pool_3p1(const float *src, int64_t H, int64_t W, int64_t s, float *rm, 
   }
 }
 
-// avg_pool_3p1 is one plane of a 3x3 average pool with padding 1, stride s, without the
-// padding in the count, separably (row sums rs of H*W values, then three rows).
-void avg_pool_3p1(const float *src, int64_t H, int64_t W, int64_t s, float *rs, float *dst,
-                  int64_t OH, int64_t OW) {
+// box3_sums writes the 3x3 window sums (padding 1, clipped at the borders, stride s) of one
+// H x W plane to dst (OH x OW), separably through the row sums rs (H*W values).
+void box3_sums(const float *src, int64_t H, int64_t W, int64_t s, float *rs, float *dst,
+               int64_t OH, int64_t OW) {
   for (int64_t h = 0; h < H; h++) {
     const float *r = src + h * W;
     float *o = rs + h * W;
@@ -122,35 +132,21 @@ void avg_pool_3p1(const float *src, int64_t H, int64_t W, int64_t s, float *rs, 
       const float *o = rs + h * W;
       for (int64_t ow = 0; ow < OW; ow++) d[ow] += o[ow * s];
     }
-    const float rows = static_cast<float>(h1 - h0);
-    for (int64_t ow = 0; ow < OW; ow++) {
-      const int64_t w0 = std::max<int64_t>(ow * s - 1, 0), w1 = std::min<int64_t>(ow * s + 2, W);
-      d[ow] /= rows * static_cast<float>(w1 - w0);
-    }
   }
 }
 
-// avg_pool_box writes the 3x3 box sums (clipped at the borders, stride 1) of one H x W plane
-// to dst, through rs (H*W values).
-void avg_pool_box(const float *src, int64_t H, int64_t W, float *rs, float *dst) {
-  for (int64_t h = 0; h < H; h++) {
-    const float *r = src + h * W;
-    float *o = rs + h * W;
-    if (W == 1) {
-      o[0] = r[0];
-      continue;
-    }
-    o[0] = r[0] + r[1];
-    for (int64_t w = 1; w + 1 < W; w++) o[w] = r[w - 1] + r[w] + r[w + 1];
-    o[W - 1] = r[W - 2] + r[W - 1];
-  }
-  for (int64_t h = 0; h < H; h++) {
-    const int64_t h0 = std::max<int64_t>(h - 1, 0), h1 = std::min<int64_t>(h + 2, H);
-    float *d = dst + h * W;
-    for (int64_t w = 0; w < W; w++) d[w] = 0.f;
-    for (int64_t j = h0; j < h1; j++) {
-      const float *o = rs + j * W;
-      for (int64_t w = 0; w < W; w++) d[w] += o[w];
+// avg_pool_3p1 is one plane of a 3x3 average pool with padding 1, stride s, without the
+// padding in the count.
+void avg_pool_3p1(const float *src, int64_t H, int64_t W, int64_t s, float *rs, float *dst,
+                  int64_t OH, int64_t OW) {
+  box3_sums(src, H, W, s, rs, dst, OH, OW);
+  for (int64_t oh = 0; oh < OH; oh++) {
+    const int64_t h0 = std::max<int64_t>(oh * s - 1, 0), h1 = std::min<int64_t>(oh * s + 2, H);
+    const float rows = static_cast<float>(h1 - h0);
+    float *d = dst + oh * OW;
+    for (int64_t ow = 0; ow < OW; ow++) {
+      const int64_t w0 = std::max<int64_t>(ow * s - 1, 0), w1 = std::min<int64_t>(ow * s + 2, W);
+      d[ow] /= rows * static_cast<float>(w1 - w0);
     }
   }
 }
@@ -179,11 +175,8 @@ struct MaxPool : public torch::autograd::Function<MaxPool> {
           continue;
         }
         for (int64_t oh = 0; oh < OH; oh++) {
-          const int64_t h0 = std::max<int64_t>(oh * s - p, 0);
-          const int64_t h1 = std::min<int64_t>(oh * s - p + k, H);
           for (int64_t ow = 0; ow < OW; ow++) {
-            const int64_t w0 = std::max<int64_t>(ow * s - p, 0);
-            const int64_t w1 = std::min<int64_t>(ow * s - p + k, W);
+            const auto [h0, h1, w0, w1] = window(oh, ow, k, s, p, H, W);
             // PyTorch's rule: scan the window row by row; a strictly larger value or a NaN
             // takes over; the first element of the window is the index when none does.
             int64_t best = h0 * W + w0;
@@ -248,11 +241,8 @@ struct AvgPoolExcl : public torch::autograd::Function<AvgPoolExcl> {
           continue;
         }
         for (int64_t oh = 0; oh < OH; oh++) {
-          const int64_t h0 = std::max<int64_t>(oh * s - p, 0);
-          const int64_t h1 = std::min<int64_t>(oh * s - p + k, H);
           for (int64_t ow = 0; ow < OW; ow++) {
-            const int64_t w0 = std::max<int64_t>(ow * s - p, 0);
-            const int64_t w1 = std::min<int64_t>(ow * s - p + k, W);
+            const auto [h0, h1, w0, w1] = window(oh, ow, k, s, p, H, W);
             float sum = 0;
             for (int64_t h = h0; h < h1; h++) {
               for (int64_t w = w0; w < w1; w++) sum += src[h * W + w];
@@ -294,15 +284,12 @@ struct AvgPoolExcl : public torch::autograd::Function<AvgPoolExcl> {
               q[h * W + w] = src[h * W + w] / (rows * cols);
             }
           }
-          avg_pool_box(q.data(), H, W, rs.data(), dst);
+          box3_sums(q.data(), H, W, 1, rs.data(), dst, H, W);
           continue;
         }
         for (int64_t oh = 0; oh < OH; oh++) {
-          const int64_t h0 = std::max<int64_t>(oh * s - p, 0);
-          const int64_t h1 = std::min<int64_t>(oh * s - p + k, H);
           for (int64_t ow = 0; ow < OW; ow++) {
-            const int64_t w0 = std::max<int64_t>(ow * s - p, 0);
-            const int64_t w1 = std::min<int64_t>(ow * s - p + k, W);
+            const auto [h0, h1, w0, w1] = window(oh, ow, k, s, p, H, W);
             const int64_t n = (h1 - h0) * (w1 - w0);
             if (n == 0) continue;
             const float v = src[oh * OW + ow] / static_cast<float>(n);

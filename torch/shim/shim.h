@@ -31,10 +31,9 @@ void mt_set_num_threads(int n);
 int mt_get_num_threads(void);
 void mt_set_cudnn_benchmark(bool on);
 char *mt_synchronize(int device_index);
-// mt_use_pool_stream makes a stream from LibTorch's pool the calling OS thread's current
-// stream on the device; mt_use_default_stream restores the default stream.
-char *mt_use_pool_stream(int device_index);
-char *mt_use_default_stream(int device_index);
+// mt_use_stream makes a stream from LibTorch's pool (pool) or the device's default stream
+// the calling OS thread's current stream on the device.
+char *mt_use_stream(int device_index, bool pool);
 // mt_sync_stream waits for the calling thread's current stream on the device.
 char *mt_sync_stream(int device_index);
 int64_t mt_sync_count(void);
