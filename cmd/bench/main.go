@@ -11,7 +11,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -63,11 +62,8 @@ func run(args []string) int {
 	streams := fs.Bool("streams", false, "one CUDA stream per worker (run.streams)")
 	configs := fs.String("configs", "configs", "folder of the presets")
 	memEpochs := fs.Int("memory-epochs", 0, "instead of timings: run this many meta-epochs of a small synthetic MetaNAS run and report resident memory at epoch 50 and at the end")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return cli.OK
-		}
-		return cli.Errorf(prog, cli.Usage, err)
+	if code, done := cli.Parse(fs, prog, args); done {
+		return code
 	}
 	if *memEpochs > 0 {
 		r, err := memory(*configs, *device, *memEpochs)

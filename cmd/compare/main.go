@@ -37,11 +37,8 @@ func run(args []string) int {
 	thr := fs.Float64("prune-threshold", 0.01, "ops and input pairs whose weight is at or below this are skipped")
 	perCell := fs.Bool("per-cell", false, `also write every cell's output as "cell.<i>"`)
 	force := fs.Bool("force", false, "overwrite an existing --output")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return cli.OK
-		}
-		return cli.Errorf(prog, cli.Usage, err)
+	if code, done := cli.Parse(fs, prog, args); done {
+		return code
 	}
 	switch {
 	case *ckpt == "":

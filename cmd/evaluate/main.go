@@ -34,11 +34,8 @@ func run(args []string) int {
 	ckpt := fs.String("checkpoint", "", "checkpoint to evaluate: ours, or a reference meta_state file (its architecture is inferred from the tensor shapes unless --config is given)")
 	tasks := fs.Int("tasks", 0, "meta-test tasks (default meta.final_test_tasks)")
 	perTask := fs.Bool("per-task", true, "include per-task results")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return cli.OK
-		}
-		return cli.Errorf(prog, cli.Usage, err)
+	if code, done := cli.Parse(fs, prog, args); done {
+		return code
 	}
 	if *ckpt == "" {
 		return cli.Errorf(prog, cli.Usage, errors.New("--checkpoint FILE is required"))

@@ -90,11 +90,8 @@ func run(args []string) int {
 	bn := fs.String("bn", "", "batch norm of the module: eval (running statistics) or train (the batch's statistics; default: meta.eval_bn)")
 	temp := fs.Float64("temperature", 0, "--what meta: softmax temperature attribute (default arch.t_max)")
 	thr := fs.Float64("threshold", -1, "--what meta: prune_threshold attribute (default model.prune_threshold)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return cli.OK
-		}
-		return cli.Errorf(prog, cli.Usage, err)
+	if code, done := cli.Parse(fs, prog, args); done {
+		return code
 	}
 	sum, err := export(&flags, *ckpt, *what, *out, *force, *task, *bn, *temp, *thr, fs.Changed("task"))
 	if err != nil {

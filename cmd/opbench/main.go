@@ -87,11 +87,8 @@ func run(args []string) int {
 	fs.BoolVar(&o.eagerFree, "eager-free", false, "Go chain frees each mul and add result once consumed, as C++ does (diagnostic)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to this file")
 	fs.BoolVar(&o.markdown, "markdown", false, "also print a Markdown table of the results to stderr")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return cli.OK
-		}
-		return cli.Errorf(prog, cli.Usage, err)
+	if code, done := cli.Parse(fs, prog, args); done {
+		return code
 	}
 	switch *which {
 	case "all":

@@ -14,7 +14,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -34,11 +33,8 @@ func run(args []string) int {
 	flags := config.BindFlags(fs)
 	resume := fs.String("resume", "", "continue from this checkpoint: ours, or a reference meta_state file (architecture inferred from its shapes unless --config is given; its task optimizer state is loaded with task.optim_state=keep)")
 	maxEpochs := fs.Int("max-epochs", 0, "stop after this many meta-epochs of this run (0: the configured number)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return cli.OK
-		}
-		return cli.Errorf(prog, cli.Usage, err)
+	if code, done := cli.Parse(fs, prog, args); done {
+		return code
 	}
 	// Resuming: the configuration is --config when given, else the checkpoint's own, else
 	// (a reference checkpoint) inferred from its tensor shapes; the flags apply on top.

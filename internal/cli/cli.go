@@ -1,11 +1,15 @@
-// Package cli holds what the commands share: exit codes, logging and terminal detection.
+// Package cli holds what the commands share: exit codes, flag parsing, logging and terminal
+// detection.
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+
+	"github.com/spf13/pflag"
 )
 
 // Exit codes.
@@ -30,4 +34,16 @@ func Logger(w io.Writer) *slog.Logger {
 func Errorf(prog string, code int, err error) int {
 	fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
 	return code
+}
+
+// Parse parses args into fs. It returns done=true with the exit status when the program
+// should stop: OK after --help, Usage (the error printed) on a bad flag.
+func Parse(fs *pflag.FlagSet, prog string, args []string) (code int, done bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return OK, true
+		}
+		return Errorf(prog, Usage, err), true
+	}
+	return OK, false
 }
