@@ -21,7 +21,7 @@ LOGS=build/gpu-check
 mkdir -p "$LOGS"
 DEV=${GPU_BENCH_DEVICE:-cuda}
 TIMEOUT=${GPU_BENCH_TIMEOUT:-240}
-VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --workers 1;--cases og_metanas --workers 4;--cases og_metanas --workers 4 --streams;--cases in_metanas --workers 4 --streams"}
+VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --workers 1 --tasks 2;--cases og_metanas --workers 4 --streams --tasks 4;--cases in_metanas --workers 4 --streams --tasks 8"}
 
 log() { echo "gpu-bench: $*" >&2; }
 
