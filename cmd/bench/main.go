@@ -179,6 +179,8 @@ type MemoryResult struct {
 	RSSEndMiB   float64 `json:"rss_at_end_mib"`
 	GrowthPct   float64 `json:"growth_pct"`
 	LiveTensors int64   `json:"live_tensor_handles_delta"`
+	GoHeapAt50  float64 `json:"go_heap_at_epoch_50_mib"`
+	GoHeapEnd   float64 `json:"go_heap_at_end_mib"`
 	Seconds     float64 `json:"seconds"`
 }
 
@@ -219,14 +221,25 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 		}
 		if e == 50 || (n < 50 && e == 1) {
 			r.RSSAt50MiB = currentRSS()
+			r.GoHeapAt50 = goHeap()
 			live = torch.LiveTensors()
 		}
 	}
 	r.RSSEndMiB = currentRSS()
+	r.GoHeapEnd = goHeap()
 	r.LiveTensors = torch.LiveTensors() - live
 	r.GrowthPct = 100 * (r.RSSEndMiB - r.RSSAt50MiB) / r.RSSAt50MiB
 	r.Seconds = time.Since(start).Seconds()
 	return r, nil
+}
+
+// goHeap is the Go heap in use after a collection, in MiB (what Go itself holds, as
+// opposed to LibTorch's and malloc's memory).
+func goHeap() float64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return float64(m.HeapAlloc) / (1 << 20)
 }
 
 // currentRSS reads the process's resident memory (VmRSS) in MiB.
