@@ -9,7 +9,7 @@ using mt::wrap;
 
 namespace {
 
-// device_copy returns data[0..n) as a tensor of the given shape on dev. On CUDA it keeps,
+// device_copy returns the host array data, of the given shape, as a tensor of type st on dev. On CUDA it keeps,
 // per OS thread, the device copies of the small index and incidence arrays that a
 // forward pass passes for every node (they change only when pruning changes): a copy
 // from host memory on every call would wait for the GPU each time. The cache never
@@ -78,10 +78,9 @@ char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
     if (!all) {
       // Ops without drop-path (identities) keep a mask of one: one where() on a cached
       // flag vector instead of a fill per op.
-      std::vector<uint8_t> keepv(droppable, droppable + m);
       std::vector<int64_t> fs(stacked.dim(), 1);
       fs[0] = m;
-      auto flags = device_copy(keepv.data(), {m}, torch::kBool, dev).view(fs);
+      auto flags = device_copy(droppable, {m}, torch::kBool, dev).view(fs);
       mask = at::where(flags, mask, 1.0);
     }
     factor = factor * mask;
