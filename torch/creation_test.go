@@ -271,3 +271,32 @@ func TestAliasingAndSyncs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCountOps: counting sees the ATen calls of an op and of its backward pass.
+func TestCountOps(t *testing.T) {
+	CountOps()
+	s := NewScope()
+	defer s.Close()
+	x := s.Full([]int64{2, 3}, 1.5, CPU)
+	if err := x.SetRequiresGrad(true); err != nil {
+		t.Fatal(err)
+	}
+	before := OpCount()
+	y := s.Sum(s.Mul(x, x))
+	fwd := OpCount() - before
+	if err := y.Backward(); err != nil {
+		t.Fatal(err)
+	}
+	bwd := OpCount() - before - fwd
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	// aten::mul and aten::sum at least; the backward of mul(x, x) multiplies twice.
+	if fwd < 2 || bwd < 2 {
+		t.Errorf("counted %d ATen calls forward and %d backward; want at least 2 each", fwd, bwd)
+	}
+	t.Logf("ATen calls: %d forward, %d backward", fwd, bwd)
+	if n := OpCount(); OpCount() != n {
+		t.Error("the count moves without ops")
+	}
+}

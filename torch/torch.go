@@ -172,6 +172,14 @@ func SetCuDNNBenchmark(on bool) { C.mt_set_cudnn_benchmark(C.bool(on)) }
 // Synchronize waits for all work queued on a CUDA device (a no-op on CPU).
 func Synchronize(d Device) error { return cerr(C.mt_synchronize(C.int(d.Index))) }
 
+// CountOps starts counting ATen operator calls in the whole process (nested ones and those
+// of backward passes included, as PyTorch's profiler lists "aten::" events). Counting slows
+// every op down: use it for diagnostics, not timings. It cannot be stopped.
+func CountOps() { C.mt_count_ops() }
+
+// OpCount is the number of ATen operator calls since CountOps (0 before).
+func OpCount() int64 { return int64(C.mt_op_count()) }
+
 // UsePoolStream makes a stream from LibTorch's pool the current stream of the calling OS
 // thread on CUDA device d, so that work issued from several threads can run concurrently.
 // The caller must have locked its goroutine to the OS thread (runtime.LockOSThread) and

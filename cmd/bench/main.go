@@ -47,6 +47,7 @@ type Result struct {
 	StepsPerTask    int     `json:"steps_per_task"`
 	PeakRSSMiB      float64 `json:"peak_rss_mib"`
 	HostSyncsPerStp float64 `json:"host_syncs_per_step"`
+	AtenOpsPerStep  float64 `json:"aten_ops_per_step,omitempty"`
 }
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -60,10 +61,14 @@ func run(args []string) int {
 	testSteps := fs.Int("test-steps", 50, "task steps of a meta-test task (architecture adapted in the first half)")
 	workers := fs.Int("workers", 0, "concurrent tasks (run.workers; 0: automatic)")
 	streams := fs.Bool("streams", false, "one CUDA stream per worker (run.streams)")
+	countOps := fs.Bool("count-ops", false, "also count ATen operator calls per warm-up task step (aten_ops_per_step; slows every op, so the timings are not comparable)")
 	configs := fs.String("configs", "configs", "folder of the presets")
 	memEpochs := fs.Int("memory-epochs", 0, "instead of timings: run this many meta-epochs of a small synthetic MetaNAS run and report resident memory at epoch 50 and at the end")
 	if code, done := cli.Parse(fs, prog, args); done {
 		return code
+	}
+	if *countOps {
+		torch.CountOps()
 	}
 	if *memEpochs > 0 {
 		r, err := memory(*configs, *device, *memEpochs)
@@ -149,7 +154,7 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 	r := &Result{Case: name, Device: device, Machine: machine(dev), Date: time.Now().UTC().Format("2006-01-02"), Commit: commit(),
 		Workers: len(tr.Workers), Streams: streams && dev.CUDA, MetaBatch: cfg.Meta.MetaBatch, MeasuredTasks: n, MetaTestSteps: testSteps}
 	r.ThreadsPerWork = torch.NumThreads()
-	syncs := torch.HostSyncs()
+	syncs, ops := torch.HostSyncs(), torch.OpCount()
 	if r.WarmUpEpochS, err = timeEpoch(1); err != nil {
 		return nil, err
 	}
@@ -157,6 +162,9 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 	r.StepsPerTask = cfg.Task.Steps * batches
 	stepsTotal := float64(2 * n * r.StepsPerTask)
 	r.HostSyncsPerStp = float64(torch.HostSyncs()-syncs) / stepsTotal
+	// The warm-up epoch's tasks include scoring the query set: a few ops per task besides
+	// the steps, counted with them.
+	r.AtenOpsPerStep = float64(torch.OpCount()-ops) / stepsTotal
 	r.TaskStepMS = r.WarmUpEpochS / float64(cfg.Meta.MetaBatch*r.StepsPerTask) * 1000 * float64(len(tr.Workers))
 	if r.SearchEpochS, err = timeEpoch(cfg.Meta.WarmUpEpochs + 1); err != nil {
 		return nil, err

@@ -4,7 +4,7 @@ and (in search steps) on the alphas, with the MixedOp pruning test on the host f
 (the reference's per-op device synchronisation). The network is tools/pyref's (same ops,
 same key names as the reference). Prints one JSON line per case.
 
-    python3 third_party/bench/ref_step.py [--cases og_metanas,in_metanas] [--steps 6] [--threads N]
+    python3 third_party/bench/ref_step.py [--cases og_metanas,in_metanas] [--steps 6] [--threads N] [--count-ops]
 """
 import argparse
 import json
@@ -29,6 +29,8 @@ def main():
     ap.add_argument("--cases", default="og_metanas,in_metanas")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--count-ops", action="store_true",
+                    help="also count the ATen operator calls of one step (aten_ops_per_step)")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -66,6 +68,13 @@ def main():
             out[mode + "_step_ms"] = round(ms, 2)
             # 10 tasks x steps_per_task minibatch steps per meta-epoch
             out[mode + "_epoch_s_est"] = round(ms * out["steps_per_task"] * 10 / 1000, 1)
+            if a.count_ops:
+                # The profiler lists every ATen call (nested ones and the backward pass's
+                # included), as cmd/bench --count-ops counts them.
+                with torch.autograd.profiler.profile() as prof:
+                    step()
+                out[mode + "_aten_ops_per_step"] = sum(
+                    1 for e in prof.function_events if e.name.startswith("aten::"))
         print(json.dumps(out), flush=True)
 
 

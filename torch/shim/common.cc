@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/record_function.h>
 #include <mutex>
 #ifdef WITH_CUDA
 #include <ATen/cuda/CUDAGeneratorImpl.h>
@@ -161,6 +162,25 @@ char *mt_sync_stream(int device_index) {
 }
 
 int64_t mt_sync_count(void) { return mt::host_syncs.load(); }
+
+namespace {
+std::atomic<int64_t> aten_calls{0};
+std::once_flag count_once;
+
+std::unique_ptr<at::ObserverContext> count_call(const at::RecordFunction &fn) {
+  const char *n = fn.name();
+  if (n != nullptr && std::strncmp(n, "aten::", 6) == 0) aten_calls.fetch_add(1, std::memory_order_relaxed);
+  return nullptr;
+}
+}  // namespace
+
+void mt_count_ops(void) {
+  std::call_once(count_once, [] {
+    at::addGlobalCallback(at::RecordFunctionCallback(count_call).scopes({at::RecordScope::FUNCTION}));
+  });
+}
+
+int64_t mt_op_count(void) { return aten_calls.load(); }
 void mt_set_grad_enabled(bool on) { at::GradMode::set_enabled(on); }
 bool mt_is_grad_enabled(void) { return at::GradMode::is_enabled(); }
 

@@ -36,6 +36,11 @@ char *mt_synchronize(int device_index);
 char *mt_use_stream(int device_index, bool pool);
 // mt_sync_stream waits for the calling thread's current stream on the device.
 char *mt_sync_stream(int device_index);
+// mt_count_ops starts counting the ATen operator calls of all threads (nested calls and
+// those of backward passes included, as PyTorch's profiler lists them); it slows every op
+// down, so it is for diagnostics. mt_op_count reads the count.
+void mt_count_ops(void);
+int64_t mt_op_count(void);
 int64_t mt_sync_count(void);
 void mt_set_grad_enabled(bool on);
 bool mt_is_grad_enabled(void);
