@@ -151,13 +151,27 @@ void avg_pool_3p1(const float *src, int64_t H, int64_t W, int64_t s, float *rs, 
   }
 }
 
+// Planes is a pooling op's input made contiguous, its sizes, and its output.
+struct Planes {
+  at::Tensor x, out;
+  int64_t N, C, H, W, OH, OW;
+};
+
+Planes planes(const at::Tensor &input, int64_t k, int64_t s, int64_t p) {
+  Planes q;
+  q.x = input.contiguous();
+  q.N = q.x.size(0), q.C = q.x.size(1), q.H = q.x.size(2), q.W = q.x.size(3);
+  q.OH = out_size(q.H, k, s, p), q.OW = out_size(q.W, k, s, p);
+  q.out = at::empty({q.N, q.C, q.OH, q.OW}, q.x.options());
+  return q;
+}
+
 struct MaxPool : public torch::autograd::Function<MaxPool> {
   static at::Tensor forward(AutogradContext *ctx, const at::Tensor &input, int64_t k, int64_t s,
                             int64_t p) {
-    auto x = input.contiguous();
-    const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-    const int64_t OH = out_size(H, k, s, p), OW = out_size(W, k, s, p);
-    auto out = at::empty({N, C, OH, OW}, x.options());
+    auto q = planes(input, k, s, p);
+    auto &x = q.x, &out = q.out;
+    const int64_t N = q.N, C = q.C, H = q.H, W = q.W, OH = q.OH, OW = q.OW;
     auto idx = at::empty({N, C, OH, OW}, x.options().dtype(at::kInt));
     const float *xp = x.data_ptr<float>();
     float *op = out.data_ptr<float>();
@@ -224,10 +238,9 @@ struct MaxPool : public torch::autograd::Function<MaxPool> {
 struct AvgPoolExcl : public torch::autograd::Function<AvgPoolExcl> {
   static at::Tensor forward(AutogradContext *ctx, const at::Tensor &input, int64_t k, int64_t s,
                             int64_t p) {
-    auto x = input.contiguous();
-    const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-    const int64_t OH = out_size(H, k, s, p), OW = out_size(W, k, s, p);
-    auto out = at::empty({N, C, OH, OW}, x.options());
+    auto q = planes(input, k, s, p);
+    auto &x = q.x, &out = q.out;
+    const int64_t N = q.N, C = q.C, H = q.H, W = q.W, OH = q.OH, OW = q.OW;
     const float *xp = x.data_ptr<float>();
     float *op = out.data_ptr<float>();
     const bool k3p1 = k == 3 && p == 1 && (s == 1 || s == 2);
