@@ -17,6 +17,13 @@ type Op interface {
 	Params() []*torch.Tensor
 }
 
+// reluInput is implemented by ops that begin with a ReLU of their input. ForwardReLU takes
+// that ReLU's output, so that a search cell computes the ReLU of each state once for all the
+// ops that read it (the same values; one ReLU and its backward instead of several).
+type reluInput interface {
+	ForwardReLU(c *Ctx, rx *torch.Tensor) *torch.Tensor
+}
+
 // NewOp registers the primitive named name with c channels and the given stride under r.
 // affine selects affine batch norm (false inside search cells).
 func NewOp(r *Registry, name string, c int64, stride int64, affine bool) (Op, error) {
@@ -110,8 +117,12 @@ func newDilConv(r *Registry, cin, cout, k, stride, pad, dilate int64, affine boo
 }
 
 func (d *dilConv) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
+	return d.ForwardReLU(c, c.S.Relu(x))
+}
+
+// ForwardReLU applies the op after its ReLU.
+func (d *dilConv) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
 	s := c.S
-	y := s.Relu(x)
 	y = s.Conv2d(y, d.dw, nil, torch.Conv{Stride: [2]int64{d.stride, d.stride}, Padding: [2]int64{d.pad, d.pad},
 		Dilation: [2]int64{d.dilate, d.dilate}, Groups: d.cin})
 	y = s.Conv2d(y, d.pw, nil, torch.Conv{})
@@ -133,6 +144,11 @@ func newSepConv(r *Registry, c, k, stride, pad int64, affine bool) *sepConv {
 func (p *sepConv) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
 	return p.b.Forward(c, p.a.Forward(c, x))
 }
+
+// ForwardReLU applies the op after its first ReLU.
+func (p *sepConv) ForwardReLU(c *Ctx, rx *torch.Tensor) *torch.Tensor {
+	return p.b.Forward(c, p.a.ForwardReLU(c, rx))
+}
 func (p *sepConv) Identity() bool          { return false }
 func (p *sepConv) Params() []*torch.Tensor { return append(p.a.Params(), p.b.Params()...) }
 
@@ -152,8 +168,12 @@ func newFacConv(r *Registry, c, stride int64, affine bool) *facConv {
 }
 
 func (f *facConv) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
+	return f.ForwardReLU(c, c.S.Relu(x))
+}
+
+// ForwardReLU applies the op after its ReLU.
+func (f *facConv) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
 	s := c.S
-	y := s.Relu(x)
 	y = s.Conv2d(y, f.w1, nil, torch.Conv{Stride: [2]int64{f.stride, f.stride}, Padding: [2]int64{0, 2}})
 	y = s.Conv2d(y, f.w2, nil, torch.Conv{Padding: [2]int64{2, 0}})
 	return f.bn.Forward(c, y)
@@ -185,8 +205,12 @@ func NewFactorizedReduce(r *Registry, cin, cout int64, affine bool) (*Factorized
 
 // Forward applies the op.
 func (f *FactorizedReduce) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
+	return f.ForwardReLU(c, c.S.Relu(x))
+}
+
+// ForwardReLU applies the op after its ReLU.
+func (f *FactorizedReduce) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
 	s := c.S
-	y := s.Relu(x)
 	st := torch.Conv{Stride: [2]int64{2, 2}}
 	a := s.Conv2d(y, f.w1, nil, st)
 	shifted := y

@@ -245,6 +245,7 @@ func (n *SearchNet) forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold f
 func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, thr float32) *torch.Tensor {
 	s := c.S
 	states := []*torch.Tensor{cell.pre0.Forward(c, s0), cell.pre1.Forward(c, s1)}
+	relu := make([]*torch.Tensor, len(cell.nodes)+2) // each state's ReLU, once an op needs it
 	for i, row := range cell.nodes {
 		nIn := i + 2
 		K := len(row[0].ops)
@@ -277,7 +278,14 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 				if hostOps[j*K+k] <= thr {
 					continue
 				}
-				outs = append(outs, op.Forward(c, states[j]))
+				if r, ok := op.(reluInput); ok {
+					if relu[j] == nil {
+						relu[j] = s.Relu(states[j])
+					}
+					outs = append(outs, r.ForwardReLU(c, relu[j]))
+				} else {
+					outs = append(outs, op.Forward(c, states[j]))
+				}
 				idx = append(idx, int64(j*K+k))
 				drop = append(drop, !op.Identity())
 			}

@@ -205,6 +205,50 @@ func TestMixedNodeDropPath(t *testing.T) {
 			t.Fatalf("non-droppable output was dropped or scaled: %v", v)
 		}
 	}
+	// Gradients through the masks: out[n] = c0*m0[n] + 10*c1*m1[n] with m in {0, 2}, so
+	// d sum(out)/d c0 = sum_n m0[n] and d sum(out)/d c1 = 10 sum_n m1[n], and each output's
+	// gradient is its samples' c*m. The masks are read back from the node's values.
+	gs := s.Child()
+	defer gs.Close()
+	wg := gs.FromFloat32([]float32{0.25, 0.75}, []int64{1, 2}, CPU)
+	o0, o1 := gs.Ones([]int64{N, 1, 1, 1}, CPU), gs.MulScalar(gs.Ones([]int64{N, 1, 1, 1}, CPU), 10)
+	for _, x := range []*Tensor{wg, o0, o1} {
+		if err := x.SetRequiresGrad(true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, err := NewGenerator(5, CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	node := gs.MixedNode([]*Tensor{o0, o1}, nil, wg, nil, 1, idx, []bool{true, true}, 0.5, g)
+	if err := gs.Sum(node).Backward(); err != nil {
+		t.Fatal(err)
+	}
+	var m0, m1 []float32
+	var sum0, sum1 float32
+	for _, v := range values(t, node) {
+		a, b := float32(0), float32(0)
+		if v == 0.5 || v == 15.5 {
+			a = 2
+		}
+		if v == 15 || v == 15.5 {
+			b = 2
+		}
+		m0, m1 = append(m0, a), append(m1, b)
+		sum0, sum1 = sum0+a, sum1+b
+	}
+	checkF32(t, "d/dc", gs.Grad(wg), []float32{sum0, 10 * sum1})
+	want0, want1 := make([]float32, N), make([]float32, N)
+	for n := range m0 {
+		want0[n], want1[n] = 0.25*m0[n], 0.75*m1[n]
+	}
+	checkF32(t, "d/do0", gs.Grad(o0), want0)
+	checkF32(t, "d/do1", gs.Grad(o1), want1)
+	if err := gs.Err(); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Err(); err != nil {
 		t.Fatal(err)
 	}

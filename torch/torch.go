@@ -180,6 +180,54 @@ func CountOps() { C.mt_count_ops() }
 // OpCount is the number of ATen operator calls since CountOps (0 before).
 func OpCount() int64 { return int64(C.mt_op_count()) }
 
+// OpStat is the self time of one operator (an ATen op or an autograd node) under ProfileOps.
+type OpStat struct {
+	Name   string  // e.g. "aten::mul" or "ConvolutionBackward0"
+	Calls  int64   // calls since ProfileOps (or the last reset)
+	SelfUS float64 // total microseconds inside the operator, nested operators excluded
+}
+
+// HostHeap reports the C heap (glibc malloc, all arenas) that LibTorch's CPU tensors and our
+// handles live in: bytes in use and bytes free but still held by malloc. Resident memory
+// that grows while inUse stays flat is fragmentation, which TrimHostHeap can give back.
+func HostHeap() (inUse, freeKept int64) {
+	var u, f C.int64_t
+	C.mt_host_heap(&u, &f)
+	return int64(u), int64(f)
+}
+
+// TrimHostHeap gives the C heap's free memory back to the operating system (malloc_trim).
+func TrimHostHeap() { C.mt_trim_host_heap() }
+
+// ProfileOps starts timing every operator call in the process by self time. Like CountOps
+// it slows every op down and cannot be stopped: for diagnostics.
+func ProfileOps() { C.mt_profile_ops() }
+
+// OpProfile returns the operator times since ProfileOps (or the last reset), largest self
+// time first, and starts a new table when reset is true.
+func OpProfile(reset bool) ([]OpStat, error) {
+	p := C.mt_op_profile(C.bool(reset))
+	text := C.GoString(p)
+	C.free(unsafe.Pointer(p))
+	var out []OpStat
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		if line == "" {
+			continue
+		}
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
+			return nil, fmt.Errorf("op profile: malformed line %q", line)
+		}
+		calls, err1 := strconv.ParseInt(f[1], 10, 64)
+		us, err2 := strconv.ParseFloat(f[2], 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("op profile: malformed line %q", line)
+		}
+		out = append(out, OpStat{Name: f[0], Calls: calls, SelfUS: us})
+	}
+	return out, nil
+}
+
 // UsePoolStream makes a stream from LibTorch's pool the current stream of the calling OS
 // thread on CUDA device d, so that work issued from several threads can run concurrently.
 // The caller must have locked its goroutine to the OS thread (runtime.LockOSThread) and

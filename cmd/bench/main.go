@@ -62,6 +62,7 @@ func run(args []string) int {
 	workers := fs.Int("workers", 0, "concurrent tasks (run.workers; 0: automatic)")
 	streams := fs.Bool("streams", false, "one CUDA stream per worker (run.streams)")
 	countOps := fs.Bool("count-ops", false, "also count ATen operator calls per warm-up task step (aten_ops_per_step; slows every op, so the timings are not comparable)")
+	profTop := fs.Int("profile-ops", 0, "also time operator calls by self time and print the N costliest of each timed meta-epoch to stderr (slows every op)")
 	configs := fs.String("configs", "configs", "folder of the presets")
 	memEpochs := fs.Int("memory-epochs", 0, "instead of timings: run this many meta-epochs of a small synthetic MetaNAS run and report resident memory at epoch 50 and at the end")
 	if code, done := cli.Parse(fs, prog, args); done {
@@ -69,6 +70,13 @@ func run(args []string) int {
 	}
 	if *countOps {
 		torch.CountOps()
+	}
+	if *profTop < 0 {
+		return cli.Errorf(prog, cli.Usage, fmt.Errorf("--profile-ops must be >= 0, got %d", *profTop))
+	}
+	if *profTop > 0 {
+		torch.ProfileOps()
+		profileTop = *profTop
 	}
 	if *memEpochs > 0 {
 		r, err := memory(*configs, *device, *memEpochs)
@@ -142,12 +150,22 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 		if err := torch.Synchronize(dev); err != nil {
 			return 0, err
 		}
+		if profileTop > 0 {
+			if _, err := torch.OpProfile(true); err != nil {
+				return 0, err
+			}
+		}
 		start := time.Now()
 		if _, err := tr.RunEpoch(epoch, batch); err != nil {
 			return 0, err
 		}
 		if err := torch.Synchronize(dev); err != nil {
 			return 0, err
+		}
+		if profileTop > 0 {
+			if err := printProfile(fmt.Sprintf("%s meta-epoch %d", name, epoch), time.Since(start)); err != nil {
+				return 0, err
+			}
 		}
 		return time.Since(start).Seconds() * float64(cfg.Meta.MetaBatch) / float64(n), nil
 	}
@@ -178,6 +196,37 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 	return r, nil
 }
 
+// profileTop is the number of operators printed per timed meta-epoch (--profile-ops).
+var profileTop int
+
+// printProfile writes the profileTop costliest operators since the last reset to stderr,
+// with their share of the wall time (over all threads, so shares can sum past 100 %).
+func printProfile(label string, wall time.Duration) error {
+	stats, err := torch.OpProfile(true)
+	if err != nil {
+		return err
+	}
+	var total float64
+	for _, s := range stats {
+		total += s.SelfUS
+	}
+	fmt.Fprintf(os.Stderr, "%s: %.1f s wall, %.1f s in operators (all threads), %d operators\n", label, wall.Seconds(), total/1e6, len(stats))
+	fmt.Fprintf(os.Stderr, "  %-44s %10s %10s %8s %7s\n", "operator", "calls", "self s", "us/call", "% wall")
+	for i, s := range stats {
+		if i == profileTop {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "  %-44s %10d %10.2f %8.1f %7.1f\n", s.Name, s.Calls, s.SelfUS/1e6, s.SelfUS/float64(max(s.Calls, 1)), 100*s.SelfUS/1e6/wall.Seconds())
+	}
+	return nil
+}
+
+// cHeap returns the C heap in use and free-but-kept, in MiB.
+func cHeap() (inUse, free float64) {
+	u, f := torch.HostHeap()
+	return float64(u) / (1 << 20), float64(f) / (1 << 20)
+}
+
 // MemoryResult tracks resident memory over a long run.
 type MemoryResult struct {
 	Case        string  `json:"case"`
@@ -189,6 +238,10 @@ type MemoryResult struct {
 	LiveTensors int64   `json:"live_tensor_handles_delta"`
 	GoHeapAt50  float64 `json:"go_heap_at_epoch_50_mib"`
 	GoHeapEnd   float64 `json:"go_heap_at_end_mib"`
+	CHeapAt50   float64 `json:"c_heap_in_use_at_epoch_50_mib"`
+	CHeapEnd    float64 `json:"c_heap_in_use_at_end_mib"`
+	CFreeAt50   float64 `json:"c_heap_free_at_epoch_50_mib"`
+	CFreeEnd    float64 `json:"c_heap_free_at_end_mib"`
 	Seconds     float64 `json:"seconds"`
 }
 
@@ -230,11 +283,13 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 		if e == 50 || (n < 50 && e == 1) {
 			r.RSSAt50MiB = currentRSS()
 			r.GoHeapAt50 = goHeap()
+			r.CHeapAt50, r.CFreeAt50 = cHeap()
 			live = torch.LiveTensors()
 		}
 	}
 	r.RSSEndMiB = currentRSS()
 	r.GoHeapEnd = goHeap()
+	r.CHeapEnd, r.CFreeEnd = cHeap()
 	r.LiveTensors = torch.LiveTensors() - live
 	r.GrowthPct = 100 * (r.RSSEndMiB - r.RSSAt50MiB) / r.RSSAt50MiB
 	r.Seconds = time.Since(start).Seconds()

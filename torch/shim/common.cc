@@ -2,7 +2,13 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/record_function.h>
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <malloc.h>
 #include <mutex>
+#include <unordered_map>
+#include <vector>
 #ifdef WITH_CUDA
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDAStream.h>
@@ -181,6 +187,67 @@ void mt_count_ops(void) {
 }
 
 int64_t mt_op_count(void) { return aten_calls.load(); }
+
+namespace {
+// Self-time profile of operator calls: per thread a stack of open calls; a call's self time
+// is its duration less that of the calls nested in it.
+struct OpFrame {
+  std::chrono::steady_clock::time_point start;
+  double child_us;
+  const char *name;
+};
+struct OpStat {
+  int64_t calls = 0;
+  double self_us = 0;
+};
+thread_local std::vector<OpFrame> op_stack;
+std::mutex prof_mu;
+std::unordered_map<std::string, OpStat> prof_stats;
+std::once_flag prof_once;
+
+bool prof_parents = false;  // METANAS_PROFILE_PARENTS=1: key each call by "caller < name"
+
+std::unique_ptr<at::ObserverContext> prof_enter(const at::RecordFunction &fn) {
+  op_stack.push_back({std::chrono::steady_clock::now(), 0, fn.name()});
+  return nullptr;
+}
+
+void prof_exit(const at::RecordFunction &fn, at::ObserverContext *) {
+  if (op_stack.empty()) return;
+  OpFrame f = op_stack.back();
+  op_stack.pop_back();
+  double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - f.start).count();
+  if (!op_stack.empty()) op_stack.back().child_us += us;
+  const char *n = fn.name();
+  std::string key = n == nullptr ? "?" : n;
+  if (prof_parents) key = std::string(op_stack.empty() || op_stack.back().name == nullptr ? "-" : op_stack.back().name) + " < " + key;
+  std::lock_guard<std::mutex> lock(prof_mu);
+  OpStat &s = prof_stats[key];
+  s.calls++;
+  s.self_us += us - f.child_us;
+}
+}  // namespace
+
+void mt_profile_ops(void) {
+  std::call_once(prof_once, [] {
+    const char *e = std::getenv("METANAS_PROFILE_PARENTS");
+    prof_parents = e != nullptr && std::strcmp(e, "1") == 0;
+    at::addGlobalCallback(at::RecordFunctionCallback(prof_enter, prof_exit)
+                              .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
+  });
+}
+
+char *mt_op_profile(bool reset) {
+  std::ostringstream o;
+  {
+    std::lock_guard<std::mutex> lock(prof_mu);
+    std::vector<std::pair<std::string, OpStat>> v(prof_stats.begin(), prof_stats.end());
+    std::sort(v.begin(), v.end(), [](const auto &a, const auto &b) { return a.second.self_us > b.second.self_us; });
+    for (const auto &e : v) o << e.first << "\t" << e.second.calls << "\t" << e.second.self_us << "\n";
+    if (reset) prof_stats.clear();
+  }
+  return mt::dup(o.str());
+}
 void mt_set_grad_enabled(bool on) { at::GradMode::set_enabled(on); }
 bool mt_is_grad_enabled(void) { return at::GradMode::is_enabled(); }
 
@@ -360,5 +427,13 @@ char *mt_to_string(mt_tensor t, char **out) {
   *out = mt::dup(o.str());
   MT_CATCH("to_string", t)
 }
+
+void mt_host_heap(int64_t *in_use, int64_t *free_kept) {
+  struct mallinfo2 m = mallinfo2();
+  *in_use = static_cast<int64_t>(m.uordblks + m.hblkhd);
+  *free_kept = static_cast<int64_t>(m.fordblks);
+}
+
+void mt_trim_host_heap(void) { malloc_trim(0); }
 
 }  // extern "C"

@@ -317,6 +317,198 @@ struct AvgPoolExcl : public torch::autograd::Function<AvgPoolExcl> {
   }
 };
 
+// sum_f sums n floats f(r) for r in [0, n): eight float lanes in blocks of 256, each block
+// added in double, so that the loop vectorises and the rounding error stays that of a
+// 256-term float sum.
+template <typename F>
+double sum_f(int64_t n, F f) {
+  double total = 0;
+  int64_t r = 0;
+  while (r < n) {
+    const int64_t end = std::min<int64_t>(n, r + 256);
+    float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (; r + 8 <= end; r += 8) {
+      for (int l = 0; l < 8; l++) lane[l] += f(r + l);
+    }
+    for (; r < end; r++) lane[0] += f(r);
+    for (int l = 0; l < 8; l++) total += lane[l];
+  }
+  return total;
+}
+
+// MixedSum computes out[n] = sum_i f[i, n] * t_i[n] for m tensors t_i of one shape [N, ...]
+// and weights f of shape [m, N] (per-sample weights: drop-path masks folded in) in one pass
+// over each sample, without stacking the m tensors into one [m, N, ...] buffer. Its backward
+// pass gives each t_i its gradient g * f[i, n] and each weight sum_r g[n, r] * t_i[n, r],
+// reading every tensor once. fshape is the shape of the weights as given ([m] or [m, N]) so
+// that their gradient has it.
+struct MixedSum : public torch::autograd::Function<MixedSum> {
+  static at::Tensor forward(AutogradContext *ctx, const at::Tensor &f, at::TensorList ts) {
+    const int64_t m = static_cast<int64_t>(ts.size()), N = ts[0].size(0);
+    const int64_t R = ts[0].numel() / N;
+    auto fe = (f.dim() == 1 ? f.unsqueeze(1).expand({m, N}) : f).contiguous();
+    auto out = at::empty(ts[0].sizes(), ts[0].options());
+    std::vector<const float *> tp(m);
+    for (int64_t i = 0; i < m; i++) tp[i] = ts[i].data_ptr<float>();
+    const float *fp = fe.data_ptr<float>();
+    float *op = out.data_ptr<float>();
+    at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
+      for (int64_t n = b; n < e; n++) {
+        float *o = op + n * R;
+        const float f0 = fp[n];
+        const float *t0 = tp[0] + n * R;
+        for (int64_t r = 0; r < R; r++) o[r] = f0 * t0[r];
+        for (int64_t i = 1; i < m; i++) {
+          const float fi = fp[i * N + n];
+          const float *ti = tp[i] + n * R;
+          for (int64_t r = 0; r < R; r++) o[r] += fi * ti[r];
+        }
+      }
+    });
+    std::vector<at::Tensor> saved{fe};
+    saved.insert(saved.end(), ts.begin(), ts.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["f_dim"] = f.dim();
+    return out;
+  }
+
+  static tensor_list backward(AutogradContext *ctx, tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &fe = saved[0];
+    const int64_t m = static_cast<int64_t>(saved.size()) - 1, N = saved[1].size(0);
+    const int64_t R = saved[1].numel() / N;
+    auto g = grads[0].contiguous();
+    const bool need_f = ctx->needs_input_grad(0);
+    tensor_list out(m + 1);
+    std::vector<float *> gtp(m, nullptr);
+    std::vector<const float *> tp(m);
+    for (int64_t i = 0; i < m; i++) {
+      tp[i] = saved[i + 1].data_ptr<float>();
+      if (ctx->needs_input_grad(i + 1)) {
+        out[i + 1] = at::empty(saved[i + 1].sizes(), g.options());
+        gtp[i] = out[i + 1].data_ptr<float>();
+      }
+    }
+    std::vector<double> gf(need_f ? m * N : 0);
+    const float *gp = g.data_ptr<float>();
+    const float *fp = fe.data_ptr<float>();
+    at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
+      for (int64_t n = b; n < e; n++) {
+        const float *gn = gp + n * R;
+        for (int64_t i = 0; i < m; i++) {
+          const float fi = fp[i * N + n];
+          const float *ti = tp[i] + n * R;
+          if (gtp[i] != nullptr) {
+            float *d = gtp[i] + n * R;
+            for (int64_t r = 0; r < R; r++) d[r] = gn[r] * fi;
+          }
+          if (need_f) gf[i * N + n] = sum_f(R, [gn, ti](int64_t r) { return gn[r] * ti[r]; });
+        }
+      }
+    });
+    if (need_f) {
+      auto gft = at::empty({m, N}, fe.options());
+      float *q = gft.data_ptr<float>();
+      for (int64_t j = 0; j < m * N; j++) q[j] = static_cast<float>(gf[j]);
+      out[0] = ctx->saved_data["f_dim"].toInt() == 1 ? gft.sum(1) : gft;
+    }
+    return out;
+  }
+};
+
+// BatchNormTrain is training-mode batch norm of a contiguous [N, C, ...] float tensor, per
+// channel over N and the spatial positions, with PyTorch's formulas: biased variance for
+// the normalisation, unbiased for the running variance, y = x * (invstd * w) + (b - mean *
+// invstd * w). Each channel's values are read in place (one pass for the mean, one for the
+// variance, one for the output; likewise backward), in parallel over channels. running_mean
+// and running_var (may be null) are updated in the forward pass, as at::batch_norm does.
+struct BatchNormTrain : public torch::autograd::Function<BatchNormTrain> {
+  static at::Tensor forward(AutogradContext *ctx, const at::Tensor &x, const c10::optional<at::Tensor> &wo,
+                            const c10::optional<at::Tensor> &bo, double eps, double momentum, float *rm,
+                            float *rv) {
+    const at::Tensor w = wo.value_or(at::Tensor()), b = bo.value_or(at::Tensor());
+    const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C), cnt = N * S;
+    auto y = at::empty_like(x);
+    auto mean = at::empty({C}, x.options()), invstd = at::empty({C}, x.options());
+    const float *xp = x.data_ptr<float>();
+    const float *wp = w.defined() ? w.data_ptr<float>() : nullptr;
+    const float *bp = b.defined() ? b.data_ptr<float>() : nullptr;
+    float *yp = y.data_ptr<float>(), *mp = mean.data_ptr<float>(), *ip = invstd.data_ptr<float>();
+    at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; c++) {
+        double sum = 0;
+        for (int64_t n = 0; n < N; n++) {
+          const float *p = xp + (n * C + c) * S;
+          sum += sum_f(S, [p](int64_t r) { return p[r]; });
+        }
+        const float m = static_cast<float>(sum / cnt);
+        double var_sum = 0;
+        for (int64_t n = 0; n < N; n++) {
+          const float *p = xp + (n * C + c) * S;
+          var_sum += sum_f(S, [p, m](int64_t r) { return (p[r] - m) * (p[r] - m); });
+        }
+        const double is = 1.0 / std::sqrt(var_sum / cnt + eps);
+        mp[c] = m;
+        ip[c] = static_cast<float>(is);
+        if (rm != nullptr) rm[c] = static_cast<float>(momentum * (sum / cnt) + (1 - momentum) * rm[c]);
+        if (rv != nullptr) rv[c] = static_cast<float>(momentum * (var_sum / (cnt - 1)) + (1 - momentum) * rv[c]);
+        const float alpha = static_cast<float>(is) * (wp != nullptr ? wp[c] : 1.0f);
+        const float beta = (bp != nullptr ? bp[c] : 0.0f) - m * alpha;
+        for (int64_t n = 0; n < N; n++) {
+          const float *p = xp + (n * C + c) * S;
+          float *q = yp + (n * C + c) * S;
+          for (int64_t r = 0; r < S; r++) q[r] = p[r] * alpha + beta;
+        }
+      }
+    });
+    ctx->save_for_backward({x, w, mean, invstd});
+    ctx->saved_data["has_b"] = b.defined();
+    return y;
+  }
+
+  static tensor_list backward(AutogradContext *ctx, tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &w = saved[1], &mean = saved[2], &invstd = saved[3];
+    auto g = grads[0].contiguous();
+    const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C), cnt = N * S;
+    // Only x's index is fixed (absent optional inputs have no edge); the per-channel weight
+    // and bias gradients cost nothing extra, so they are always returned.
+    const bool need_x = ctx->needs_input_grad(0);
+    at::Tensor gx = need_x ? at::empty_like(x) : at::Tensor();
+    auto gw = at::empty({C}, x.options()), gb = at::empty({C}, x.options());
+    const float *xp = x.data_ptr<float>(), *gp = g.data_ptr<float>();
+    const float *wp = w.defined() ? w.data_ptr<float>() : nullptr;
+    const float *mp = mean.data_ptr<float>(), *ip = invstd.data_ptr<float>();
+    float *gxp = need_x ? gx.data_ptr<float>() : nullptr;
+    float *gwp = gw.data_ptr<float>(), *gbp = gb.data_ptr<float>();
+    at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; c++) {
+        const float m = mp[c], is = ip[c];
+        double gsum = 0, dot = 0;
+        for (int64_t n = 0; n < N; n++) {
+          const float *p = xp + (n * C + c) * S, *q = gp + (n * C + c) * S;
+          gsum += sum_f(S, [q](int64_t r) { return q[r]; });
+          dot += sum_f(S, [p, q, m](int64_t r) { return (p[r] - m) * q[r]; });
+        }
+        gwp[c] = static_cast<float>(dot * is);
+        gbp[c] = static_cast<float>(gsum);
+        if (gxp == nullptr) continue;
+        const float k = static_cast<float>(dot * is * is / cnt);
+        const float gm = static_cast<float>(gsum / cnt);
+        const float scale = is * (wp != nullptr ? wp[c] : 1.0f);
+        for (int64_t n = 0; n < N; n++) {
+          const float *p = xp + (n * C + c) * S, *q = gp + (n * C + c) * S;
+          float *d = gxp + (n * C + c) * S;
+          for (int64_t r = 0; r < S; r++) d[r] = (q[r] - gm - (p[r] - m) * k) * scale;
+        }
+      }
+    });
+    const bool has_b = ctx->saved_data["has_b"].toBool();
+    return {gx, w.defined() ? gw : at::Tensor(), has_b ? gb : at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
 
 bool fast_cpu_ops() {
@@ -364,6 +556,43 @@ at::Tensor dil_dwconv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::o
   y = y.view({N, 2, 2, C, Hp / 2, Wp / 2}).permute({0, 3, 4, 1, 5, 2}).reshape({N, C, Hp, Wp});
   if (Hp != H || Wp != W) y = y.slice(2, 0, H).slice(3, 0, W);
   return y;
+}
+
+at::Tensor mixed_sum_cpu(const at::Tensor &f, const std::vector<at::Tensor> &ts) {
+  if (!fast_cpu_ops() || ts.size() < 2 || !f.device().is_cpu() || f.scalar_type() != at::kFloat) return at::Tensor();
+  const int64_t m = static_cast<int64_t>(ts.size());
+  const auto &t0 = ts[0];
+  if (t0.dim() < 1 || t0.size(0) == 0 || t0.numel() == 0) return at::Tensor();
+  for (const auto &t : ts) {
+    if (!t.device().is_cpu() || t.scalar_type() != at::kFloat || t.layout() != at::kStrided ||
+        !t.is_contiguous() || t.sizes() != t0.sizes())
+      return at::Tensor();
+  }
+  const bool per_task = f.dim() == 1 && f.size(0) == m;
+  const bool per_sample = f.dim() == 2 && f.size(0) == m && f.size(1) == t0.size(0);
+  if (!per_task && !per_sample) return at::Tensor();
+  // An ArrayRef, not the vector: apply registers the tensors of a TensorList argument as
+  // inputs but ignores arguments of other types.
+  return MixedSum::apply(f, at::TensorList(ts));
+}
+
+at::Tensor batch_norm_train_cpu(const at::Tensor &x, const at::Tensor &w, const at::Tensor &b,
+                                const at::Tensor &rm, const at::Tensor &rv, double momentum, double eps) {
+  if (!fast_cpu_ops() || !x.device().is_cpu() || x.scalar_type() != at::kFloat || x.dim() < 2 ||
+      !x.is_contiguous() || x.layout() != at::kStrided)
+    return at::Tensor();
+  const int64_t N = x.size(0), C = x.size(1);
+  if (x.numel() == 0 || x.numel() / C < 2) return at::Tensor();  // LibTorch's error for one value
+  auto fits = [C](const at::Tensor &t) {
+    return !t.defined() || (t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 1 &&
+                            t.size(0) == C && t.is_contiguous());
+  };
+  if (!fits(w) || !fits(b) || !fits(rm) || !fits(rv) || rm.defined() != rv.defined()) return at::Tensor();
+  if ((rm.defined() && rm.requires_grad()) || (rv.defined() && rv.requires_grad())) return at::Tensor();
+  (void)N;
+  auto opt = [](const at::Tensor &t) { return t.defined() ? c10::optional<at::Tensor>(t) : c10::nullopt; };
+  return BatchNormTrain::apply(x, opt(w), opt(b), eps, momentum, rm.defined() ? rm.data_ptr<float>() : nullptr,
+                               rv.defined() ? rv.data_ptr<float>() : nullptr);
 }
 
 }  // namespace mt

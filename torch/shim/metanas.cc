@@ -61,15 +61,15 @@ char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
     *out = wrap(ts[0] * cm);
     return nullptr;
   }
-  auto stacked = at::stack(ts, 0);  // [m, N, C, H, W]
-  std::vector<int64_t> shape(stacked.dim(), 1);
+  const int64_t rank = ts[0].dim() + 1;  // of the stacked [m, N, C, H, W]
+  std::vector<int64_t> shape(rank, 1);
   shape[0] = m;
   at::Tensor factor = cm.view(shape);
   if (drop_prob > 0) {
     const double keep = 1.0 - drop_prob;
-    std::vector<int64_t> ms(stacked.dim(), 1);
+    std::vector<int64_t> ms(rank, 1);
     ms[0] = m;
-    ms[1] = stacked.size(1);
+    ms[1] = ts[0].size(0);
     c10::optional<at::Generator> g;
     if (gen != nullptr) g = *static_cast<at::Generator *>(gen);
     auto mask = at::empty(ms, w.options().requires_grad(false)).bernoulli_(keep, g).div_(keep);
@@ -78,14 +78,21 @@ char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
     if (!all) {
       // Ops without drop-path (identities) keep a mask of one: one where() on a cached
       // flag vector instead of a fill per op.
-      std::vector<int64_t> fs(stacked.dim(), 1);
+      std::vector<int64_t> fs(rank, 1);
       fs[0] = m;
       auto flags = device_copy(droppable, {m}, torch::kBool, dev).view(fs);
       mask = at::where(flags, mask, 1.0);
     }
     factor = factor * mask;
   }
-  *out = wrap((stacked * factor).sum(0));
+  // On the CPU one pass over the op outputs (no [m, N, C, H, W] buffer); elsewhere three
+  // kernels.
+  auto fused = mt::mixed_sum_cpu(drop_prob > 0 ? factor.reshape({m, ts[0].size(0)}) : cm, ts);
+  if (fused.defined()) {
+    *out = wrap(fused);
+    return nullptr;
+  }
+  *out = wrap((at::stack(ts, 0) * factor).sum(0));
   MT_CATCH("mixed_node", wops, wpair, m > 0 ? outs[0] : nullptr)
 }
 

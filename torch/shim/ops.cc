@@ -18,8 +18,15 @@ char *mt_conv2d(mt_tensor x, mt_tensor w, mt_tensor b, int64_t sh, int64_t sw, i
 char *mt_batch_norm(mt_tensor x, mt_tensor w, mt_tensor b, mt_tensor rm, mt_tensor rv,
                     bool training, double momentum, double eps, mt_tensor *out) {
   MT_TRY
-  *out = wrap(at::batch_norm(T(x), mt::opt(w), mt::opt(b), mt::opt(rm), mt::opt(rv), training,
-                             momentum, eps, at::globalContext().userEnabledCuDNN()));
+  at::Tensor y;
+  if (training) {
+    auto def = [](mt_tensor t) { return t == nullptr ? at::Tensor() : T(t); };
+    y = mt::batch_norm_train_cpu(T(x), def(w), def(b), def(rm), def(rv), momentum, eps);
+  }
+  if (!y.defined())
+    y = at::batch_norm(T(x), mt::opt(w), mt::opt(b), mt::opt(rm), mt::opt(rv), training, momentum, eps,
+                       at::globalContext().userEnabledCuDNN());
+  *out = wrap(y);
   MT_CATCH("batch_norm", x, w, rm)
 }
 

@@ -41,6 +41,17 @@ char *mt_sync_stream(int device_index);
 // down, so it is for diagnostics. mt_op_count reads the count.
 void mt_count_ops(void);
 int64_t mt_op_count(void);
+// mt_profile_ops starts timing operator calls (ATen ops and autograd nodes) of all threads by
+// self time (nested calls excluded); diagnostics only. mt_op_profile returns the table so far
+// as malloc'd text, one "name\tcalls\tself_us" line per operator, largest first, and
+// clears it when reset is set.
+void mt_profile_ops(void);
+char *mt_op_profile(bool reset);
+// mt_host_heap reports glibc malloc's heap over all arenas: bytes in use (mmapped blocks
+// included) and bytes free but kept by malloc. mt_trim_host_heap gives free heap memory
+// back to the operating system (malloc_trim).
+void mt_host_heap(int64_t *in_use, int64_t *free_kept);
+void mt_trim_host_heap(void);
 int64_t mt_sync_count(void);
 void mt_set_grad_enabled(bool on);
 bool mt_is_grad_enabled(void);

@@ -299,10 +299,10 @@ add(fwd("max_dim1", "max_dim", {"dim": 1, "keepdim": False}, [("x", randn(3, 5))
         lambda x: x.max(1)[0])[0])
 
 # ---- fused MetaNAS node (mt_mixed_node, no drop-path) --------------------------------------
-def mixed_node_case(name, n_in, K, active, inc):
+def mixed_node_case(name, n_in, K, active, inc, shape=(2, 3, 4, 4)):
     """active: (input, op) pairs of the node's active ops; inc: [P][n_in] incidence of the
     active input pairs (None: plain DARTS sum without pair weights)."""
-    outs = [("o%d" % m, randn(2, 3, 4, 4)) for m in range(len(active))]
+    outs = [("o%d" % m, randn(*shape)) for m in range(len(active))]
     inputs = outs + [("wops", torch.softmax(randn(n_in, K), -1))]
     if inc is not None:
         inputs.append(("wpair", torch.softmax(randn(len(inc)), -1)))
@@ -431,6 +431,15 @@ optim_case("sgd_nesterov", "sgd", {"momentum": 0.9, "dampening": 0.0, "weight_de
                                    "nesterov": True}, [0.1, 0.05, 0.05])
 optim_case("sgd_plain", "sgd", {"momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0,
                                 "nesterov": False}, [0.5, 0.5])
+
+# Added after the others so that their seeded inputs stay as they were.
+# A fused node over samples of 715 values: the CPU kernel's blocks of 256 and lanes of 8 with
+# remainders.
+mixed_node_case("mixed_node_large", 3, 3, [(0, 0), (1, 2), (2, 1), (0, 2)], [[1, 1, 0], [0, 1, 1]],
+                shape=(3, 5, 11, 13))
+# Batch norm over planes of 323 values (the CPU kernel's blocks and lanes with remainders).
+bn_case("batch_norm_train_affine_large", True, True, True, shape=(5, 6, 17, 19))
+bn_case("batch_norm_train_noaffine_large", True, False, True, shape=(3, 4, 16, 16), momentum=0.3)
 
 # ---- files written by Python's torch.save ----------------------------------------------------
 # Values are simple closed forms the Go test recomputes: w[i] = i*0.5 - 1 (shape 3x4),
