@@ -348,3 +348,59 @@ func TestCountOps(t *testing.T) {
 		t.Errorf("reading a shape counted %d ATen calls; want 0", got-n)
 	}
 }
+
+// TestProfileOps: the profile lists the ops run since the last reset with their call counts,
+// names backward nodes, and starts empty after a reset.
+func TestProfileOps(t *testing.T) {
+	ProfileOps()
+	if _, err := OpProfile(true); err != nil {
+		t.Fatal(err)
+	}
+	s := NewScope()
+	defer s.Close()
+	x := s.Full([]int64{4, 5}, 2, CPU)
+	if err := x.SetRequiresGrad(true); err != nil {
+		t.Fatal(err)
+	}
+	y := s.Sum(s.Mul(s.Mul(x, x), x))
+	if err := y.Backward(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := OpProfile(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	by := map[string]OpStat{}
+	for i, st := range stats {
+		by[st.Name] = st
+		if st.SelfUS < 0 || st.Calls <= 0 {
+			t.Errorf("%s: %d calls, %v us", st.Name, st.Calls, st.SelfUS)
+		}
+		if i > 0 && st.SelfUS > stats[i-1].SelfUS {
+			t.Errorf("not sorted by self time: %s after %s", st.Name, stats[i-1].Name)
+		}
+	}
+	// Two forward muls and, in the backward pass, two per MulBackward0 node.
+	if got := by["aten::mul"].Calls; got < 2 {
+		t.Errorf("aten::mul counted %d times, want at least 2 (profile: %v)", got, stats)
+	}
+	if got := by["MulBackward0"].Calls; got != 2 {
+		t.Errorf("MulBackward0 counted %d times, want 2 (profile: %v)", got, stats)
+	}
+	if got := by["aten::sum"].Calls; got < 1 {
+		t.Errorf("aten::sum counted %d times, want at least 1", got)
+	}
+	after, err := OpProfile(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != 0 {
+		t.Errorf("profile after a reset: %v", after)
+	}
+	if inUse, _ := HostHeap(); inUse <= 0 {
+		t.Errorf("C heap in use: %d bytes", inUse)
+	}
+}

@@ -280,6 +280,11 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 		if _, err := tr.RunEpoch(e, sampler.Batch(uint64(e), cfg.Meta.MetaBatch)); err != nil {
 			return nil, err
 		}
+		if e%50 == 0 || e == n {
+			u, f := cHeap()
+			fmt.Fprintf(os.Stderr, "bench: memory: meta-epoch %d/%d: resident %.1f MiB, C heap in use %.1f MiB, free %.1f MiB, %.0f s\n",
+				e, n, currentRSS(), u, f, time.Since(start).Seconds())
+		}
 		if e == 50 || (n < 50 && e == 1) {
 			r.RSSAt50MiB = currentRSS()
 			r.GoHeapAt50 = goHeap()

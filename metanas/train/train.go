@@ -295,6 +295,10 @@ func (t *Trainer) RunEpoch(epoch int, tasks []data.Task) (EpochMetrics, error) {
 	if _, err := t.Learner.Step(t.Meta, wlr, alr); err != nil {
 		return EpochMetrics{}, err
 	}
+	// The task steps leave the C heap fragmented: its memory in use stays flat over a run,
+	// but the free memory malloc keeps grew by about 10 MiB per 200 meta-epochs (measured,
+	// BENCHMARKS.md). Giving it back once per meta-epoch keeps resident memory flat.
+	torch.TrimHostHeap()
 	n := float64(len(tasks))
 	return EpochMetrics{Epoch: epoch, WarmUp: warm, Loss: loss / n, Accuracy: acc / n, Seconds: time.Since(start).Seconds(), MetaWLR: wlr, MetaALR: alr}, nil
 }
