@@ -73,24 +73,17 @@ type discreteEdge struct {
 // the output concatenates the states listed in the genotype's concat.
 type DiscreteCell struct {
 	Reduction bool
-	pre0      Op
-	pre1      *StdConv
-	nodes     [][]discreteEdge
-	concat    []int
+	cellPreproc
+	nodes  [][]discreteEdge
+	concat []int
 }
 
 func newDiscreteCell(r *Registry, gene [][]genotype.Edge, concat []int, cpp, cp, c int64, reductionPrev, reduction, affine bool) (*DiscreteCell, error) {
-	cell := &DiscreteCell{Reduction: reduction, concat: append([]int(nil), concat...)}
-	if reductionPrev {
-		fr, err := NewFactorizedReduce(r.Sub("preproc0"), cpp, c, affine)
-		if err != nil {
-			return nil, err
-		}
-		cell.pre0 = fr
-	} else {
-		cell.pre0 = NewStdConv(r.Sub("preproc0"), cpp, c, affine)
+	pre, err := newCellPreproc(r, cpp, cp, c, reductionPrev, affine)
+	if err != nil {
+		return nil, err
 	}
-	cell.pre1 = NewStdConv(r.Sub("preproc1"), cp, c, affine)
+	cell := &DiscreteCell{Reduction: reduction, cellPreproc: pre, concat: append([]int(nil), concat...)}
 	dag := r.Sub("dag")
 	for i, node := range gene {
 		ni := dag.Sub(fmt.Sprint(i))
@@ -113,7 +106,7 @@ func newDiscreteCell(r *Registry, gene [][]genotype.Edge, concat []int, cpp, cp,
 
 func (cell *DiscreteCell) forward(c *Ctx, s0, s1 *torch.Tensor) *torch.Tensor {
 	s := c.S
-	states := []*torch.Tensor{cell.pre0.Forward(c, s0), cell.pre1.Forward(c, s1)}
+	states := cell.preprocess(c, s0, s1)
 	for _, row := range cell.nodes {
 		var node *torch.Tensor
 		for _, e := range row {
@@ -161,9 +154,7 @@ func NewDiscreteNet(s *torch.Scope, dev torch.Device, cfg DiscreteConfig) (*Disc
 	n := &DiscreteNet{Cfg: cfg, Reg: r}
 	c := int64(cfg.Channels)
 	cstem := int64(cfg.StemMultiplier) * c
-	stem := r.Sub("stem")
-	n.stemW = stem.Sub("0").ConvWeight("weight", cstem, int64(cfg.InChannels), 1, 3, 3)
-	n.stemB = NewBatchNorm(stem.Sub("1"), cstem, true)
+	n.stemW, n.stemB = newStem(r.Sub("stem"), int64(cfg.InChannels), cstem)
 	cpp, cp, cur := cstem, cstem, c
 	redPrev := false
 	cellsR := r.Sub("cells")
@@ -193,7 +184,7 @@ func NewDiscreteNet(s *torch.Scope, dev torch.Device, cfg DiscreteConfig) (*Disc
 // non-identity edge op is followed by drop-path.
 func (n *DiscreteNet) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
 	s := c.S
-	h := n.stemB.Forward(c, s.Conv2d(x, n.stemW, nil, torch.Conv{Padding: [2]int64{1, 1}}))
+	h := stemForward(c, x, n.stemW, n.stemB)
 	s0, s1 := h, h
 	for _, cell := range n.cells {
 		s0, s1 = s1, cell.forward(c, s0, s1)

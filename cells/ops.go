@@ -234,6 +234,46 @@ func (f *FactorizedReduce) Params() []*torch.Tensor {
 	return append([]*torch.Tensor{f.w1, f.w2}, f.bn.Params()...)
 }
 
+// cellPreproc is a cell's input preprocessing (keys preproc0.*, preproc1.*): pre0 for the
+// output of the cell two back (a FactorizedReduce when the previous cell reduced, so that
+// both inputs have one size), pre1 for the previous cell's output.
+type cellPreproc struct {
+	pre0 Op
+	pre1 *StdConv
+}
+
+// newCellPreproc registers preproc0 before preproc1 (the state_dict order).
+func newCellPreproc(r *Registry, cpp, cp, c int64, reductionPrev, affine bool) (cellPreproc, error) {
+	var p cellPreproc
+	if reductionPrev {
+		fr, err := NewFactorizedReduce(r.Sub("preproc0"), cpp, c, affine)
+		if err != nil {
+			return cellPreproc{}, err
+		}
+		p.pre0 = fr
+	} else {
+		p.pre0 = NewStdConv(r.Sub("preproc0"), cpp, c, affine)
+	}
+	p.pre1 = NewStdConv(r.Sub("preproc1"), cp, c, affine)
+	return p, nil
+}
+
+// preprocess returns the cell's first two states.
+func (p cellPreproc) preprocess(c *Ctx, s0, s1 *torch.Tensor) []*torch.Tensor {
+	return []*torch.Tensor{p.pre0.Forward(c, s0), p.pre1.Forward(c, s1)}
+}
+
+// newStem registers a network's stem (keys 0.weight, 1.*): a 3x3 convolution (padding 1,
+// no bias) from in to out channels and an affine batch norm.
+func newStem(r *Registry, in, out int64) (*torch.Tensor, *BatchNorm) {
+	return r.Sub("0").ConvWeight("weight", out, in, 1, 3, 3), NewBatchNorm(r.Sub("1"), out, true)
+}
+
+// stemForward applies the stem of newStem.
+func stemForward(c *Ctx, x, w *torch.Tensor, bn *BatchNorm) *torch.Tensor {
+	return bn.Forward(c, c.S.Conv2d(x, w, nil, torch.Conv{Padding: [2]int64{1, 1}}))
+}
+
 // StdConv is ReLU, 1x1 conv, BN (keys net.1.weight, net.2.*): cell-input preprocessing.
 type StdConv struct {
 	w  *torch.Tensor

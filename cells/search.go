@@ -75,25 +75,18 @@ type edge struct {
 // SearchCell is a cell of the one-shot network.
 type SearchCell struct {
 	Reduction bool
-	pre0      Op
-	pre1      *StdConv
-	nodes     [][]edge // nodes[i][j]: edge from input j into node i
-	stride    func(j int) int64
-	out       int64 // output channels of one node
+	cellPreproc
+	nodes  [][]edge // nodes[i][j]: edge from input j into node i
+	stride func(j int) int64
+	out    int64 // output channels of one node
 }
 
 func newSearchCell(r *Registry, cfg SearchConfig, cpp, cp, c int64, reductionPrev, reduction bool) (*SearchCell, error) {
-	cell := &SearchCell{Reduction: reduction, out: c}
-	if reductionPrev {
-		fr, err := NewFactorizedReduce(r.Sub("preproc0"), cpp, c, false)
-		if err != nil {
-			return nil, err
-		}
-		cell.pre0 = fr
-	} else {
-		cell.pre0 = NewStdConv(r.Sub("preproc0"), cpp, c, false)
+	pre, err := newCellPreproc(r, cpp, cp, c, reductionPrev, false)
+	if err != nil {
+		return nil, err
 	}
-	cell.pre1 = NewStdConv(r.Sub("preproc1"), cp, c, false)
+	cell := &SearchCell{Reduction: reduction, cellPreproc: pre, out: c}
 	dag := r.Sub("dag")
 	for i := 0; i < cfg.Nodes; i++ {
 		ni := dag.Sub(fmt.Sprint(i))
@@ -167,9 +160,7 @@ func NewSearchNet(s *torch.Scope, dev torch.Device, cfg SearchConfig) (*SearchNe
 	net := r.Sub("net")
 	c := int64(cfg.Channels)
 	cstem := int64(cfg.StemMultiplier) * c
-	stem := net.Sub("stem")
-	n.stemW = stem.Sub("0").ConvWeight("weight", cstem, int64(cfg.InChannels), 1, 3, 3)
-	n.stemB = NewBatchNorm(stem.Sub("1"), cstem, true)
+	n.stemW, n.stemB = newStem(net.Sub("stem"), int64(cfg.InChannels), cstem)
 	cpp, cp, cur := cstem, cstem, c
 	redPrev := false
 	cellsR := net.Sub("cells")
@@ -225,7 +216,7 @@ func (n *SearchNet) ForwardCells(c *Ctx, x *torch.Tensor, w *ArchWeights, thresh
 
 func (n *SearchNet) forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold float64, cellOut func(*torch.Tensor)) *torch.Tensor {
 	s := c.S
-	h := n.stemB.Forward(c, s.Conv2d(x, n.stemW, nil, torch.Conv{Padding: [2]int64{1, 1}}))
+	h := stemForward(c, x, n.stemW, n.stemB)
 	s0, s1 := h, h
 	for _, cell := range n.cells {
 		cw := &w.Normal
@@ -244,7 +235,7 @@ func (n *SearchNet) forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold f
 
 func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, thr float32) *torch.Tensor {
 	s := c.S
-	states := []*torch.Tensor{cell.pre0.Forward(c, s0), cell.pre1.Forward(c, s1)}
+	states := cell.preprocess(c, s0, s1)
 	relu := make([]*torch.Tensor, len(cell.nodes)+2) // each state's ReLU, once an op needs it
 	for i, row := range cell.nodes {
 		nIn := i + 2
