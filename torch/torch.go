@@ -187,18 +187,6 @@ type OpStat struct {
 	SelfUS float64 // total microseconds inside the operator, nested operators excluded
 }
 
-// HostHeap reports the C heap (glibc malloc, all arenas) that LibTorch's CPU tensors and our
-// handles live in: bytes in use and bytes free but still held by malloc. Resident memory
-// that grows while inUse stays flat is fragmentation, which TrimHostHeap can give back.
-func HostHeap() (inUse, freeKept int64) {
-	var u, f C.int64_t
-	C.mt_host_heap(&u, &f)
-	return int64(u), int64(f)
-}
-
-// TrimHostHeap gives the C heap's free memory back to the operating system (malloc_trim).
-func TrimHostHeap() { C.mt_trim_host_heap() }
-
 // ProfileOps starts timing every operator call in the process by self time. Like CountOps
 // it slows every op down and cannot be stopped: for diagnostics.
 func ProfileOps() { C.mt_profile_ops() }
@@ -227,6 +215,18 @@ func OpProfile(reset bool) ([]OpStat, error) {
 	}
 	return out, nil
 }
+
+// HostHeap reports the C heap (glibc malloc, all arenas) that LibTorch's CPU tensors and our
+// handles live in: bytes in use and bytes free but still held by malloc. Resident memory
+// that grows while inUse stays flat is fragmentation, which TrimHostHeap can give back.
+func HostHeap() (inUse, freeKept int64) {
+	var u, f C.int64_t
+	C.mt_host_heap(&u, &f)
+	return int64(u), int64(f)
+}
+
+// TrimHostHeap gives the C heap's free memory back to the operating system (malloc_trim).
+func TrimHostHeap() { C.mt_trim_host_heap() }
 
 // UsePoolStream makes a stream from LibTorch's pool the current stream of the calling OS
 // thread on CUDA device d, so that work issued from several threads can run concurrently.

@@ -76,7 +76,6 @@ func run(args []string) int {
 	}
 	if *profTop > 0 {
 		torch.ProfileOps()
-		profileTop = *profTop
 	}
 	if *memEpochs > 0 {
 		r, err := memory(*configs, *device, *memEpochs)
@@ -88,7 +87,7 @@ func run(args []string) int {
 		return cli.OK
 	}
 	for _, c := range strings.Split(*cases, ",") {
-		r, err := measure(*configs, strings.TrimSpace(c), *device, *tasks, *testSteps, *workers, *streams)
+		r, err := measure(*configs, strings.TrimSpace(c), *device, *tasks, *testSteps, *workers, *streams, *profTop)
 		if err != nil {
 			if train.IsUsage(err) {
 				return cli.Errorf(prog, cli.Usage, err)
@@ -101,7 +100,9 @@ func run(args []string) int {
 	return cli.OK
 }
 
-func measure(dir, name, device string, tasks, testSteps, workers int, streams bool) (*Result, error) {
+// measure times one preset; with profTop > 0 it also prints the profTop costliest operators
+// of each timed meta-epoch (ProfileOps must be on).
+func measure(dir, name, device string, tasks, testSteps, workers int, streams bool, profTop int) (*Result, error) {
 	cfg, err := config.Load(dir + "/" + name + ".yaml")
 	if err != nil {
 		return nil, err
@@ -150,7 +151,7 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 		if err := torch.Synchronize(dev); err != nil {
 			return 0, err
 		}
-		if profileTop > 0 {
+		if profTop > 0 {
 			if _, err := torch.OpProfile(true); err != nil {
 				return 0, err
 			}
@@ -162,8 +163,8 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 		if err := torch.Synchronize(dev); err != nil {
 			return 0, err
 		}
-		if profileTop > 0 {
-			if err := printProfile(fmt.Sprintf("%s meta-epoch %d", name, epoch), time.Since(start)); err != nil {
+		if profTop > 0 {
+			if err := printProfile(fmt.Sprintf("%s meta-epoch %d", name, epoch), time.Since(start), profTop); err != nil {
 				return 0, err
 			}
 		}
@@ -196,12 +197,9 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 	return r, nil
 }
 
-// profileTop is the number of operators printed per timed meta-epoch (--profile-ops).
-var profileTop int
-
-// printProfile writes the profileTop costliest operators since the last reset to stderr,
-// with their share of the wall time (over all threads, so shares can sum past 100 %).
-func printProfile(label string, wall time.Duration) error {
+// printProfile writes the top costliest operators since the last reset to stderr, with
+// their share of the wall time (over all threads, so shares can sum past 100 %).
+func printProfile(label string, wall time.Duration, top int) error {
 	stats, err := torch.OpProfile(true)
 	if err != nil {
 		return err
@@ -213,7 +211,7 @@ func printProfile(label string, wall time.Duration) error {
 	fmt.Fprintf(os.Stderr, "%s: %.1f s wall, %.1f s in operators (all threads), %d operators\n", label, wall.Seconds(), total/1e6, len(stats))
 	fmt.Fprintf(os.Stderr, "  %-44s %10s %10s %8s %7s\n", "operator", "calls", "self s", "us/call", "% wall")
 	for i, s := range stats {
-		if i == profileTop {
+		if i == top {
 			break
 		}
 		fmt.Fprintf(os.Stderr, "  %-44s %10d %10.2f %8.1f %7.1f\n", s.Name, s.Calls, s.SelfUS/1e6, s.SelfUS/float64(max(s.Calls, 1)), 100*s.SelfUS/1e6/wall.Seconds())

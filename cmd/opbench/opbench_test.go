@@ -125,3 +125,38 @@ func BenchmarkChainIter(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkBatchNormTrain is training-mode batch norm of an og_metanas-sized activation
+// (20x28x28x28, no affine, running statistics), forward alone and forward with backward.
+// METANAS_FAST_CPU_OPS=0 measures LibTorch's own kernel for comparison.
+func BenchmarkBatchNormTrain(b *testing.B) {
+	torch.SetNumThreads(1)
+	in := torch.NewScope()
+	defer in.Close()
+	x := in.Randn([]int64{20, 28, 28, 28}, torch.CPU, true)
+	rm, rv := in.Zeros([]int64{28}, torch.CPU), in.Ones([]int64{28}, torch.CPU)
+	grad := in.Ones([]int64{20, 28, 28, 28}, torch.CPU)
+	for _, backward := range []bool{false, true} {
+		name := "forward"
+		if backward {
+			name = "forward+backward"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := in.Child()
+			defer s.Close()
+			for i := 0; i < b.N; i++ {
+				y := s.BatchNorm(x, nil, nil, rm, rv, true, 0.1, 1e-5)
+				if backward {
+					// sum(y * grad) gives the backward pass a contiguous gradient, as in a network.
+					if err := s.Sum(s.Mul(y, grad)).Backward(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				s.Reset()
+			}
+			if err := s.Err(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}

@@ -239,6 +239,7 @@ void mt_profile_ops(void) {
 
 char *mt_op_profile(bool reset) {
   std::ostringstream o;
+  o.precision(15);  // totals of many seconds in microseconds keep their units digits
   {
     std::lock_guard<std::mutex> lock(prof_mu);
     std::vector<std::pair<std::string, OpStat>> v(prof_stats.begin(), prof_stats.end());
