@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -177,6 +178,7 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 	if r.WarmUpEpochS, err = timeEpoch(1); err != nil {
 		return nil, err
 	}
+	fmt.Fprintf(os.Stderr, "bench: %s: warm-up meta-epoch %.2f s (%d of %d tasks measured, %d workers)\n", name, r.WarmUpEpochS, n, cfg.Meta.MetaBatch, len(tr.Workers))
 	batches := (cfg.Data.Ways*cfg.Data.TrainShots + cfg.Task.BatchSize - 1) / cfg.Task.BatchSize
 	r.StepsPerTask = cfg.Task.Steps * batches
 	stepsTotal := float64(2 * n * r.StepsPerTask)
@@ -188,6 +190,7 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 	if r.SearchEpochS, err = timeEpoch(cfg.Meta.WarmUpEpochs + 1); err != nil {
 		return nil, err
 	}
+	fmt.Fprintf(os.Stderr, "bench: %s: search meta-epoch %.2f s\n", name, r.SearchEpochS)
 	mt, err := tr.MetaTest(0, max(1, len(tr.Workers)), false)
 	if err != nil {
 		return nil, err
@@ -240,7 +243,12 @@ type MemoryResult struct {
 	CHeapEnd    float64 `json:"c_heap_in_use_at_end_mib"`
 	CFreeAt50   float64 `json:"c_heap_free_at_epoch_50_mib"`
 	CFreeEnd    float64 `json:"c_heap_free_at_end_mib"`
-	Seconds     float64 `json:"seconds"`
+	// GPU memory of this process as nvidia-smi reports it (what LibTorch's caching
+	// allocator holds plus the CUDA context), on CUDA only; -1 where nvidia-smi cannot say.
+	GPUAt50MiB   float64 `json:"gpu_mem_at_epoch_50_mib,omitempty"`
+	GPUEndMiB    float64 `json:"gpu_mem_at_end_mib,omitempty"`
+	GPUGrowthPct float64 `json:"gpu_growth_pct,omitempty"`
+	Seconds      float64 `json:"seconds"`
 }
 
 // memory runs the smoke preset on synthetic data for n meta-epochs (warm-up for the first
@@ -272,6 +280,16 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 		return nil, err
 	}
 	r := &MemoryResult{Case: "smoke-synthetic", Device: device, Epochs: n}
+	dev, _ := torch.ParseDevice(device)
+	gpuMem := func() float64 {
+		if !dev.CUDA {
+			return 0
+		}
+		if err := torch.Synchronize(dev); err != nil {
+			return -1
+		}
+		return processGPUMemory(os.Getpid())
+	}
 	start := time.Now()
 	var live int64
 	for e := 1; e <= n; e++ {
@@ -280,14 +298,19 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 		}
 		if e%50 == 0 || e == n {
 			u, f := cHeap()
-			fmt.Fprintf(os.Stderr, "bench: memory: meta-epoch %d/%d: resident %.1f MiB, C heap in use %.1f MiB, free %.1f MiB, %.0f s\n",
-				e, n, currentRSS(), u, f, time.Since(start).Seconds())
+			gpu := ""
+			if dev.CUDA {
+				gpu = fmt.Sprintf(", GPU %.0f MiB", gpuMem())
+			}
+			fmt.Fprintf(os.Stderr, "bench: memory: meta-epoch %d/%d: resident %.1f MiB, C heap in use %.1f MiB, free %.1f MiB%s, %.0f s\n",
+				e, n, currentRSS(), u, f, gpu, time.Since(start).Seconds())
 		}
 		if e == 50 || (n < 50 && e == 1) {
 			r.RSSAt50MiB = currentRSS()
 			r.GoHeapAt50 = goHeap()
 			r.CHeapAt50, r.CFreeAt50 = cHeap()
 			live = torch.LiveTensors()
+			r.GPUAt50MiB = gpuMem()
 		}
 	}
 	r.RSSEndMiB = currentRSS()
@@ -295,8 +318,46 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 	r.CHeapEnd, r.CFreeEnd = cHeap()
 	r.LiveTensors = torch.LiveTensors() - live
 	r.GrowthPct = 100 * (r.RSSEndMiB - r.RSSAt50MiB) / r.RSSAt50MiB
+	if dev.CUDA {
+		r.GPUEndMiB = gpuMem()
+		if r.GPUAt50MiB > 0 && r.GPUEndMiB > 0 {
+			r.GPUGrowthPct = 100 * (r.GPUEndMiB - r.GPUAt50MiB) / r.GPUAt50MiB
+		}
+	}
 	r.Seconds = time.Since(start).Seconds()
 	return r, nil
+}
+
+// processGPUMemory returns the GPU memory used by process pid in MiB, as nvidia-smi lists
+// it, or -1 when nvidia-smi is missing or does not list the process.
+func processGPUMemory(pid int) float64 {
+	out, err := exec.Command("nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits").Output()
+	if err != nil {
+		return -1
+	}
+	return parseGPUApps(string(out), pid)
+}
+
+// parseGPUApps sums the used_memory column of nvidia-smi's "pid, used_memory" CSV lines
+// that belong to pid (one line per GPU the process uses); -1 when none does.
+func parseGPUApps(csv string, pid int) float64 {
+	total, found := 0.0, false
+	for _, line := range strings.Split(csv, "\n") {
+		f := strings.Split(line, ",")
+		if len(f) != 2 {
+			continue
+		}
+		p, err1 := strconv.Atoi(strings.TrimSpace(f[0]))
+		m, err2 := strconv.ParseFloat(strings.TrimSpace(f[1]), 64)
+		if err1 == nil && err2 == nil && p == pid {
+			total += m
+			found = true
+		}
+	}
+	if !found {
+		return -1
+	}
+	return total
 }
 
 // goHeap is the Go heap in use after a collection, in MiB (what Go itself holds, as
