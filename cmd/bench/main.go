@@ -230,19 +230,31 @@ func cHeap() (inUse, free float64) {
 
 // MemoryResult tracks resident memory over a long run.
 type MemoryResult struct {
-	Case        string  `json:"case"`
-	Device      string  `json:"device"`
-	Epochs      int     `json:"epochs"`
-	RSSAt50MiB  float64 `json:"rss_at_epoch_50_mib"`
-	RSSEndMiB   float64 `json:"rss_at_end_mib"`
-	GrowthPct   float64 `json:"growth_pct"`
-	LiveTensors int64   `json:"live_tensor_handles_delta"`
-	GoHeapAt50  float64 `json:"go_heap_at_epoch_50_mib"`
-	GoHeapEnd   float64 `json:"go_heap_at_end_mib"`
-	CHeapAt50   float64 `json:"c_heap_in_use_at_epoch_50_mib"`
-	CHeapEnd    float64 `json:"c_heap_in_use_at_end_mib"`
-	CFreeAt50   float64 `json:"c_heap_free_at_epoch_50_mib"`
-	CFreeEnd    float64 `json:"c_heap_free_at_end_mib"`
+	Case       string  `json:"case"`
+	Device     string  `json:"device"`
+	Epochs     int     `json:"epochs"`
+	RSSAt50MiB float64 `json:"rss_at_epoch_50_mib"`
+	RSSEndMiB  float64 `json:"rss_at_end_mib"`
+	GrowthPct  float64 `json:"growth_pct"`
+	// The highest of the samples taken every 50 meta-epochs from epoch 50 on, and its
+	// growth over epoch 50: the end sample alone can hide a bump.
+	RSSMaxMiB    float64 `json:"rss_max_from_epoch_50_mib"`
+	MaxGrowthPct float64 `json:"max_growth_pct"`
+	// Anonymous resident memory (RssAnon: heaps, stacks, LibTorch's tensors), without the
+	// pages of mapped files such as LibTorch's code, which the kernel drops and reloads as
+	// the machine's other work needs memory.
+	AnonAt50MiB      float64 `json:"rss_anon_at_epoch_50_mib"`
+	AnonEndMiB       float64 `json:"rss_anon_at_end_mib"`
+	AnonMaxMiB       float64 `json:"rss_anon_max_from_epoch_50_mib"`
+	AnonGrowthPct    float64 `json:"anon_growth_pct"`
+	AnonMaxGrowthPct float64 `json:"anon_max_growth_pct"`
+	LiveTensors      int64   `json:"live_tensor_handles_delta"`
+	GoHeapAt50       float64 `json:"go_heap_at_epoch_50_mib"`
+	GoHeapEnd        float64 `json:"go_heap_at_end_mib"`
+	CHeapAt50        float64 `json:"c_heap_in_use_at_epoch_50_mib"`
+	CHeapEnd         float64 `json:"c_heap_in_use_at_end_mib"`
+	CFreeAt50        float64 `json:"c_heap_free_at_epoch_50_mib"`
+	CFreeEnd         float64 `json:"c_heap_free_at_end_mib"`
 	// GPU memory of this process as nvidia-smi reports it (what LibTorch's caching
 	// allocator holds plus the CUDA context), on CUDA only; -1 where nvidia-smi cannot say.
 	GPUAt50MiB   float64 `json:"gpu_mem_at_epoch_50_mib,omitempty"`
@@ -302,11 +314,17 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 			if dev.CUDA {
 				gpu = fmt.Sprintf(", GPU %.0f MiB", gpuMem())
 			}
-			fmt.Fprintf(os.Stderr, "bench: memory: meta-epoch %d/%d: resident %.1f MiB, C heap in use %.1f MiB, free %.1f MiB%s, %.0f s\n",
-				e, n, currentRSS(), u, f, gpu, time.Since(start).Seconds())
+			rss, anon := currentRSS(), procStatus("RssAnon")
+			fmt.Fprintf(os.Stderr, "bench: memory: meta-epoch %d/%d: resident %.1f MiB (anonymous %.1f MiB), C heap in use %.1f MiB, free %.1f MiB%s, %.0f s\n",
+				e, n, rss, anon, u, f, gpu, time.Since(start).Seconds())
+			if e >= 50 || n < 50 {
+				r.RSSMaxMiB = max(r.RSSMaxMiB, rss)
+				r.AnonMaxMiB = max(r.AnonMaxMiB, anon)
+			}
 		}
 		if e == 50 || (n < 50 && e == 1) {
 			r.RSSAt50MiB = currentRSS()
+			r.AnonAt50MiB = procStatus("RssAnon")
 			r.GoHeapAt50 = goHeap()
 			r.CHeapAt50, r.CFreeAt50 = cHeap()
 			live = torch.LiveTensors()
@@ -314,10 +332,18 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 		}
 	}
 	r.RSSEndMiB = currentRSS()
+	r.AnonEndMiB = procStatus("RssAnon")
+	r.RSSMaxMiB = max(r.RSSMaxMiB, r.RSSEndMiB)
+	r.AnonMaxMiB = max(r.AnonMaxMiB, r.AnonEndMiB)
 	r.GoHeapEnd = goHeap()
 	r.CHeapEnd, r.CFreeEnd = cHeap()
 	r.LiveTensors = torch.LiveTensors() - live
 	r.GrowthPct = 100 * (r.RSSEndMiB - r.RSSAt50MiB) / r.RSSAt50MiB
+	r.MaxGrowthPct = 100 * (r.RSSMaxMiB - r.RSSAt50MiB) / r.RSSAt50MiB
+	if r.AnonAt50MiB > 0 {
+		r.AnonGrowthPct = 100 * (r.AnonEndMiB - r.AnonAt50MiB) / r.AnonAt50MiB
+		r.AnonMaxGrowthPct = 100 * (r.AnonMaxMiB - r.AnonAt50MiB) / r.AnonAt50MiB
+	}
 	if dev.CUDA {
 		r.GPUEndMiB = gpuMem()
 		if r.GPUAt50MiB > 0 && r.GPUEndMiB > 0 {
