@@ -2,6 +2,7 @@ package cells
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -161,7 +162,7 @@ func TestDiscreteKeysMatchReference(t *testing.T) {
 		e, ok := d.Reg.Lookup(k.key)
 		if !ok {
 			t.Errorf("no key %s", k.key)
-		} else if !sameShape(e.Tensor.MustShape(), k.shape) {
+		} else if !slices.Equal(e.Tensor.MustShape(), k.shape) {
 			t.Errorf("%s: shape %v, want %v", k.key, e.Tensor.MustShape(), k.shape)
 		}
 	}

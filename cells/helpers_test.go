@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/metanas-go/metanas/torch"
@@ -59,7 +60,7 @@ func compareKeys(t *testing.T, r *Registry, want pyKeyList) {
 		if e.Name != name {
 			t.Fatalf("entry %d is %q, reference %q", i, e.Name, name)
 		}
-		if !sameShape(e.Tensor.MustShape(), shape) {
+		if !slices.Equal(e.Tensor.MustShape(), shape) {
 			t.Errorf("%s: shape %v, reference %v", name, e.Tensor.MustShape(), shape)
 		}
 	}

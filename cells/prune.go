@@ -2,6 +2,7 @@ package cells
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/metanas-go/metanas/cells/genotype"
 	"github.com/metanas-go/metanas/torch"
@@ -309,7 +310,7 @@ func (n *SearchNet) Discrete(s *torch.Scope, g genotype.Genotype) (*DiscreteNet,
 		if !ok {
 			return nil, fmt.Errorf("discrete from search network: key %q has no source %q in the search network", e.Name, src)
 		}
-		if !sameShape(e.Tensor.MustShape(), se.Tensor.MustShape()) {
+		if !slices.Equal(e.Tensor.MustShape(), se.Tensor.MustShape()) {
 			return nil, fmt.Errorf("discrete from search network: key %q has shape %v, its source %q %v (do the concat lengths match the search network's %d nodes?)",
 				e.Name, e.Tensor.MustShape(), src, se.Tensor.MustShape(), n.Cfg.Nodes)
 		}

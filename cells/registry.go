@@ -8,6 +8,7 @@ package cells
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/metanas-go/metanas/torch"
@@ -194,7 +195,7 @@ func (r *Registry) LoadStateDict(entries []torch.Named, ignore ...string) error 
 		if err != nil {
 			return fmt.Errorf("key %q: %w", e.Name, err)
 		}
-		if !sameShape(want, got) {
+		if !slices.Equal(want, got) {
 			return fmt.Errorf("key %q has shape %v, this network expects %v", e.Name, got, want)
 		}
 	}
@@ -212,18 +213,6 @@ func (r *Registry) LoadStateDict(entries []torch.Named, ignore ...string) error 
 		}
 	}
 	return nil
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // ShapeString formats a shape as [a, b].

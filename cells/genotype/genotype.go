@@ -2,6 +2,7 @@ package genotype
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -146,38 +147,11 @@ func countEdges(nodes [][]Edge) int {
 // edges in the same order and the same concat indices. Nil and empty slices
 // are equal.
 func (g Genotype) Equal(o Genotype) bool {
-	return nodesEqual(g.Normal, o.Normal) && intsEqual(g.NormalConcat, o.NormalConcat) &&
-		nodesEqual(g.Reduce, o.Reduce) && intsEqual(g.ReduceConcat, o.ReduceConcat)
+	return nodesEqual(g.Normal, o.Normal) && slices.Equal(g.NormalConcat, o.NormalConcat) &&
+		nodesEqual(g.Reduce, o.Reduce) && slices.Equal(g.ReduceConcat, o.ReduceConcat)
 }
 
-func nodesEqual(a, b [][]Edge) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if len(a[i]) != len(b[i]) {
-			return false
-		}
-		for j := range a[i] {
-			if a[i][j] != b[i][j] {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-func intsEqual(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
+func nodesEqual(a, b [][]Edge) bool { return slices.EqualFunc(a, b, slices.Equal[[]Edge]) }
 
 // Clone returns a deep copy of g.
 func (g Genotype) Clone() Genotype {
