@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/metanas-go/metanas/cells/genotype"
+	"github.com/metanas-go/metanas/internal/testutil"
 	"github.com/metanas-go/metanas/torch"
 )
 
@@ -32,18 +33,6 @@ type exportCase struct {
 	config   string
 	// params is the number of parameter elements the module must hold (0: not checked).
 	params int64
-}
-
-// exportPython returns a Python interpreter with torch, or skips the test.
-func exportPython(t *testing.T) string {
-	t.Helper()
-	for _, py := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(py, "-c", "import torch").Run() == nil {
-			return py
-		}
-	}
-	t.Skip("no Python with torch (install python3-torch): skipping the TorchScript export test")
-	return ""
 }
 
 // randomizeExportBN gives every batch norm random running statistics (and affine ones a
@@ -71,25 +60,6 @@ func randomizeExportBN(t *testing.T, s *torch.Scope, r *Registry) {
 			}
 		}
 	}
-}
-
-// goLogits runs f without gradients and returns its output.
-func goLogits(t *testing.T, s *torch.Scope, f func() *torch.Tensor) []float32 {
-	t.Helper()
-	var out []float32
-	err := torch.NoGrad(func() error {
-		y := f()
-		if err := s.Err(); err != nil {
-			return err
-		}
-		var e error
-		out, e = y.Float32s()
-		return e
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func entryNames(r *Registry) []string {
@@ -149,13 +119,13 @@ func exportCases(t *testing.T, s *torch.Scope, dir string) []exportCase {
 		saveExport(t, m, err, path)
 		c := exportCase{name: "discrete_" + name, path: path, names: entryNames(n.Reg), genotype: g.String(), config: exportConfig,
 			params: n.Reg.Count(Weight), attrs: map[string]any{"bn_train": false}}
-		c.want = goLogits(t, s, func() *torch.Tensor { return n.Forward(&Ctx{S: s}, x) })
+		c.want = logitsOf(t, s, func() *torch.Tensor { return n.Forward(&Ctx{S: s}, x) })
 		add(c)
 		if name == genotype.MetaNASOmniglotV2 {
 			// The same file with transductive batch norm switched on after loading.
 			tc := c
 			tc.name, tc.attrs = "discrete_bn_train", map[string]any{"bn_train": true}
-			tc.want = goLogits(t, s, func() *torch.Tensor { return n.Forward(&Ctx{S: s, Train: true}, x) })
+			tc.want = logitsOf(t, s, func() *torch.Tensor { return n.Forward(&Ctx{S: s, Train: true}, x) })
 			add(tc)
 		}
 	}
@@ -179,7 +149,7 @@ func exportCases(t *testing.T, s *torch.Scope, dir string) []exportCase {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return goLogits(t, s, func() *torch.Tensor { return sn.Forward(&Ctx{S: s, Train: train}, x, w, thr) })
+		return logitsOf(t, s, func() *torch.Tensor { return sn.Forward(&Ctx{S: s, Train: train}, x, w, thr) })
 	}
 	w, err := sn.Normalize(s, Softmax, temp)
 	if err != nil {
@@ -226,7 +196,7 @@ func exportCases(t *testing.T, s *torch.Scope, dir string) []exportCase {
 	}
 	c = exportCase{name: "search_darts", path: dartsPath, names: entryNames(dn.Reg), genotype: dg.String(),
 		params: dn.Reg.Count(Weight) + dn.Reg.Count(Alpha)}
-	c.want = goLogits(t, s, func() *torch.Tensor { return dn.Forward(&Ctx{S: s}, x, dw, 0.08) })
+	c.want = logitsOf(t, s, func() *torch.Tensor { return dn.Forward(&Ctx{S: s}, x, dw, 0.08) })
 	add(c)
 
 	// The hard-pruned network: only active ops, transductive batch norm.
@@ -252,7 +222,7 @@ func exportCases(t *testing.T, s *torch.Scope, dir string) []exportCase {
 		t.Fatal(err)
 	}
 	gc := exportCase{name: "genotype", path: genoPath, names: entryNames(d.Reg), genotype: g.String(), config: exportConfig, params: d.Reg.Count(Weight)}
-	gc.want = goLogits(t, s, func() *torch.Tensor { return d.Forward(&Ctx{S: s}, x) })
+	gc.want = logitsOf(t, s, func() *torch.Tensor { return d.Forward(&Ctx{S: s}, x) })
 	add(gc)
 	return cases
 }
@@ -366,7 +336,7 @@ func sscanfKey(name string, c, i, j, k *int, rest *string) (int, error) {
 }
 
 func TestExportTorchScript(t *testing.T) {
-	py := exportPython(t)
+	py := testutil.PythonTorch(t, "no Python with torch (install python3-torch): skipping the TorchScript export test")
 	s := torch.NewScope()
 	defer s.Close()
 	dir := t.TempDir()

@@ -2,12 +2,12 @@ package cells
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
 
+	"github.com/metanas-go/metanas/internal/testutil"
 	"github.com/metanas-go/metanas/torch"
 )
 
@@ -25,10 +25,7 @@ func referenceKeys(t *testing.T, spec map[string]any) pyKeyList {
 	py := pythonTorch(t)
 	dir := t.TempDir()
 	specPath := filepath.Join(dir, "spec.json")
-	b, _ := json.Marshal(spec)
-	if err := os.WriteFile(specPath, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WriteJSON(t, specPath, spec)
 	out, err := exec.Command(py, "../tools/pyref/metanas_ref.py", "keys", "--spec", specPath).Output()
 	if err != nil {
 		t.Fatalf("reference keys: %v", err)

@@ -1,26 +1,21 @@
 package cells
 
 import (
-	"encoding/json"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
+	"github.com/metanas-go/metanas/internal/testutil"
+	"github.com/metanas-go/metanas/internal/testutil/torchtest"
 	"github.com/metanas-go/metanas/torch"
 )
 
 // pythonTorch returns a Python interpreter with torch, or skips the test.
 func pythonTorch(t *testing.T) string {
 	t.Helper()
-	for _, py := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(py, "-c", "import torch").Run() == nil {
-			return py
-		}
-	}
-	t.Skip("no Python with torch (install python3-torch) for the parity test")
-	return ""
+	return testutil.PythonTorch(t, "no Python with torch (install python3-torch) for the parity test")
 }
 
 // runReference runs tools/pyref/metanas_ref.py forward on a state saved by Go and returns
@@ -30,10 +25,7 @@ func runReference(t *testing.T, spec map[string]any, state []torch.Named, x *tor
 	py := pythonTorch(t)
 	dir := t.TempDir()
 	specPath := filepath.Join(dir, "spec.json")
-	b, _ := json.Marshal(spec)
-	if err := os.WriteFile(specPath, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WriteJSON(t, specPath, spec)
 	if err := torch.Save(filepath.Join(dir, "state.pt"), state); err != nil {
 		t.Fatal(err)
 	}
@@ -46,23 +38,11 @@ func runReference(t *testing.T, spec map[string]any, state []torch.Named, x *tor
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("reference forward: %v\n%s", err, out)
 	}
-	s := torch.NewScope()
-	defer s.Close()
-	got, err := torch.Load(s, filepath.Join(dir, "out.pt"))
-	if err != nil {
-		t.Fatal(err)
+	v, ok := torchtest.LoadFloat32s(t, filepath.Join(dir, "out.pt"), "logits")
+	if !ok {
+		t.Fatal("reference output has no logits")
 	}
-	for _, e := range got {
-		if e.Name == "logits" {
-			v, err := e.Tensor.Float32s()
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
-	}
-	t.Fatal("reference output has no logits")
-	return nil
+	return v
 }
 
 func maxAbsDiff(a, b []float32) float64 {

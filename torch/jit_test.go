@@ -8,19 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// jitPython returns a Python interpreter with torch, or skips the test.
-func jitPython(t *testing.T) string {
-	t.Helper()
-	for _, py := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(py, "-c", "import torch").Run() == nil {
-			return py
-		}
-	}
-	t.Skip("no Python with torch (install python3-torch): skipping the TorchScript interoperability check")
-	return ""
-}
+	"github.com/metanas-go/metanas/internal/testutil"
+)
 
 const jitAffineSrc = `
 def forward(self, x: Tensor) -> Tensor:
@@ -125,7 +115,7 @@ func TestModuleBuildSaveLoadForward(t *testing.T) {
 	}
 
 	// Python reads the same file: forward, attributes, extra files.
-	py := jitPython(t)
+	py := testutil.PythonTorch(t, "no Python with torch (install python3-torch): skipping the TorchScript interoperability check")
 	script := `
 import sys, torch
 files = {"genotype.txt": "", "bin/data": ""}

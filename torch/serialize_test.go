@@ -41,6 +41,29 @@ func runPython(t *testing.T, script string, out any, args ...string) {
 	t.Skipf("no Python with torch (%s): install python3-torch to run the interoperability check", strings.Join(failures, "; "))
 }
 
+// saveLoadTree saves vals at path with SaveTree, loads them back with LoadTree, and
+// returns the loaded leaves, also by key.
+func saveLoadTree(t *testing.T, s *Scope, path string, vals []Value) ([]Value, map[string]Value) {
+	t.Helper()
+	if err := SaveTree(path, vals); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadTree(s, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, keyed(got)
+}
+
+// keyed indexes vals by key (a later value wins).
+func keyed(vals []Value) map[string]Value {
+	byKey := map[string]Value{}
+	for _, v := range vals {
+		byKey[v.Key] = v
+	}
+	return byKey
+}
+
 type savedTensor struct {
 	name  string
 	dtype DType
@@ -165,17 +188,7 @@ func TestSaveTreeLoadTree(t *testing.T) {
 		{Key: "empty", Kind: EmptyDictValue},
 	}
 	path := filepath.Join(t.TempDir(), "sub", "ckpt.pt")
-	if err := SaveTree(path, vals); err != nil {
-		t.Fatal(err)
-	}
-	got, err := LoadTree(s, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	byKey := map[string]Value{}
-	for _, v := range got {
-		byKey[v.Key] = v
-	}
+	got, byKey := saveLoadTree(t, s, path, vals)
 	if len(got) != 6 {
 		t.Errorf("loaded %d leaves, want 6 (the empty dict has none): %v", len(got), byKey)
 	}
@@ -246,10 +259,7 @@ func TestLoadPythonFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	byKey := map[string]Value{}
-	for _, v := range tree {
-		byKey[v.Key] = v
-	}
+	byKey := keyed(tree)
 	if v := byKey["model/layer.weight"]; v.Kind != TensorValue || fmt.Sprint(v.Tensor.MustShape()) != "[3 4]" {
 		t.Errorf("model/layer.weight: %+v", v)
 	}

@@ -7,19 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// listTestPython returns a Python interpreter with torch, or skips the test.
-func listTestPython(t *testing.T) string {
-	t.Helper()
-	for _, py := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(py, "-c", "import torch").Run() == nil {
-			return py
-		}
-	}
-	t.Skip("no Python with torch: skipping the Python side of the list check")
-	return ""
-}
+	"github.com/metanas-go/metanas/internal/testutil"
+)
 
 // TestSaveTreeLists: ListValue makes real lists (an optimizer's param_groups): LoadTree
 // gives their elements under their indices, Python's torch.load sees lists, and
@@ -50,17 +40,7 @@ func TestSaveTreeLists(t *testing.T) {
 		EmptyDict("d"),
 	}
 	path := filepath.Join(t.TempDir(), "lists.pt")
-	if err := SaveTree(path, vals); err != nil {
-		t.Fatal(err)
-	}
-	got, err := LoadTree(s, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	byKey := map[string]Value{}
-	for _, v := range got {
-		byKey[v.Key] = v
-	}
+	got, byKey := saveLoadTree(t, s, path, vals)
 	for k, want := range map[string]string{
 		"opt/param_groups/0/lr": "0.25", "opt/param_groups/0/betas/1": "0.999",
 		"opt/param_groups/0/params/0": "0", "mixed/0": "b", "mixed/2/k": "7",
@@ -90,7 +70,7 @@ func TestSaveTreeLists(t *testing.T) {
 		t.Error("an empty list gave a leaf")
 	}
 
-	py := listTestPython(t)
+	py := testutil.PythonTorch(t, "no Python with torch: skipping the Python side of the list check")
 	out, err := exec.Command(py, "-c", `
 import json, sys, torch
 sys.path.insert(0, "testdata"); from strict_load import strict_load

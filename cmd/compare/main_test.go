@@ -8,46 +8,28 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/metanas-go/metanas/internal/testutil"
+	"github.com/metanas-go/metanas/internal/testutil/torchtest"
 	"github.com/metanas-go/metanas/metanas/config"
 	"github.com/metanas-go/metanas/metanas/learn"
 	"github.com/metanas-go/metanas/metanas/train"
 	"github.com/metanas-go/metanas/torch"
 )
 
-func python(t *testing.T) string {
-	for _, py := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(py, "-c", "import torch").Run() == nil {
-			return py
-		}
-	}
-	t.Skip("no Python with torch (python3-torch) for the parity check")
-	return ""
-}
-
+// readLogits returns the tensor named logits saved at path.
 func readLogits(t *testing.T, path string) []float32 {
-	s := torch.NewScope()
-	defer s.Close()
-	es, err := torch.Load(s, path)
-	if err != nil {
-		t.Fatal(err)
+	t.Helper()
+	v, ok := torchtest.LoadFloat32s(t, path, "logits")
+	if !ok {
+		t.Fatalf("%s has no logits", path)
 	}
-	for _, e := range es {
-		if e.Name == "logits" {
-			v, err := e.Tensor.Float32s()
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
-	}
-	t.Fatalf("%s has no logits", path)
-	return nil
+	return v
 }
 
 // TestCompareMatchesPyTorch: compare's logits for a Go checkpoint equal those of the
 // project's PyTorch network (tools/pyref) on the same state and input, with pruning.
 func TestCompareMatchesPyTorch(t *testing.T) {
-	py := python(t)
+	py := testutil.PythonTorch(t, "no Python with torch (python3-torch) for the parity check")
 	dir := t.TempDir()
 	cfg := config.Default()
 	for _, kv := range []string{"data.ways=5", "model.channels=6", "model.layers=3", "model.nodes=3", "model.reductions=[1]", "arch.alpha_init_std=1.5"} {

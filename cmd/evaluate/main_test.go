@@ -3,38 +3,19 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// python returns a Python interpreter with torch, or skips the test.
-func python(t *testing.T) string {
-	t.Helper()
-	for _, py := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(py, "-c", "import torch").Run() == nil {
-			return py
-		}
-	}
-	t.Skip("no Python with torch (install python3-torch): skipping the reference-checkpoint check")
-	return ""
-}
+	"github.com/metanas-go/metanas/internal/testutil"
+)
 
 // runPy runs Python with args and returns its standard output.
 func runPy(t *testing.T, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(python(t), args...)
-	cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=1")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("python %v: %v\n%s", args, err, stderr.String())
-	}
-	return out
+	py := testutil.PythonTorch(t, "no Python with torch (install python3-torch): skipping the reference-checkpoint check")
+	return testutil.PythonOutput(t, py, []string{"OMP_NUM_THREADS=1"}, args...)
 }
 
 // refCheckpoint writes a reference-style checkpoint (Python torch.save of meta_model and
@@ -54,22 +35,7 @@ func refCheckpoint(t *testing.T, dir string) string {
 // runEvaluate runs the command in-process and returns its exit code, stdout and stderr.
 func runEvaluate(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	rOut, wOut, _ := os.Pipe()
-	rErr, wErr, _ := os.Pipe()
-	oldOut, oldErr := os.Stdout, os.Stderr
-	os.Stdout, os.Stderr = wOut, wErr
-	var out, errb bytes.Buffer
-	done := make(chan struct{})
-	go func() { io.Copy(&out, rOut); close(done) }()
-	errDone := make(chan struct{})
-	go func() { io.Copy(&errb, rErr); close(errDone) }()
-	code := run(args)
-	wOut.Close()
-	wErr.Close()
-	<-done
-	<-errDone
-	os.Stdout, os.Stderr = oldOut, oldErr
-	return code, out.String(), errb.String()
+	return testutil.Capture(t, func() int { return run(args) })
 }
 
 // synthetic is the small synthetic data the tests evaluate on (3 ways, inferred from the

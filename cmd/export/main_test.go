@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/metanas-go/metanas/internal/testutil"
 	"github.com/metanas-go/metanas/metanas/config"
 	"github.com/metanas-go/metanas/metanas/train"
 	"github.com/metanas-go/metanas/torch"
@@ -18,22 +17,7 @@ import (
 // runExport runs the command in-process and returns its exit code, stdout and stderr.
 func runExport(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	rOut, wOut, _ := os.Pipe()
-	rErr, wErr, _ := os.Pipe()
-	oldOut, oldErr := os.Stdout, os.Stderr
-	os.Stdout, os.Stderr = wOut, wErr
-	var out, errb bytes.Buffer
-	done := make(chan struct{})
-	go func() { io.Copy(&out, rOut); close(done) }()
-	errDone := make(chan struct{})
-	go func() { io.Copy(&errb, rErr); close(errDone) }()
-	code := run(args)
-	wOut.Close()
-	wErr.Close()
-	<-done
-	<-errDone
-	os.Stdout, os.Stderr = oldOut, oldErr
-	return code, out.String(), errb.String()
+	return testutil.Capture(t, func() int { return run(args) })
 }
 
 // checkpoint writes a checkpoint of a freshly initialised tiny search network on synthetic

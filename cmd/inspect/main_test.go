@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/metanas-go/metanas/internal/testutil"
 )
 
 // inspect runs the command and returns its exit status, stdout and stderr.
@@ -39,16 +41,7 @@ func decode(t *testing.T, text string) keysJSON {
 // pyrefKeys runs tools/pyref's keys command, or skips without a Python with torch.
 func pyrefKeys(t *testing.T, spec string) keysJSON {
 	t.Helper()
-	py := ""
-	for _, p := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(p, "-c", "import torch").Run() == nil {
-			py = p
-			break
-		}
-	}
-	if py == "" {
-		t.Skip("no Python with torch for tools/pyref")
-	}
+	py := testutil.PythonTorch(t, "no Python with torch for tools/pyref")
 	path := filepath.Join(t.TempDir(), "spec.json")
 	if err := os.WriteFile(path, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/metanas-go/metanas/internal/testutil"
 	"github.com/metanas-go/metanas/metanas/train"
 )
 
@@ -16,16 +17,7 @@ import (
 // metanas/train/testdata/reference_checkpoint.py, or skips without a Python with torch.
 func refCheckpoint(t *testing.T, dir string) string {
 	t.Helper()
-	py := ""
-	for _, p := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(p, "-c", "import torch").Run() == nil {
-			py = p
-			break
-		}
-	}
-	if py == "" {
-		t.Skip("no Python with torch (install python3-torch): skipping the reference-checkpoint check")
-	}
+	py := testutil.PythonTorch(t, "no Python with torch (install python3-torch): skipping the reference-checkpoint check")
 	spec := filepath.Join(dir, "spec.json")
 	if err := os.WriteFile(spec, []byte(`{"channels": 4, "layers": 2, "nodes": 2, "classes": 3, "reductions": [1]}`), 0o644); err != nil {
 		t.Fatal(err)

@@ -6,54 +6,29 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/spf13/pflag"
 
 	"github.com/metanas-go/metanas/cells"
+	"github.com/metanas-go/metanas/internal/testutil"
 	"github.com/metanas-go/metanas/metanas/config"
 	"github.com/metanas-go/metanas/metanas/learn"
 	"github.com/metanas-go/metanas/torch"
 )
 
-var (
-	pyOnce sync.Once
-	pyPath string
-)
-
 // interopPython returns a Python interpreter with torch, or skips the test.
 func interopPython(t *testing.T) string {
 	t.Helper()
-	pyOnce.Do(func() {
-		for _, py := range []string{"/usr/bin/python3", "python3"} {
-			if exec.Command(py, "-c", "import torch").Run() == nil {
-				pyPath = py
-				return
-			}
-		}
-	})
-	if pyPath == "" {
-		t.Skip("no Python with torch (install python3-torch): skipping the interoperability check")
-	}
-	return pyPath
+	return testutil.PythonTorch(t, "no Python with torch (install python3-torch): skipping the interoperability check")
 }
 
 // runPy runs a Python script or snippet and returns its standard output.
 func runPy(t *testing.T, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(interopPython(t), args...)
-	cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=1", "PYREF_THREADS=1")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("python %v: %v\n%s", args, err, stderr.String())
-	}
-	return out
+	return testutil.PythonOutput(t, interopPython(t), []string{"OMP_NUM_THREADS=1", "PYREF_THREADS=1"}, args...)
 }
 
 // refOptim describes the optimizer state reference_checkpoint.py wrote.
@@ -69,10 +44,7 @@ type refOptim struct {
 func writeRefCheckpoint(t *testing.T, dir string, spec map[string]any, seed int, extra ...string) (ckpt, state, specPath string, desc refOptim) {
 	t.Helper()
 	specPath = filepath.Join(dir, "spec.json")
-	b, _ := json.Marshal(spec)
-	if err := os.WriteFile(specPath, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WriteJSON(t, specPath, spec)
 	ckpt, state = filepath.Join(dir, "e10_meta_state"), filepath.Join(dir, "state.pt")
 	args := append([]string{"testdata/reference_checkpoint.py", "--spec", specPath, "--seed", fmt.Sprint(seed),
 		"--out", ckpt, "--state-out", state}, extra...)

@@ -1,7 +1,6 @@
 package train
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -39,15 +38,7 @@ func TestSmokePresetLearnsOmniglot(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	tr, err := New(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	res, err := tr.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := runTo(t, cfg, Options{})
 	t.Logf("final meta-test: accuracy %.3f ± %.3f over %d tasks, %d distinct architectures, %.0f active weights",
 		res.Accuracy, res.CI95, res.Tasks, res.Distinct, res.MeanParams)
 	if res.Tasks != 40 {

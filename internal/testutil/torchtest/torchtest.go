@@ -1,0 +1,31 @@
+// Package torchtest holds test helpers that need the torch package. Package torch's own
+// tests cannot use it (import cycle); they use testutil.
+package torchtest
+
+import (
+	"testing"
+
+	"github.com/metanas-go/metanas/torch"
+)
+
+// LoadFloat32s loads the tensors saved at path (torch.Load) and returns the values of the
+// one named name, and false when the file has none of that name. Errors fail the test.
+func LoadFloat32s(t testing.TB, path, name string) ([]float32, bool) {
+	t.Helper()
+	s := torch.NewScope()
+	defer s.Close()
+	got, err := torch.Load(s, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range got {
+		if e.Name == name {
+			v, err := e.Tensor.Float32s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v, true
+		}
+	}
+	return nil, false
+}
