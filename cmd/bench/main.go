@@ -304,51 +304,44 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 	}
 	start := time.Now()
 	var live int64
+	pct := func(a, b float64) float64 { return 100 * (a - b) / b }
 	for e := 1; e <= n; e++ {
 		if _, err := tr.RunEpoch(e, sampler.Batch(uint64(e), cfg.Meta.MetaBatch)); err != nil {
 			return nil, err
 		}
-		if e%50 == 0 || e == n {
-			u, f := cHeap()
-			gpu := ""
-			if dev.CUDA {
-				gpu = fmt.Sprintf(", GPU %.0f MiB", gpuMem())
-			}
-			rss, anon := currentRSS(), procStatus("RssAnon")
-			fmt.Fprintf(os.Stderr, "bench: memory: meta-epoch %d/%d: resident %.1f MiB (anonymous %.1f MiB), C heap in use %.1f MiB, free %.1f MiB%s, %.0f s\n",
-				e, n, rss, anon, u, f, gpu, time.Since(start).Seconds())
-			if e >= 50 || n < 50 {
-				r.RSSMaxMiB = max(r.RSSMaxMiB, rss)
-				r.AnonMaxMiB = max(r.AnonMaxMiB, anon)
-			}
+		base := e == 50 || (n < 50 && e == 1)
+		if !base && e%50 != 0 && e != n {
+			continue
 		}
-		if e == 50 || (n < 50 && e == 1) {
-			r.RSSAt50MiB = currentRSS()
-			r.AnonAt50MiB = procStatus("RssAnon")
+		// One sample: resident, anonymous and GPU memory; the last one (e == n) is the end.
+		rss, anon, gpu := currentRSS(), procStatus("RssAnon"), gpuMem()
+		u, f := cHeap()
+		gpuText := ""
+		if dev.CUDA {
+			gpuText = fmt.Sprintf(", GPU %.0f MiB", gpu)
+		}
+		fmt.Fprintf(os.Stderr, "bench: memory: meta-epoch %d/%d: resident %.1f MiB (anonymous %.1f MiB), C heap in use %.1f MiB, free %.1f MiB%s, %.0f s\n",
+			e, n, rss, anon, u, f, gpuText, time.Since(start).Seconds())
+		if base {
+			r.RSSAt50MiB, r.AnonAt50MiB, r.GPUAt50MiB = rss, anon, gpu
 			r.GoHeapAt50 = goHeap()
-			r.CHeapAt50, r.CFreeAt50 = cHeap()
+			r.CHeapAt50, r.CFreeAt50 = u, f
 			live = torch.LiveTensors()
-			r.GPUAt50MiB = gpuMem()
 		}
+		if r.RSSAt50MiB > 0 { // from the base sample on
+			r.RSSMaxMiB, r.AnonMaxMiB = max(r.RSSMaxMiB, rss), max(r.AnonMaxMiB, anon)
+		}
+		r.RSSEndMiB, r.AnonEndMiB, r.GPUEndMiB = rss, anon, gpu
 	}
-	r.RSSEndMiB = currentRSS()
-	r.AnonEndMiB = procStatus("RssAnon")
-	r.RSSMaxMiB = max(r.RSSMaxMiB, r.RSSEndMiB)
-	r.AnonMaxMiB = max(r.AnonMaxMiB, r.AnonEndMiB)
 	r.GoHeapEnd = goHeap()
 	r.CHeapEnd, r.CFreeEnd = cHeap()
 	r.LiveTensors = torch.LiveTensors() - live
-	r.GrowthPct = 100 * (r.RSSEndMiB - r.RSSAt50MiB) / r.RSSAt50MiB
-	r.MaxGrowthPct = 100 * (r.RSSMaxMiB - r.RSSAt50MiB) / r.RSSAt50MiB
+	r.GrowthPct, r.MaxGrowthPct = pct(r.RSSEndMiB, r.RSSAt50MiB), pct(r.RSSMaxMiB, r.RSSAt50MiB)
 	if r.AnonAt50MiB > 0 {
-		r.AnonGrowthPct = 100 * (r.AnonEndMiB - r.AnonAt50MiB) / r.AnonAt50MiB
-		r.AnonMaxGrowthPct = 100 * (r.AnonMaxMiB - r.AnonAt50MiB) / r.AnonAt50MiB
+		r.AnonGrowthPct, r.AnonMaxGrowthPct = pct(r.AnonEndMiB, r.AnonAt50MiB), pct(r.AnonMaxMiB, r.AnonAt50MiB)
 	}
-	if dev.CUDA {
-		r.GPUEndMiB = gpuMem()
-		if r.GPUAt50MiB > 0 && r.GPUEndMiB > 0 {
-			r.GPUGrowthPct = 100 * (r.GPUEndMiB - r.GPUAt50MiB) / r.GPUAt50MiB
-		}
+	if r.GPUAt50MiB > 0 && r.GPUEndMiB > 0 {
+		r.GPUGrowthPct = pct(r.GPUEndMiB, r.GPUAt50MiB)
 	}
 	r.Seconds = time.Since(start).Seconds()
 	return r, nil
