@@ -22,6 +22,8 @@ func Capture(t testing.TB, run func() int) (code int, stdout, stderr string) {
 	}
 	oldOut, oldErr := os.Stdout, os.Stderr
 	os.Stdout, os.Stderr = wOut, wErr
+	// Restored even when run panics, so the test's own report is not lost in a pipe.
+	defer func() { os.Stdout, os.Stderr = oldOut, oldErr }()
 	var out, errb bytes.Buffer
 	done := make(chan struct{})
 	go func() { io.Copy(&out, rOut); close(done) }()
@@ -32,6 +34,5 @@ func Capture(t testing.TB, run func() int) (code int, stdout, stderr string) {
 	wErr.Close()
 	<-done
 	<-errDone
-	os.Stdout, os.Stderr = oldOut, oldErr
 	return code, out.String(), errb.String()
 }
