@@ -143,7 +143,7 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 		return nil, err
 	}
 	batch := sampler.Batch(0, n)
-	dev, _ := torch.ParseDevice(device)
+	dev := tr.Dev // parsed and checked by train.New
 	timeEpoch := func(epoch int) (float64, error) {
 		warm := batch[:min(len(batch), len(tr.Workers))] // one task per worker warms caches
 		if _, err := tr.RunEpoch(epoch, warm); err != nil {
@@ -292,7 +292,7 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 		return nil, err
 	}
 	r := &MemoryResult{Case: "smoke-synthetic", Device: device, Epochs: n}
-	dev, _ := torch.ParseDevice(device)
+	dev := tr.Dev // parsed and checked by train.New
 	gpuMem := func() float64 {
 		if !dev.CUDA {
 			return 0
