@@ -14,6 +14,48 @@ type Ctx struct {
 	// Gen is the random stream of drop-path masks and Gumbel noise (nil: LibTorch's
 	// default generator).
 	Gen *torch.Generator
+	// Tasks is the number of tasks a batched network trains at once (0 or 1: one). A
+	// batched network's activations hold the tasks' channels side by side, [N, Tasks*C,
+	// H, W], and its weights the tasks' copies stacked along their first dimension, so
+	// that every convolution is one grouped convolution over all tasks.
+	Tasks int64
+}
+
+// tasks returns the number of tasks of the pass (at least 1).
+func (c *Ctx) tasks() int64 { return max(1, c.Tasks) }
+
+// conv applies a bias-free convolution, grouped per task in a batched pass.
+func (c *Ctx) conv(x, w *torch.Tensor, geom torch.Conv) *torch.Tensor {
+	if t := c.tasks(); t > 1 {
+		geom.Groups = max(1, geom.Groups) * t
+	}
+	return c.S.Conv2d(x, w, nil, geom)
+}
+
+// catChannels concatenates activations along the channel axis; in a batched pass each
+// task's channels stay together ([N, T*C1, H, W] and [N, T*C2, H, W] give
+// [N, T*(C1+C2), H, W], task-major).
+func (c *Ctx) catChannels(xs []*torch.Tensor) *torch.Tensor {
+	t := c.tasks()
+	s := c.S
+	if t == 1 || len(xs) == 0 {
+		return s.Cat(xs, 1)
+	}
+	sh := xs[0].MustShape()
+	if len(sh) != 4 {
+		return s.Cat(xs, 1)
+	}
+	views := make([]*torch.Tensor, len(xs))
+	var ch int64
+	for i, x := range xs {
+		xsh := x.MustShape()
+		if len(xsh) != 4 {
+			return s.Cat(xs, 1) // let LibTorch name the mismatch
+		}
+		views[i] = s.Reshape(x, xsh[0], t, xsh[1]/t, xsh[2], xsh[3])
+		ch += xsh[1]
+	}
+	return s.Reshape(s.Cat(views, 2), sh[0], ch, sh[2], sh[3])
 }
 
 // BatchNorm is a 2-d batch norm with running statistics (eps 1e-5, momentum 0.1).
@@ -29,14 +71,15 @@ type BatchNorm struct {
 func NewBatchNorm(r *Registry, c int64, affine bool) *BatchNorm {
 	s := r.s
 	bn := &BatchNorm{Eps: 1e-5, Momentum: 0.1}
+	sh := r.stacked([]int64{c})
 	if affine {
-		bn.Weight = s.FullOf([]int64{c}, 1, torch.Float32, r.dev, true)
+		bn.Weight = s.FullOf(sh, 1, torch.Float32, r.dev, true)
 		r.add("weight", bn.Weight, Weight)
-		bn.Bias = s.FullOf([]int64{c}, 0, torch.Float32, r.dev, true)
+		bn.Bias = s.FullOf(sh, 0, torch.Float32, r.dev, true)
 		r.add("bias", bn.Bias, Weight)
 	}
-	bn.RunMean = r.add("running_mean", s.Zeros([]int64{c}, r.dev), Buffer)
-	bn.RunVar = r.add("running_var", s.Ones([]int64{c}, r.dev), Buffer)
+	bn.RunMean = r.add("running_mean", s.Zeros(sh, r.dev), Buffer)
+	bn.RunVar = r.add("running_var", s.Ones(sh, r.dev), Buffer)
 	bn.NumBatchesTracked = r.add("num_batches_tracked", s.FullOf(nil, 0, torch.Int64, r.dev, false), Buffer)
 	r.st.entries[len(r.st.entries)-1].bn = bn
 	return bn

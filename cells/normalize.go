@@ -44,11 +44,13 @@ func (s Schedule) Temperature(step int) float64 {
 
 // CellWeights are the normalised architecture weights of one cell type: per node the op
 // weights [(i+2) x ops] and pair weights [binom(i+2,2)] as device tensors (autograd
-// connects them to the alphas), plus one host copy used for pruning decisions.
+// connects them to the alphas), plus one host copy used for pruning decisions. A batched
+// network of T tasks has op weights [T*(i+2) x ops] and pair weights [T, binom(i+2,2)],
+// task-major in the host copies too.
 type CellWeights struct {
 	Ops       []*torch.Tensor
 	Pairs     []*torch.Tensor // nil without pairwise weights
-	HostOps   [][]float32     // node i: row-major (i+2) x ops
+	HostOps   [][]float32     // node i: row-major (i+2) x ops (per task when batched)
 	HostPairs [][]float32
 }
 
@@ -88,6 +90,7 @@ func (n *SearchNet) Normalize(s *torch.Scope, kind NormKind, temp float64, gen .
 		return nil, fmt.Errorf("normalizer: temperature must be > 0, got %g", temp)
 	}
 	w := &ArchWeights{}
+	tasks := n.Reg.Tasks()
 	var flat []*torch.Tensor
 	fill := func(cw *CellWeights, ops, pairs []*torch.Tensor) {
 		for _, a := range ops {
@@ -97,9 +100,13 @@ func (n *SearchNet) Normalize(s *torch.Scope, kind NormKind, temp float64, gen .
 		}
 		if pairs != nil {
 			for _, a := range pairs {
-				t := normalize(s, a, kind, temp, g)
+				// A batched network's pair alphas [T*pairs] are normalised per task, as [T, pairs].
+				t := normalize(s, s.Reshape(a, tasks, -1), kind, temp, g)
+				if tasks == 1 {
+					t = s.Reshape(t, -1)
+				}
 				cw.Pairs = append(cw.Pairs, t)
-				flat = append(flat, t)
+				flat = append(flat, s.Flatten(t, 0, -1))
 			}
 		}
 	}
@@ -116,13 +123,13 @@ func (n *SearchNet) Normalize(s *torch.Scope, kind NormKind, temp float64, gen .
 	off := 0
 	split := func(cw *CellWeights, pairs bool) {
 		for i := range cw.Ops {
-			m := (i + 2) * K
+			m := int(tasks) * (i + 2) * K
 			cw.HostOps = append(cw.HostOps, host[off:off+m])
 			off += m
 		}
 		if pairs {
 			for i := range cw.Pairs {
-				m := (i + 2) * (i + 1) / 2
+				m := int(tasks) * (i + 2) * (i + 1) / 2
 				cw.HostPairs = append(cw.HostPairs, host[off:off+m])
 				off += m
 			}

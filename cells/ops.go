@@ -122,10 +122,9 @@ func (d *dilConv) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
 
 // ForwardReLU applies the op after its ReLU.
 func (d *dilConv) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
-	s := c.S
-	y = s.Conv2d(y, d.dw, nil, torch.Conv{Stride: [2]int64{d.stride, d.stride}, Padding: [2]int64{d.pad, d.pad},
+	y = c.conv(y, d.dw, torch.Conv{Stride: [2]int64{d.stride, d.stride}, Padding: [2]int64{d.pad, d.pad},
 		Dilation: [2]int64{d.dilate, d.dilate}, Groups: d.cin})
-	y = s.Conv2d(y, d.pw, nil, torch.Conv{})
+	y = c.conv(y, d.pw, torch.Conv{})
 	return d.bn.Forward(c, y)
 }
 func (d *dilConv) Identity() bool { return false }
@@ -173,9 +172,8 @@ func (f *facConv) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
 
 // ForwardReLU applies the op after its ReLU.
 func (f *facConv) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
-	s := c.S
-	y = s.Conv2d(y, f.w1, nil, torch.Conv{Stride: [2]int64{f.stride, f.stride}, Padding: [2]int64{0, 2}})
-	y = s.Conv2d(y, f.w2, nil, torch.Conv{Padding: [2]int64{2, 0}})
+	y = c.conv(y, f.w1, torch.Conv{Stride: [2]int64{f.stride, f.stride}, Padding: [2]int64{0, 2}})
+	y = c.conv(y, f.w2, torch.Conv{Padding: [2]int64{2, 0}})
 	return f.bn.Forward(c, y)
 }
 func (f *facConv) Identity() bool { return false }
@@ -212,7 +210,7 @@ func (f *FactorizedReduce) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
 func (f *FactorizedReduce) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
 	s := c.S
 	st := torch.Conv{Stride: [2]int64{2, 2}}
-	a := s.Conv2d(y, f.w1, nil, st)
+	a := c.conv(y, f.w1, st)
 	shifted := y
 	if sh := y.MustShape(); len(sh) == 4 {
 		if sh[2]%2 == 0 {
@@ -222,8 +220,8 @@ func (f *FactorizedReduce) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
 			shifted = s.Slice(shifted, 3, 1, sh[3], 1)
 		}
 	}
-	b := s.Conv2d(shifted, f.w2, nil, st)
-	return f.bn.Forward(c, s.Cat([]*torch.Tensor{a, b}, 1))
+	b := c.conv(shifted, f.w2, st)
+	return f.bn.Forward(c, c.catChannels([]*torch.Tensor{a, b}))
 }
 
 // Identity reports false.
@@ -271,7 +269,7 @@ func newStem(r *Registry, in, out int64) (*torch.Tensor, *BatchNorm) {
 
 // stemForward applies the stem of newStem.
 func stemForward(c *Ctx, x, w *torch.Tensor, bn *BatchNorm) *torch.Tensor {
-	return bn.Forward(c, c.S.Conv2d(x, w, nil, torch.Conv{Padding: [2]int64{1, 1}}))
+	return bn.Forward(c, c.conv(x, w, torch.Conv{Padding: [2]int64{1, 1}}))
 }
 
 // StdConv is ReLU, 1x1 conv, BN (keys net.1.weight, net.2.*): cell-input preprocessing.
@@ -288,7 +286,7 @@ func NewStdConv(r *Registry, cin, cout int64, affine bool) *StdConv {
 
 // Forward applies the op.
 func (p *StdConv) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
-	return p.bn.Forward(c, c.S.Conv2d(c.S.Relu(x), p.w, nil, torch.Conv{}))
+	return p.bn.Forward(c, c.conv(c.S.Relu(x), p.w, torch.Conv{}))
 }
 
 // Identity reports false.

@@ -36,6 +36,7 @@ type store struct {
 	entries []Entry
 	index   map[string]int
 	err     error
+	tasks   int64 // task copies stacked along each tensor's first dimension (>= 1)
 }
 
 // Registry creates a network's parameters and buffers on one device, in one scope, and
@@ -49,7 +50,27 @@ type Registry struct {
 
 // NewRegistry returns an empty registry creating tensors in s on dev.
 func NewRegistry(s *torch.Scope, dev torch.Device) *Registry {
-	return &Registry{s: s, dev: dev, st: &store{index: map[string]int{}}}
+	return NewTaskRegistry(s, dev, 1)
+}
+
+// NewTaskRegistry returns an empty registry for a network of tasks batched tasks: every
+// parameter and running statistic it creates holds the tasks' copies stacked along its
+// first dimension ([tasks*d0, ...]); names stay those of one task's network.
+func NewTaskRegistry(s *torch.Scope, dev torch.Device, tasks int64) *Registry {
+	return &Registry{s: s, dev: dev, st: &store{index: map[string]int{}, tasks: max(1, tasks)}}
+}
+
+// Tasks returns the number of task copies the registry's tensors hold (1 unless batched).
+func (r *Registry) Tasks() int64 { return r.st.tasks }
+
+// stacked returns shape with its first dimension multiplied by the number of tasks.
+func (r *Registry) stacked(shape []int64) []int64 {
+	if r.st.tasks == 1 || len(shape) == 0 {
+		return shape
+	}
+	out := slices.Clone(shape)
+	out[0] *= r.st.tasks
+	return out
 }
 
 // Sub returns a registry that prefixes names with name + ".".
@@ -84,7 +105,7 @@ func (r *Registry) add(name string, t *torch.Tensor, k Kind) *torch.Tensor {
 // uniformWeight creates a trainable weight drawn from U(-bound, bound).
 func (r *Registry) uniformWeight(name string, shape []int64, bound float64) *torch.Tensor {
 	s := r.s
-	u := s.Rand(shape, r.dev)
+	u := s.Rand(r.stacked(shape), r.dev)
 	t := s.AddScalar(s.MulScalar(u, 2*bound), -bound)
 	t = s.Detach(t)
 	_ = t.SetRequiresGrad(true)
@@ -109,7 +130,7 @@ func (r *Registry) LinearWeights(prefix string, out, in int64) (w, b *torch.Tens
 // Alpha creates an architecture parameter std * N(0,1).
 func (r *Registry) Alpha(name string, shape []int64, std float64) *torch.Tensor {
 	s := r.s
-	t := s.Detach(s.MulScalar(s.Randn(shape, r.dev, false), std))
+	t := s.Detach(s.MulScalar(s.Randn(r.stacked(shape), r.dev, false), std))
 	_ = t.SetRequiresGrad(true)
 	return r.add(name, t, Alpha)
 }
@@ -237,7 +258,8 @@ func (r *Registry) RunningStats() []*torch.Tensor {
 }
 
 // CopyFrom copies every tensor (weights, alphas, buffers) and batch counter of src, a
-// registry of the same architecture, into r.
+// registry of the same architecture, into r; into every task copy when r is batched and
+// src is not.
 func (r *Registry) CopyFrom(src *Registry) error {
 	if len(src.st.entries) != len(r.st.entries) {
 		return fmt.Errorf("copy: %d entries into %d", len(src.st.entries), len(r.st.entries))
@@ -249,6 +271,12 @@ func (r *Registry) CopyFrom(src *Registry) error {
 		if e.bn != nil {
 			e.bn.count = src.st.entries[i].bn.count
 		}
+	}
+	if r.st.tasks != src.st.tasks {
+		if src.st.tasks != 1 {
+			return fmt.Errorf("copy: a network of %d tasks into one of %d", src.st.tasks, r.st.tasks)
+		}
+		return torch.ForeachCopyTasks(dst, from, r.st.tasks)
 	}
 	return torch.ForeachCopy(dst, from)
 }

@@ -22,6 +22,11 @@ type SearchConfig struct {
 	Primitives       []string // candidate ops, in alpha column order
 	Pairwise         bool     // pairwise input weights (MetaNAS) or the plain DARTS sum
 	AlphaInitStd     float64  // alphas start as AlphaInitStd * N(0,1) (1e-3)
+	// Tasks > 1 builds a batched network that trains that many tasks at once: every
+	// weight, alpha and running statistic holds the tasks' copies stacked along its first
+	// dimension, inputs are [N, Tasks*InChannels, H, W] and logits [Tasks, N, Classes].
+	// Forward passes need a Ctx with the same Tasks.
+	Tasks int
 }
 
 // DefaultSearchConfig is the reference's og_metanas network for the given ways.
@@ -51,6 +56,8 @@ func (c SearchConfig) Validate() error {
 		return fmt.Errorf("feature_scale_rate must be > 0, got %d", c.FeatureScaleRate)
 	case len(c.Primitives) == 0:
 		return errors.New("primitives: empty set")
+	case c.Tasks < 0:
+		return fmt.Errorf("tasks must be >= 0, got %d", c.Tasks)
 	}
 	for _, r := range c.Reductions {
 		if r < 0 || r >= c.Layers {
@@ -138,7 +145,7 @@ func NewSearchNet(s *torch.Scope, dev torch.Device, cfg SearchConfig) (*SearchNe
 	if cfg.AlphaInitStd == 0 {
 		cfg.AlphaInitStd = 1e-3
 	}
-	r := NewRegistry(s, dev)
+	r := NewTaskRegistry(s, dev, int64(cfg.Tasks))
 	n := &SearchNet{Cfg: cfg, Reg: r}
 	nops := int64(len(cfg.Primitives))
 	for i := 0; i < cfg.Nodes; i++ {
@@ -229,11 +236,21 @@ func (n *SearchNet) forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold f
 		}
 	}
 	y := s.AdaptiveAvgPool2d(s1, 1, 1)
+	if t := c.tasks(); t > 1 {
+		// Per task: [T, N, F] x [T, F, classes] + [T, 1, classes].
+		k := int64(n.Cfg.Classes)
+		y = s.Permute(s.Reshape(y, -1, t, s1.MustShape()[1]/t), 1, 0, 2)
+		wt := s.Permute(s.Reshape(n.linW, t, k, -1), 0, 2, 1)
+		return s.Add(s.Matmul(y, wt), s.Reshape(n.linB, t, 1, k))
+	}
 	y = s.Flatten(y, 1, -1)
 	return s.Linear(y, n.linW, n.linB)
 }
 
 func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, thr float32) *torch.Tensor {
+	if c.tasks() > 1 {
+		return cell.forwardTasks(c, s0, s1, w, thr)
+	}
 	s := c.S
 	states := cell.preprocess(c, s0, s1)
 	relu := make([]*torch.Tensor, len(cell.nodes)+2) // each state's ReLU, once an op needs it
@@ -297,7 +314,7 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 		}
 		states = append(states, node)
 	}
-	return s.Cat(states[2:], 1)
+	return c.catChannels(states[2:])
 }
 
 // zeros returns a zero node (every op and pair pruned) of the cell's output geometry.
@@ -309,5 +326,5 @@ func (cell *SearchCell) zeros(c *Ctx, p0, p1 *torch.Tensor) *torch.Tensor {
 	if cell.Reduction {
 		sh[2], sh[3] = (sh[2]+1)/2, (sh[3]+1)/2
 	}
-	return c.S.Zeros([]int64{sh[0], cell.out, sh[2], sh[3]}, deviceOf(p1))
+	return c.S.Zeros([]int64{sh[0], cell.out * c.tasks(), sh[2], sh[3]}, deviceOf(p1))
 }

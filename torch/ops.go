@@ -392,31 +392,49 @@ func (s *Scope) Norm(x *Tensor) *Tensor {
 // with wpair nil), idx[m] = input*K + op for outs[m], droppable[m] whether outs[m] takes
 // drop-path, drawn from gen (nil: the default generator).
 func (s *Scope) MixedNode(outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool, dropProb float64, gen *Generator) *Tensor {
-	if !s.ok("mixed_node", outs...) || !s.ok("mixed_node", wops) || !s.okOpt("mixed_node", wpair) {
+	a, ok := s.mixedArgs("mixed_node", outs, wpair, wops, inc, nIn, idx, droppable)
+	if !ok {
 		return &Tensor{}
+	}
+	var out C.mt_tensor
+	e := C.mt_mixed_node(&a.hs[0], C.int64_t(len(outs)), optH(wpair), wops.h, a.inc, C.int64_t(a.p), C.int64_t(nIn),
+		(*C.int64_t)(unsafe.Pointer(&idx[0])), &a.drop[0], C.double(dropProb), gen.handle(), &out)
+	return s.res(e, out)
+}
+
+// mixedCall holds the C arguments of a fused node.
+type mixedCall struct {
+	hs   []C.mt_tensor
+	inc  *C.float
+	p    int
+	drop []C.uint8_t
+}
+
+// mixedArgs checks a fused node's arguments and converts them for C.
+func (s *Scope) mixedArgs(op string, outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool) (mixedCall, bool) {
+	if !s.ok(op, outs...) || !s.ok(op, wops) || !s.okOpt(op, wpair) {
+		return mixedCall{}, false
 	}
 	m := len(outs)
 	if m == 0 || len(idx) != m || len(droppable) != m {
-		return s.fail(fmt.Errorf("mixed_node: %d outputs, %d indices, %d drop flags", m, len(idx), len(droppable)))
+		s.fail(fmt.Errorf("%s: %d outputs, %d indices, %d drop flags", op, m, len(idx), len(droppable)))
+		return mixedCall{}, false
 	}
-	var incP *C.float
-	p := 0
+	var a mixedCall
 	if wpair != nil {
 		if nIn <= 0 || len(inc)%nIn != 0 || len(inc) == 0 {
-			return s.fail(fmt.Errorf("mixed_node: incidence of %d values for %d inputs", len(inc), nIn))
+			s.fail(fmt.Errorf("%s: incidence of %d values for %d inputs", op, len(inc), nIn))
+			return mixedCall{}, false
 		}
-		p = len(inc) / nIn
-		incP = (*C.float)(unsafe.Pointer(&inc[0]))
+		a.p = len(inc) / nIn
+		a.inc = (*C.float)(unsafe.Pointer(&inc[0]))
 	}
-	drop := make([]C.uint8_t, m)
+	a.drop = make([]C.uint8_t, m)
 	for i, d := range droppable {
 		if d {
-			drop[i] = 1
+			a.drop[i] = 1
 		}
 	}
-	hs := handles(outs)
-	var out C.mt_tensor
-	e := C.mt_mixed_node(&hs[0], C.int64_t(m), optH(wpair), wops.h, incP, C.int64_t(p), C.int64_t(nIn),
-		(*C.int64_t)(unsafe.Pointer(&idx[0])), &drop[0], C.double(dropProb), gen.handle(), &out)
-	return s.res(e, out)
+	a.hs = handles(outs)
+	return a, true
 }

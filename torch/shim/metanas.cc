@@ -96,4 +96,56 @@ char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
   MT_CATCH("mixed_node", wops, wpair, m > 0 ? outs[0] : nullptr)
 }
 
+char *mt_mixed_tasks(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops, const float *inc,
+                     int64_t p, int64_t n_in, const int64_t *idx, const uint8_t *droppable,
+                     double drop_prob, mt_generator gen, double threshold, int64_t tasks,
+                     mt_tensor *out) {
+  MT_TRY
+  if (m <= 0) throw std::invalid_argument("no active ops");
+  if (tasks < 1) throw std::invalid_argument("tasks must be >= 1");
+  const auto &w0 = T(wops);
+  const auto dev = w0.device();
+  // Per task: weights at or below the threshold count as zero (the op or pair is pruned
+  // for that task; another task may still need its output).
+  auto w = w0.reshape({tasks, n_in, -1});
+  w = w * w.gt(threshold);
+  at::Tensor coef = w;  // [tasks, n_in, K]
+  if (wpair != nullptr) {
+    auto wp = T(wpair).reshape({tasks, p});
+    wp = wp * wp.gt(threshold);
+    auto incT = device_copy(inc, {p, n_in}, w.scalar_type(), dev);
+    coef = w * at::matmul(wp, incT).unsqueeze(2);
+  }
+  auto idxT = device_copy(idx, {m}, torch::kLong, dev);
+  auto cm = coef.reshape({tasks, -1}).index_select(1, idxT);  // [tasks, m]
+  std::vector<at::Tensor> ts = mt::tensors(outs, m);
+  const auto sizes = ts[0].sizes();
+  std::vector<at::Tensor> v;
+  v.reserve(m);
+  for (int64_t i = 0; i < m; i++) {
+    if (!ts[i].sizes().equals(sizes))
+      throw std::invalid_argument("op output " + std::to_string(i) + " has shape " + std::string(c10::str(ts[i].sizes())) +
+                                  ", output 0 " + std::string(c10::str(sizes)));
+    if (ts[i].dim() < 2 || ts[i].size(1) % tasks != 0)
+      throw std::invalid_argument("op output channels do not hold " + std::to_string(tasks) + " tasks");
+    v.push_back(ts[i].reshape({ts[i].size(0), tasks, -1}));
+  }
+  at::Tensor factor = cm.unsqueeze(-1);  // [tasks, m, 1]
+  if (drop_prob > 0) {
+    const double keep = 1.0 - drop_prob;
+    c10::optional<at::Generator> g;
+    if (gen != nullptr) g = *static_cast<at::Generator *>(gen);
+    // One mask per sample, task and op: [N, tasks, m].
+    auto mask = at::empty({ts[0].size(0), tasks, m}, w0.options().requires_grad(false)).bernoulli_(keep, g).div_(keep);
+    bool all = true;
+    for (int64_t i = 0; i < m; i++) all = all && droppable[i];
+    if (!all) mask = at::where(device_copy(droppable, {m}, torch::kBool, dev), mask, 1.0);
+    factor = (cm.unsqueeze(0) * mask).unsqueeze(-1);  // [N, tasks, m, 1]
+  }
+  // [N, tasks, F, m] x factor: one batched product weighs and sums every op output.
+  auto node = at::matmul(at::stack(v, -1), factor);
+  *out = wrap(node.view(sizes));
+  MT_CATCH("mixed_tasks", wops, wpair, m > 0 ? outs[0] : nullptr)
+}
+
 }  // extern "C"

@@ -224,6 +224,23 @@ const char *mt_tree_str(mt_tree t, int64_t i);
 int64_t mt_tree_int(mt_tree t, int64_t i);
 double mt_tree_float(mt_tree t, int64_t i);
 void mt_tree_free(mt_tree t);
+// Batched tasks (tasks.cc): parameters stack the tasks' copies along dimension 0,
+// activations their channels side by side.
+char *mt_matmul(mt_tensor a, mt_tensor b, mt_tensor *out);
+// mt_mixed_tasks is mt_mixed_node for a batched network: op weights wops [tasks*n_in, K],
+// pair weights wpair [tasks, p] (or NULL), op outputs [N, tasks*C, ...]; weights at or
+// below threshold count as zero for their task; one drop-path mask per sample, task and op.
+char *mt_mixed_tasks(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops, const float *inc,
+                     int64_t p, int64_t n_in, const int64_t *idx, const uint8_t *droppable,
+                     double drop_prob, mt_generator gen, double threshold, int64_t tasks,
+                     mt_tensor *out);
+// mt_clip_grad_norm_tasks clips each task's slice of the gradients to global norm max_norm
+// and returns the norms before clipping [tasks].
+char *mt_clip_grad_norm_tasks(mt_tensor *ts, int64_t n, int64_t tasks, double max_norm, mt_tensor *norms);
+// mt_foreach_copy_tasks_ copies src[i] into every task slice of dst[i] (same sizes: a copy).
+char *mt_foreach_copy_tasks_(mt_tensor *dst, mt_tensor *src, int64_t n, int64_t tasks);
+// mt_foreach_add_task_sum_ adds the sum over the task slices of src[i] to dst[i].
+char *mt_foreach_add_task_sum_(mt_tensor *dst, mt_tensor *src, int64_t n, int64_t tasks);
 #ifdef __cplusplus
 }
 #endif

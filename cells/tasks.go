@@ -1,0 +1,103 @@
+package cells
+
+import (
+	"github.com/metanas-go/metanas/cells/genotype"
+	"github.com/metanas-go/metanas/torch"
+)
+
+// incidence returns, row-major [pairs x nIn], which inputs each pair of nIn inputs joins.
+func incidence(nIn int) []float32 {
+	pairs := genotype.Pairs(nIn)
+	inc := make([]float32, len(pairs)*nIn)
+	for p, pr := range pairs {
+		inc[p*nIn+pr[0]] = 1
+		inc[p*nIn+pr[1]] = 1
+	}
+	return inc
+}
+
+// activeTasks returns, for node weights of T tasks, which op columns (j*K+k) some task
+// needs: an op above thr on an input that one of that task's pairs above thr uses (every
+// input when there are no pair weights). An op no task needs is not computed.
+func activeTasks(hostOps, hostPairs []float32, tasks, nIn, K int, thr float32) []bool {
+	active := make([]bool, nIn*K)
+	pairs := genotype.Pairs(nIn)
+	used := make([]bool, nIn)
+	for t := 0; t < tasks; t++ {
+		for j := range used {
+			used[j] = hostPairs == nil
+		}
+		if hostPairs != nil {
+			for p, pr := range pairs {
+				if hostPairs[t*len(pairs)+p] > thr {
+					used[pr[0]], used[pr[1]] = true, true
+				}
+			}
+		}
+		for j := 0; j < nIn; j++ {
+			if !used[j] {
+				continue
+			}
+			for k := 0; k < K; k++ {
+				if hostOps[(t*nIn+j)*K+k] > thr {
+					active[j*K+k] = true
+				}
+			}
+		}
+	}
+	return active
+}
+
+// forwardTasks is forward for a batched network: the ops some task needs run once for all
+// tasks (grouped convolutions), and each task weighs their outputs with its own weights,
+// zero where the op or its input is pruned for that task. A task's node thus equals what
+// forward computes for it alone.
+func (cell *SearchCell) forwardTasks(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, thr float32) *torch.Tensor {
+	s := c.S
+	T := c.tasks()
+	states := cell.preprocess(c, s0, s1)
+	relu := make([]*torch.Tensor, len(cell.nodes)+2)
+	for i, row := range cell.nodes {
+		nIn := i + 2
+		K := len(row[0].ops)
+		var hostPairs []float32
+		var wp *torch.Tensor
+		var inc []float32
+		if w.Pairs != nil {
+			hostPairs, wp, inc = w.HostPairs[i], w.Pairs[i], incidence(nIn)
+		}
+		active := activeTasks(w.HostOps[i], hostPairs, int(T), nIn, K, thr)
+		var outs []*torch.Tensor
+		var idx []int64
+		var drop []bool
+		for j := 0; j < nIn; j++ {
+			for k, op := range row[j].ops {
+				if !active[j*K+k] {
+					continue
+				}
+				if r, ok := op.(reluInput); ok {
+					if relu[j] == nil {
+						relu[j] = s.Relu(states[j])
+					}
+					outs = append(outs, r.ForwardReLU(c, relu[j]))
+				} else {
+					outs = append(outs, op.Forward(c, states[j]))
+				}
+				idx = append(idx, int64(j*K+k))
+				drop = append(drop, !op.Identity())
+			}
+		}
+		var node *torch.Tensor
+		if len(outs) == 0 {
+			node = cell.zeros(c, states[0], states[1])
+		} else {
+			dp := 0.0
+			if c.Train {
+				dp = c.DropPath
+			}
+			node = s.MixedTasks(outs, wp, w.Ops[i], inc, nIn, idx, drop, dp, c.Gen, float64(thr), T)
+		}
+		states = append(states, node)
+	}
+	return c.catChannels(states[2:])
+}

@@ -1,0 +1,245 @@
+package cells
+
+import (
+	"math"
+	"testing"
+
+	"github.com/metanas-go/metanas/cells/genotype"
+	"github.com/metanas-go/metanas/torch"
+)
+
+// loadTaskSlice copies every tensor of single into task slice t of the batched registry.
+func loadTaskSlice(tb testing.TB, s *torch.Scope, batched, single *Registry, t int64) {
+	tb.Helper()
+	be, se := batched.Entries(), single.Entries()
+	if len(be) != len(se) {
+		tb.Fatalf("%d batched entries, %d single", len(be), len(se))
+	}
+	T := batched.Tasks()
+	err := torch.NoGrad(func() error {
+		for i := range be {
+			if len(se[i].Tensor.MustShape()) == 0 {
+				continue // batch counters are shared
+			}
+			dst := s.Narrow(s.View(be[i].Tensor, T, -1), 0, t, 1)
+			if err := dst.Copy_(s.View(se[i].Tensor, 1, -1)); err != nil {
+				return err
+			}
+		}
+		return s.Err()
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// closeTo reports whether got and want agree within 1e-5 absolute plus 1e-4 relative.
+func closeTo(got, want float32) bool {
+	return math.Abs(float64(got-want)) <= 1e-5+1e-4*math.Abs(float64(want))
+}
+
+// TestBatchedSearchNetMatchesSingle checks that a network of 3 batched tasks computes, for
+// each task, the logits and gradients of that task's own network, including when the tasks
+// prune different ops and pairs.
+func TestBatchedSearchNetMatchesSingle(t *testing.T) {
+	const T = 3
+	const thr = 0.05
+	s := torch.NewScope()
+	defer s.Close()
+	cfg := SearchConfig{InChannels: 2, Classes: 3, Channels: 4, Layers: 3, Nodes: 3, Reductions: []int{1},
+		StemMultiplier: 3, FeatureScaleRate: 1, Primitives: genotype.FewShot, Pairwise: true, AlphaInitStd: 1.5}
+	singles := make([]*SearchNet, T)
+	for i := range singles {
+		torch.ManualSeed(uint64(10 + i))
+		n, err := NewSearchNet(s, torch.CPU, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		singles[i] = n
+	}
+	bcfg := cfg
+	bcfg.Tasks = T
+	batched, err := NewSearchNet(s, torch.CPU, bcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range singles {
+		loadTaskSlice(t, s, batched.Reg, n.Reg, int64(i))
+	}
+	torch.ManualSeed(99)
+	const N, H = 4, 8
+	xs := make([]*torch.Tensor, T)
+	rs := make([]*torch.Tensor, T)
+	for i := range xs {
+		xs[i] = s.Randn([]int64{N, 2, H, H}, torch.CPU, false)
+		rs[i] = s.Randn([]int64{N, 3}, torch.CPU, false)
+	}
+	// Single networks: logits and gradients of sum(logits * r).
+	type result struct {
+		logits []float32
+		grads  map[string][]float32
+	}
+	const temp = 0.4
+	want := make([]result, T)
+	prunedSomewhere, differs := false, false
+	var firstHost []float32
+	for i, n := range singles {
+		w, err := n.Normalize(s, Softmax, temp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		host := append([]float32{}, w.Normal.HostOps[2]...)
+		for _, v := range host {
+			prunedSomewhere = prunedSomewhere || v <= thr
+		}
+		if i == 0 {
+			firstHost = host
+		} else {
+			for k := range host {
+				differs = differs || (host[k] <= thr) != (firstHost[k] <= thr)
+			}
+		}
+		y := n.Forward(&Ctx{S: s, Train: true}, xs[i], w, thr)
+		if err := s.Sum(s.Mul(y, rs[i])).Backward(); err != nil {
+			t.Fatal(err)
+		}
+		r := result{grads: map[string][]float32{}}
+		if r.logits, err = y.Float32s(); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range n.Reg.Entries() {
+			if e.Kind == Buffer {
+				continue
+			}
+			if g := s.Grad(e.Tensor); g != nil {
+				if r.grads[e.Name], err = g.Float32s(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		want[i] = r
+	}
+	if !prunedSomewhere || !differs {
+		t.Fatalf("test setup: the tasks must prune different ops (pruned %v, differing %v)", prunedSomewhere, differs)
+	}
+	// Batched network: inputs [N, T*C, H, W], logits [T, N, classes].
+	x := s.Reshape(s.Stack(xs, 1), N, T*2, H, H)
+	w, err := batched.Normalize(s, Softmax, temp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := batched.Forward(&Ctx{S: s, Train: true, Tasks: T}, x, w, thr)
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if sh := y.MustShape(); len(sh) != 3 || sh[0] != T || sh[1] != N || sh[2] != 3 {
+		t.Fatalf("batched logits %v, want [%d %d 3]", sh, T, N)
+	}
+	if err := s.Sum(s.Mul(y, s.Stack(rs, 0))).Backward(); err != nil {
+		t.Fatal(err)
+	}
+	logits, err := y.Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := N * 3
+	for i := 0; i < T; i++ {
+		for k, v := range want[i].logits {
+			if got := logits[i*per+k]; !closeTo(got, v) {
+				t.Fatalf("task %d logit %d: batched %g, single %g", i, k, got, v)
+			}
+		}
+	}
+	checked := 0
+	for _, e := range batched.Reg.Entries() {
+		if e.Kind == Buffer {
+			continue
+		}
+		g := s.Grad(e.Tensor)
+		var all []float32
+		if g != nil {
+			if all, err = g.Float32s(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		size := len(all) / T
+		for i := 0; i < T; i++ {
+			ref := want[i].grads[e.Name]
+			for k := 0; k < size; k++ {
+				var r float32
+				if ref != nil {
+					r = ref[k]
+				}
+				if got := all[i*size+k]; !closeTo(got, r) {
+					t.Fatalf("%s task %d element %d: batched gradient %g, single %g", e.Name, i, k, got, r)
+				}
+				checked++
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no gradient compared")
+	}
+}
+
+// TestBatchedRegistryCopy checks that loading a single network into a batched one fills
+// every task slice, and that the task-sum adds the slices.
+func TestBatchedRegistryCopy(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	cfg := DefaultSearchConfig(5)
+	cfg.Channels, cfg.Layers, cfg.Reductions = 4, 2, []int{1}
+	torch.ManualSeed(3)
+	single, err := NewSearchNet(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Tasks = 4
+	batched, err := NewSearchNet(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := batched.Reg.CopyFrom(single.Reg); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range batched.Reg.Entries() {
+		se := single.Reg.Entries()[i]
+		sv, err := s.To(se.Tensor, torch.Float32, torch.CPU).Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bv, err := s.To(e.Tensor, torch.Float32, torch.CPU).Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(se.Tensor.MustShape()) == 0 {
+			if len(bv) != 1 || bv[0] != sv[0] {
+				t.Fatalf("%s: counter %v, want %v", e.Name, bv, sv)
+			}
+			continue
+		}
+		if len(bv) != 4*len(sv) {
+			t.Fatalf("%s: %d elements, want 4 x %d", e.Name, len(bv), len(sv))
+		}
+		for k, v := range bv {
+			if v != sv[k%len(sv)] {
+				t.Fatalf("%s element %d: %g, want %g", e.Name, k, v, sv[k%len(sv)])
+			}
+		}
+	}
+	// Sum over the task slices: 4 copies sum to 4x the single tensor.
+	acc := s.MulScalar(s.Detach(single.AlphaNormal[0]), 0)
+	if err := torch.ForeachAddTaskSum([]*torch.Tensor{acc}, []*torch.Tensor{batched.AlphaNormal[0]}, 4); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := acc.Float32s()
+	ref, _ := single.AlphaNormal[0].Float32s()
+	for k := range ref {
+		if !closeTo(got[k], 4*ref[k]) {
+			t.Fatalf("task sum element %d: %g, want %g", k, got[k], 4*ref[k])
+		}
+	}
+	if err := torch.ForeachAddTaskSum([]*torch.Tensor{acc}, []*torch.Tensor{single.AlphaNormal[0]}, 4); err == nil {
+		t.Fatal("a tensor of one task summed as four: no error")
+	}
+}

@@ -1,0 +1,83 @@
+// Ops for a batch of tasks trained as one network: every parameter holds the tasks' copies
+// stacked along its first dimension ([tasks * d0, ...]), and every activation the tasks'
+// channels side by side ([N, tasks * C, H, W]).
+#include "common.h"
+
+using mt::T;
+using mt::wrap;
+
+namespace {
+// rows views t as [tasks, -1] after checking that its first dimension holds the tasks.
+at::Tensor rows(const at::Tensor &t, int64_t tasks) {
+  if (t.dim() == 0 || t.size(0) % tasks != 0)
+    throw std::invalid_argument("shape " + std::string(c10::str(t.sizes())) + " does not stack " +
+                                std::to_string(tasks) + " tasks along its first dimension");
+  return t.view({tasks, -1});
+}
+}  // namespace
+
+extern "C" {
+
+char *mt_matmul(mt_tensor a, mt_tensor b, mt_tensor *out) {
+  MT_TRY
+  *out = wrap(at::matmul(T(a), T(b)));
+  MT_CATCH("matmul", a, b)
+}
+
+char *mt_clip_grad_norm_tasks(mt_tensor *ts, int64_t n, int64_t tasks, double max_norm, mt_tensor *norms) {
+  MT_TRY
+  at::NoGradGuard guard;
+  std::vector<at::Tensor> per;
+  std::vector<at::Tensor> grads;
+  for (int64_t i = 0; i < n; i++) {
+    const auto &g = T(ts[i]).grad();
+    if (!g.defined()) continue;
+    grads.push_back(rows(g, tasks));
+    per.push_back(at::linalg_vector_norm(grads.back(), 2, {1}));
+  }
+  if (grads.empty()) {
+    *norms = wrap(torch::zeros({tasks}));
+    return nullptr;
+  }
+  auto total = at::linalg_vector_norm(at::stack(per), 2, {0});  // [tasks]
+  auto coef = at::clamp_max(max_norm / (total + 1e-6), 1.0).unsqueeze(1);
+  for (auto &g : grads) g.mul_(coef);
+  *norms = wrap(total);
+  MT_CATCH("clip_grad_norm_tasks")
+}
+
+char *mt_foreach_copy_tasks_(mt_tensor *dst, mt_tensor *src, int64_t n, int64_t tasks) {
+  MT_TRY
+  at::NoGradGuard guard;
+  for (int64_t i = 0; i < n; i++) {
+    auto &d = T(dst[i]);
+    const auto &s = T(src[i]);
+    if (d.numel() == s.numel()) {
+      d.copy_(s.view_as(d));
+      continue;
+    }
+    if (d.numel() != s.numel() * tasks)
+      throw std::invalid_argument("tensor " + std::to_string(i) + ": " + std::string(c10::str(d.sizes())) +
+                                  " does not hold " + std::to_string(tasks) + " copies of " +
+                                  std::string(c10::str(s.sizes())));
+    rows(d, tasks).copy_(s.reshape({1, -1}));
+  }
+  MT_CATCH("foreach_copy_tasks_")
+}
+
+char *mt_foreach_add_task_sum_(mt_tensor *dst, mt_tensor *src, int64_t n, int64_t tasks) {
+  MT_TRY
+  at::NoGradGuard guard;
+  for (int64_t i = 0; i < n; i++) {
+    auto &d = T(dst[i]);
+    const auto &s = T(src[i]);
+    if (s.numel() != d.numel() * tasks)
+      throw std::invalid_argument("tensor " + std::to_string(i) + ": " + std::string(c10::str(s.sizes())) +
+                                  " does not hold " + std::to_string(tasks) + " tasks of " +
+                                  std::string(c10::str(d.sizes())));
+    d.add_(rows(s, tasks).sum(0).view_as(d));
+  }
+  MT_CATCH("foreach_add_task_sum_")
+}
+
+}  // extern "C"

@@ -1,0 +1,75 @@
+package torch
+
+// #include "shim.h"
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// Batched tasks: a network trained for several tasks at once holds each parameter's task
+// copies stacked along its first dimension ([tasks*d0, ...]) and each activation's task
+// channels side by side ([N, tasks*C, H, W]). These ops work on that layout.
+
+// Matmul is the matrix product with broadcasting of batch dimensions (torch.matmul).
+func (s *Scope) Matmul(a, b *Tensor) *Tensor {
+	return s.binary("matmul", a, b, func(x, y C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_matmul(x, y, o) })
+}
+
+// MixedTasks is MixedNode for a batched network of tasks tasks: op outputs
+// [N, tasks*C, H, W], op weights wops [tasks*nIn, K], pair weights wpair [tasks, pairs]
+// (or nil). inc must list every pair of nIn inputs and idx the op columns (j*K+k) that outs
+// hold; weights at or below threshold count as zero for their task, so one call serves
+// tasks whose pruning differs. Drop-path draws one mask per sample, task and droppable op.
+func (s *Scope) MixedTasks(outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool, dropProb float64, gen *Generator, threshold float64, tasks int64) *Tensor {
+	if tasks < 1 {
+		return s.fail(fmt.Errorf("mixed_tasks: tasks must be >= 1, got %d", tasks))
+	}
+	a, ok := s.mixedArgs("mixed_tasks", outs, wpair, wops, inc, nIn, idx, droppable)
+	if !ok {
+		return &Tensor{}
+	}
+	var out C.mt_tensor
+	e := C.mt_mixed_tasks(&a.hs[0], C.int64_t(len(outs)), optH(wpair), wops.h, a.inc, C.int64_t(a.p), C.int64_t(nIn),
+		(*C.int64_t)(unsafe.Pointer(&idx[0])), &a.drop[0], C.double(dropProb), gen.handle(), C.double(threshold), C.int64_t(tasks), &out)
+	return s.res(e, out)
+}
+
+// ClipGradNormTasks clips each task's slice of the gradients of params (stacked along
+// their first dimension) to global L2 norm maxNorm, as ClipGradNorm does for one task, and
+// returns the norms before clipping [tasks].
+func (s *Scope) ClipGradNormTasks(params []*Tensor, tasks int64, maxNorm float64) *Tensor {
+	if !s.ok("clip_grad_norm_tasks", params...) {
+		return &Tensor{}
+	}
+	if tasks < 1 {
+		return s.fail(fmt.Errorf("clip_grad_norm_tasks: tasks must be >= 1, got %d", tasks))
+	}
+	if len(params) == 0 {
+		return s.Zeros([]int64{tasks}, CPU)
+	}
+	hs := handles(params)
+	var out C.mt_tensor
+	e := C.mt_clip_grad_norm_tasks(&hs[0], C.int64_t(len(hs)), C.int64_t(tasks), C.double(maxNorm), &out)
+	return s.res(e, out)
+}
+
+// ForeachCopyTasks copies src[i] into each of the tasks slices of dst[i] (a plain copy where
+// the sizes agree, e.g. for counters), in one call.
+func ForeachCopyTasks(dst, src []*Tensor, tasks int64) error {
+	d, e, err := pairs("foreach_copy_tasks_", dst, src)
+	if err != nil || len(d) == 0 {
+		return err
+	}
+	return cerr(C.mt_foreach_copy_tasks_(&d[0], &e[0], C.int64_t(len(d)), C.int64_t(tasks)))
+}
+
+// ForeachAddTaskSum adds the sum of the tasks slices of src[i] to dst[i], in one call.
+func ForeachAddTaskSum(dst, src []*Tensor, tasks int64) error {
+	d, e, err := pairs("foreach_add_task_sum_", dst, src)
+	if err != nil || len(d) == 0 {
+		return err
+	}
+	return cerr(C.mt_foreach_add_task_sum_(&d[0], &e[0], C.int64_t(len(d)), C.int64_t(tasks)))
+}
