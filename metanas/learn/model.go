@@ -23,6 +23,12 @@ type Model struct {
 
 // NewModel builds the network cfg describes in scope s on dev.
 func NewModel(s *torch.Scope, dev torch.Device, cfg config.Config) (*Model, error) {
+	return newModel(s, dev, cfg, 1)
+}
+
+// newModel builds the network cfg describes for tasks batched tasks (a search network only
+// when tasks > 1).
+func newModel(s *torch.Scope, dev torch.Device, cfg config.Config, tasks int) (*Model, error) {
 	in, size := cfg.Data.InputShape()
 	m := cfg.Model
 	switch m.Kind {
@@ -33,12 +39,17 @@ func NewModel(s *torch.Scope, dev torch.Device, cfg config.Config) (*Model, erro
 		}
 		sc := cells.SearchConfig{InChannels: in, Classes: cfg.Data.Ways, Channels: m.Channels, Layers: m.Layers,
 			Nodes: m.Nodes, Reductions: m.Reductions, StemMultiplier: m.StemMultiplier, FeatureScaleRate: m.FeatureScaleRate,
-			Primitives: prims, Pairwise: m.UsePairwise, AlphaInitStd: cfg.Arch.AlphaInitStd}
+			Primitives: prims, Pairwise: m.UsePairwise, AlphaInitStd: cfg.Arch.AlphaInitStd, Tasks: tasks}
 		n, err := cells.NewSearchNet(s, dev, sc)
 		if err != nil {
 			return nil, err
 		}
 		return &Model{Kind: m.Kind, Reg: n.Reg, Search: n}, nil
+	}
+	if tasks > 1 {
+		return nil, fmt.Errorf("model.kind %q: batched tasks need the search network (model.kind search)", m.Kind)
+	}
+	switch m.Kind {
 	case config.ModelDiscrete:
 		g, err := genotype.Lookup(m.Genotype)
 		if err != nil {

@@ -1,0 +1,253 @@
+package learn
+
+import (
+	"fmt"
+
+	"github.com/metanas-go/metanas/cells"
+	"github.com/metanas-go/metanas/metanas/config"
+	"github.com/metanas-go/metanas/metanas/data"
+	"github.com/metanas-go/metanas/torch"
+)
+
+// BatchWorker adapts the tasks of a meta-batch together, as one batched search network
+// (cells.SearchConfig.Tasks): each task keeps its own weights, alphas, Adam state,
+// gradient clipping and pruning, but every op runs once for all of them, so one step's
+// per-op cost serves every task. For the tasks it equals Worker.Adapt run on each, except
+// that drop-path masks and Gumbel noise come from one random stream, and that an op pruned
+// for one task while another task still uses it gets a zero gradient for the first task
+// (which Adam's momentum and weight decay still move) instead of none.
+type BatchWorker struct {
+	Dev   torch.Device
+	Tasks int
+	Model *Model
+	WOpt  *torch.Optimizer
+	AOpt  *torch.Optimizer
+	scope *torch.Scope
+	task  *torch.Scope
+	step  *torch.Scope
+	gen   *torch.Generator
+	// Temp is the temperature reached by the last adaptation.
+	Temp float64
+}
+
+// NewBatchWorker builds a batched network of tasks tasks with its Adam optimizers.
+func NewBatchWorker(cfg config.Config, dev torch.Device, tasks int) (*BatchWorker, error) {
+	if tasks < 1 {
+		return nil, fmt.Errorf("batched tasks: need at least 1 task, got %d", tasks)
+	}
+	if cfg.Model.Kind != config.ModelSearch {
+		return nil, fmt.Errorf("model.kind %q: batched tasks need the search network (model.kind search)", cfg.Model.Kind)
+	}
+	s := torch.NewScope()
+	m, err := newModel(s, dev, cfg, tasks)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	gen, err := torch.NewGenerator(uint64(cfg.Run.Seed), dev)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	b := &BatchWorker{Dev: dev, Tasks: tasks, Model: m, scope: s, task: s.Child(), step: s.Child(), gen: gen, Temp: cfg.Arch.TMax}
+	t := cfg.Task
+	// Adam works elementwise: one optimizer over the stacked tensors is one per task.
+	b.WOpt, err = torch.NewAdam(m.Weights(), torch.AdamOptions{LR: t.WLR, Beta1: t.WBetas[0], Beta2: t.WBetas[1], WeightDecay: t.WWeightDecay})
+	if err == nil {
+		b.AOpt, err = torch.NewAdam(m.Alphas(), torch.AdamOptions{LR: t.ALR, Beta1: t.ABetas[0], Beta2: t.ABetas[1], WeightDecay: t.AWeightDecay})
+	}
+	if err != nil {
+		if b.WOpt != nil {
+			b.WOpt.Close()
+		}
+		gen.Close()
+		s.Close()
+		return nil, fmt.Errorf("task optimizer: %w", err)
+	}
+	return b, nil
+}
+
+// Close frees the network, optimizer state and task tensors.
+func (b *BatchWorker) Close() {
+	b.WOpt.Close()
+	b.AOpt.Close()
+	b.step.Close()
+	b.task.Close()
+	b.scope.Close()
+	b.gen.Close()
+}
+
+// SeedTask restarts the random stream (drop-path masks, Gumbel noise) for the next batch.
+func (b *BatchWorker) SeedTask(seed uint64) { b.gen.Seed(seed) }
+
+// Load copies the meta-model into every task's copy.
+func (b *BatchWorker) Load(meta *Model) error { return b.Model.Reg.CopyFrom(meta.Reg) }
+
+// upload stacks the tasks' support sets: x [T, ns, C, H, W], y [T, ns].
+func (b *BatchWorker) upload(tasks []data.Task) (sx, sy *torch.Tensor, ns int64, err error) {
+	t0 := tasks[0]
+	n := len(t0.SupportY)
+	xs := make([]float32, 0, len(tasks)*len(t0.SupportX))
+	ys := make([]int64, 0, len(tasks)*n)
+	for i := range tasks {
+		t := &tasks[i]
+		if len(t.SupportY) != n || len(t.SupportX) != len(t0.SupportX) || t.C != t0.C || t.H != t0.H || t.W != t0.W {
+			return nil, nil, 0, fmt.Errorf("batched tasks: task %d has %d support images of %dx%dx%d, task 0 %d of %dx%dx%d (a batch needs one shape)",
+				t.Index, len(t.SupportY), t.C, t.H, t.W, n, t0.C, t0.H, t0.W)
+		}
+		xs = append(xs, t.SupportX...)
+		ys = append(ys, t.SupportY...)
+	}
+	s := b.task
+	T := int64(len(tasks))
+	sx = s.FromFloat32(xs, []int64{T, int64(n), int64(t0.C), int64(t0.H), int64(t0.W)}, b.Dev)
+	sy = s.FromInt64(ys, []int64{T, int64(n)}, b.Dev)
+	return sx, sy, int64(n), s.Err()
+}
+
+// Adapt trains every task's copy on its support set, exactly as Worker.Adapt does for one
+// task (same steps, minibatches, temperature schedule and updates); tasks must number
+// b.Tasks and share one shape.
+func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool) ([]AdaptResult, error) {
+	if len(tasks) != b.Tasks {
+		return nil, fmt.Errorf("batched tasks: %d tasks for a network of %d", len(tasks), b.Tasks)
+	}
+	b.task.Reset()
+	b.WOpt.Reset()
+	b.AOpt.Reset()
+	m := b.Model
+	T := int64(b.Tasks)
+	archOn := adaptAlphas && ts.ArchSteps > 0
+	alphas := m.Alphas()
+	setArch := func(on bool) error {
+		for _, a := range alphas {
+			if err := a.SetRequiresGrad(on); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	sx, sy, ns, err := b.upload(tasks)
+	if err != nil {
+		return nil, err
+	}
+	sh := sx.MustShape() // [T, ns, C, H, W]
+	C, H, W := sh[2], sh[3], sh[4]
+	params := append(m.Weights(), alphas...)
+	weights := m.Weights()
+	bs := int64(ts.BatchSize)
+	if bs <= 0 || bs > ns {
+		bs = ns
+	}
+	K := int64(m.Search.Cfg.Classes)
+	ctx := &cells.Ctx{S: b.step, Train: true, DropPath: ts.DropPath, Gen: b.gen, Tasks: T}
+	tsc := b.task
+	classes := tsc.Reshape(tsc.Arange(K, b.Dev), 1, K)
+	lossSum := tsc.Zeros([]int64{T}, b.Dev)
+	correct := tsc.Zeros([]int64{T}, b.Dev)
+	batches := 0
+	archStep := 0
+	var fixed *cells.ArchWeights
+	fixedTemp := -1.0
+	var gen *torch.Generator
+	if ts.Norm == cells.GumbelSoftmax {
+		gen = b.gen
+	}
+	for step := 0; step < ts.Steps; step++ {
+		arch := archOn && step < ts.ArchSteps
+		if err := setArch(arch); err != nil {
+			return nil, err
+		}
+		temp := ts.Schedule.Temperature(archStep)
+		a := Arch{Norm: ts.Norm, Temp: temp, Threshold: ts.Threshold}
+		if !arch && gen == nil && (fixed == nil || fixedTemp != temp) {
+			if fixed, err = m.Search.Normalize(tsc, ts.Norm, temp); err != nil {
+				return nil, err
+			}
+			fixedTemp = temp
+		}
+		for off := int64(0); off < ns; off += bs {
+			n := min(bs, ns-off)
+			s := b.step
+			s.Reset()
+			// [T, n, C, H, W] -> [n, T*C, H, W]: each task's images in its own channels.
+			x := s.Reshape(s.Permute(s.Narrow(sx, 1, off, n), 1, 0, 2, 3, 4), n, T*C, H, W)
+			y := s.Reshape(s.Narrow(sy, 1, off, n), T*n, 1)
+			var pre *cells.ArchWeights
+			if !arch {
+				pre = fixed
+			}
+			logits, _, err := m.Forward(ctx, x, a, pre) // [T, n, K]
+			if err != nil {
+				return nil, err
+			}
+			flat := s.Reshape(logits, T*n, K)
+			// Per task the mean cross-entropy; their sum gives each task its own gradient.
+			nll := s.Neg(s.SumDims(s.Mul(s.LogSoftmax(flat, 1), s.Compare(y, torch.Eq, classes)), false, 1))
+			perTask := s.MeanDims(s.Reshape(nll, T, n), false, 1)
+			loss := s.Sum(perTask)
+			if err := torch.ZeroGrad(params, true); err != nil {
+				return nil, err
+			}
+			if err := loss.Backward(); err != nil {
+				return nil, err
+			}
+			if ts.GradClip > 0 {
+				s.ClipGradNormTasks(weights, T, ts.GradClip)
+			}
+			if err := b.WOpt.Step(); err != nil {
+				return nil, err
+			}
+			if arch {
+				if err := b.AOpt.Step(); err != nil {
+					return nil, err
+				}
+			}
+			hit := s.Compare(s.Reshape(s.Argmax(flat, 1, false), T*n, 1), torch.Eq, y)
+			hits := s.SumDims(s.To(s.Reshape(hit, T, n), torch.Float32, b.Dev), false, 1)
+			lossSum = tsc.Add(lossSum, s.Detach(perTask))
+			correct = tsc.Add(correct, hits)
+			if err := s.Err(); err != nil {
+				return nil, err
+			}
+			batches++
+		}
+		if arch {
+			archStep++
+		}
+	}
+	b.Temp = ts.Schedule.Temperature(archStep)
+	if err := setArch(true); err != nil {
+		return nil, err
+	}
+	host, err := tsc.Stack([]*torch.Tensor{lossSum, correct}, 0).Float64s()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AdaptResult, T)
+	for i := range out {
+		out[i] = AdaptResult{Loss: host[i] / float64(batches), Accuracy: host[int(T)+i] / float64(int64(ts.Steps)*ns)}
+	}
+	return out, nil
+}
+
+// BatchAdder is a meta-learner that can take a whole adapted batch at once.
+type BatchAdder interface {
+	// AddBatch records every task adapted by b.
+	AddBatch(b *BatchWorker) error
+}
+
+// AddBatch sums the adapted weights, alphas and running statistics of every task of b.
+func (r *Reptile) AddBatch(b *BatchWorker) error {
+	m := b.Model
+	T := int64(b.Tasks)
+	for _, l := range []struct{ acc, src []*torch.Tensor }{
+		{r.acc.w, m.Weights()}, {r.acc.a, m.Alphas()}, {r.acc.b, m.Reg.RunningStats()},
+	} {
+		if err := torch.ForeachAddTaskSum(l.acc, l.src, T); err != nil {
+			return err
+		}
+	}
+	r.acc.n += b.Tasks
+	return nil
+}
