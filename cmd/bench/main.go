@@ -37,6 +37,8 @@ type Result struct {
 	Commit          string  `json:"commit,omitempty"`
 	Workers         int     `json:"workers"`
 	Streams         bool    `json:"streams,omitempty"`
+	BatchTasks      int     `json:"batch_tasks,omitempty"`
+	BatchStepMS     float64 `json:"batch_step_ms,omitempty"`
 	ThreadsPerWork  int     `json:"threads_per_worker"`
 	MetaBatch       int     `json:"meta_batch"`
 	MeasuredTasks   int     `json:"measured_tasks"`
@@ -62,6 +64,7 @@ func run(args []string) int {
 	testSteps := fs.Int("test-steps", 50, "task steps of a meta-test task (architecture adapted in the first half)")
 	workers := fs.Int("workers", 0, "concurrent tasks (run.workers; 0: automatic)")
 	streams := fs.Bool("streams", false, "one CUDA stream per worker (run.streams)")
+	batchTasks := fs.Int("batch-tasks", 0, "meta-train this many tasks at a time as one batched network (run.batch_tasks; 0: task by task); measures whole meta-batches")
 	countOps := fs.Bool("count-ops", false, "also count ATen operator calls per warm-up task step (aten_ops_per_step; slows every op, so the timings are not comparable)")
 	profTop := fs.Int("profile-ops", 0, "also time operator calls by self time and print the N costliest of each timed meta-epoch to stderr (slows every op)")
 	configs := fs.String("configs", "configs", "folder of the presets")
@@ -88,7 +91,7 @@ func run(args []string) int {
 		return cli.OK
 	}
 	for _, c := range strings.Split(*cases, ",") {
-		r, err := measure(*configs, strings.TrimSpace(c), *device, *tasks, *testSteps, *workers, *streams, *profTop)
+		r, err := measure(*configs, strings.TrimSpace(c), *device, *tasks, *testSteps, *workers, *streams, *batchTasks, *profTop)
 		if err != nil {
 			if train.IsUsage(err) {
 				return cli.Errorf(prog, cli.Usage, err)
@@ -103,7 +106,7 @@ func run(args []string) int {
 
 // measure times one preset; with profTop > 0 it also prints the profTop costliest operators
 // of each timed meta-epoch (ProfileOps must be on).
-func measure(dir, name, device string, tasks, testSteps, workers int, streams bool, profTop int) (*Result, error) {
+func measure(dir, name, device string, tasks, testSteps, workers int, streams bool, batchTasks, profTop int) (*Result, error) {
 	cfg, err := config.Load(dir + "/" + name + ".yaml")
 	if err != nil {
 		return nil, err
@@ -119,6 +122,7 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 		"data.dataset=synthetic", fmt.Sprintf("data.synthetic.channels=%d", in), fmt.Sprintf("data.synthetic.size=%d", size),
 		fmt.Sprintf("data.synthetic.classes=%d", 2*cfg.Data.Ways), fmt.Sprintf("data.synthetic.per_class=%d", per),
 		"run.device=" + device, "run.out=" + out, fmt.Sprintf("run.workers=%d", workers), fmt.Sprintf("run.streams=%t", streams),
+		fmt.Sprintf("run.batch_tasks=%d", batchTasks),
 		fmt.Sprintf("task.test_steps=%d", testSteps), fmt.Sprintf("task.test_arch_steps=%d", testSteps/2),
 	}
 	for _, kv := range sets {
@@ -135,7 +139,7 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 	}
 	defer tr.Close()
 	n := cfg.Meta.MetaBatch
-	if tasks > 0 && tasks < n {
+	if tasks > 0 && tasks < n && batchTasks < 2 { // batches measure the whole meta-batch
 		n = tasks
 	}
 	sampler, err := data.NewSampler(tr.Split.Train, cfg.Data.Ways, cfg.Data.TrainShots, cfg.Data.Queries, 1)
@@ -146,7 +150,14 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 	dev := tr.Dev // parsed and checked by train.New
 	timeEpoch := func(epoch int) (float64, error) {
 		warm := batch[:min(len(batch), len(tr.Workers))] // one task per worker warms caches
-		if _, err := tr.RunEpoch(epoch, warm); err != nil {
+		steps := tr.Cfg.Task.Steps
+		if batchTasks > 1 {
+			// The batch's shapes warm up with the whole meta-batch, for one task step.
+			warm, tr.Cfg.Task.Steps = batch, 1
+		}
+		_, err := tr.RunEpoch(epoch, warm)
+		tr.Cfg.Task.Steps = steps
+		if err != nil {
 			return 0, err
 		}
 		if err := torch.Synchronize(dev); err != nil {
@@ -172,7 +183,7 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 		return time.Since(start).Seconds() * float64(cfg.Meta.MetaBatch) / float64(n), nil
 	}
 	r := &Result{Case: name, Device: device, Machine: machine(dev), Date: time.Now().UTC().Format("2006-01-02"), Commit: commit(),
-		Workers: len(tr.Workers), Streams: streams && dev.CUDA, MetaBatch: cfg.Meta.MetaBatch, MeasuredTasks: n, MetaTestSteps: testSteps}
+		Workers: len(tr.Workers), Streams: streams && dev.CUDA, BatchTasks: batchTasks, MetaBatch: cfg.Meta.MetaBatch, MeasuredTasks: n, MetaTestSteps: testSteps}
 	r.ThreadsPerWork = torch.NumThreads()
 	syncs, ops := torch.HostSyncs(), torch.OpCount()
 	if r.WarmUpEpochS, err = timeEpoch(1); err != nil {
@@ -187,6 +198,11 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 	// the steps, counted with them.
 	r.AtenOpsPerStep = float64(torch.OpCount()-ops) / stepsTotal
 	r.TaskStepMS = r.WarmUpEpochS / float64(cfg.Meta.MetaBatch*r.StepsPerTask) * 1000 * float64(len(tr.Workers))
+	if batchTasks > 1 {
+		// One batched step serves batchTasks tasks: report it, and a task step's share.
+		r.BatchStepMS = r.WarmUpEpochS / float64(r.StepsPerTask*cfg.Meta.MetaBatch/batchTasks) * 1000
+		r.TaskStepMS = r.BatchStepMS / float64(batchTasks)
+	}
 	if r.SearchEpochS, err = timeEpoch(cfg.Meta.WarmUpEpochs + 1); err != nil {
 		return nil, err
 	}

@@ -367,6 +367,13 @@ type RunConfig struct {
 	// Streams runs each worker on its own CUDA stream (CUDA only), so that the small
 	// kernels of concurrent tasks overlap on the GPU; results do not depend on it.
 	Streams bool `yaml:"streams"`
+	// BatchTasks > 1 adapts that many tasks of a meta-batch together as one batched
+	// network (grouped convolutions over the tasks) instead of one network per task, so
+	// that each step's per-op cost serves them all; it must divide meta.meta_batch and
+	// costs that many times a task's activation memory. 0 or 1 adapts task by task.
+	// Meta-training with the search network, REPTILE and a reset task optimizer only;
+	// meta-tests adapt task by task.
+	BatchTasks int `yaml:"batch_tasks"`
 	// CheckpointEvery saves a checkpoint every this many meta-epochs; 0 saves
 	// at every meta-test and at the end.
 	CheckpointEvery int `yaml:"checkpoint_every"`

@@ -286,4 +286,17 @@ func (v *validator) run() {
 	v.atLeast("run.workers", r.Workers, 0, "use 0 to pick one worker per two CPU cores")
 	v.atLeast("run.checkpoint_every", r.CheckpointEvery, 0, "use 0 to checkpoint at every meta-test")
 	v.atLeast("run.log_every", r.LogEvery, 1, "set how often to log, in meta-epochs (50 in the reference)")
+	if v.atLeast("run.batch_tasks", r.BatchTasks, 0, "use 0 to adapt task by task") && r.BatchTasks > 1 {
+		c := v.c
+		switch {
+		case c.Meta.MetaBatch > 0 && c.Meta.MetaBatch%r.BatchTasks != 0:
+			v.fail("run.batch_tasks", "must divide meta.meta_batch (%d), got %d", c.Meta.MetaBatch, r.BatchTasks)
+		case c.Model.Kind != ModelSearch:
+			v.fail("run.batch_tasks", "needs the search network (model.kind search), got model.kind %s; set run.batch_tasks: 0", c.Model.Kind)
+		case c.Meta.Learner != LearnerReptile:
+			v.fail("run.batch_tasks", "needs meta.learner reptile, got %s; set run.batch_tasks: 0", c.Meta.Learner)
+		case c.Task.OptimState != OptimReset:
+			v.fail("run.batch_tasks", "needs task.optim_state reset (a batch adapts its tasks side by side, so no Adam state can pass from task to task); set run.batch_tasks: 0")
+		}
+	}
 }

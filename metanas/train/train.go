@@ -75,6 +75,9 @@ type Trainer struct {
 	Meta    *learn.Model
 	Worker  *learn.Worker   // Workers[0]
 	Workers []*learn.Worker // concurrent task learners
+	// Batch adapts run.batch_tasks tasks at a time as one batched network; nil when tasks
+	// are adapted one by one. Meta-tests use the workers.
+	Batch   *learn.BatchWorker
 	Learner learn.MetaLearner
 	scope   *torch.Scope
 	opts    Options
@@ -154,7 +157,17 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 	}
 	w := ws[0]
 	t := &Trainer{Cfg: cfg, Dev: dev, Split: split, Meta: meta, Worker: w, Workers: ws, Learner: ml, scope: s, opts: opts, log: log, start: 1, threads: threads}
-	log.Info("setup", "device", dev.String(), "workers", workers, "threads_per_worker", threads)
+	if cfg.Run.BatchTasks > 1 {
+		if _, ok := ml.(learn.BatchAdder); !ok {
+			t.Close()
+			return nil, usage("run.batch_tasks: meta.learner %s cannot take a batch; use reptile", cfg.Meta.Learner)
+		}
+		if t.Batch, err = learn.NewBatchWorker(cfg, dev, cfg.Run.BatchTasks); err != nil {
+			t.Close()
+			return nil, usage("run.batch_tasks: %v", err)
+		}
+	}
+	log.Info("setup", "device", dev.String(), "workers", workers, "threads_per_worker", threads, "batch_tasks", cfg.Run.BatchTasks)
 	if opts.Resume != "" {
 		ck, err := LoadCheckpoint(opts.Resume, meta, w, &cfg)
 		if err != nil {
@@ -169,6 +182,9 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 
 // Close frees the run's tensors.
 func (t *Trainer) Close() {
+	if t.Batch != nil {
+		t.Batch.Close()
+	}
 	t.Learner.Close()
 	for _, w := range t.Workers {
 		w.Close()
@@ -266,19 +282,13 @@ func (t *Trainer) RunEpoch(epoch int, tasks []data.Task) (EpochMetrics, error) {
 	if err := t.Learner.Begin(); err != nil {
 		return EpochMetrics{}, err
 	}
-	results := make([]learn.AdaptResult, len(tasks))
-	err := t.parallel(len(tasks), func(w *learn.Worker, i int) error {
-		if err := w.Load(t.Meta); err != nil {
-			return err
-		}
-		w.SeedTask(taskSeed(cfg.Run.Seed, 0, epoch, i))
-		r, err := w.Adapt(&tasks[i], ts, !warm)
-		if err != nil {
-			return fmt.Errorf("meta-epoch %d task %d: %w", epoch, i, err)
-		}
-		results[i] = r
-		return nil
-	}, func(w *learn.Worker, i int) error { return t.Learner.Add(w, &tasks[i]) })
+	var results []learn.AdaptResult
+	var err error
+	if t.Batch != nil && len(tasks)%t.Batch.Tasks == 0 {
+		results, err = t.adaptBatch(epoch, tasks, ts, !warm)
+	} else {
+		results, err = t.adaptEach(epoch, tasks, ts, !warm)
+	}
 	if err != nil {
 		return EpochMetrics{}, err
 	}
@@ -301,6 +311,53 @@ func (t *Trainer) RunEpoch(epoch int, tasks []data.Task) (EpochMetrics, error) {
 	torch.TrimHostHeap()
 	n := float64(len(tasks))
 	return EpochMetrics{Epoch: epoch, WarmUp: warm, Loss: loss / n, Accuracy: acc / n, Seconds: time.Since(start).Seconds(), MetaWLR: wlr, MetaALR: alr}, nil
+}
+
+// adaptEach adapts the tasks on the workers, one network per task, and adds each to the
+// meta-learner in task order.
+func (t *Trainer) adaptEach(epoch int, tasks []data.Task, ts learn.TaskSettings, alphas bool) ([]learn.AdaptResult, error) {
+	results := make([]learn.AdaptResult, len(tasks))
+	err := t.parallel(len(tasks), func(w *learn.Worker, i int) error {
+		if err := w.Load(t.Meta); err != nil {
+			return err
+		}
+		w.SeedTask(taskSeed(t.Cfg.Run.Seed, 0, epoch, i))
+		r, err := w.Adapt(&tasks[i], ts, alphas)
+		if err != nil {
+			return fmt.Errorf("meta-epoch %d task %d: %w", epoch, i, err)
+		}
+		results[i] = r
+		return nil
+	}, func(w *learn.Worker, i int) error { return t.Learner.Add(w, &tasks[i]) })
+	return results, err
+}
+
+// adaptBatch adapts the tasks in batches of run.batch_tasks on the batched network and
+// adds each batch to the meta-learner, in task order. It runs on one locked OS thread with
+// every CPU thread of the workers.
+func (t *Trainer) adaptBatch(epoch int, tasks []data.Task, ts learn.TaskSettings, alphas bool) ([]learn.AdaptResult, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if !t.Dev.CUDA {
+		torch.SetNumThreads(t.threads * len(t.Workers))
+	}
+	b := t.Batch
+	var results []learn.AdaptResult
+	for i := 0; i < len(tasks); i += b.Tasks {
+		if err := b.Load(t.Meta); err != nil {
+			return nil, err
+		}
+		b.SeedTask(taskSeed(t.Cfg.Run.Seed, 0, epoch, i))
+		r, err := b.Adapt(tasks[i:i+b.Tasks], ts, alphas)
+		if err != nil {
+			return nil, fmt.Errorf("meta-epoch %d tasks %d-%d (batched): %w", epoch, i, i+b.Tasks-1, err)
+		}
+		results = append(results, r...)
+		if err := t.Learner.(learn.BatchAdder).AddBatch(b); err != nil {
+			return nil, err
+		}
+	}
+	return results, nil
 }
 
 // MetaTest adapts a copy of the meta-model to n meta-test tasks (weights and alphas for

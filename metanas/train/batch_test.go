@@ -1,0 +1,98 @@
+package train
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/metanas-go/metanas/metanas/config"
+	"github.com/metanas-go/metanas/torch"
+)
+
+// TestBatchTasksMatchesWorkers: meta-training with the meta-batch as one batched network
+// (run.batch_tasks) moves the meta-model as adapting the tasks one network each does,
+// through warm-up and search meta-epochs (drop-path off: its masks come from other streams).
+func TestBatchTasksMatchesWorkers(t *testing.T) { batchVsEach(t, "cpu", 1e-3) }
+
+// TestCUDABatchTasks is TestBatchTasksMatchesWorkers on CUDA, where grouped and single
+// convolutions may take different cuDNN algorithms (TF32 included): a looser tolerance.
+func TestCUDABatchTasks(t *testing.T) {
+	if !torch.CUDAAvailable() {
+		t.Skip("no CUDA device (or LibTorch built without CUDA)")
+	}
+	batchVsEach(t, "cuda", 2e-2)
+}
+
+// batchVsEach meta-trains a tiny run on device with and without run.batch_tasks and
+// compares the meta-models within rel.
+func batchVsEach(t *testing.T, device string, rel float64) {
+	dir := t.TempDir()
+	sets := []string{"model.drop_path=0", "meta.meta_batch=3", "meta.test_every=0", "meta.final_test_tasks=1", "run.device=" + device}
+	metas := make([][][]float32, 2)
+	for i, batch := range []string{"0", "3"} {
+		cfg := synthConfig(t, filepath.Join(dir, batch), append(sets, "run.batch_tasks="+batch)...)
+		tr, err := New(cfg, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (tr.Batch != nil) != (batch != "0") {
+			t.Fatalf("run.batch_tasks=%s: batched worker %v", batch, tr.Batch != nil)
+		}
+		if _, err := tr.Run(context.Background()); err != nil {
+			tr.Close()
+			t.Fatal(err)
+		}
+		for _, p := range append(tr.Meta.Weights(), tr.Meta.Alphas()...) {
+			v, err := p.Float32s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			metas[i] = append(metas[i], v)
+		}
+		tr.Close()
+	}
+	moved := false
+	for p := range metas[0] {
+		for k, want := range metas[0][p] {
+			got := metas[1][p][k]
+			if math.Abs(float64(got-want)) > rel*(1+math.Abs(float64(want))) {
+				t.Fatalf("meta tensor %d element %d: batched %g, per task %g", p, k, got, want)
+			}
+		}
+	}
+	// The run must have changed the meta-model for the comparison to mean anything.
+	cfg := synthConfig(t, filepath.Join(dir, "init"), sets...)
+	tr, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for p, w := range append(tr.Meta.Weights(), tr.Meta.Alphas()...) {
+		v, _ := w.Float32s()
+		for k := range v {
+			moved = moved || v[k] != metas[0][p][k]
+		}
+	}
+	if !moved {
+		t.Fatal("meta-training left the meta-model unchanged")
+	}
+}
+
+// TestBatchTasksValidation: run.batch_tasks with what it cannot batch is a config error
+// naming the field.
+func TestBatchTasksValidation(t *testing.T) {
+	for _, set := range []string{"model.kind=cnn", "meta.learner=fomaml", "task.optim_state=keep", "meta.meta_batch=7", "run.batch_tasks=-1"} {
+		cfg := config.Default()
+		for _, kv := range []string{"run.batch_tasks=5", set} {
+			if err := cfg.Set(kv); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), "run.batch_tasks") {
+			t.Errorf("%s with run.batch_tasks: error %v, want one naming run.batch_tasks", set, err)
+		}
+	}
+}
