@@ -171,7 +171,8 @@ func (n *SearchNet) Masks(w *ArchWeights, threshold float64) (*PruneMasks, error
 // Params() when Forward evaluates the op (its input is in an active pair and its own
 // weight is above float32(threshold); see CellMask.Active). Alphas and batch-norm buffers
 // are not counted. Entries missing from malformed weights (not made by n.Normalize) count
-// as pruned; Masks reports such weights as an error.
+// as pruned; Masks reports such weights as an error. For a batched network it counts one
+// task's network, with w from ArchWeights.TaskHost.
 func (n *SearchNet) ActiveParams(w *ArchWeights, threshold float64) int64 {
 	thr := float32(threshold)
 	var normal, reduce CellMask
@@ -197,7 +198,7 @@ func (n *SearchNet) ActiveParams(w *ArchWeights, threshold float64) int64 {
 			}
 		}
 	}
-	return total
+	return total / n.Reg.Tasks() // every weight holds each task's copy
 }
 
 func numelOf(ts ...*torch.Tensor) int64 {

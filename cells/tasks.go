@@ -1,6 +1,8 @@
 package cells
 
 import (
+	"fmt"
+
 	"github.com/metanas-go/metanas/cells/genotype"
 	"github.com/metanas-go/metanas/torch"
 )
@@ -100,4 +102,38 @@ func (cell *SearchCell) forwardTasks(c *Ctx, s0, s1 *torch.Tensor, w *CellWeight
 		states = append(states, node)
 	}
 	return c.catChannels(states[2:])
+}
+
+// TaskHost returns task t's share of the host copy of a batched network's weights (see
+// Normalize), as the weights of one task's network: what Genotype, Masks and ActiveParams
+// read. Its device tensors are nil.
+func (w *ArchWeights) TaskHost(t, tasks int) (*ArchWeights, error) {
+	if tasks < 1 || t < 0 || t >= tasks {
+		return nil, fmt.Errorf("architecture weights: task %d of %d", t, tasks)
+	}
+	out := &ArchWeights{}
+	slice := func(rows [][]float32) ([][]float32, error) {
+		if rows == nil {
+			return nil, nil
+		}
+		res := make([][]float32, len(rows))
+		for i, r := range rows {
+			if len(r)%tasks != 0 {
+				return nil, fmt.Errorf("architecture weights: %d values do not split into %d tasks", len(r), tasks)
+			}
+			m := len(r) / tasks
+			res[i] = r[t*m : (t+1)*m]
+		}
+		return res, nil
+	}
+	for _, c := range []struct{ dst, src *CellWeights }{{&out.Normal, &w.Normal}, {&out.Reduce, &w.Reduce}} {
+		var err error
+		if c.dst.HostOps, err = slice(c.src.HostOps); err != nil {
+			return nil, err
+		}
+		if c.dst.HostPairs, err = slice(c.src.HostPairs); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

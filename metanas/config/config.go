@@ -371,8 +371,8 @@ type RunConfig struct {
 	// network (grouped convolutions over the tasks) instead of one network per task, so
 	// that each step's per-op cost serves them all; it must divide meta.meta_batch and
 	// costs that many times a task's activation memory. 0 or 1 adapts task by task.
-	// Meta-training with the search network, REPTILE and a reset task optimizer only;
-	// meta-tests adapt task by task.
+	// The search network with REPTILE and a reset task optimizer only. Meta-tests adapt
+	// their tasks in batches too (a remainder task by task).
 	BatchTasks int `yaml:"batch_tasks"`
 	// CheckpointEvery saves a checkpoint every this many meta-epochs; 0 saves
 	// at every meta-test and at the end.

@@ -231,6 +231,61 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	return out, nil
 }
 
+// Score evaluates every task's adapted network on its query set, as Worker.Score does for
+// one task: hard pruning at threshold per task, batch norm in training mode when bnTrain
+// is set; each task's genotype and active weights from its own architecture weights.
+func (b *BatchWorker) Score(tasks []data.Task, norm cells.NormKind, threshold float64, bnTrain bool) ([]Score, error) {
+	if len(tasks) != b.Tasks {
+		return nil, fmt.Errorf("batched tasks: %d tasks for a network of %d", len(tasks), b.Tasks)
+	}
+	t0 := tasks[0]
+	nq := len(t0.QueryY)
+	xs := make([]float32, 0, len(tasks)*len(t0.QueryX))
+	ys := make([]int64, 0, len(tasks)*nq)
+	for i := range tasks {
+		t := &tasks[i]
+		if nq == 0 || len(t.QueryY) != nq || len(t.QueryX) != len(t0.QueryX) {
+			return nil, fmt.Errorf("batched tasks: task %d has %d query images, task 0 %d (a batch needs one non-empty shape)", t.Index, len(t.QueryY), nq)
+		}
+		xs = append(xs, t.QueryX...)
+		ys = append(ys, t.QueryY...)
+	}
+	s := b.step
+	s.Reset()
+	T, N := int64(b.Tasks), int64(nq)
+	out := make([]Score, b.Tasks)
+	err := torch.NoGrad(func() error {
+		qx := s.FromFloat32(xs, []int64{T, N, int64(t0.C), int64(t0.H), int64(t0.W)}, b.Dev)
+		qy := s.FromInt64(ys, []int64{T, N}, b.Dev)
+		x := s.Reshape(s.Permute(qx, 1, 0, 2, 3, 4), N, T*int64(t0.C), int64(t0.H), int64(t0.W))
+		ctx := &cells.Ctx{S: s, Train: bnTrain, Gen: b.gen, Tasks: T}
+		logits, aw, err := b.Model.Forward(ctx, x, Arch{Norm: norm, Temp: b.Temp, Threshold: threshold})
+		if err != nil {
+			return err
+		}
+		hit := s.Compare(s.Argmax(logits, 2, false), torch.Eq, qy) // [T, N]
+		v, err := s.SumDims(s.To(hit, torch.Float32, b.Dev), false, 1).Float64s()
+		if err != nil {
+			return err
+		}
+		for i := range out {
+			out[i].Accuracy = v[i] / float64(N)
+			tw, err := aw.TaskHost(i, b.Tasks)
+			if err != nil {
+				return err
+			}
+			g, err := b.Model.Search.Genotype(tw)
+			if err != nil {
+				return err
+			}
+			out[i].Genotype = g.String()
+			out[i].ActiveParams = b.Model.Search.ActiveParams(tw, threshold)
+		}
+		return s.Err()
+	})
+	return out, err
+}
+
 // BatchAdder is a meta-learner that can take a whole adapted batch at once.
 type BatchAdder interface {
 	// AddBatch records every task adapted by b.

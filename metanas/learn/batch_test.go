@@ -43,6 +43,7 @@ func TestBatchWorkerMatchesWorkers(t *testing.T) {
 			}
 			var want [][][]float32
 			var wantRes []AdaptResult
+			var wantScores []Score
 			for i := range tasks {
 				if err := w.Load(meta); err != nil {
 					t.Fatal(err)
@@ -56,6 +57,12 @@ func TestBatchWorkerMatchesWorkers(t *testing.T) {
 				if err := single.Add(w, &tasks[i]); err != nil {
 					t.Fatal(err)
 				}
+				// Scoring last: batch norm in training mode moves the running statistics.
+				sc, err := w.Score(&tasks[i], ts.Norm, 0.05, true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantScores = append(wantScores, sc)
 			}
 			b, err := NewBatchWorker(cfg, torch.CPU, T)
 			if err != nil {
@@ -93,6 +100,15 @@ func TestBatchWorkerMatchesWorkers(t *testing.T) {
 			}
 			if err := batched.AddBatch(b); err != nil {
 				t.Fatal(err)
+			}
+			scores, err := b.Score(tasks, ts.Norm, 0.05, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, sc := range scores {
+				if sc != wantScores[i] {
+					t.Errorf("task %d: batched score %+v, alone %+v", i, sc, wantScores[i])
+				}
 			}
 			if batched.acc.n != T {
 				t.Fatalf("batched REPTILE counted %d tasks, want %d", batched.acc.n, T)

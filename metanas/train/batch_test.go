@@ -29,8 +29,10 @@ func TestCUDABatchTasks(t *testing.T) {
 // compares the meta-models within rel.
 func batchVsEach(t *testing.T, device string, rel float64) {
 	dir := t.TempDir()
-	sets := []string{"model.drop_path=0", "meta.meta_batch=3", "meta.test_every=0", "meta.final_test_tasks=1", "run.device=" + device}
+	// 4 final meta-test tasks: one batch of 3 and one task alone.
+	sets := []string{"model.drop_path=0", "meta.meta_batch=3", "meta.test_every=0", "meta.final_test_tasks=4", "run.device=" + device}
 	metas := make([][][]float32, 2)
+	finals := make([]*TestResult, 2)
 	for i, batch := range []string{"0", "3"} {
 		cfg := synthConfig(t, filepath.Join(dir, batch), append(sets, "run.batch_tasks="+batch)...)
 		tr, err := New(cfg, Options{})
@@ -40,10 +42,12 @@ func batchVsEach(t *testing.T, device string, rel float64) {
 		if (tr.Batch != nil) != (batch != "0") {
 			t.Fatalf("run.batch_tasks=%s: batched worker %v", batch, tr.Batch != nil)
 		}
-		if _, err := tr.Run(context.Background()); err != nil {
+		res, err := tr.Run(context.Background())
+		if err != nil {
 			tr.Close()
 			t.Fatal(err)
 		}
+		finals[i] = res
 		for _, p := range append(tr.Meta.Weights(), tr.Meta.Alphas()...) {
 			v, err := p.Float32s()
 			if err != nil {
@@ -61,6 +65,14 @@ func batchVsEach(t *testing.T, device string, rel float64) {
 				t.Fatalf("meta tensor %d element %d: batched %g, per task %g", p, k, got, want)
 			}
 		}
+	}
+	a, b := finals[0], finals[1]
+	if a == nil || b == nil || a.Tasks != 4 || b.Tasks != 4 {
+		t.Fatalf("final meta-tests: %+v and %+v", a, b)
+	}
+	// Accuracy counts query images: allow one flipped prediction per task on CUDA.
+	if d := math.Abs(a.Accuracy - b.Accuracy); d > rel*10 || a.MeanParams != b.MeanParams {
+		t.Errorf("final meta-test: per task accuracy %g, %g active weights; batched %g, %g", a.Accuracy, a.MeanParams, b.Accuracy, b.MeanParams)
 	}
 	// The run must have changed the meta-model for the comparison to mean anything.
 	cfg := synthConfig(t, filepath.Join(dir, "init"), sets...)

@@ -377,7 +377,20 @@ func (t *Trainer) MetaTest(epoch, n int, perTask bool) (TestResult, error) {
 	var params float64
 	scores := make([]learn.Score, n)
 	var done atomic.Int64
-	err = t.parallel(n, func(w *learn.Worker, i int) error {
+	progress := func(k int) {
+		if t.opts.Progress != nil {
+			fmt.Fprintf(t.opts.Progress, "\r\033[Kmeta-test at epoch %d: task %d/%d", epoch, done.Add(int64(k)), n)
+		}
+	}
+	first := 0 // tasks before first run in batches
+	if b := t.Batch; b != nil {
+		first = n / b.Tasks * b.Tasks
+		if err := t.scoreBatches(epoch, sampler, ts, scores[:first], progress); err != nil {
+			return res, err
+		}
+	}
+	err = t.parallel(n-first, func(w *learn.Worker, k int) error {
+		i := first + k
 		task := sampler.Task(uint64(i))
 		if err := w.Load(t.Meta); err != nil {
 			return err
@@ -391,9 +404,7 @@ func (t *Trainer) MetaTest(epoch, n int, perTask bool) (TestResult, error) {
 			return fmt.Errorf("meta-test task %d: %w", i, err)
 		}
 		scores[i] = sc
-		if t.opts.Progress != nil {
-			fmt.Fprintf(t.opts.Progress, "\r\033[Kmeta-test at epoch %d: task %d/%d", epoch, done.Add(1), n)
-		}
+		progress(1)
 		return nil
 	}, nil)
 	if err != nil {
@@ -413,6 +424,38 @@ func (t *Trainer) MetaTest(epoch, n int, perTask bool) (TestResult, error) {
 	res.Seconds = time.Since(start).Seconds()
 	res.SecondsPerTask = res.Seconds / float64(max(n, 1))
 	return res, nil
+}
+
+// scoreBatches adapts and scores meta-test tasks 0 .. len(scores)-1 in batches on the
+// batched network.
+func (t *Trainer) scoreBatches(epoch int, sampler *data.Sampler, ts learn.TaskSettings, scores []learn.Score, progress func(int)) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if !t.Dev.CUDA {
+		torch.SetNumThreads(t.threads * len(t.Workers))
+	}
+	b := t.Batch
+	cfg := t.Cfg
+	tasks := make([]data.Task, b.Tasks)
+	for i := 0; i < len(scores); i += b.Tasks {
+		for k := range tasks {
+			tasks[k] = sampler.Task(uint64(i + k))
+		}
+		if err := b.Load(t.Meta); err != nil {
+			return err
+		}
+		b.SeedTask(taskSeed(cfg.Run.Seed, 1, epoch, i))
+		if _, err := b.Adapt(tasks, ts, true); err != nil {
+			return fmt.Errorf("meta-test tasks %d-%d (batched): %w", i, i+b.Tasks-1, err)
+		}
+		sc, err := b.Score(tasks, ts.Norm, cfg.Meta.TestPruneThreshold, cfg.Meta.EvalBN != config.BNEval)
+		if err != nil {
+			return fmt.Errorf("meta-test tasks %d-%d (batched): %w", i, i+b.Tasks-1, err)
+		}
+		copy(scores[i:], sc)
+		progress(b.Tasks)
+	}
+	return nil
 }
 
 // meanCI returns the mean and the half-width of its 95% confidence interval.
