@@ -130,18 +130,33 @@ char *mt_mixed_tasks(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops
       throw std::invalid_argument("op output channels do not hold " + std::to_string(tasks) + " tasks");
     v.push_back(ts[i].reshape({ts[i].size(0), tasks, -1}));
   }
-  at::Tensor factor = cm.unsqueeze(-1);  // [tasks, m, 1]
+  const int64_t N = ts[0].size(0);
+  at::Tensor mask;  // [N, tasks, m]: one drop-path draw per sample, task and op
   if (drop_prob > 0) {
     const double keep = 1.0 - drop_prob;
     c10::optional<at::Generator> g;
     if (gen != nullptr) g = *static_cast<at::Generator *>(gen);
-    // One mask per sample, task and op: [N, tasks, m].
-    auto mask = at::empty({ts[0].size(0), tasks, m}, w0.options().requires_grad(false)).bernoulli_(keep, g).div_(keep);
+    mask = at::empty({N, tasks, m}, w0.options().requires_grad(false)).bernoulli_(keep, g).div_(keep);
     bool all = true;
     for (int64_t i = 0; i < m; i++) all = all && droppable[i];
     if (!all) mask = at::where(device_copy(droppable, {m}, torch::kBool, dev), mask, 1.0);
-    factor = (cm.unsqueeze(0) * mask).unsqueeze(-1);  // [N, tasks, m, 1]
   }
+  if (dev.is_cpu()) {
+    // The CPU's one-pass sum over op outputs, with each (sample, task) as a sample of its
+    // own: [N, tasks*C, ...] is [N*tasks, C, ...] in memory.
+    at::Tensor f = cm.t().unsqueeze(1).expand({m, N, tasks});  // [m, N, tasks]
+    if (mask.defined()) f = f * mask.permute({2, 0, 1});
+    std::vector<at::Tensor> flat;
+    flat.reserve(m);
+    for (const auto &t : ts) flat.push_back(t.reshape({N * tasks, -1}));
+    auto fused = mt::mixed_sum_cpu(f.reshape({m, N * tasks}), flat);
+    if (fused.defined()) {
+      *out = wrap(fused.view(sizes));
+      return nullptr;
+    }
+  }
+  at::Tensor factor = cm.unsqueeze(-1);  // [tasks, m, 1]
+  if (mask.defined()) factor = (cm.unsqueeze(0) * mask).unsqueeze(-1);  // [N, tasks, m, 1]
   // [N, tasks, F, m] x factor: one batched product weighs and sums every op output.
   auto node = at::matmul(at::stack(v, -1), factor);
   *out = wrap(node.view(sizes));
