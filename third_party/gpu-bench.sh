@@ -7,8 +7,10 @@
 #
 # It builds the native libraries against the wheel's LibTorch through gpu-check.sh (tests
 # and opbench off), then runs build/bin/bench --device cuda once per variant and prints one
-# JSON line per variant: bench's own line plus "variant", "seconds" and "gpu_mem_peak_mib"
-# (the most GPU memory in use, sampled by nvidia-smi every half second), or an "error".
+# JSON line per variant: bench's own line plus "variant", "seconds", "gpu_mem_peak_mib"
+# (the most GPU memory in use, sampled by nvidia-smi every half second) and "gpu_util_pct"
+# (the mean of nvidia-smi's utilization.gpu over those samples: the share of time a kernel
+# ran; near 100 means the GPU, not the host, bounds the run), or an "error".
 #
 # Environment:
 #   GPU_BENCH_VARIANTS  variants separated by ';', each a list of bench flags (default below)
@@ -21,7 +23,7 @@ LOGS=build/gpu-check
 mkdir -p "$LOGS"
 DEV=${GPU_BENCH_DEVICE:-cuda}
 TIMEOUT=${GPU_BENCH_TIMEOUT:-240}
-VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --workers 1 --tasks 2;--cases og_metanas --workers 4 --streams --tasks 4;--cases in_metanas --workers 4 --streams --tasks 8"}
+VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10;--cases in_metanas --batch-tasks 5;--cases og_metanas --workers 1 --tasks 2"}
 
 log() { echo "gpu-bench: $*" >&2; }
 
@@ -40,14 +42,18 @@ for v in "${vs[@]}"; do
   name=$(echo "$v" | tr -c 'A-Za-z0-9_\n' '_' | tr -s _)
   log "bench --device $DEV $v (log: $LOGS/bench$name.log)"
   peakf=$LOGS/bench$name.mem
+  utilf=$LOGS/bench$name.util
   echo 0 >"$peakf"
+  : >"$utilf"
   sampler=""
   if command -v nvidia-smi >/dev/null; then
     (base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
      peak=0
      while sleep 0.5; do
-       m=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 2>/dev/null | head -1)
+       l=$(nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader,nounits 2>/dev/null | head -1 | tr -d ' ')
+       m=${l%%,*}
        [ -n "$m" ] && [ "$((m - base))" -gt "$peak" ] && peak=$((m - base)) && echo "$peak" >"$peakf"
+       [ -n "$l" ] && echo "${l##*,}" >>"$utilf"
      done) &
     sampler=$!
   fi
@@ -59,9 +65,10 @@ for v in "${vs[@]}"; do
   secs=$((ms / 1000)).$(printf '%03d' $((ms % 1000)))
   [ -n "$sampler" ] && kill "$sampler" 2>/dev/null && wait "$sampler" 2>/dev/null
   mem=$(cat "$peakf")
+  util=$(awk '$1 ~ /^[0-9]+$/ {s += $1; n++} END {if (n) printf "%.1f", s / n; else print -1}' "$utilf")
   if [ "$rc" = 0 ] && [[ $out == "{"* ]]; then
     while IFS= read -r l; do
-      [[ $l == "{"* ]] && echo "${l%\}},\"variant\":\"$v\",\"seconds\":${secs:-0},\"gpu_mem_peak_mib\":${mem:-0}}"
+      [[ $l == "{"* ]] && echo "${l%\}},\"variant\":\"$v\",\"seconds\":${secs:-0},\"gpu_mem_peak_mib\":${mem:-0},\"gpu_util_pct\":${util:--1}}"
     done <<<"$out"
   else
     status=1
