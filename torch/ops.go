@@ -13,9 +13,9 @@ func (s *Scope) unary(op string, x *Tensor, f func(C.mt_tensor, *C.mt_tensor) *C
 	if !s.ok(op, x) {
 		return &Tensor{}
 	}
-	var out C.mt_tensor
-	e := f(x.h, &out)
-	return s.res(e, out)
+	out := s.out()
+	e := f(x.h, out)
+	return s.res(e, *out)
 }
 
 // binary runs a shim op of two inputs.
@@ -23,9 +23,9 @@ func (s *Scope) binary(op string, a, b *Tensor, f func(C.mt_tensor, C.mt_tensor,
 	if !s.ok(op, a, b) {
 		return &Tensor{}
 	}
-	var out C.mt_tensor
-	e := f(a.h, b.h, &out)
-	return s.res(e, out)
+	out := s.out()
+	e := f(a.h, b.h, out)
+	return s.res(e, *out)
 }
 
 // okOpt checks optional inputs: nil is allowed, a freed tensor is not.
@@ -61,10 +61,10 @@ func (s *Scope) Conv2d(x, w, b *Tensor, c Conv) *Tensor {
 	if g == 0 {
 		g = 1
 	}
-	var out C.mt_tensor
+	out := s.out()
 	e := C.mt_conv2d(x.h, w.h, optH(b), C.int64_t(st[0]), C.int64_t(st[1]), C.int64_t(c.Padding[0]), C.int64_t(c.Padding[1]),
-		C.int64_t(dl[0]), C.int64_t(dl[1]), C.int64_t(g), &out)
-	return s.res(e, out)
+		C.int64_t(dl[0]), C.int64_t(dl[1]), C.int64_t(g), out)
+	return s.res(e, *out)
 }
 
 // BatchNorm normalises x over (N,H,W) per channel. weight, bias and the running statistics
@@ -74,9 +74,9 @@ func (s *Scope) BatchNorm(x, weight, bias, runMean, runVar *Tensor, training boo
 	if !s.ok("batch_norm", x) || !s.okOpt("batch_norm", weight, bias, runMean, runVar) {
 		return &Tensor{}
 	}
-	var out C.mt_tensor
-	e := C.mt_batch_norm(x.h, optH(weight), optH(bias), optH(runMean), optH(runVar), C.bool(training), C.double(momentum), C.double(eps), &out)
-	return s.res(e, out)
+	out := s.out()
+	e := C.mt_batch_norm(x.h, optH(weight), optH(bias), optH(runMean), optH(runVar), C.bool(training), C.double(momentum), C.double(eps), out)
+	return s.res(e, *out)
 }
 
 // Relu returns max(x, 0).
@@ -111,9 +111,9 @@ func (s *Scope) Linear(x, w, b *Tensor) *Tensor {
 	if !s.ok("linear", x, w) || !s.okOpt("linear", b) {
 		return &Tensor{}
 	}
-	var out C.mt_tensor
-	e := C.mt_linear(x.h, w.h, optH(b), &out)
-	return s.res(e, out)
+	out := s.out()
+	e := C.mt_linear(x.h, w.h, optH(b), out)
+	return s.res(e, *out)
 }
 
 // Softmax normalises over dim.
@@ -139,9 +139,9 @@ func (s *Scope) list(op string, ts []*Tensor, f func(*C.mt_tensor, C.int64_t, *C
 		return s.fail(fmt.Errorf("%s: no tensors", op))
 	}
 	hs := handles(ts)
-	var out C.mt_tensor
-	e := f(&hs[0], C.int64_t(len(hs)), &out)
-	return s.res(e, out)
+	out := s.out()
+	e := f(&hs[0], C.int64_t(len(hs)), out)
+	return s.res(e, *out)
 }
 
 // Cat concatenates along dim.
@@ -173,9 +173,9 @@ func (s *Scope) shaped(op string, x *Tensor, shape []int64, f func(C.mt_tensor, 
 		return &Tensor{}
 	}
 	sp, nd := cshape(shape)
-	var out C.mt_tensor
-	e := f(x.h, sp, nd, &out)
-	return s.res(e, out)
+	out := s.out()
+	e := f(x.h, sp, nd, out)
+	return s.res(e, *out)
 }
 
 // Reshape returns x with a new shape (-1 infers one dimension).
@@ -320,9 +320,9 @@ func (s *Scope) Where(cond, a, b *Tensor) *Tensor {
 	if !s.ok("where", cond, a, b) {
 		return &Tensor{}
 	}
-	var out C.mt_tensor
-	e := C.mt_where(cond.h, a.h, b.h, &out)
-	return s.res(e, out)
+	out := s.out()
+	e := C.mt_where(cond.h, a.h, b.h, out)
+	return s.res(e, *out)
 }
 
 func (s *Scope) reduceAll(op int, name string, x *Tensor) *Tensor {
@@ -396,10 +396,10 @@ func (s *Scope) MixedNode(outs []*Tensor, wpair, wops *Tensor, inc []float32, nI
 	if !ok {
 		return &Tensor{}
 	}
-	var out C.mt_tensor
+	out := s.out()
 	e := C.mt_mixed_node(&a.hs[0], C.int64_t(len(outs)), optH(wpair), wops.h, a.inc, C.int64_t(a.p), C.int64_t(nIn),
-		(*C.int64_t)(unsafe.Pointer(&idx[0])), &a.drop[0], C.double(dropProb), gen.handle(), &out)
-	return s.res(e, out)
+		(*C.int64_t)(unsafe.Pointer(&idx[0])), &a.drop[0], C.double(dropProb), gen.handle(), out)
+	return s.res(e, *out)
 }
 
 // mixedCall holds the C arguments of a fused node.

@@ -1,5 +1,6 @@
 package torch
 
+// #include <stdlib.h>
 // #include "shim.h"
 import "C"
 
@@ -9,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // ErrFreed is returned when a tensor is used after it was freed or its scope closed.
@@ -26,6 +28,15 @@ type Scope struct {
 	tensors []*Tensor
 	err     error
 	closed  bool
+	// free collects the handles that Reset and Close free in one C call.
+	free []C.mt_tensor
+	// slot is C memory where shim calls write their result handle: a Go variable whose
+	// address went to C would be moved to the heap on every call.
+	slot *C.mt_tensor
+	// block is where the next tensors' structs come from: one Go allocation per
+	// len(block) ops instead of one per op. Blocks are never reused, so a stale *Tensor
+	// of an earlier Reset keeps reading as freed.
+	block []Tensor
 }
 
 // Tensor is a handle to a LibTorch tensor owned by a scope.
@@ -92,6 +103,19 @@ func (s *Scope) Close() {
 	runtime.SetFinalizer(s, nil)
 	s.freeOwned()
 	s.tensors = nil
+	if s.slot != nil {
+		C.free(unsafe.Pointer(s.slot))
+		s.slot = nil
+	}
+}
+
+// out returns the scope's result slot, cleared.
+func (s *Scope) out() *C.mt_tensor {
+	if s.slot == nil {
+		s.slot = (*C.mt_tensor)(C.calloc(1, C.size_t(unsafe.Sizeof(C.mt_tensor(nil)))))
+	}
+	*s.slot = nil
+	return s.slot
 }
 
 // Reset frees every tensor the scope owns and clears its error, keeping the scope open
@@ -105,12 +129,18 @@ func (s *Scope) Reset() {
 }
 
 func (s *Scope) freeOwned() {
+	hs := s.free[:0]
 	for _, t := range s.tensors {
 		if t.h != nil && t.owner == s.id {
-			C.mt_tensor_free(t.h)
+			hs = append(hs, t.h)
 			t.h = nil
 		}
 	}
+	if len(hs) > 0 {
+		C.mt_tensor_free_many(&hs[0], C.int64_t(len(hs)))
+	}
+	clear(hs)
+	s.free = hs
 }
 
 // Keep moves tensors to the parent scope so they survive Close, and returns the first.
@@ -203,9 +233,17 @@ func (s *Scope) ok(op string, ts ...*Tensor) bool {
 	return true
 }
 
+// tensorBlock is how many tensor structs a scope allocates at once.
+const tensorBlock = 64
+
 // adopt registers a new handle in the scope.
 func (s *Scope) adopt(h C.mt_tensor) *Tensor {
-	t := &Tensor{h: h, owner: s.id}
+	if len(s.block) == 0 {
+		s.block = make([]Tensor, tensorBlock)
+	}
+	t := &s.block[0]
+	s.block = s.block[1:]
+	t.h, t.owner = h, s.id
 	s.tensors = append(s.tensors, t)
 	return t
 }

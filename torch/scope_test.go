@@ -183,6 +183,29 @@ func TestScopeReset(t *testing.T) {
 	}
 }
 
+// TestScopeResetStaleHandles: tensors of an earlier iteration stay freed however many
+// tensors later iterations create (the structs of new tensors never reuse old ones), and
+// using them is an error, not another tensor's values.
+func TestScopeResetStaleHandles(t *testing.T) {
+	s := NewScope()
+	defer s.Close()
+	var old []*Tensor
+	for i := 0; i < 3*tensorBlock; i++ {
+		old = append(old, s.Full([]int64{1}, float64(i), CPU))
+	}
+	s.Reset()
+	for i := 0; i < 3*tensorBlock; i++ {
+		s.Full([]int64{1}, -1, CPU)
+	}
+	for i, x := range old {
+		if x.Valid() {
+			t.Fatalf("tensor %d of before Reset is valid again", i)
+		}
+	}
+	s.Relu(old[5])
+	wantErrContains(t, s.Err(), "relu", "freed")
+}
+
 func TestWith(t *testing.T) {
 	start := LiveTensors()
 	root := NewScope()

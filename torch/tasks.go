@@ -30,10 +30,10 @@ func (s *Scope) MixedTasks(outs []*Tensor, wpair, wops *Tensor, inc []float32, n
 	if !ok {
 		return &Tensor{}
 	}
-	var out C.mt_tensor
+	out := s.out()
 	e := C.mt_mixed_tasks(&a.hs[0], C.int64_t(len(outs)), optH(wpair), wops.h, a.inc, C.int64_t(a.p), C.int64_t(nIn),
-		(*C.int64_t)(unsafe.Pointer(&idx[0])), &a.drop[0], C.double(dropProb), gen.handle(), C.double(threshold), C.int64_t(tasks), &out)
-	return s.res(e, out)
+		(*C.int64_t)(unsafe.Pointer(&idx[0])), &a.drop[0], C.double(dropProb), gen.handle(), C.double(threshold), C.int64_t(tasks), out)
+	return s.res(e, *out)
 }
 
 // ClipGradNormTasks clips each task's slice of the gradients of params (stacked along
@@ -50,9 +50,9 @@ func (s *Scope) ClipGradNormTasks(params []*Tensor, tasks int64, maxNorm float64
 		return s.Zeros([]int64{tasks}, CPU)
 	}
 	hs := handles(params)
-	var out C.mt_tensor
-	e := C.mt_clip_grad_norm_tasks(&hs[0], C.int64_t(len(hs)), C.int64_t(tasks), C.double(maxNorm), &out)
-	return s.res(e, out)
+	out := s.out()
+	e := C.mt_clip_grad_norm_tasks(&hs[0], C.int64_t(len(hs)), C.int64_t(tasks), C.double(maxNorm), out)
+	return s.res(e, *out)
 }
 
 // ForeachCopyTasks copies src[i] into each of the tasks slices of dst[i] (a plain copy where
