@@ -33,15 +33,33 @@ func loadTaskSlice(tb testing.TB, s *torch.Scope, batched, single *Registry, t i
 	}
 }
 
-// closeTo reports whether got and want agree within 1e-5 absolute plus 1e-4 relative.
-func closeTo(got, want float32) bool {
-	return math.Abs(float64(got-want)) <= 1e-5+1e-4*math.Abs(float64(want))
+// closeTo reports whether got and want agree within loose times (1e-5 absolute plus 1e-4
+// relative).
+func closeTo(got, want float32, loose ...float64) bool {
+	l := 1.0
+	if len(loose) > 0 {
+		l = loose[0]
+	}
+	return math.Abs(float64(got-want)) <= l*(1e-5+1e-4*math.Abs(float64(want)))
 }
 
 // TestBatchedSearchNetMatchesSingle checks that a network of 3 batched tasks computes, for
 // each task, the logits and gradients of that task's own network, including when the tasks
-// prune different ops and pairs.
+// prune different ops and pairs; on CUDA too when there is a GPU.
 func TestBatchedSearchNetMatchesSingle(t *testing.T) {
+	t.Run("cpu", func(t *testing.T) { batchedMatchesSingle(t, torch.CPU, 1) })
+	t.Run("cuda", func(t *testing.T) {
+		if !torch.CUDAAvailable() {
+			t.Skip("no CUDA device (or LibTorch built without CUDA)")
+		}
+		// Grouped and single convolutions may take different cuDNN algorithms (TF32).
+		batchedMatchesSingle(t, torch.Device{CUDA: true}, 50)
+	})
+}
+
+// batchedMatchesSingle is TestBatchedSearchNetMatchesSingle on dev, with closeTo's
+// tolerance multiplied by loose.
+func batchedMatchesSingle(t *testing.T, dev torch.Device, loose float64) {
 	const T = 3
 	const thr = 0.05
 	s := torch.NewScope()
@@ -51,7 +69,7 @@ func TestBatchedSearchNetMatchesSingle(t *testing.T) {
 	singles := make([]*SearchNet, T)
 	for i := range singles {
 		torch.ManualSeed(uint64(10 + i))
-		n, err := NewSearchNet(s, torch.CPU, cfg)
+		n, err := NewSearchNet(s, dev, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +77,7 @@ func TestBatchedSearchNetMatchesSingle(t *testing.T) {
 	}
 	bcfg := cfg
 	bcfg.Tasks = T
-	batched, err := NewSearchNet(s, torch.CPU, bcfg)
+	batched, err := NewSearchNet(s, dev, bcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,8 +89,8 @@ func TestBatchedSearchNetMatchesSingle(t *testing.T) {
 	xs := make([]*torch.Tensor, T)
 	rs := make([]*torch.Tensor, T)
 	for i := range xs {
-		xs[i] = s.Randn([]int64{N, 2, H, H}, torch.CPU, false)
-		rs[i] = s.Randn([]int64{N, 3}, torch.CPU, false)
+		xs[i] = s.Randn([]int64{N, 2, H, H}, dev, false)
+		rs[i] = s.Randn([]int64{N, 3}, dev, false)
 	}
 	// Single networks: logits and gradients of sum(logits * r).
 	type result struct {
@@ -104,7 +122,7 @@ func TestBatchedSearchNetMatchesSingle(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := result{grads: map[string][]float32{}}
-		if r.logits, err = y.Float32s(); err != nil {
+		if r.logits, err = s.To(y, torch.Float32, torch.CPU).Float32s(); err != nil {
 			t.Fatal(err)
 		}
 		for _, e := range n.Reg.Entries() {
@@ -112,7 +130,7 @@ func TestBatchedSearchNetMatchesSingle(t *testing.T) {
 				continue
 			}
 			if g := s.Grad(e.Tensor); g != nil {
-				if r.grads[e.Name], err = g.Float32s(); err != nil {
+				if r.grads[e.Name], err = s.To(g, torch.Float32, torch.CPU).Float32s(); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -138,14 +156,14 @@ func TestBatchedSearchNetMatchesSingle(t *testing.T) {
 	if err := s.Sum(s.Mul(y, s.Stack(rs, 0))).Backward(); err != nil {
 		t.Fatal(err)
 	}
-	logits, err := y.Float32s()
+	logits, err := s.To(y, torch.Float32, torch.CPU).Float32s()
 	if err != nil {
 		t.Fatal(err)
 	}
 	per := N * 3
 	for i := 0; i < T; i++ {
 		for k, v := range want[i].logits {
-			if got := logits[i*per+k]; !closeTo(got, v) {
+			if got := logits[i*per+k]; !closeTo(got, v, loose) {
 				t.Fatalf("task %d logit %d: batched %g, single %g", i, k, got, v)
 			}
 		}
@@ -158,7 +176,7 @@ func TestBatchedSearchNetMatchesSingle(t *testing.T) {
 		g := s.Grad(e.Tensor)
 		var all []float32
 		if g != nil {
-			if all, err = g.Float32s(); err != nil {
+			if all, err = s.To(g, torch.Float32, torch.CPU).Float32s(); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -170,7 +188,7 @@ func TestBatchedSearchNetMatchesSingle(t *testing.T) {
 				if ref != nil {
 					r = ref[k]
 				}
-				if got := all[i*size+k]; !closeTo(got, r) {
+				if got := all[i*size+k]; !closeTo(got, r, loose) {
 					t.Fatalf("%s task %d element %d: batched gradient %g, single %g", e.Name, i, k, got, r)
 				}
 				checked++
