@@ -21,6 +21,14 @@ type Ctx struct {
 	Tasks int64
 }
 
+// dropProb returns the drop-path probability of the pass (0 outside training).
+func (c *Ctx) dropProb() float64 {
+	if !c.Train {
+		return 0
+	}
+	return c.DropPath
+}
+
 // tasks returns the number of tasks of the pass (at least 1).
 func (c *Ctx) tasks() int64 { return max(1, c.Tasks) }
 

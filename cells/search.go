@@ -275,46 +275,45 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 				used[j] = true
 			}
 		}
-		var outs []*torch.Tensor
-		var idx []int64
-		var drop []bool
-		for j := 0; j < nIn; j++ {
-			if !used[j] {
-				continue
-			}
-			for k, op := range row[j].ops {
-				if hostOps[j*K+k] <= thr {
-					continue
-				}
-				if r, ok := op.(reluInput); ok {
-					if relu[j] == nil {
-						relu[j] = s.Relu(states[j])
-					}
-					outs = append(outs, r.ForwardReLU(c, relu[j]))
-				} else {
-					outs = append(outs, op.Forward(c, states[j]))
-				}
-				idx = append(idx, int64(j*K+k))
-				drop = append(drop, !op.Identity())
-			}
-		}
+		outs, idx, drop := nodeOps(c, row, states, relu, func(j, k int) bool { return used[j] && hostOps[j*K+k] > thr })
 		var node *torch.Tensor
 		if len(outs) == 0 {
 			node = cell.zeros(c, states[0], states[1])
 		} else {
-			dp := 0.0
-			if c.Train {
-				dp = c.DropPath
-			}
 			var wp *torch.Tensor
 			if w.Pairs != nil {
 				wp = w.Pairs[i]
 			}
-			node = s.MixedNode(outs, wp, w.Ops[i], inc, nIn, idx, drop, dp, c.Gen)
+			node = s.MixedNode(outs, wp, w.Ops[i], inc, nIn, idx, drop, c.dropProb(), c.Gen)
 		}
 		states = append(states, node)
 	}
 	return c.catChannels(states[2:])
+}
+
+// nodeOps runs the ops of a node's edges whose column (input j, op k) keep selects, with
+// one ReLU per state shared by the ops that start with one (relu caches them), and returns
+// their outputs, columns j*K+k and drop-path flags.
+func nodeOps(c *Ctx, row []edge, states, relu []*torch.Tensor, keep func(j, k int) bool) (outs []*torch.Tensor, idx []int64, drop []bool) {
+	K := len(row[0].ops)
+	for j := range row {
+		for k, op := range row[j].ops {
+			if !keep(j, k) {
+				continue
+			}
+			if r, ok := op.(reluInput); ok {
+				if relu[j] == nil {
+					relu[j] = c.S.Relu(states[j])
+				}
+				outs = append(outs, r.ForwardReLU(c, relu[j]))
+			} else {
+				outs = append(outs, op.Forward(c, states[j]))
+			}
+			idx = append(idx, int64(j*K+k))
+			drop = append(drop, !op.Identity())
+		}
+	}
+	return outs, idx, drop
 }
 
 // zeros returns a zero node (every op and pair pruned) of the cell's output geometry.

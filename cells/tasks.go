@@ -69,35 +69,12 @@ func (cell *SearchCell) forwardTasks(c *Ctx, s0, s1 *torch.Tensor, w *CellWeight
 			hostPairs, wp, inc = w.HostPairs[i], w.Pairs[i], incidence(nIn)
 		}
 		active := activeTasks(w.HostOps[i], hostPairs, int(T), nIn, K, thr)
-		var outs []*torch.Tensor
-		var idx []int64
-		var drop []bool
-		for j := 0; j < nIn; j++ {
-			for k, op := range row[j].ops {
-				if !active[j*K+k] {
-					continue
-				}
-				if r, ok := op.(reluInput); ok {
-					if relu[j] == nil {
-						relu[j] = s.Relu(states[j])
-					}
-					outs = append(outs, r.ForwardReLU(c, relu[j]))
-				} else {
-					outs = append(outs, op.Forward(c, states[j]))
-				}
-				idx = append(idx, int64(j*K+k))
-				drop = append(drop, !op.Identity())
-			}
-		}
+		outs, idx, drop := nodeOps(c, row, states, relu, func(j, k int) bool { return active[j*K+k] })
 		var node *torch.Tensor
 		if len(outs) == 0 {
 			node = cell.zeros(c, states[0], states[1])
 		} else {
-			dp := 0.0
-			if c.Train {
-				dp = c.DropPath
-			}
-			node = s.MixedTasks(outs, wp, w.Ops[i], inc, nIn, idx, drop, dp, c.Gen, float64(thr), T)
+			node = s.MixedTasks(outs, wp, w.Ops[i], inc, nIn, idx, drop, c.dropProb(), c.Gen, float64(thr), T)
 		}
 		states = append(states, node)
 	}

@@ -83,26 +83,41 @@ func (b *BatchWorker) SeedTask(seed uint64) { b.gen.Seed(seed) }
 // Load copies the meta-model into every task's copy.
 func (b *BatchWorker) Load(meta *Model) error { return b.Model.Reg.CopyFrom(meta.Reg) }
 
-// upload stacks the tasks' support sets: x [T, ns, C, H, W], y [T, ns].
-func (b *BatchWorker) upload(tasks []data.Task) (sx, sy *torch.Tensor, ns int64, err error) {
-	t0 := tasks[0]
-	n := len(t0.SupportY)
-	xs := make([]float32, 0, len(tasks)*len(t0.SupportX))
-	ys := make([]int64, 0, len(tasks)*n)
+// stackTasks concatenates the tasks' support sets (query sets when query is set) on the
+// host: images [T, n, C, H, W] and labels [T, n], checking that every task has task 0's
+// shapes and a non-empty set.
+func stackTasks(tasks []data.Task, query bool) (xs []float32, ys []int64, shape []int64, err error) {
+	set := func(t *data.Task) ([]float32, []int64) {
+		if query {
+			return t.QueryX, t.QueryY
+		}
+		return t.SupportX, t.SupportY
+	}
+	what := map[bool]string{false: "support", true: "query"}[query]
+	t0 := &tasks[0]
+	x0, y0 := set(t0)
+	n := len(y0)
 	for i := range tasks {
 		t := &tasks[i]
-		if len(t.SupportY) != n || len(t.SupportX) != len(t0.SupportX) || t.C != t0.C || t.H != t0.H || t.W != t0.W {
-			return nil, nil, 0, fmt.Errorf("batched tasks: task %d has %d support images of %dx%dx%d, task 0 %d of %dx%dx%d (a batch needs one shape)",
-				t.Index, len(t.SupportY), t.C, t.H, t.W, n, t0.C, t0.H, t0.W)
+		x, y := set(t)
+		if n == 0 || len(y) != n || len(x) != len(x0) || t.C != t0.C || t.H != t0.H || t.W != t0.W {
+			return nil, nil, nil, fmt.Errorf("batched tasks: task %d has %d %s images of %dx%dx%d, task 0 %d of %dx%dx%d (a batch needs one non-empty shape)",
+				t.Index, len(y), what, t.C, t.H, t.W, n, t0.C, t0.H, t0.W)
 		}
-		xs = append(xs, t.SupportX...)
-		ys = append(ys, t.SupportY...)
+		xs = append(xs, x...)
+		ys = append(ys, y...)
 	}
-	s := b.task
-	T := int64(len(tasks))
-	sx = s.FromFloat32(xs, []int64{T, int64(n), int64(t0.C), int64(t0.H), int64(t0.W)}, b.Dev)
-	sy = s.FromInt64(ys, []int64{T, int64(n)}, b.Dev)
-	return sx, sy, int64(n), s.Err()
+	return xs, ys, []int64{int64(len(tasks)), int64(n), int64(t0.C), int64(t0.H), int64(t0.W)}, nil
+}
+
+// upload puts the tasks' support sets on the device: x [T, ns, C, H, W], y [T, ns].
+func (b *BatchWorker) upload(s *torch.Scope, tasks []data.Task, query bool) (x, y *torch.Tensor, err error) {
+	xs, ys, shape, err := stackTasks(tasks, query)
+	if err != nil {
+		return nil, nil, err
+	}
+	x, y = s.FromFloat32(xs, shape, b.Dev), s.FromInt64(ys, shape[:2], b.Dev)
+	return x, y, s.Err()
 }
 
 // Adapt trains every task's copy on its support set, exactly as Worker.Adapt does for one
@@ -119,20 +134,13 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	T := int64(b.Tasks)
 	archOn := adaptAlphas && ts.ArchSteps > 0
 	alphas := m.Alphas()
-	setArch := func(on bool) error {
-		for _, a := range alphas {
-			if err := a.SetRequiresGrad(on); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	sx, sy, ns, err := b.upload(tasks)
+	setArch := func(on bool) error { return setRequiresGrad(alphas, on) }
+	sx, sy, err := b.upload(b.task, tasks, false)
 	if err != nil {
 		return nil, err
 	}
 	sh := sx.MustShape() // [T, ns, C, H, W]
-	C, H, W := sh[2], sh[3], sh[4]
+	ns, C, H, W := sh[1], sh[2], sh[3], sh[4]
 	params := append(m.Weights(), alphas...)
 	weights := m.Weights()
 	bs := int64(ts.BatchSize)
@@ -238,26 +246,18 @@ func (b *BatchWorker) Score(tasks []data.Task, norm cells.NormKind, threshold fl
 	if len(tasks) != b.Tasks {
 		return nil, fmt.Errorf("batched tasks: %d tasks for a network of %d", len(tasks), b.Tasks)
 	}
-	t0 := tasks[0]
-	nq := len(t0.QueryY)
-	xs := make([]float32, 0, len(tasks)*len(t0.QueryX))
-	ys := make([]int64, 0, len(tasks)*nq)
-	for i := range tasks {
-		t := &tasks[i]
-		if nq == 0 || len(t.QueryY) != nq || len(t.QueryX) != len(t0.QueryX) {
-			return nil, fmt.Errorf("batched tasks: task %d has %d query images, task 0 %d (a batch needs one non-empty shape)", t.Index, len(t.QueryY), nq)
-		}
-		xs = append(xs, t.QueryX...)
-		ys = append(ys, t.QueryY...)
-	}
 	s := b.step
 	s.Reset()
-	T, N := int64(b.Tasks), int64(nq)
+	T := int64(b.Tasks)
 	out := make([]Score, b.Tasks)
 	err := torch.NoGrad(func() error {
-		qx := s.FromFloat32(xs, []int64{T, N, int64(t0.C), int64(t0.H), int64(t0.W)}, b.Dev)
-		qy := s.FromInt64(ys, []int64{T, N}, b.Dev)
-		x := s.Reshape(s.Permute(qx, 1, 0, 2, 3, 4), N, T*int64(t0.C), int64(t0.H), int64(t0.W))
+		qx, qy, err := b.upload(s, tasks, true)
+		if err != nil {
+			return err
+		}
+		sh := qx.MustShape() // [T, N, C, H, W]
+		N := sh[1]
+		x := s.Reshape(s.Permute(qx, 1, 0, 2, 3, 4), N, T*sh[2], sh[3], sh[4])
 		ctx := &cells.Ctx{S: s, Train: bnTrain, Gen: b.gen, Tasks: T}
 		logits, aw, err := b.Model.Forward(ctx, x, Arch{Norm: norm, Temp: b.Temp, Threshold: threshold})
 		if err != nil {

@@ -31,11 +31,7 @@ func TestBatchWorkerMatchesWorkers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w, err := NewWorker(cfg, torch.CPU)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer w.Close()
+			w := newTestWorker(t, cfg)
 			single := NewReptile(meta)
 			defer single.Close()
 			if err := single.Begin(); err != nil {

@@ -46,6 +46,17 @@ func tinyTasks(t *testing.T, cfg config.Config, n int) []data.Task {
 	return out
 }
 
+// newTestWorker returns a CPU worker for cfg, closed when the test ends.
+func newTestWorker(t *testing.T, cfg config.Config) *Worker {
+	t.Helper()
+	w, err := NewWorker(cfg, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	return w
+}
+
 func host(t *testing.T, ts []*torch.Tensor) [][]float32 {
 	t.Helper()
 	out := make([][]float32, len(ts))
@@ -80,11 +91,7 @@ func TestReptileUpdate(t *testing.T) {
 	}
 	before := host(t, append(meta.Weights(), meta.Alphas()...))
 	var tasks [][][]float32
-	w, err := NewWorker(cfg, torch.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newTestWorker(t, cfg)
 	for k, task := range tinyTasks(t, cfg, 2) {
 		if err := w.Load(meta); err != nil {
 			t.Fatal(err)
@@ -146,11 +153,7 @@ func TestFOMAMLUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := host(t, meta.Weights())
-	w, err := NewWorker(cfg, torch.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newTestWorker(t, cfg)
 	var grads [][][]float32
 	for k, task := range tinyTasks(t, cfg, 2) {
 		if err := w.Load(meta); err != nil {
@@ -280,11 +283,7 @@ func TestHostSyncsPerStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := NewWorker(cfg, torch.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newTestWorker(t, cfg)
 	task := tinyTasks(t, cfg, 1)[0]
 	ts := Settings(cfg, false)
 	ts.Steps, ts.ArchSteps, ts.BatchSize = 4, 4, 2 // 3 minibatches per step

@@ -152,14 +152,7 @@ func (w *Worker) Adapt(t *data.Task, ts TaskSettings, adaptAlphas bool) (AdaptRe
 	m := w.Model
 	archOn := adaptAlphas && m.HasAlphas() && ts.ArchSteps > 0
 	alphas := m.Alphas()
-	setArch := func(on bool) error {
-		for _, a := range alphas {
-			if err := a.SetRequiresGrad(on); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	setArch := func(on bool) error { return setRequiresGrad(alphas, on) }
 	d, err := w.upload(t)
 	if err != nil {
 		return AdaptResult{}, err
@@ -256,6 +249,16 @@ func (w *Worker) Adapt(t *data.Task, ts TaskSettings, adaptAlphas bool) (AdaptRe
 		return AdaptResult{}, err
 	}
 	return AdaptResult{Loss: host[0] / float64(batches), Accuracy: host[1] / float64(int64(ts.Steps)*d.ns)}, nil
+}
+
+// setRequiresGrad turns gradient recording of ts on or off.
+func setRequiresGrad(ts []*torch.Tensor, on bool) error {
+	for _, t := range ts {
+		if err := t.SetRequiresGrad(on); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Score is the outcome of a meta-test task.

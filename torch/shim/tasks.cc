@@ -14,6 +14,13 @@ at::Tensor rows(const at::Tensor &t, int64_t tasks) {
                                 std::to_string(tasks) + " tasks along its first dimension");
   return t.view({tasks, -1});
 }
+
+// not_copies is the error for tensor i: many does not hold tasks copies of one.
+std::invalid_argument not_copies(int64_t i, const at::Tensor &many, int64_t tasks, const at::Tensor &one) {
+  return std::invalid_argument("tensor " + std::to_string(i) + ": " + std::string(c10::str(many.sizes())) +
+                               " does not hold " + std::to_string(tasks) + " copies of " +
+                               std::string(c10::str(one.sizes())));
+}
 }  // namespace
 
 extern "C" {
@@ -56,10 +63,7 @@ char *mt_foreach_copy_tasks_(mt_tensor *dst, mt_tensor *src, int64_t n, int64_t 
       d.copy_(s.view_as(d));
       continue;
     }
-    if (d.numel() != s.numel() * tasks)
-      throw std::invalid_argument("tensor " + std::to_string(i) + ": " + std::string(c10::str(d.sizes())) +
-                                  " does not hold " + std::to_string(tasks) + " copies of " +
-                                  std::string(c10::str(s.sizes())));
+    if (d.numel() != s.numel() * tasks) throw not_copies(i, d, tasks, s);
     rows(d, tasks).copy_(s.reshape({1, -1}));
   }
   MT_CATCH("foreach_copy_tasks_")
@@ -71,10 +75,7 @@ char *mt_foreach_add_task_sum_(mt_tensor *dst, mt_tensor *src, int64_t n, int64_
   for (int64_t i = 0; i < n; i++) {
     auto &d = T(dst[i]);
     const auto &s = T(src[i]);
-    if (s.numel() != d.numel() * tasks)
-      throw std::invalid_argument("tensor " + std::to_string(i) + ": " + std::string(c10::str(s.sizes())) +
-                                  " does not hold " + std::to_string(tasks) + " tasks of " +
-                                  std::string(c10::str(d.sizes())));
+    if (s.numel() != d.numel() * tasks) throw not_copies(i, s, tasks, d);
     d.add_(rows(s, tasks).sum(0).view_as(d));
   }
   MT_CATCH("foreach_add_task_sum_")
