@@ -100,11 +100,14 @@ func (n *SearchNet) Normalize(s *torch.Scope, kind NormKind, temp float64, gen .
 		}
 		if pairs != nil {
 			for _, a := range pairs {
+				if tasks == 1 {
+					t := normalize(s, a, kind, temp, g)
+					cw.Pairs = append(cw.Pairs, t)
+					flat = append(flat, t)
+					continue
+				}
 				// A batched network's pair alphas [T*pairs] are normalised per task, as [T, pairs].
 				t := normalize(s, s.Reshape(a, tasks, -1), kind, temp, g)
-				if tasks == 1 {
-					t = s.Reshape(t, -1)
-				}
 				cw.Pairs = append(cw.Pairs, t)
 				flat = append(flat, s.Flatten(t, 0, -1))
 			}

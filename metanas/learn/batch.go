@@ -110,7 +110,8 @@ func stackTasks(tasks []data.Task, query bool) (xs []float32, ys []int64, shape 
 	return xs, ys, []int64{int64(len(tasks)), int64(n), int64(t0.C), int64(t0.H), int64(t0.W)}, nil
 }
 
-// upload puts the tasks' support sets on the device: x [T, ns, C, H, W], y [T, ns].
+// upload puts the tasks' support sets (query sets when query is set) on the device:
+// x [T, n, C, H, W], y [T, n].
 func (b *BatchWorker) upload(s *torch.Scope, tasks []data.Task, query bool) (x, y *torch.Tensor, err error) {
 	xs, ys, shape, err := stackTasks(tasks, query)
 	if err != nil {
