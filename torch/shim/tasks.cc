@@ -34,19 +34,18 @@ char *mt_matmul(mt_tensor a, mt_tensor b, mt_tensor *out) {
 char *mt_clip_grad_norm_tasks(mt_tensor *ts, int64_t n, int64_t tasks, double max_norm, mt_tensor *norms) {
   MT_TRY
   at::NoGradGuard guard;
-  std::vector<at::Tensor> per;
-  std::vector<at::Tensor> grads;
+  std::vector<at::Tensor> grads;  // [tasks, -1] views of the gradients
   for (int64_t i = 0; i < n; i++) {
     const auto &g = T(ts[i]).grad();
-    if (!g.defined()) continue;
-    grads.push_back(rows(g, tasks));
-    per.push_back(at::linalg_vector_norm(grads.back(), 2, {1}));
+    if (g.defined()) grads.push_back(rows(g, tasks));
   }
   if (grads.empty()) {
     *norms = wrap(torch::zeros({tasks}));
     return nullptr;
   }
-  auto total = at::linalg_vector_norm(at::stack(per), 2, {0});  // [tasks]
+  // One concatenation and one norm for all gradients (a norm per gradient would be a
+  // kernel each on a GPU); the scaling stays in place, one multiply per gradient.
+  auto total = at::linalg_vector_norm(at::cat(grads, 1), 2, {1});  // [tasks]
   auto coef = at::clamp_max(max_norm / (total + 1e-6), 1.0).unsqueeze(1);
   for (auto &g : grads) g.mul_(coef);
   *norms = wrap(total);
