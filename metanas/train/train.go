@@ -75,8 +75,9 @@ type Trainer struct {
 	Meta    *learn.Model
 	Worker  *learn.Worker   // Workers[0]
 	Workers []*learn.Worker // concurrent task learners
-	// Batch adapts run.batch_tasks tasks at a time as one batched network; nil when tasks
-	// are adapted one by one. Meta-tests use the workers.
+	// Batch adapts run.batch_tasks tasks at a time as one batched network, in meta-training
+	// and meta-tests (a meta-test's remainder goes to the workers); nil when tasks are
+	// adapted one by one.
 	Batch   *learn.BatchWorker
 	Learner learn.MetaLearner
 	scope   *torch.Scope
@@ -332,15 +333,20 @@ func (t *Trainer) adaptEach(epoch int, tasks []data.Task, ts learn.TaskSettings,
 	return results, err
 }
 
-// adaptBatch adapts the tasks in batches of run.batch_tasks on the batched network and
-// adds each batch to the meta-learner, in task order. It runs on one locked OS thread with
-// every CPU thread of the workers.
-func (t *Trainer) adaptBatch(epoch int, tasks []data.Task, ts learn.TaskSettings, alphas bool) ([]learn.AdaptResult, error) {
+// lockBatchThread pins the calling goroutine to its OS thread and gives that thread every
+// CPU thread of the workers (the batched network runs alone); call the result to unpin.
+func (t *Trainer) lockBatchThread() (unlock func()) {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	if !t.Dev.CUDA {
 		torch.SetNumThreads(t.threads * len(t.Workers))
 	}
+	return runtime.UnlockOSThread
+}
+
+// adaptBatch adapts the tasks in batches of run.batch_tasks on the batched network and
+// adds each batch to the meta-learner, in task order.
+func (t *Trainer) adaptBatch(epoch int, tasks []data.Task, ts learn.TaskSettings, alphas bool) ([]learn.AdaptResult, error) {
+	defer t.lockBatchThread()()
 	b := t.Batch
 	var results []learn.AdaptResult
 	for i := 0; i < len(tasks); i += b.Tasks {
@@ -429,11 +435,7 @@ func (t *Trainer) MetaTest(epoch, n int, perTask bool) (TestResult, error) {
 // scoreBatches adapts and scores meta-test tasks 0 .. len(scores)-1 in batches on the
 // batched network.
 func (t *Trainer) scoreBatches(epoch int, sampler *data.Sampler, ts learn.TaskSettings, scores []learn.Score, progress func(int)) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if !t.Dev.CUDA {
-		torch.SetNumThreads(t.threads * len(t.Workers))
-	}
+	defer t.lockBatchThread()()
 	b := t.Batch
 	cfg := t.Cfg
 	tasks := make([]data.Task, b.Tasks)
