@@ -207,7 +207,12 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "bench: %s: search meta-epoch %.2f s\n", name, r.SearchEpochS)
-	mt, err := tr.MetaTest(0, max(1, len(tr.Workers)), false)
+	// One meta-test task per worker, or one batch of tasks when batching.
+	testTasks := max(1, len(tr.Workers))
+	if batchTasks > 1 {
+		testTasks = batchTasks
+	}
+	mt, err := tr.MetaTest(0, testTasks, false)
 	if err != nil {
 		return nil, err
 	}
