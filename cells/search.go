@@ -248,41 +248,36 @@ func (n *SearchNet) forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold f
 }
 
 func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, thr float32) *torch.Tensor {
-	if c.tasks() > 1 {
-		return cell.forwardTasks(c, s0, s1, w, thr)
-	}
 	s := c.S
+	T := c.tasks()
 	states := cell.preprocess(c, s0, s1)
 	relu := make([]*torch.Tensor, len(cell.nodes)+2) // each state's ReLU, once an op needs it
 	for i, row := range cell.nodes {
 		nIn := i + 2
 		K := len(row[0].ops)
-		hostOps := w.HostOps[i]
-		var inc []float32
-		used := make([]bool, nIn)
+		var hostPairs []float32
+		var wp *torch.Tensor
 		if w.Pairs != nil {
-			pairs := genotype.Pairs(nIn)
-			inc = make([]float32, len(pairs)*nIn)
-			for p, pr := range pairs {
-				if w.HostPairs[i][p] > thr {
-					inc[p*nIn+pr[0]] = 1
-					inc[p*nIn+pr[1]] = 1
-					used[pr[0]], used[pr[1]] = true, true
-				}
-			}
-		} else {
-			for j := range used {
-				used[j] = true
-			}
+			hostPairs, wp = w.HostPairs[i], w.Pairs[i]
 		}
-		outs, idx, drop := nodeOps(c, row, states, relu, func(j, k int) bool { return used[j] && hostOps[j*K+k] > thr })
+		// An op runs when some task needs it: above thr, on an input of a pair above thr.
+		active := activeTasks(w.HostOps[i], hostPairs, int(T), nIn, K, thr)
+		outs, idx, drop := nodeOps(c, row, states, relu, func(j, k int) bool { return active[j*K+k] })
 		var node *torch.Tensor
-		if len(outs) == 0 {
+		switch {
+		case len(outs) == 0:
 			node = cell.zeros(c, states[0], states[1])
-		} else {
-			var wp *torch.Tensor
-			if w.Pairs != nil {
-				wp = w.Pairs[i]
+		case T > 1:
+			// Each task zeroes what it prunes itself, so every pair takes part.
+			var inc []float32
+			if wp != nil {
+				inc = incidence(nIn, func(int) bool { return true })
+			}
+			node = s.MixedTasks(outs, wp, w.Ops[i], inc, nIn, idx, drop, c.dropProb(), c.Gen, float64(thr), T)
+		default:
+			var inc []float32
+			if wp != nil {
+				inc = incidence(nIn, func(p int) bool { return hostPairs[p] > thr })
 			}
 			node = s.MixedNode(outs, wp, w.Ops[i], inc, nIn, idx, drop, c.dropProb(), c.Gen)
 		}

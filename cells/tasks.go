@@ -4,21 +4,23 @@ import (
 	"fmt"
 
 	"github.com/metanas-go/metanas/cells/genotype"
-	"github.com/metanas-go/metanas/torch"
 )
 
-// incidence returns, row-major [pairs x nIn], which inputs each pair of nIn inputs joins.
-func incidence(nIn int) []float32 {
+// incidence returns, row-major [pairs x nIn], which inputs each pair of nIn inputs that
+// keep selects joins (rows of other pairs stay zero).
+func incidence(nIn int, keep func(p int) bool) []float32 {
 	pairs := genotype.Pairs(nIn)
 	inc := make([]float32, len(pairs)*nIn)
 	for p, pr := range pairs {
-		inc[p*nIn+pr[0]] = 1
-		inc[p*nIn+pr[1]] = 1
+		if keep(p) {
+			inc[p*nIn+pr[0]] = 1
+			inc[p*nIn+pr[1]] = 1
+		}
 	}
 	return inc
 }
 
-// activeTasks returns, for node weights of T tasks, which op columns (j*K+k) some task
+// activeTasks returns, for node weights of T tasks (T = 1: one network), which op columns (j*K+k) some task
 // needs: an op above thr on an input that one of that task's pairs above thr uses (every
 // input when there are no pair weights). An op no task needs is not computed.
 func activeTasks(hostOps, hostPairs []float32, tasks, nIn, K int, thr float32) []bool {
@@ -48,37 +50,6 @@ func activeTasks(hostOps, hostPairs []float32, tasks, nIn, K int, thr float32) [
 		}
 	}
 	return active
-}
-
-// forwardTasks is forward for a batched network: the ops some task needs run once for all
-// tasks (grouped convolutions), and each task weighs their outputs with its own weights,
-// zero where the op or its input is pruned for that task. A task's node thus equals what
-// forward computes for it alone.
-func (cell *SearchCell) forwardTasks(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, thr float32) *torch.Tensor {
-	s := c.S
-	T := c.tasks()
-	states := cell.preprocess(c, s0, s1)
-	relu := make([]*torch.Tensor, len(cell.nodes)+2)
-	for i, row := range cell.nodes {
-		nIn := i + 2
-		K := len(row[0].ops)
-		var hostPairs []float32
-		var wp *torch.Tensor
-		var inc []float32
-		if w.Pairs != nil {
-			hostPairs, wp, inc = w.HostPairs[i], w.Pairs[i], incidence(nIn)
-		}
-		active := activeTasks(w.HostOps[i], hostPairs, int(T), nIn, K, thr)
-		outs, idx, drop := nodeOps(c, row, states, relu, func(j, k int) bool { return active[j*K+k] })
-		var node *torch.Tensor
-		if len(outs) == 0 {
-			node = cell.zeros(c, states[0], states[1])
-		} else {
-			node = s.MixedTasks(outs, wp, w.Ops[i], inc, nIn, idx, drop, c.dropProb(), c.Gen, float64(thr), T)
-		}
-		states = append(states, node)
-	}
-	return c.catChannels(states[2:])
 }
 
 // TaskHost returns task t's share of the host copy of a batched network's weights (see
