@@ -2,8 +2,10 @@ package cells
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/metanas-go/metanas/cells/genotype"
+	"github.com/metanas-go/metanas/torch"
 )
 
 // incidence returns, row-major [pairs x nIn], which inputs each pair of nIn inputs that
@@ -84,4 +86,99 @@ func (w *ArchWeights) TaskHost(t, tasks int) (*ArchWeights, error) {
 		}
 	}
 	return out, nil
+}
+
+// ActiveKey describes what a forward pass with w at threshold computes: which ops run on
+// which inputs and which input pairs join (a network of w's task count). Two weights with
+// one key issue the same kernels on tensors of the same shapes, so a CUDA graph captured
+// with one replays the other once its values are copied in (see CopyArch).
+func (n *SearchNet) ActiveKey(w *ArchWeights, threshold float64) (string, error) {
+	if w == nil {
+		return "", fmt.Errorf("architecture weights: nil")
+	}
+	tasks := int(n.Reg.Tasks())
+	K := len(n.Cfg.Primitives)
+	thr := float32(threshold)
+	key := make([]byte, 0, 256)
+	for _, cw := range []*CellWeights{&w.Normal, &w.Reduce} {
+		if len(cw.HostOps) != n.Cfg.Nodes || (n.Cfg.Pairwise && len(cw.HostPairs) != n.Cfg.Nodes) {
+			return "", fmt.Errorf("architecture weights: %d nodes of op weights and %d of pair weights, the network has %d nodes", len(cw.HostOps), len(cw.HostPairs), n.Cfg.Nodes)
+		}
+		for i := range cw.HostOps {
+			var hp []float32
+			if n.Cfg.Pairwise {
+				hp = cw.HostPairs[i]
+				if len(hp) != tasks*genotype.NumPairs(i+2) {
+					return "", fmt.Errorf("architecture weights: node %d has %d pair weights, want %d", i, len(hp), tasks*genotype.NumPairs(i+2))
+				}
+			}
+			if len(cw.HostOps[i]) != tasks*(i+2)*K {
+				return "", fmt.Errorf("architecture weights: node %d has %d op weights, want %d", i, len(cw.HostOps[i]), tasks*(i+2)*K)
+			}
+			for _, on := range activeTasks(cw.HostOps[i], hp, tasks, i+2, K, thr) {
+				key = append(key, "01"[b2i(on)])
+			}
+			key = append(key, '|')
+			for _, v := range hp {
+				key = append(key, "01"[b2i(v > thr)])
+			}
+			key = append(key, ';')
+		}
+	}
+	return string(key), nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// CloneArch returns a copy of w in scope s: detached device tensors and host copies of
+// their own, for CopyArch to overwrite in place.
+func CloneArch(s *torch.Scope, w *ArchWeights) (*ArchWeights, error) {
+	out := &ArchWeights{}
+	for _, c := range []struct{ dst, src *CellWeights }{{&out.Normal, &w.Normal}, {&out.Reduce, &w.Reduce}} {
+		for _, t := range c.src.Ops {
+			c.dst.Ops = append(c.dst.Ops, s.Clone(s.Detach(t)))
+		}
+		for _, t := range c.src.Pairs {
+			c.dst.Pairs = append(c.dst.Pairs, s.Clone(s.Detach(t)))
+		}
+		for _, h := range c.src.HostOps {
+			c.dst.HostOps = append(c.dst.HostOps, slices.Clone(h))
+		}
+		for _, h := range c.src.HostPairs {
+			c.dst.HostPairs = append(c.dst.HostPairs, slices.Clone(h))
+		}
+	}
+	return out, s.Err()
+}
+
+// CopyArch copies the values of src into dst (a CloneArch of weights of the same shapes),
+// device tensors in place.
+func CopyArch(dst, src *ArchWeights) error {
+	for _, c := range []struct{ dst, src *CellWeights }{{&dst.Normal, &src.Normal}, {&dst.Reduce, &src.Reduce}} {
+		if len(c.dst.Ops) != len(c.src.Ops) || len(c.dst.Pairs) != len(c.src.Pairs) ||
+			len(c.dst.HostOps) != len(c.src.HostOps) || len(c.dst.HostPairs) != len(c.src.HostPairs) {
+			return fmt.Errorf("architecture weights: copy between weights of different networks")
+		}
+		if err := torch.ForeachCopy(append(slices.Clone(c.dst.Ops), c.dst.Pairs...), append(slices.Clone(c.src.Ops), c.src.Pairs...)); err != nil {
+			return fmt.Errorf("architecture weights: %w", err)
+		}
+		for i := range c.dst.HostOps {
+			if len(c.dst.HostOps[i]) != len(c.src.HostOps[i]) {
+				return fmt.Errorf("architecture weights: node %d has %d host weights, want %d", i, len(c.src.HostOps[i]), len(c.dst.HostOps[i]))
+			}
+			copy(c.dst.HostOps[i], c.src.HostOps[i])
+		}
+		for i := range c.dst.HostPairs {
+			if len(c.dst.HostPairs[i]) != len(c.src.HostPairs[i]) {
+				return fmt.Errorf("architecture weights: node %d has %d host pair weights, want %d", i, len(c.src.HostPairs[i]), len(c.dst.HostPairs[i]))
+			}
+			copy(c.dst.HostPairs[i], c.src.HostPairs[i])
+		}
+	}
+	return nil
 }

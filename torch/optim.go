@@ -101,7 +101,20 @@ func (o *Optimizer) SetLR(lr float64) {
 // LR returns the current learning rate.
 func (o *Optimizer) LR() float64 { return o.lr }
 
-// Reset drops all per-parameter state (moments, step counts), as a fresh optimizer.
+// SetDeviceSteps switches Adam to a step count kept on the device, one for the whole
+// optimizer (every parameter with a gradient advances it), so that a step computes its bias
+// corrections on the device and can be captured in a CUDA graph; Reset then zeroes the
+// state in place instead of dropping it, so that a graph's addresses stay valid. Switching
+// either way starts from a fresh state. The update is Adam's (PyTorch's formula) either way.
+func (o *Optimizer) SetDeviceSteps(on bool) error {
+	if o.h == nil {
+		return errClosedOptim
+	}
+	return cerr(C.mt_optim_set_device_steps(o.h, C.bool(on)))
+}
+
+// Reset drops all per-parameter state (moments, step counts), as a fresh optimizer; with
+// device steps it zeroes the state in place.
 func (o *Optimizer) Reset() {
 	if o.h != nil {
 		C.mt_optim_reset(o.h)

@@ -28,6 +28,11 @@ type BatchWorker struct {
 	gen   *torch.Generator
 	// Temp is the temperature reached by the last adaptation.
 	Temp float64
+	// GraphErr is why CUDA graphs were turned off after UseGraphs(true) (a failed capture),
+	// nil while they work or were never asked for.
+	GraphErr error
+	graphs   graphMode
+	sg       *stepGraph
 }
 
 // NewBatchWorker builds a batched network of tasks tasks with its Adam optimizers.
@@ -69,6 +74,7 @@ func NewBatchWorker(cfg config.Config, dev torch.Device, tasks int) (*BatchWorke
 
 // Close frees the network, optimizer state and task tensors.
 func (b *BatchWorker) Close() {
+	b.dropGraph()
 	b.WOpt.Close()
 	b.AOpt.Close()
 	b.step.Close()
@@ -142,8 +148,6 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	}
 	sh := sx.MustShape() // [T, ns, C, H, W]
 	ns, C, H, W := sh[1], sh[2], sh[3], sh[4]
-	params := append(m.Weights(), alphas...)
-	weights := m.Weights()
 	bs := int64(ts.BatchSize)
 	if bs <= 0 || bs > ns {
 		bs = ns
@@ -162,6 +166,16 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	if ts.Norm == cells.GumbelSoftmax {
 		gen = b.gen
 	}
+	// With graphs on, a task whose alphas stay fixed (warm-up) runs its steps on static
+	// buffers, from a captured CUDA graph after the first steps.
+	var sg *stepGraph
+	graphed := b.graphs != graphsOff && !archOn && gen == nil && ns%bs == 0
+	if err := b.WOpt.SetDeviceSteps(graphed); err != nil {
+		return nil, err
+	}
+	if !graphed {
+		b.dropGraph()
+	}
 	for step := 0; step < ts.Steps; step++ {
 		arch := archOn && step < ts.ArchSteps
 		if err := setArch(arch); err != nil {
@@ -174,6 +188,12 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 				return nil, err
 			}
 			fixedTemp = temp
+			if graphed {
+				if sg, err = b.graphFor(fixed, ts, []int64{bs, T * C, H, W}); err != nil {
+					return nil, err
+				}
+				lossSum, correct = sg.loss, sg.correct
+			}
 		}
 		for off := int64(0); off < ns; off += bs {
 			n := min(bs, ns-off)
@@ -182,42 +202,18 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 			// [T, n, C, H, W] -> [n, T*C, H, W]: each task's images in its own channels.
 			x := s.Reshape(s.Permute(s.Narrow(sx, 1, off, n), 1, 0, 2, 3, 4), n, T*C, H, W)
 			y := s.Reshape(s.Narrow(sy, 1, off, n), T*n, 1)
-			var pre *cells.ArchWeights
-			if !arch {
-				pre = fixed
-			}
-			logits, _, err := m.Forward(ctx, x, a, pre) // [T, n, K]
-			if err != nil {
-				return nil, err
-			}
-			flat := s.Reshape(logits, T*n, K)
-			// Per task the mean cross-entropy; their sum gives each task its own gradient.
-			nll := s.Neg(s.SumDims(s.Mul(s.LogSoftmax(flat, 1), s.Compare(y, torch.Eq, classes)), false, 1))
-			perTask := s.MeanDims(s.Reshape(nll, T, n), false, 1)
-			loss := s.Sum(perTask)
-			if err := torch.ZeroGrad(params, true); err != nil {
-				return nil, err
-			}
-			if err := loss.Backward(); err != nil {
-				return nil, err
-			}
-			if ts.GradClip > 0 {
-				s.ClipGradNormTasks(weights, T, ts.GradClip)
-			}
-			if err := b.WOpt.Step(); err != nil {
-				return nil, err
-			}
-			if arch {
-				if err := b.AOpt.Step(); err != nil {
+			if sg != nil {
+				if err := b.graphStep(sg, x, y, ctx, a, ts.GradClip); err != nil {
 					return nil, err
 				}
-			}
-			hit := s.Compare(s.Reshape(s.Argmax(flat, 1, false), T*n, 1), torch.Eq, y)
-			hits := s.SumDims(s.To(s.Reshape(hit, T, n), torch.Float32, b.Dev), false, 1)
-			lossSum = tsc.Add(lossSum, s.Detach(perTask))
-			correct = tsc.Add(correct, hits)
-			if err := s.Err(); err != nil {
-				return nil, err
+			} else {
+				var pre *cells.ArchWeights
+				if !arch {
+					pre = fixed
+				}
+				if err := b.trainStep(ctx, x, y, classes, a, pre, arch, ts.GradClip, lossSum, correct); err != nil {
+					return nil, err
+				}
 			}
 			batches++
 		}
@@ -238,6 +234,55 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 		out[i] = AdaptResult{Loss: host[i] / float64(batches), Accuracy: host[int(T)+i] / float64(int64(ts.Steps)*ns)}
 	}
 	return out, nil
+}
+
+// trainStep runs one minibatch step of every task: forward (with the fixed normalised
+// weights pre, or the alphas normalised by the pass when pre is nil), per-task
+// cross-entropy, backward, per-task clipping, Adam on the weights (and on the alphas when
+// arch is set); it adds each task's loss and hit count to lossSum and correct in place. It
+// issues no host synchronisation, so that a CUDA graph can capture it.
+func (b *BatchWorker) trainStep(ctx *cells.Ctx, x, y, classes *torch.Tensor, a Arch, pre *cells.ArchWeights, arch bool, clip float64, lossSum, correct *torch.Tensor) error {
+	s := ctx.S
+	m := b.Model
+	T := int64(b.Tasks)
+	K := int64(m.Search.Cfg.Classes)
+	n := x.MustShape()[0]
+	weights := m.Weights()
+	logits, _, err := m.Forward(ctx, x, a, pre) // [T, n, K]
+	if err != nil {
+		return err
+	}
+	flat := s.Reshape(logits, T*n, K)
+	// Per task the mean cross-entropy; their sum gives each task its own gradient.
+	nll := s.Neg(s.SumDims(s.Mul(s.LogSoftmax(flat, 1), s.Compare(y, torch.Eq, classes)), false, 1))
+	perTask := s.MeanDims(s.Reshape(nll, T, n), false, 1)
+	loss := s.Sum(perTask)
+	if err := torch.ZeroGrad(append(weights, m.Alphas()...), true); err != nil {
+		return err
+	}
+	if err := loss.Backward(); err != nil {
+		return err
+	}
+	if clip > 0 {
+		s.ClipGradNormTasks(weights, T, clip)
+	}
+	if err := b.WOpt.Step(); err != nil {
+		return err
+	}
+	if arch {
+		if err := b.AOpt.Step(); err != nil {
+			return err
+		}
+	}
+	hit := s.Compare(s.Reshape(s.Argmax(flat, 1, false), T*n, 1), torch.Eq, y)
+	hits := s.SumDims(s.To(s.Reshape(hit, T, n), torch.Float32, b.Dev), false, 1)
+	if err := lossSum.Add_(s.Detach(perTask), 1); err != nil {
+		return err
+	}
+	if err := correct.Add_(hits, 1); err != nil {
+		return err
+	}
+	return s.Err()
 }
 
 // Score evaluates every task's adapted network on its query set, as Worker.Score does for

@@ -2,6 +2,8 @@
 // reset between tasks or kept, and a learning rate that can change at every step.
 #include "common.h"
 
+#include <torch/version.h>
+
 using mt::T;
 using mt::wrap;
 
@@ -13,7 +15,57 @@ struct Optim {
   double lr, a, b, c, wd;  // Adam: beta1, beta2, eps; SGD: momentum, dampening, nesterov
   std::vector<int64_t> steps;
   std::vector<at::Tensor> m1, m2;  // Adam exp_avg/exp_avg_sq; SGD momentum buffer in m1
+  // Device steps (Adam): one step count for the optimizer, kept in a device tensor, so
+  // that a step issues no host arithmetic that a captured CUDA graph would freeze.
+  bool dev_steps = false;
+  at::Tensor dstep;
 };
+
+// mul_by multiplies every tensor of ts by the one-element tensor s in place.
+void mul_by(std::vector<at::Tensor> &ts, const at::Tensor &s) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  at::_foreach_mul_(ts, s);
+#else
+  for (auto &t : ts) t.mul_(s);
+#endif
+}
+
+// adam_step_device is adam_step with the bias corrections computed on the device from the
+// optimizer's step count (every parameter with a gradient advances the same count).
+void adam_step_device(Optim &o) {
+  std::vector<at::Tensor> p, g, m, v;
+  for (size_t i = 0; i < o.params.size(); i++) {
+    if (!o.params[i].grad().defined()) continue;
+    if (!o.m1[i].defined()) {
+      o.m1[i] = at::zeros_like(o.params[i], at::MemoryFormat::Preserve);
+      o.m2[i] = at::zeros_like(o.params[i], at::MemoryFormat::Preserve);
+    }
+    p.push_back(o.params[i]);
+    g.push_back(o.params[i].grad());
+    m.push_back(o.m1[i]);
+    v.push_back(o.m2[i]);
+  }
+  if (p.empty()) return;
+  // The count and the bias corrections in double precision: 1 - 0.999^t in float would
+  // be off by about 1e-4 relative in the first steps.
+  if (!o.dstep.defined()) o.dstep = at::zeros({}, p[0].options().dtype(at::kDouble));
+  const double b1 = o.a, b2 = o.b, eps = o.c;
+  o.dstep.add_(1);
+  const auto st = p[0].scalar_type();
+  auto neg_step = at::reciprocal(1 - at::pow(b1, o.dstep)).mul_(-o.lr).to(st);  // -lr / bc1
+  auto inv_bc2 = at::rsqrt(1 - at::pow(b2, o.dstep)).to(st);                     // 1 / sqrt(bc2)
+  if (o.wd != 0) g = at::_foreach_add(g, p, o.wd);
+  at::_foreach_mul_(m, b1);
+  at::_foreach_add_(m, g, 1 - b1);
+  at::_foreach_mul_(v, b2);
+  at::_foreach_addcmul_(v, g, g, 1 - b2);
+  auto denom = at::_foreach_sqrt(v);
+  mul_by(denom, inv_bc2);
+  at::_foreach_add_(denom, eps);
+  auto upd = at::_foreach_div(m, denom);
+  mul_by(upd, neg_step);
+  at::_foreach_add_(p, upd);
+}
 
 void adam_step(Optim &o) {
   // Group parameters with a gradient by their step count (normally one group), then use the
@@ -95,7 +147,9 @@ char *mt_optim_new(int kind, mt_tensor *params, int64_t n, double lr, double a, 
 char *mt_optim_step(mt_optim o) {
   MT_TRY
   at::NoGradGuard guard;
-  if (O(o).kind == 0) {
+  if (O(o).kind == 0 && O(o).dev_steps) {
+    adam_step_device(O(o));
+  } else if (O(o).kind == 0) {
     adam_step(O(o));
   } else {
     sgd_step(O(o));
@@ -114,8 +168,31 @@ void mt_optim_set_lr(mt_optim o, double lr) { O(o).lr = lr; }
 void mt_optim_reset(mt_optim o) {
   auto &x = O(o);
   std::fill(x.steps.begin(), x.steps.end(), 0);
+  if (x.dev_steps) {
+    // Zero in place: a captured graph keeps reading and writing these tensors.
+    at::NoGradGuard guard;
+    for (auto &t : x.m1)
+      if (t.defined()) t.zero_();
+    for (auto &t : x.m2)
+      if (t.defined()) t.zero_();
+    if (x.dstep.defined()) x.dstep.zero_();
+    return;
+  }
   for (auto &t : x.m1) t = at::Tensor();
   for (auto &t : x.m2) t = at::Tensor();
+}
+
+char *mt_optim_set_device_steps(mt_optim o, bool on) {
+  MT_TRY
+  auto &x = O(o);
+  if (on && x.kind != 0) throw std::invalid_argument("device steps need Adam");
+  if (x.dev_steps == on) return nullptr;
+  // Switching starts from a fresh state: the two modes count steps differently.
+  x.dev_steps = false;
+  mt_optim_reset(o);
+  x.dstep = at::Tensor();
+  x.dev_steps = on;
+  MT_CATCH("optimizer device steps")
 }
 
 void mt_optim_free(mt_optim o) { delete static_cast<Optim *>(o); }
@@ -127,7 +204,9 @@ char *mt_optim_state_get(mt_optim o, int64_t i, const char *name, mt_tensor *out
     throw std::out_of_range("parameter index " + std::to_string(i));
   std::string n(name);
   *out = nullptr;
-  if (n == "step") {
+  if (n == "step" && x.dev_steps) {
+    if (x.m1[i].defined() && x.dstep.defined()) *out = wrap(x.dstep.detach().clone());
+  } else if (n == "step") {
     if (x.steps[i] > 0) *out = wrap(torch::tensor(static_cast<float>(x.steps[i])));
   } else if (n == "exp_avg" || n == "momentum_buffer") {
     if (x.m1[i].defined()) *out = wrap(x.m1[i]);
@@ -148,6 +227,7 @@ char *mt_optim_state_set(mt_optim o, int64_t i, const char *name, mt_tensor v) {
   std::string n(name);
   auto &p = x.params[i];
   if (n == "step") {
+    if (x.dev_steps) throw std::invalid_argument("cannot set one parameter's step with device steps on");
     x.steps[i] = static_cast<int64_t>(T(v).item<double>());
     return nullptr;
   }

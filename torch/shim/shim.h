@@ -15,6 +15,7 @@ typedef void *mt_tensor;  // at::Tensor*
 typedef void *mt_optim;   // metanas optimizer (Adam or SGD) with its per-parameter state
 typedef void *mt_module;  // torch::jit::Module*
 typedef void *mt_generator;  // at::Generator*: a private random stream (NULL: the default)
+typedef void *mt_graph;      // a CUDA graph (CUDA builds only)
 
 // Memory and strings.
 void mt_free_str(char *s);
@@ -36,6 +37,16 @@ char *mt_synchronize(int device_index);
 char *mt_use_stream(int device_index, bool pool);
 // mt_sync_stream waits for the calling thread's current stream on the device.
 char *mt_sync_stream(int device_index);
+
+// CUDA graphs. capture_begin registers the private generators gens (drawn from inside the
+// capture) and makes a side stream current on the calling thread until capture_end; the
+// kernels queued in between are recorded, not run. replay runs them on the thread's current
+// stream. Every call fails in a CPU-only build.
+char *mt_graph_new(int device_index, mt_graph *out);
+char *mt_graph_capture_begin(mt_graph g, mt_generator *gens, int64_t ngens);
+char *mt_graph_capture_end(mt_graph g);
+char *mt_graph_replay(mt_graph g);
+void mt_graph_free(mt_graph g);
 // mt_count_ops starts counting the ATen operator calls of all threads (nested calls and
 // those of backward passes included, as PyTorch's profiler lists them); it slows every op
 // down, so it is for diagnostics. mt_op_count reads the count.
@@ -171,6 +182,9 @@ char *mt_optim_step(mt_optim o);
 char *mt_optim_zero_grad(mt_optim o, bool set_to_none);
 void mt_optim_set_lr(mt_optim o, double lr);
 void mt_optim_reset(mt_optim o);
+// mt_optim_set_device_steps switches Adam to one step count kept on the device (for CUDA
+// graphs; Reset then zeroes the state in place) or back, starting from a fresh state.
+char *mt_optim_set_device_steps(mt_optim o, bool on);
 void mt_optim_free(mt_optim o);
 // Per-parameter state: for Adam, names "step", "exp_avg", "exp_avg_sq"; for SGD
 // "momentum_buffer". *out is NULL when the state does not exist yet.
