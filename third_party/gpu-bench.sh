@@ -23,7 +23,7 @@ LOGS=build/gpu-check
 mkdir -p "$LOGS"
 DEV=${GPU_BENCH_DEVICE:-cuda}
 TIMEOUT=${GPU_BENCH_TIMEOUT:-240}
-VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10;--cases in_metanas --batch-tasks 5;--cases og_metanas --workers 1 --tasks 2"}
+VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10 --cuda-graphs;--cases og_metanas --batch-tasks 10;--cases in_metanas --batch-tasks 5 --cuda-graphs;--cases og_metanas --workers 1 --tasks 2"}
 
 log() { echo "gpu-bench: $*" >&2; }
 

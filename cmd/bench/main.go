@@ -39,6 +39,9 @@ type Result struct {
 	Streams         bool    `json:"streams,omitempty"`
 	BatchTasks      int     `json:"batch_tasks,omitempty"`
 	BatchStepMS     float64 `json:"batch_step_ms,omitempty"`
+	CUDAGraphs      bool    `json:"cuda_graphs,omitempty"`
+	GraphReplays    int64   `json:"graph_replays,omitempty"`
+	GraphError      string  `json:"graph_error,omitempty"`
 	ThreadsPerWork  int     `json:"threads_per_worker"`
 	MetaBatch       int     `json:"meta_batch"`
 	MeasuredTasks   int     `json:"measured_tasks"`
@@ -65,6 +68,7 @@ func run(args []string) int {
 	workers := fs.Int("workers", 0, "concurrent tasks (run.workers; 0: automatic)")
 	streams := fs.Bool("streams", false, "one CUDA stream per worker (run.streams)")
 	batchTasks := fs.Int("batch-tasks", 0, "meta-train this many tasks at a time as one batched network (run.batch_tasks; 0: task by task); measures whole meta-batches")
+	graphs := fs.Bool("cuda-graphs", false, "with --batch-tasks on CUDA: replay warm-up steps from a captured CUDA graph (run.cuda_graphs)")
 	countOps := fs.Bool("count-ops", false, "also count ATen operator calls per warm-up task step (aten_ops_per_step; slows every op, so the timings are not comparable)")
 	profTop := fs.Int("profile-ops", 0, "also time operator calls by self time and print the N costliest of each timed meta-epoch to stderr (slows every op)")
 	configs := fs.String("configs", "configs", "folder of the presets")
@@ -91,7 +95,8 @@ func run(args []string) int {
 		return cli.OK
 	}
 	for _, c := range strings.Split(*cases, ",") {
-		r, err := measure(*configs, strings.TrimSpace(c), *device, *tasks, *testSteps, *workers, *streams, *batchTasks, *profTop)
+		o := caseOpts{tasks: *tasks, testSteps: *testSteps, workers: *workers, streams: *streams, batchTasks: *batchTasks, graphs: *graphs, profTop: *profTop}
+		r, err := measure(*configs, strings.TrimSpace(c), *device, o)
 		if err != nil {
 			if train.IsUsage(err) {
 				return cli.Errorf(prog, cli.Usage, err)
@@ -104,9 +109,19 @@ func run(args []string) int {
 	return cli.OK
 }
 
+// caseOpts are the settings of a measured case (the command's flags).
+type caseOpts struct {
+	tasks, testSteps, workers int
+	streams                   bool
+	batchTasks                int
+	graphs                    bool
+	profTop                   int
+}
+
 // measure times one preset; with profTop > 0 it also prints the profTop costliest operators
 // of each timed meta-epoch (ProfileOps must be on).
-func measure(dir, name, device string, tasks, testSteps, workers int, streams bool, batchTasks, profTop int) (*Result, error) {
+func measure(dir, name, device string, o caseOpts) (*Result, error) {
+	tasks, testSteps, workers, streams, batchTasks, profTop := o.tasks, o.testSteps, o.workers, o.streams, o.batchTasks, o.profTop
 	cfg, err := config.Load(dir + "/" + name + ".yaml")
 	if err != nil {
 		return nil, err
@@ -122,7 +137,7 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 		"data.dataset=synthetic", fmt.Sprintf("data.synthetic.channels=%d", in), fmt.Sprintf("data.synthetic.size=%d", size),
 		fmt.Sprintf("data.synthetic.classes=%d", 2*cfg.Data.Ways), fmt.Sprintf("data.synthetic.per_class=%d", per),
 		"run.device=" + device, "run.out=" + out, fmt.Sprintf("run.workers=%d", workers), fmt.Sprintf("run.streams=%t", streams),
-		fmt.Sprintf("run.batch_tasks=%d", batchTasks),
+		fmt.Sprintf("run.batch_tasks=%d", batchTasks), fmt.Sprintf("run.cuda_graphs=%t", o.graphs),
 		fmt.Sprintf("task.test_steps=%d", testSteps), fmt.Sprintf("task.test_arch_steps=%d", testSteps/2),
 	}
 	for _, kv := range sets {
@@ -190,6 +205,12 @@ func measure(dir, name, device string, tasks, testSteps, workers int, streams bo
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "bench: %s: warm-up meta-epoch %.2f s (%d of %d tasks measured, %d workers)\n", name, r.WarmUpEpochS, n, cfg.Meta.MetaBatch, len(tr.Workers))
+	if b := tr.Batch; b != nil && o.graphs {
+		r.CUDAGraphs, r.GraphReplays = true, b.GraphReplays
+		if b.GraphErr != nil {
+			r.GraphError = b.GraphErr.Error()
+		}
+	}
 	batches := (cfg.Data.Ways*cfg.Data.TrainShots + cfg.Task.BatchSize - 1) / cfg.Task.BatchSize
 	r.StepsPerTask = cfg.Task.Steps * batches
 	stepsTotal := float64(2 * n * r.StepsPerTask)

@@ -374,6 +374,12 @@ type RunConfig struct {
 	// The search network with REPTILE and a reset task optimizer only. Meta-tests adapt
 	// their tasks in batches too (a remainder task by task).
 	BatchTasks int `yaml:"batch_tasks"`
+	// CUDAGraphs captures one step of the batched network (run.batch_tasks) in a CUDA
+	// graph and replays it for the steps of tasks whose alphas stay fixed (the warm-up
+	// meta-epochs), instead of issuing its thousands of ops one by one. CUDA only; the
+	// results are those of the eager steps. A failed capture is logged and the run goes
+	// on eagerly.
+	CUDAGraphs bool `yaml:"cuda_graphs"`
 	// CheckpointEvery saves a checkpoint every this many meta-epochs; 0 saves
 	// at every meta-test and at the end.
 	CheckpointEvery int `yaml:"checkpoint_every"`

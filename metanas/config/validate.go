@@ -299,4 +299,12 @@ func (v *validator) run() {
 			v.fail("run.batch_tasks", "needs task.optim_state reset (a batch adapts its tasks side by side, so no Adam state can pass from task to task); set run.batch_tasks: 0")
 		}
 	}
+	if r.CUDAGraphs {
+		switch {
+		case r.BatchTasks < 2:
+			v.fail("run.cuda_graphs", "needs run.batch_tasks > 1 (graphs replay the batched network's steps), got %d; set run.cuda_graphs: false", r.BatchTasks)
+		case !strings.HasPrefix(r.Device, "cuda"):
+			v.fail("run.cuda_graphs", "needs a CUDA device, run.device is %q; set run.cuda_graphs: false", r.Device)
+		}
+	}
 }

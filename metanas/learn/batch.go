@@ -31,8 +31,10 @@ type BatchWorker struct {
 	// GraphErr is why CUDA graphs were turned off after UseGraphs(true) (a failed capture),
 	// nil while they work or were never asked for.
 	GraphErr error
-	graphs   graphMode
-	sg       *stepGraph
+	// GraphReplays counts the steps replayed from a captured CUDA graph.
+	GraphReplays int64
+	graphs       graphMode
+	sg           *stepGraph
 }
 
 // NewBatchWorker builds a batched network of tasks tasks with its Adam optimizers.

@@ -116,6 +116,7 @@ func (b *BatchWorker) graphStep(sg *stepGraph, x, y *torch.Tensor, ctx *cells.Ct
 		return err
 	}
 	if sg.g != nil {
+		b.GraphReplays++
 		return sg.g.Replay()
 	}
 	step := func() error {
@@ -129,6 +130,7 @@ func (b *BatchWorker) graphStep(sg *stepGraph, x, y *torch.Tensor, ctx *cells.Ct
 			b.step.Reset()
 			if err == nil {
 				sg.g = g
+				b.GraphReplays++
 				return g.Replay()
 			}
 			g.Close()

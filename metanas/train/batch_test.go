@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,7 +15,7 @@ import (
 // TestBatchTasksMatchesWorkers: meta-training with the meta-batch as one batched network
 // (run.batch_tasks) moves the meta-model as adapting the tasks one network each does,
 // through warm-up and search meta-epochs (drop-path off: its masks come from other streams).
-func TestBatchTasksMatchesWorkers(t *testing.T) { batchVsEach(t, "cpu", 1e-3) }
+func TestBatchTasksMatchesWorkers(t *testing.T) { batchVsEach(t, "cpu", 1e-3, nil) }
 
 // TestCUDABatchTasks is TestBatchTasksMatchesWorkers on CUDA, where grouped and single
 // convolutions may take different cuDNN algorithms (TF32 included): a looser tolerance.
@@ -22,19 +23,37 @@ func TestCUDABatchTasks(t *testing.T) {
 	if !torch.CUDAAvailable() {
 		t.Skip("no CUDA device (or LibTorch built without CUDA)")
 	}
-	batchVsEach(t, "cuda", 2e-2)
+	batchVsEach(t, "cuda", 2e-2, nil)
 }
 
-// batchVsEach meta-trains a tiny run on device with and without run.batch_tasks and
-// compares the meta-models within rel.
-func batchVsEach(t *testing.T, device string, rel float64) {
+// TestCUDABatchGraphs is TestCUDABatchTasks with the warm-up steps replayed from a
+// captured CUDA graph.
+func TestCUDABatchGraphs(t *testing.T) {
+	if !torch.CUDAAvailable() {
+		t.Skip("no CUDA device (or LibTorch built without CUDA)")
+	}
+	batchVsEach(t, "cuda", 2e-2, func(tr *Trainer) {
+		if tr.Batch.GraphErr != nil || tr.Batch.GraphReplays == 0 {
+			t.Errorf("graph replays %d, error %v", tr.Batch.GraphReplays, tr.Batch.GraphErr)
+		}
+	}, "run.cuda_graphs=true")
+}
+
+// batchVsEach meta-trains a tiny run on device with and without run.batch_tasks (and the
+// settings extra) and compares the meta-models within rel; check, when set, inspects the
+// batched trainer after its run.
+func batchVsEach(t *testing.T, device string, rel float64, check func(*Trainer), extra ...string) {
 	dir := t.TempDir()
 	// 4 final meta-test tasks: one batch of 3 and one task alone.
 	sets := []string{"model.drop_path=0", "meta.meta_batch=3", "meta.test_every=0", "meta.final_test_tasks=4", "run.device=" + device}
 	metas := make([][][]float32, 2)
 	finals := make([]*TestResult, 2)
 	for i, batch := range []string{"0", "3"} {
-		cfg := synthConfig(t, filepath.Join(dir, batch), append(sets, "run.batch_tasks="+batch)...)
+		set := append(slices.Clone(sets), "run.batch_tasks="+batch)
+		if batch != "0" {
+			set = append(set, extra...)
+		}
+		cfg := synthConfig(t, filepath.Join(dir, batch), set...)
 		tr, err := New(cfg, Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -48,6 +67,9 @@ func batchVsEach(t *testing.T, device string, rel float64) {
 			t.Fatal(err)
 		}
 		finals[i] = res
+		if check != nil && tr.Batch != nil {
+			check(tr)
+		}
 		for _, p := range append(tr.Meta.Weights(), tr.Meta.Alphas()...) {
 			v, err := p.Float32s()
 			if err != nil {
@@ -106,6 +128,29 @@ func TestBatchTasksValidation(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "run.batch_tasks") {
 			t.Errorf("%s with run.batch_tasks: error %v, want one naming run.batch_tasks", set, err)
 		}
+	}
+	for _, tc := range []struct{ sets []string }{
+		{[]string{"run.cuda_graphs=true", "run.device=cuda", "run.batch_tasks=0"}},
+		{[]string{"run.cuda_graphs=true", "run.device=cpu", "run.batch_tasks=5"}},
+	} {
+		cfg := config.Default()
+		for _, kv := range tc.sets {
+			if err := cfg.Set(kv); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "run.cuda_graphs") {
+			t.Errorf("%v: error %v, want one naming run.cuda_graphs", tc.sets, err)
+		}
+	}
+	cfg := config.Default()
+	for _, kv := range []string{"run.cuda_graphs=true", "run.device=cuda:0", "run.batch_tasks=5"} {
+		if err := cfg.Set(kv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("CUDA graphs with batched tasks on cuda:0: %v", err)
 	}
 }
 

@@ -85,6 +85,8 @@ type Trainer struct {
 	log     *slog.Logger
 	threads int // LibTorch threads per worker
 	start   int // first meta-epoch of this run
+	// graphWarned is set once a failed CUDA graph capture was logged.
+	graphWarned bool
 }
 
 // New prepares a run: device, data, meta-model, task worker and meta-learner.
@@ -167,8 +169,12 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 			t.Close()
 			return nil, usage("run.batch_tasks: %v", err)
 		}
+		if err := t.Batch.UseGraphs(cfg.Run.CUDAGraphs); err != nil {
+			t.Close()
+			return nil, usage("run.cuda_graphs: %v", err)
+		}
 	}
-	log.Info("setup", "device", dev.String(), "workers", workers, "threads_per_worker", threads, "batch_tasks", cfg.Run.BatchTasks)
+	log.Info("setup", "device", dev.String(), "workers", workers, "threads_per_worker", threads, "batch_tasks", cfg.Run.BatchTasks, "cuda_graphs", cfg.Run.CUDAGraphs)
 	if opts.Resume != "" {
 		ck, err := LoadCheckpoint(opts.Resume, meta, w, &cfg)
 		if err != nil {
@@ -361,6 +367,10 @@ func (t *Trainer) adaptBatch(epoch int, tasks []data.Task, ts learn.TaskSettings
 		results = append(results, r...)
 		if err := t.Learner.(learn.BatchAdder).AddBatch(b); err != nil {
 			return nil, err
+		}
+		if b.GraphErr != nil && !t.graphWarned {
+			t.log.Warn("cuda graphs off", "meta_epoch", epoch, "reason", b.GraphErr.Error())
+			t.graphWarned = true
 		}
 	}
 	return results, nil
