@@ -2,6 +2,7 @@ package cells
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/metanas-go/metanas/cells/genotype"
@@ -259,5 +260,94 @@ func TestBatchedRegistryCopy(t *testing.T) {
 	}
 	if err := torch.ForeachAddTaskSum([]*torch.Tensor{acc}, []*torch.Tensor{single.AlphaNormal[0]}, 4); err == nil {
 		t.Fatal("a tensor of one task summed as four: no error")
+	}
+}
+
+// TestActiveKeyAndCopyArch checks that ActiveKey changes exactly when an op or pair crosses
+// the threshold (for one task of a batch), and that CopyArch copies values in place and
+// refuses weights of another network.
+func TestActiveKeyAndCopyArch(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	cfg := SearchConfig{InChannels: 1, Classes: 3, Channels: 4, Layers: 2, Nodes: 2, Reductions: []int{1},
+		StemMultiplier: 3, FeatureScaleRate: 1, Primitives: genotype.FewShot, Pairwise: true, AlphaInitStd: 1e-3, Tasks: 2}
+	n, err := NewSearchNet(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := func() *ArchWeights {
+		w, err := n.Normalize(s, Softmax, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	w0 := norm()
+	k0, err := n.ActiveKey(w0, 0.01)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every weight is about 1/7 or 1/3: all active, whatever the small alphas.
+	if strings.Contains(k0, "0") {
+		t.Errorf("near-uniform weights: key %q marks something inactive", k0)
+	}
+	if k, _ := n.ActiveKey(w0, 0.5); k == k0 {
+		t.Error("a threshold above every weight gives the same key")
+	}
+	// Task 1's op 2 on node 0's input 0 dominates: its other ops on that edge fall below
+	// 0.01, but task 0 still needs them, so the active ops stay; pair flags do not move.
+	a := n.AlphaNormal[0] // [2 tasks * 2 inputs, 7 ops]
+	v := make([]float32, a.Numel())
+	K := len(cfg.Primitives)
+	v[2*K+2] = 12
+	if err := a.Copy_(s.FromFloat32(v, a.MustShape(), torch.CPU)); err != nil {
+		t.Fatal(err)
+	}
+	w1 := norm()
+	if k, _ := n.ActiveKey(w1, 0.01); k != k0 {
+		t.Errorf("an op pruned for one task only changed the key:\n%s\n%s", k, k0)
+	}
+	// The same for task 0: now no task needs the other ops of that edge.
+	v[2] = 12
+	if err := a.Copy_(s.FromFloat32(v, a.MustShape(), torch.CPU)); err != nil {
+		t.Fatal(err)
+	}
+	w2 := norm()
+	k2, _ := n.ActiveKey(w2, 0.01)
+	if k2 == k0 || strings.Count(k2, "0") != K-1 {
+		t.Errorf("ops pruned for both tasks: key %q, want %d inactive columns", k2, K-1)
+	}
+	// CopyArch: w0's clone takes w2's values, device and host.
+	c, err := CloneArch(s, w0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CopyArch(c, w2); err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := n.ActiveKey(c, 0.01); k != k2 {
+		t.Error("the copy's host weights differ from the source's")
+	}
+	got, _ := c.Normal.Ops[0].Float32s()
+	want, _ := w2.Normal.Ops[0].Float32s()
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("copied op weight %d: %g, want %g", i, got[i], want[i])
+		}
+	}
+	single, err := NewSearchNet(s, torch.CPU, SearchConfig{InChannels: 1, Classes: 3, Channels: 4, Layers: 2, Nodes: 3,
+		Reductions: []int{1}, StemMultiplier: 3, FeatureScaleRate: 1, Primitives: genotype.FewShot, Pairwise: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := single.Normalize(s, Softmax, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CopyArch(c, other); err == nil {
+		t.Error("copy between weights of different networks: no error")
+	}
+	if _, err := n.ActiveKey(other, 0.01); err == nil {
+		t.Error("key of another network's weights: no error")
 	}
 }
