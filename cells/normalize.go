@@ -59,7 +59,7 @@ type ArchWeights struct {
 	Normal, Reduce CellWeights
 }
 
-func normalize(s *torch.Scope, a *torch.Tensor, kind NormKind, temp float64, gen *torch.Generator) *torch.Tensor {
+func normalize(s *torch.Scope, a *torch.Tensor, kind NormKind, div func(*torch.Tensor) *torch.Tensor, gen *torch.Generator) *torch.Tensor {
 	x := a
 	switch kind {
 	case ReLUSoftmax:
@@ -70,7 +70,65 @@ func normalize(s *torch.Scope, a *torch.Tensor, kind NormKind, temp float64, gen
 		g := s.Neg(s.Log(s.AddScalar(s.Neg(s.Log(s.AddScalar(u, 1e-20))), 1e-20)))
 		x = s.Add(x, g)
 	}
-	return s.Softmax(s.DivScalar(x, temp), -1)
+	return s.Softmax(div(x), -1)
+}
+
+func checkNorm(kind NormKind) error {
+	switch kind {
+	case Softmax, ReLUSoftmax, GumbelSoftmax:
+		return nil
+	}
+	return fmt.Errorf("normalizer %q: use softmax, relu_softmax or gumbel_softmax", kind)
+}
+
+// normalizeAll normalises every alpha with div applied before the softmax; pairs2D gives a
+// single network's pair weights the batched shape [1, pairs]. It returns the weights and
+// their flattened list (for the host copy).
+func (n *SearchNet) normalizeAll(s *torch.Scope, kind NormKind, div func(*torch.Tensor) *torch.Tensor, g *torch.Generator, pairs2D bool) (*ArchWeights, []*torch.Tensor) {
+	w := &ArchWeights{}
+	tasks := n.Reg.Tasks()
+	var flat []*torch.Tensor
+	fill := func(cw *CellWeights, ops, pairs []*torch.Tensor) {
+		for _, a := range ops {
+			t := normalize(s, a, kind, div, g)
+			cw.Ops = append(cw.Ops, t)
+			flat = append(flat, s.Flatten(t, 0, -1))
+		}
+		for _, a := range pairs {
+			if tasks == 1 && !pairs2D {
+				t := normalize(s, a, kind, div, g)
+				cw.Pairs = append(cw.Pairs, t)
+				flat = append(flat, t)
+				continue
+			}
+			// A batched network's pair alphas [T*pairs] are normalised per task, as [T, pairs].
+			t := normalize(s, s.Reshape(a, tasks, -1), kind, div, g)
+			cw.Pairs = append(cw.Pairs, t)
+			flat = append(flat, s.Flatten(t, 0, -1))
+		}
+	}
+	fill(&w.Normal, n.AlphaNormal, n.AlphaPwNormal)
+	fill(&w.Reduce, n.AlphaReduce, n.AlphaPwReduce)
+	return w, flat
+}
+
+// NormalizeOnDevice is Normalize without the host copy, at the temperature held by the
+// one-element tensor temp: nothing waits for the device, so a CUDA graph can capture it
+// (and reads the temperature current at each replay). The weights carry no host values;
+// a forward pass with them computes every op and input and leaves pruning to the device
+// (weights at or below the threshold count as zero, per task). So it computes the same
+// logits and alpha gradients as Normalize's weights, but an op pruned in every task still
+// runs: its weights get zero gradients instead of none and its batch norm's running
+// statistics move. Pair weights have the batched shape [Tasks, pairs] (Tasks 1 included).
+func (n *SearchNet) NormalizeOnDevice(s *torch.Scope, kind NormKind, temp *torch.Tensor, gen *torch.Generator) (*ArchWeights, error) {
+	if err := checkNorm(kind); err != nil {
+		return nil, err
+	}
+	if temp == nil || temp.Numel() != 1 {
+		return nil, fmt.Errorf("normalizer: the temperature must be a one-element tensor")
+	}
+	w, _ := n.normalizeAll(s, kind, func(x *torch.Tensor) *torch.Tensor { return s.Div(x, temp) }, gen, true)
+	return w, s.Err()
 }
 
 // Normalize turns the alphas into weights at temperature temp, with one host copy of all
@@ -81,40 +139,14 @@ func (n *SearchNet) Normalize(s *torch.Scope, kind NormKind, temp float64, gen .
 	if len(gen) > 0 {
 		g = gen[0]
 	}
-	switch kind {
-	case Softmax, ReLUSoftmax, GumbelSoftmax:
-	default:
-		return nil, fmt.Errorf("normalizer %q: use softmax, relu_softmax or gumbel_softmax", kind)
+	if err := checkNorm(kind); err != nil {
+		return nil, err
 	}
 	if temp <= 0 {
 		return nil, fmt.Errorf("normalizer: temperature must be > 0, got %g", temp)
 	}
-	w := &ArchWeights{}
 	tasks := n.Reg.Tasks()
-	var flat []*torch.Tensor
-	fill := func(cw *CellWeights, ops, pairs []*torch.Tensor) {
-		for _, a := range ops {
-			t := normalize(s, a, kind, temp, g)
-			cw.Ops = append(cw.Ops, t)
-			flat = append(flat, s.Flatten(t, 0, -1))
-		}
-		if pairs != nil {
-			for _, a := range pairs {
-				if tasks == 1 {
-					t := normalize(s, a, kind, temp, g)
-					cw.Pairs = append(cw.Pairs, t)
-					flat = append(flat, t)
-					continue
-				}
-				// A batched network's pair alphas [T*pairs] are normalised per task, as [T, pairs].
-				t := normalize(s, s.Reshape(a, tasks, -1), kind, temp, g)
-				cw.Pairs = append(cw.Pairs, t)
-				flat = append(flat, s.Flatten(t, 0, -1))
-			}
-		}
-	}
-	fill(&w.Normal, n.AlphaNormal, n.AlphaPwNormal)
-	fill(&w.Reduce, n.AlphaReduce, n.AlphaPwReduce)
+	w, flat := n.normalizeAll(s, kind, func(x *torch.Tensor) *torch.Tensor { return s.DivScalar(x, temp) }, g, false)
 	host, err := s.Cat(flat, 0).Float32s()
 	if err != nil {
 		return nil, err

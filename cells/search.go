@@ -258,16 +258,23 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 		var hostPairs []float32
 		var wp *torch.Tensor
 		if w.Pairs != nil {
-			hostPairs, wp = w.HostPairs[i], w.Pairs[i]
+			wp = w.Pairs[i]
+			if w.HostPairs != nil {
+				hostPairs = w.HostPairs[i]
+			}
 		}
-		// An op runs when some task needs it: above thr, on an input of a pair above thr.
-		active := activeTasks(w.HostOps[i], hostPairs, int(T), nIn, K, thr)
-		outs, idx, drop := nodeOps(c, row, states, relu, func(j, k int) bool { return active[j*K+k] })
+		onDevice := w.HostOps == nil // NormalizeOnDevice: every op runs, the device prunes
+		var active []bool
+		if !onDevice {
+			// An op runs when some task needs it: above thr, on an input of a pair above thr.
+			active = activeTasks(w.HostOps[i], hostPairs, int(T), nIn, K, thr)
+		}
+		outs, idx, drop := nodeOps(c, row, states, relu, func(j, k int) bool { return onDevice || active[j*K+k] })
 		var node *torch.Tensor
 		switch {
 		case len(outs) == 0:
 			node = cell.zeros(c, states[0], states[1])
-		case T > 1:
+		case T > 1 || onDevice:
 			// Each task zeroes what it prunes itself, so every pair takes part.
 			var inc []float32
 			if wp != nil {

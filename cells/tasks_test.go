@@ -1,6 +1,7 @@
 package cells
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -349,5 +350,106 @@ func TestActiveKeyAndCopyArch(t *testing.T) {
 	}
 	if _, err := n.ActiveKey(other, 0.01); err == nil {
 		t.Error("key of another network's weights: no error")
+	}
+}
+
+// TestNormalizeOnDevice checks that weights normalised on the device (no host copy, every
+// op computed, pruning on the device) give the logits and alpha gradients of Normalize's
+// weights with host pruning, for a batched and a single network whose alphas prune ops
+// and pairs (in some tasks, and in all), and weight gradients that differ only by zeros
+// where an op is pruned in every task.
+func TestNormalizeOnDevice(t *testing.T) {
+	for _, tasks := range []int{2, 1} {
+		t.Run(fmt.Sprintf("tasks=%d", tasks), func(t *testing.T) {
+			const thr = 0.05
+			s := torch.NewScope()
+			defer s.Close()
+			cfg := SearchConfig{InChannels: 1, Classes: 3, Channels: 4, Layers: 2, Nodes: 3, Reductions: []int{1},
+				StemMultiplier: 3, FeatureScaleRate: 1, Primitives: genotype.FewShot, Pairwise: true, AlphaInitStd: 1.5, Tasks: tasks}
+			torch.ManualSeed(21)
+			n, err := NewSearchNet(s, torch.CPU, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := s.Randn([]int64{3, int64(tasks), 8, 8}, torch.CPU, false)
+			r := s.Randn([]int64{int64(tasks) * 3 * 3}, torch.CPU, false)
+			run := func(device bool) (logits []float32, grads [][]float32, host *ArchWeights) {
+				params := append(n.Weights(), n.Alphas()...)
+				if err := torch.ZeroGrad(params, true); err != nil {
+					t.Fatal(err)
+				}
+				var w *ArchWeights
+				if device {
+					w, err = n.NormalizeOnDevice(s, Softmax, s.Full(nil, 0.4, torch.CPU), nil)
+				} else {
+					w, err = n.Normalize(s, Softmax, 0.4)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				y := n.Forward(&Ctx{S: s, Train: true, Tasks: int64(tasks)}, x, w, thr)
+				if err := s.Sum(s.Mul(s.Flatten(y, 0, -1), r)).Backward(); err != nil {
+					t.Fatal(err)
+				}
+				if logits, err = s.Flatten(y, 0, -1).Float32s(); err != nil {
+					t.Fatal(err)
+				}
+				for _, p := range params {
+					g := s.Grad(p)
+					if g == nil {
+						grads = append(grads, nil)
+						continue
+					}
+					v, err := g.Float32s()
+					if err != nil {
+						t.Fatal(err)
+					}
+					grads = append(grads, v)
+				}
+				return logits, grads, w
+			}
+			wantL, wantG, hostW := run(false)
+			gotL, gotG, _ := run(true)
+			// The alphas prune some op in some task and some pair (AlphaInitStd 1.5, T 0.4).
+			pruned := 0
+			for _, h := range append(append([][]float32{}, hostW.Normal.HostOps...), hostW.Normal.HostPairs...) {
+				for _, v := range h {
+					if v <= thr {
+						pruned++
+					}
+				}
+			}
+			if pruned == 0 {
+				t.Fatal("nothing pruned: the test checks nothing")
+			}
+			for i := range wantL {
+				if !closeTo(gotL[i], wantL[i]) {
+					t.Fatalf("logit %d: %g on the device, %g with host pruning", i, gotL[i], wantL[i])
+				}
+			}
+			nilToZero := 0
+			for p := range wantG {
+				if wantG[p] == nil {
+					if gotG[p] == nil {
+						continue
+					}
+					for _, v := range gotG[p] {
+						if v != 0 {
+							t.Fatalf("parameter %d: no gradient with host pruning, %g on the device", p, v)
+						}
+					}
+					nilToZero++
+					continue
+				}
+				for k := range wantG[p] {
+					if !closeTo(gotG[p][k], wantG[p][k]) {
+						t.Fatalf("parameter %d gradient %d: %g on the device, %g with host pruning", p, k, gotG[p][k], wantG[p][k])
+					}
+				}
+			}
+			if nilToZero == 0 {
+				t.Error("no op pruned in every task: the zero-gradient case is not covered")
+			}
+		})
 	}
 }

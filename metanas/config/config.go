@@ -374,11 +374,13 @@ type RunConfig struct {
 	// The search network with REPTILE and a reset task optimizer only. Meta-tests adapt
 	// their tasks in batches too (a remainder task by task).
 	BatchTasks int `yaml:"batch_tasks"`
-	// CUDAGraphs captures one step of the batched network (run.batch_tasks) in a CUDA
-	// graph and replays it for the steps of tasks whose alphas stay fixed (the warm-up
-	// meta-epochs), instead of issuing its thousands of ops one by one. CUDA only; the
-	// results are those of the eager steps. A failed capture is logged and the run goes
-	// on eagerly.
+	// CUDAGraphs runs the batched network's steps (run.batch_tasks) from captured CUDA
+	// graphs: after two eager steps, one step is captured and replayed for every later
+	// minibatch and task (one graph for steps with fixed alphas, one for steps that adapt
+	// them), instead of issuing its thousands of ops one by one. CUDA only. Search steps
+	// then prune on the device: an op pruned in every task still runs (zero gradients, its
+	// batch norm statistics move, its drop-path masks are drawn). A failed capture is
+	// logged and the run goes on eagerly.
 	CUDAGraphs bool `yaml:"cuda_graphs"`
 	// CheckpointEvery saves a checkpoint every this many meta-epochs; 0 saves
 	// at every meta-test and at the end.

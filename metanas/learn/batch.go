@@ -34,7 +34,11 @@ type BatchWorker struct {
 	// GraphReplays counts the steps replayed from a captured CUDA graph.
 	GraphReplays int64
 	graphs       graphMode
-	sg           *stepGraph
+	fixedG       *stepGraph // steps with fixed alphas
+	archG        *stepGraph // steps that adapt the alphas
+	// Per-task sums of the support loss and hits over an adaptation, and the class
+	// indices [1, classes]: static, so that captured steps can use them.
+	loss, correct, classes *torch.Tensor
 }
 
 // NewBatchWorker builds a batched network of tasks tasks with its Adam optimizers.
@@ -56,7 +60,14 @@ func NewBatchWorker(cfg config.Config, dev torch.Device, tasks int) (*BatchWorke
 		s.Close()
 		return nil, err
 	}
-	b := &BatchWorker{Dev: dev, Tasks: tasks, Model: m, scope: s, task: s.Child(), step: s.Child(), gen: gen, Temp: cfg.Arch.TMax}
+	b := &BatchWorker{Dev: dev, Tasks: tasks, Model: m, scope: s, task: s.Child(), step: s.Child(), gen: gen, Temp: cfg.Arch.TMax,
+		loss: s.Zeros([]int64{int64(tasks)}, dev), correct: s.Zeros([]int64{int64(tasks)}, dev)}
+	b.classes = s.Reshape(s.Arange(int64(m.Search.Cfg.Classes), dev), 1, int64(m.Search.Cfg.Classes))
+	if err := s.Err(); err != nil {
+		gen.Close()
+		s.Close()
+		return nil, err
+	}
 	t := cfg.Task
 	// Adam works elementwise: one optimizer over the stacked tensors is one per task.
 	b.WOpt, err = torch.NewAdam(m.Weights(), torch.AdamOptions{LR: t.WLR, Beta1: t.WBetas[0], Beta2: t.WBetas[1], WeightDecay: t.WWeightDecay})
@@ -76,7 +87,7 @@ func NewBatchWorker(cfg config.Config, dev torch.Device, tasks int) (*BatchWorke
 
 // Close frees the network, optimizer state and task tensors.
 func (b *BatchWorker) Close() {
-	b.dropGraph()
+	b.dropGraphs()
 	b.WOpt.Close()
 	b.AOpt.Close()
 	b.step.Close()
@@ -154,12 +165,15 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	if bs <= 0 || bs > ns {
 		bs = ns
 	}
-	K := int64(m.Search.Cfg.Classes)
 	ctx := &cells.Ctx{S: b.step, Train: true, DropPath: ts.DropPath, Gen: b.gen, Tasks: T}
 	tsc := b.task
-	classes := tsc.Reshape(tsc.Arange(K, b.Dev), 1, K)
-	lossSum := tsc.Zeros([]int64{T}, b.Dev)
-	correct := tsc.Zeros([]int64{T}, b.Dev)
+	lossSum, correct := b.loss, b.correct
+	if err := lossSum.Fill_(0); err != nil {
+		return nil, err
+	}
+	if err := correct.Fill_(0); err != nil {
+		return nil, err
+	}
 	batches := 0
 	archStep := 0
 	var fixed *cells.ArchWeights
@@ -168,16 +182,20 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	if ts.Norm == cells.GumbelSoftmax {
 		gen = b.gen
 	}
-	// With graphs on, a task whose alphas stay fixed (warm-up) runs its steps on static
-	// buffers, from a captured CUDA graph after the first steps.
-	var sg *stepGraph
-	graphed := b.graphs != graphsOff && !archOn && gen == nil && ns%bs == 0
-	if err := b.WOpt.SetDeviceSteps(graphed); err != nil {
-		return nil, err
+	// With graphs on, every step runs on static buffers, from a captured CUDA graph after
+	// the first steps: one graph for steps with fixed alphas, one for steps that adapt them
+	// (their weights normalised on the device, pruning on the device).
+	graphed := b.graphs != graphsOff && gen == nil && ns%bs == 0
+	for _, o := range []*torch.Optimizer{b.WOpt, b.AOpt} {
+		if err := o.SetDeviceSteps(graphed); err != nil {
+			return nil, err
+		}
 	}
 	if !graphed {
-		b.dropGraph()
+		b.dropGraphs()
 	}
+	shape := []int64{bs, T * C, H, W}
+	var fg *stepGraph
 	for step := 0; step < ts.Steps; step++ {
 		arch := archOn && step < ts.ArchSteps
 		if err := setArch(arch); err != nil {
@@ -191,10 +209,15 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 			}
 			fixedTemp = temp
 			if graphed {
-				if sg, err = b.graphFor(fixed, ts, []int64{bs, T * C, H, W}); err != nil {
+				if fg, err = b.fixedGraph(fixed, ts, shape); err != nil {
 					return nil, err
 				}
-				lossSum, correct = sg.loss, sg.correct
+			}
+		}
+		var ag *stepGraph
+		if arch && graphed {
+			if ag, err = b.archGraph(ts, shape, temp); err != nil {
+				return nil, err
 			}
 		}
 		for off := int64(0); off < ns; off += bs {
@@ -204,18 +227,29 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 			// [T, n, C, H, W] -> [n, T*C, H, W]: each task's images in its own channels.
 			x := s.Reshape(s.Permute(s.Narrow(sx, 1, off, n), 1, 0, 2, 3, 4), n, T*C, H, W)
 			y := s.Reshape(s.Narrow(sy, 1, off, n), T*n, 1)
-			if sg != nil {
-				if err := b.graphStep(sg, x, y, ctx, a, ts.GradClip); err != nil {
-					return nil, err
-				}
-			} else {
+			var err error
+			switch {
+			case ag != nil:
+				err = b.graphStep(ag, x, y, func() error {
+					w, err := m.Search.NormalizeOnDevice(ctx.S, ts.Norm, ag.temp, nil)
+					if err != nil {
+						return err
+					}
+					return b.trainStep(ctx, ag.x, ag.y, a, w, true, ts.GradClip)
+				})
+			case fg != nil && !arch:
+				err = b.graphStep(fg, x, y, func() error {
+					return b.trainStep(ctx, fg.x, fg.y, a, fg.pre, false, ts.GradClip)
+				})
+			default:
 				var pre *cells.ArchWeights
 				if !arch {
 					pre = fixed
 				}
-				if err := b.trainStep(ctx, x, y, classes, a, pre, arch, ts.GradClip, lossSum, correct); err != nil {
-					return nil, err
-				}
+				err = b.trainStep(ctx, x, y, a, pre, arch, ts.GradClip)
+			}
+			if err != nil {
+				return nil, err
 			}
 			batches++
 		}
@@ -227,7 +261,7 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	if err := setArch(true); err != nil {
 		return nil, err
 	}
-	host, err := tsc.Stack([]*torch.Tensor{lossSum, correct}, 0).Float64s()
+	host, err := tsc.Stack([]*torch.Tensor{b.loss, b.correct}, 0).Float64s()
 	if err != nil {
 		return nil, err
 	}
@@ -238,12 +272,13 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	return out, nil
 }
 
-// trainStep runs one minibatch step of every task: forward (with the fixed normalised
-// weights pre, or the alphas normalised by the pass when pre is nil), per-task
-// cross-entropy, backward, per-task clipping, Adam on the weights (and on the alphas when
-// arch is set); it adds each task's loss and hit count to lossSum and correct in place. It
-// issues no host synchronisation, so that a CUDA graph can capture it.
-func (b *BatchWorker) trainStep(ctx *cells.Ctx, x, y, classes *torch.Tensor, a Arch, pre *cells.ArchWeights, arch bool, clip float64, lossSum, correct *torch.Tensor) error {
+// trainStep runs one minibatch step of every task: forward (with the normalised weights
+// pre, or the alphas normalised by the pass when pre is nil), per-task cross-entropy,
+// backward, per-task clipping, Adam on the weights (and on the alphas when arch is set);
+// it adds each task's loss and hit count to b.loss and b.correct in place. With pre given
+// and normalised on the device it issues no host synchronisation, so that a CUDA graph
+// can capture it.
+func (b *BatchWorker) trainStep(ctx *cells.Ctx, x, y *torch.Tensor, a Arch, pre *cells.ArchWeights, arch bool, clip float64) error {
 	s := ctx.S
 	m := b.Model
 	T := int64(b.Tasks)
@@ -256,7 +291,7 @@ func (b *BatchWorker) trainStep(ctx *cells.Ctx, x, y, classes *torch.Tensor, a A
 	}
 	flat := s.Reshape(logits, T*n, K)
 	// Per task the mean cross-entropy; their sum gives each task its own gradient.
-	nll := s.Neg(s.SumDims(s.Mul(s.LogSoftmax(flat, 1), s.Compare(y, torch.Eq, classes)), false, 1))
+	nll := s.Neg(s.SumDims(s.Mul(s.LogSoftmax(flat, 1), s.Compare(y, torch.Eq, b.classes)), false, 1))
 	perTask := s.MeanDims(s.Reshape(nll, T, n), false, 1)
 	loss := s.Sum(perTask)
 	if err := torch.ZeroGrad(append(weights, m.Alphas()...), true); err != nil {
@@ -278,10 +313,10 @@ func (b *BatchWorker) trainStep(ctx *cells.Ctx, x, y, classes *torch.Tensor, a A
 	}
 	hit := s.Compare(s.Reshape(s.Argmax(flat, 1, false), T*n, 1), torch.Eq, y)
 	hits := s.SumDims(s.To(s.Reshape(hit, T, n), torch.Float32, b.Dev), false, 1)
-	if err := lossSum.Add_(s.Detach(perTask), 1); err != nil {
+	if err := b.loss.Add_(s.Detach(perTask), 1); err != nil {
 		return err
 	}
-	if err := correct.Add_(hits, 1); err != nil {
+	if err := b.correct.Add_(hits, 1); err != nil {
 		return err
 	}
 	return s.Err()

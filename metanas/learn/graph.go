@@ -7,7 +7,7 @@ import (
 	"github.com/metanas-go/metanas/torch"
 )
 
-// graphMode says how a BatchWorker runs the steps of tasks whose alphas stay fixed.
+// graphMode says how a BatchWorker runs its steps.
 type graphMode int
 
 const (
@@ -16,34 +16,46 @@ const (
 	graphsStatic           // the same static buffers, every step run eagerly (CPU tests; after a failed capture)
 )
 
-// captureAfter is the number of eager steps on the static buffers before a capture: the
-// first steps allocate the optimizer state and let cuDNN choose its algorithms, which a
-// capture must not do.
+// captureAfter is the number of eager steps on a graph's static buffers before its
+// capture: the first steps allocate the optimizer state, let cuDNN choose its algorithms
+// and copy the forward pass's index arrays to the device, none of which a capture may do.
 const captureAfter = 2
 
-// stepGraph is what a captured fixed-architecture step reads and writes; all of it lives
-// across replays.
+// stepGraph is what a captured step reads and writes besides the network, its optimizer
+// state and the worker's accumulators; all of it lives across replays.
 type stepGraph struct {
-	s             *torch.Scope
-	g             *torch.Graph // nil until captured
-	key           string       // what the capture depends on (see graphFor)
-	x, y          *torch.Tensor
-	classes       *torch.Tensor
-	loss, correct *torch.Tensor // per-task sums over the task's steps
-	pre           *cells.ArchWeights
-	eager         int // steps run eagerly on these buffers
+	s     *torch.Scope
+	g     *torch.Graph  // nil until captured
+	key   string        // what the capture depends on
+	x, y  *torch.Tensor // the minibatch [n, T*C, H, W] and its labels [T*n, 1]
+	pre   *cells.ArchWeights
+	temp  *torch.Tensor // the temperature of steps that adapt the alphas
+	eager int           // steps run eagerly on these buffers
 }
 
-// UseGraphs turns CUDA graphs on or off for the steps of tasks whose alphas stay fixed
-// (the warm-up meta-epochs): after two eager steps, one step of the batched network is
-// captured and replayed for every later minibatch and task while the architecture keeps
-// the same active ops, the same minibatch shape and the same settings. The device must be
-// CUDA. If a capture fails, the worker goes on eagerly and GraphErr says why.
+func (g *stepGraph) close() {
+	if g.g != nil {
+		g.g.Close()
+	}
+	g.s.Close()
+}
+
+// UseGraphs turns CUDA graphs on or off. With them, each step runs on static buffers and,
+// after two eager steps, from one captured step replayed for every later minibatch and
+// task: one graph for steps whose alphas stay fixed (warm-up meta-epochs, the weight-only
+// steps of a meta-test), kept while the active ops stay, and one for steps that adapt
+// the alphas, whose weights it normalises on the device (cells.NormalizeOnDevice:
+// every op runs and the device prunes, so an op pruned in every task gets zero gradients
+// instead of none and its batch norm statistics move). Both optimizers count their steps
+// on the device. A graph is captured again when the minibatch shape, drop-path, clipping,
+// a learning rate or the prune threshold change. The device must be CUDA. If a capture
+// fails, the worker goes on eagerly and GraphErr says why. Gumbel-softmax normalisation
+// and support sets that the batch size does not divide run without graphs.
 func (b *BatchWorker) UseGraphs(on bool) error {
 	if on && !b.Dev.CUDA {
 		return fmt.Errorf("CUDA graphs need a CUDA device, the batched network is on %s", b.Dev)
 	}
-	b.dropGraph()
+	b.dropGraphs()
 	b.graphs, b.GraphErr = graphsOff, nil
 	if on {
 		b.graphs = graphsCUDA
@@ -51,94 +63,109 @@ func (b *BatchWorker) UseGraphs(on bool) error {
 	return nil
 }
 
-// Graphed reports whether the last adaptation replayed a captured graph.
-func (b *BatchWorker) Graphed() bool { return b.sg != nil && b.sg.g != nil }
-
-// dropGraph frees the captured graph and its static buffers.
-func (b *BatchWorker) dropGraph() {
-	if b.sg == nil {
-		return
-	}
-	if b.sg.g != nil {
-		b.sg.g.Close()
-	}
-	b.sg.s.Close()
-	b.sg = nil
+// Graphed reports whether a captured graph is ready for the next steps.
+func (b *BatchWorker) Graphed() bool {
+	return (b.fixedG != nil && b.fixedG.g != nil) || (b.archG != nil && b.archG.g != nil)
 }
 
-// graphFor returns the static buffers (and graph) for steps with the fixed weights w on
-// minibatches of shape x, rebuilding them when anything a capture depends on changed: the
-// active ops and pairs, the shapes, drop-path, clipping or the learning rate. It zeroes
-// the loss and hit accumulators.
-func (b *BatchWorker) graphFor(w *cells.ArchWeights, ts TaskSettings, x []int64) (*stepGraph, error) {
-	key, err := b.Model.Search.ActiveKey(w, ts.Threshold)
+// dropGraphs frees the captured graphs and their static buffers.
+func (b *BatchWorker) dropGraphs() {
+	for _, g := range []**stepGraph{&b.fixedG, &b.archG} {
+		if *g != nil {
+			(*g).close()
+			*g = nil
+		}
+	}
+}
+
+// graphKey is what every capture depends on besides the network: the minibatch shape and
+// the settings baked into the captured kernels.
+func (b *BatchWorker) graphKey(ts TaskSettings, x []int64) string {
+	return fmt.Sprintf("|x %v|drop %g|clip %g|thr %g|wlr %g|alr %g|norm %s", x, ts.DropPath, ts.GradClip, ts.Threshold, b.WOpt.LR(), b.AOpt.LR(), ts.Norm)
+}
+
+// newStepGraph returns static buffers for minibatches of shape x.
+func (b *BatchWorker) newStepGraph(key string, x []int64) *stepGraph {
+	s := torch.NewScope()
+	return &stepGraph{s: s, key: key, x: s.Zeros(x, b.Dev),
+		y: s.FullOf([]int64{int64(b.Tasks) * x[0], 1}, 0, torch.Int64, b.Dev, false)}
+}
+
+// fixedGraph returns the buffers (and graph) of steps with the fixed weights w, rebuilt
+// when the active ops and pairs or the key change, with w's values copied in.
+func (b *BatchWorker) fixedGraph(w *cells.ArchWeights, ts TaskSettings, x []int64) (*stepGraph, error) {
+	active, err := b.Model.Search.ActiveKey(w, ts.Threshold)
 	if err != nil {
 		return nil, err
 	}
-	key += fmt.Sprintf("|x %v|drop %g|clip %g|lr %g", x, ts.DropPath, ts.GradClip, b.WOpt.LR())
-	sg := b.sg
-	if sg != nil && sg.key == key {
-		if err := cells.CopyArch(sg.pre, w); err != nil {
-			return nil, err
-		}
-	} else {
-		b.dropGraph()
-		s := torch.NewScope()
-		T := int64(b.Tasks)
-		K := int64(b.Model.Search.Cfg.Classes)
-		sg = &stepGraph{s: s, key: key,
-			x:       s.Zeros(x, b.Dev),
-			y:       s.FullOf([]int64{T * x[0], 1}, 0, torch.Int64, b.Dev, false),
-			classes: s.Reshape(s.Arange(K, b.Dev), 1, K),
-			loss:    s.Zeros([]int64{T}, b.Dev), correct: s.Zeros([]int64{T}, b.Dev)}
-		if sg.pre, err = cells.CloneArch(s, w); err != nil {
-			s.Close()
-			return nil, err
-		}
-		b.sg = sg
+	key := "fixed " + active + b.graphKey(ts, x)
+	if g := b.fixedG; g != nil && g.key == key {
+		return g, cells.CopyArch(g.pre, w)
 	}
-	if err := sg.loss.Fill_(0); err != nil {
+	if b.fixedG != nil {
+		b.fixedG.close()
+		b.fixedG = nil
+	}
+	g := b.newStepGraph(key, x)
+	if g.pre, err = cells.CloneArch(g.s, w); err != nil {
+		g.close()
 		return nil, err
 	}
-	if err := sg.correct.Fill_(0); err != nil {
-		return nil, err
-	}
-	return sg, nil
+	b.fixedG = g
+	return g, nil
 }
 
-// graphStep copies the minibatch x, y into the static buffers and runs one step on them:
-// a replay once captured, else eagerly, capturing first when enough eager steps ran.
-func (b *BatchWorker) graphStep(sg *stepGraph, x, y *torch.Tensor, ctx *cells.Ctx, a Arch, clip float64) error {
-	if err := sg.x.Copy_(x); err != nil {
+// archGraph returns the buffers (and graph) of steps that adapt the alphas, at
+// temperature temp.
+func (b *BatchWorker) archGraph(ts TaskSettings, x []int64, temp float64) (*stepGraph, error) {
+	key := "arch" + b.graphKey(ts, x)
+	g := b.archG
+	if g == nil || g.key != key {
+		if g != nil {
+			g.close()
+		}
+		g = b.newStepGraph(key, x)
+		g.temp = g.s.Full(nil, temp, b.Dev)
+		if err := g.s.Err(); err != nil {
+			g.close()
+			b.archG = nil
+			return nil, err
+		}
+		b.archG = g
+	}
+	return g, g.temp.Fill_(temp)
+}
+
+// graphStep copies the minibatch x, y into g's static buffers and runs step on them: a
+// replay once captured, else eagerly, capturing first when enough eager steps ran.
+func (b *BatchWorker) graphStep(g *stepGraph, x, y *torch.Tensor, step func() error) error {
+	if err := g.x.Copy_(x); err != nil {
 		return err
 	}
-	if err := sg.y.Copy_(y); err != nil {
+	if err := g.y.Copy_(y); err != nil {
 		return err
 	}
-	if sg.g != nil {
+	if g.g != nil {
 		b.GraphReplays++
-		return sg.g.Replay()
+		return g.g.Replay()
 	}
-	step := func() error {
-		return b.trainStep(ctx, sg.x, sg.y, sg.classes, a, sg.pre, false, clip, sg.loss, sg.correct)
-	}
-	if b.graphs == graphsCUDA && sg.eager >= captureAfter {
-		g, err := torch.NewGraph(b.Dev)
+	if b.graphs == graphsCUDA && g.eager >= captureAfter {
+		cg, err := torch.NewGraph(b.Dev)
 		if err == nil {
 			b.step.Reset()
-			err = g.Capture([]*torch.Generator{b.gen}, step)
+			err = cg.Capture([]*torch.Generator{b.gen}, step)
 			b.step.Reset()
 			if err == nil {
-				sg.g = g
+				g.g = cg
 				b.GraphReplays++
-				return g.Replay()
+				return cg.Replay()
 			}
-			g.Close()
+			cg.Close()
 		}
 		// Go on without graphs: this step runs eagerly below.
 		b.GraphErr = fmt.Errorf("CUDA graph capture failed, batched steps run eagerly: %w", err)
 		b.graphs = graphsStatic
 	}
-	sg.eager++
+	g.eager++
 	return step()
 }

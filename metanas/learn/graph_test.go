@@ -8,13 +8,25 @@ import (
 	"github.com/metanas-go/metanas/torch"
 )
 
-// graphRun adapts batches of tasks, warm-up and search, on a batched network with the
-// given graph mode and on one without, from the same meta-model and seeds, and compares
-// the adapted weights, alphas, running statistics and results after every adaptation. Its
-// third adaptation runs on meta alphas that prune ops (the captured graph no longer fits),
-// its fourth adapts the alphas (no graph), its fifth is warm-up again. check runs after
+// graphAdapts are graphRun's adaptations: warm-up (alphas fixed) or search, and whether
+// the meta alphas first change (values only, or so that one op of every edge of the first
+// normal node dominates and the others fall below the prune threshold in every task).
+var graphAdapts = []struct {
+	search       bool
+	perturb, cut bool
+}{
+	{}, {perturb: true}, {search: true}, {cut: true}, {search: true}, {},
+}
+
+// graphRun adapts batches of tasks (graphAdapts) on a batched network with the given graph
+// mode and on a reference network in mode ref, from the same meta-model and seeds, and
+// compares the adapted weights, alphas, running statistics and results after every
+// adaptation. Against a reference without graphs (graphsOff) a search differs where the
+// graphed network prunes on the device (an op pruned in every task still runs: its batch
+// norm statistics move and it draws drop-path masks), so there a search's running
+// statistics are not compared, nor anything of a search with drop-path. check runs after
 // each adaptation of the graphed network.
-func graphRun(t *testing.T, dev torch.Device, mode graphMode, dropPath string, check func(i int, b *BatchWorker)) {
+func graphRun(t *testing.T, dev torch.Device, mode, ref graphMode, dropPath string, check func(i int, b *BatchWorker)) {
 	cfg := tinyConfig(t)
 	for _, kv := range []string{"model.drop_path=" + dropPath, "meta.meta_batch=2", "task.grad_clip=0.5", "task.batch_size=3"} {
 		if err := cfg.Set(kv); err != nil {
@@ -22,7 +34,7 @@ func graphRun(t *testing.T, dev torch.Device, mode graphMode, dropPath string, c
 		}
 	}
 	const T = 2
-	tasks := tinyTasks(t, cfg, 4*T)
+	tasks := tinyTasks(t, cfg, 3*T)
 	ts := Settings(cfg, false)
 	s := torch.NewScope()
 	defer s.Close()
@@ -36,6 +48,7 @@ func graphRun(t *testing.T, dev torch.Device, mode graphMode, dropPath string, c
 		t.Fatal(err)
 	}
 	defer plain.Close()
+	plain.graphs = ref
 	graphed, err := NewBatchWorker(cfg, dev, T)
 	if err != nil {
 		t.Fatal(err)
@@ -48,33 +61,24 @@ func graphRun(t *testing.T, dev torch.Device, mode graphMode, dropPath string, c
 	} else {
 		graphed.graphs = mode
 	}
-	for i, alphas := range []bool{false, false, false, true, false} {
-		if i == 1 {
-			// New values, the same active ops: the graph stays, its weights must follow.
-			a := meta.Search.AlphaReduce[0]
-			v := make([]float32, a.Numel())
-			for k := range v {
-				v[k] = float32(k%5) * 0.3
-			}
-			if err := a.Copy_(s.FromFloat32(v, a.MustShape(), dev)); err != nil {
-				t.Fatal(err)
-			}
+	set := func(a *torch.Tensor, f func(k int) float32) {
+		v := make([]float32, a.Numel())
+		for k := range v {
+			v[k] = f(k)
 		}
-		if i == 2 {
-			// One op of every edge of the first normal node dominates: the others fall
-			// below the prune threshold, so other kernels run.
-			a := meta.Search.AlphaNormal[0]
-			v := make([]float32, a.Numel())
-			for k := range v {
-				if k%len(meta.Search.Cfg.Primitives) == 4 {
-					v[k] = 12
-				}
-			}
-			if err := a.Copy_(s.FromFloat32(v, a.MustShape(), dev)); err != nil {
-				t.Fatal(err)
-			}
+		if err := a.Copy_(s.FromFloat32(v, a.MustShape(), dev)); err != nil {
+			t.Fatal(err)
 		}
-		batch := tasks[(i%4)*T : (i%4+1)*T]
+	}
+	K := len(meta.Search.Cfg.Primitives)
+	for i, ad := range graphAdapts {
+		if ad.perturb {
+			set(meta.Search.AlphaReduce[0], func(k int) float32 { return float32(k%5) * 0.3 })
+		}
+		if ad.cut {
+			set(meta.Search.AlphaNormal[0], func(k int) float32 { return 12 * float32(b2f(k%K == 4)) })
+		}
+		batch := tasks[(i%3)*T : (i%3+1)*T]
 		var want, got [][]float32
 		var wantRes, gotRes []AdaptResult
 		for _, b := range []*BatchWorker{plain, graphed} {
@@ -82,18 +86,24 @@ func graphRun(t *testing.T, dev torch.Device, mode graphMode, dropPath string, c
 				t.Fatal(err)
 			}
 			b.SeedTask(uint64(40 + i))
-			res, err := b.Adapt(batch, ts, alphas)
+			res, err := b.Adapt(batch, ts, ad.search)
 			if err != nil {
 				t.Fatalf("adaptation %d: %v", i, err)
 			}
-			vals := host(t, append(append(b.Model.Weights(), b.Model.Alphas()...), b.Model.Reg.RunningStats()...))
+			ps := append(b.Model.Weights(), b.Model.Alphas()...)
+			if !ad.search || ref != graphsOff {
+				ps = append(ps, b.Model.Reg.RunningStats()...)
+			}
 			if b == plain {
-				want, wantRes = vals, res
+				want, wantRes = host(t, ps), res
 			} else {
-				got, gotRes = vals, res
+				got, gotRes = host(t, ps), res
 			}
 		}
 		check(i, graphed)
+		if ad.search && ref == graphsOff && dropPath != "0" {
+			continue
+		}
 		for k := range gotRes {
 			if !closeTo(float32(gotRes[k].Loss), float32(wantRes[k].Loss), 1e-5) || gotRes[k].Accuracy != wantRes[k].Accuracy {
 				t.Errorf("adaptation %d task %d: loss %g accuracy %g, without graphs %g %g", i, k, gotRes[k].Loss, gotRes[k].Accuracy, wantRes[k].Loss, wantRes[k].Accuracy)
@@ -109,29 +119,22 @@ func graphRun(t *testing.T, dev torch.Device, mode graphMode, dropPath string, c
 	}
 }
 
-// TestBatchWorkerStaticSteps runs warm-up tasks on the static buffers that a CUDA graph
-// captures (static inputs and accumulators, Adam with device steps, weights copied into
-// place), eagerly, and checks that they train exactly as the plain batched network, that
-// the buffers are reused while the active ops stay, rebuilt when they change and dropped
-// for a search task.
+func b2f(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestBatchWorkerStaticSteps runs tasks on the static buffers that CUDA graphs capture
+// (static inputs and accumulators, Adam with device steps, fixed weights copied into
+// place, search weights normalised and pruned on the device), eagerly, and checks that
+// they train as the plain batched network, and that the fixed-alpha buffers are reused
+// while the active ops stay and rebuilt when they change.
 func TestBatchWorkerStaticSteps(t *testing.T) {
-	var prev *stepGraph
-	graphRun(t, torch.CPU, graphsStatic, "0.2", func(i int, b *BatchWorker) {
-		switch {
-		case i == 3 && b.sg != nil:
-			t.Errorf("adaptation %d (search): static buffers kept", i)
-		case i != 3 && b.sg == nil:
-			t.Errorf("adaptation %d (warm-up): no static buffers", i)
-		case i == 1 && b.sg != prev:
-			t.Errorf("adaptation %d: static buffers rebuilt for the same active ops", i)
-		case i == 2 && b.sg == prev:
-			t.Errorf("adaptation %d: static buffers kept although the active ops changed", i)
-		}
-		if b.Graphed() {
-			t.Errorf("adaptation %d: a graph on the CPU", i)
-		}
-		prev = b.sg
-	})
+	for _, drop := range []string{"0", "0.2"} {
+		t.Run("drop_path="+drop, func(t *testing.T) { staticSteps(t, drop) })
+	}
 	cfg := tinyConfig(t)
 	b, err := NewBatchWorker(cfg, torch.CPU, 2)
 	if err != nil {
@@ -143,9 +146,32 @@ func TestBatchWorkerStaticSteps(t *testing.T) {
 	}
 }
 
-// TestCUDABatchWorkerGraphs replays captured CUDA graphs of the warm-up step and checks
-// that they train as the eager batched network, with and without drop-path, and that a
-// graphed warm-up task synchronises with the host only at its start and end.
+func staticSteps(t *testing.T, drop string) {
+	var prevFixed, prevArch *stepGraph
+	graphRun(t, torch.CPU, graphsStatic, graphsOff, drop, func(i int, b *BatchWorker) {
+		ad := graphAdapts[i]
+		switch {
+		case ad.search && b.archG == nil:
+			t.Errorf("adaptation %d (search): no static buffers", i)
+		case !ad.search && b.fixedG == nil:
+			t.Errorf("adaptation %d (warm-up): no static buffers", i)
+		case ad.perturb && b.fixedG != prevFixed:
+			t.Errorf("adaptation %d: buffers rebuilt for the same active ops", i)
+		case ad.cut && b.fixedG == prevFixed:
+			t.Errorf("adaptation %d: buffers kept although the active ops changed", i)
+		case i == 4 && b.archG != prevArch:
+			t.Errorf("adaptation %d: search buffers rebuilt for the same settings", i)
+		}
+		if b.Graphed() || b.GraphReplays != 0 {
+			t.Errorf("adaptation %d: a graph on the CPU", i)
+		}
+		prevFixed, prevArch = b.fixedG, b.archG
+	})
+}
+
+// TestCUDABatchWorkerGraphs replays captured CUDA graphs of warm-up and search steps and
+// checks that they train as the same steps run eagerly on the static buffers, with and
+// without drop-path.
 func TestCUDABatchWorkerGraphs(t *testing.T) {
 	if !torch.CUDAAvailable() {
 		t.Skip("no CUDA device (or LibTorch built without CUDA)")
@@ -155,12 +181,12 @@ func TestCUDABatchWorkerGraphs(t *testing.T) {
 	for _, drop := range []string{"0", "0.2"} {
 		t.Run("drop_path="+drop, func(t *testing.T) {
 			syncs := torch.HostSyncs()
-			graphRun(t, torch.Device{CUDA: true}, graphsCUDA, drop, func(i int, b *BatchWorker) {
+			graphRun(t, torch.Device{CUDA: true}, graphsCUDA, graphsStatic, drop, func(i int, b *BatchWorker) {
 				if b.GraphErr != nil {
 					t.Fatalf("adaptation %d: %v", i, b.GraphErr)
 				}
-				if want := i != 3; b.Graphed() != want {
-					t.Errorf("adaptation %d: graphed %v, want %v", i, b.Graphed(), want)
+				if !b.Graphed() {
+					t.Errorf("adaptation %d: no graph captured", i)
 				}
 				if i == 1 {
 					// Both networks' second adaptation: the graphed one replays every step.
