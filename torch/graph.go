@@ -41,12 +41,21 @@ func NewGraph(d Device) (*Graph, error) {
 }
 
 // Capture records what f queues on the device, without running it; gens are the private
-// generators that f draws from. The capture ends whatever f returns. On an error (f's, or
-// CUDA's refusal of an operation f issued, such as a copy to the host) the graph cannot be
-// replayed; close it.
-func (g *Graph) Capture(gens []*Generator, f func() error) error {
+// generators that f draws from. With share, a captured graph, the two take their memory
+// from one pool: safe when they never run at once and no replay needs what the other's last
+// replay left in its intermediates (their inputs and results outside the pool). The
+// capture ends whatever f returns. On an error (f's, or CUDA's refusal of an operation f
+// issued, such as a copy to the host) the graph cannot be replayed; close it.
+func (g *Graph) Capture(gens []*Generator, share *Graph, f func() error) error {
 	if g.h == nil {
 		return ErrGraphClosed
+	}
+	var sh C.mt_graph
+	if share != nil {
+		if !share.Captured() {
+			return errors.New("graph: can share only the pool of a captured graph")
+		}
+		sh = share.h
 	}
 	hs := make([]C.mt_generator, 0, len(gens))
 	for _, gen := range gens {
@@ -58,12 +67,13 @@ func (g *Graph) Capture(gens []*Generator, f func() error) error {
 	if len(hs) > 0 {
 		p = &hs[0]
 	}
-	if err := cerr(C.mt_graph_capture_begin(g.h, p, C.int64_t(len(hs)))); err != nil {
+	if err := cerr(C.mt_graph_capture_begin(g.h, p, C.int64_t(len(hs)), sh)); err != nil {
 		return err
 	}
 	ferr := f()
 	eerr := cerr(C.mt_graph_capture_end(g.h))
 	runtime.KeepAlive(gens)
+	runtime.KeepAlive(share)
 	if ferr != nil {
 		return ferr
 	}

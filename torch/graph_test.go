@@ -215,7 +215,7 @@ func TestCUDAGraphTrainStep(t *testing.T) {
 	}
 	defer g.Close()
 	st.Reset()
-	if err := g.Capture([]*Generator{graphed.gen}, func() error { return step(st, graphed) }); err != nil {
+	if err := g.Capture([]*Generator{graphed.gen}, nil, func() error { return step(st, graphed) }); err != nil {
 		t.Fatalf("capture: %v", err)
 	}
 	st.Reset()

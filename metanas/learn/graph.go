@@ -153,7 +153,15 @@ func (b *BatchWorker) graphStep(g *stepGraph, x, y *torch.Tensor, step func() er
 		cg, err := torch.NewGraph(b.Dev)
 		if err == nil {
 			b.step.Reset()
-			err = cg.Capture([]*torch.Generator{b.gen}, step)
+			// The two graphs never run at once and keep nothing in their pools from one
+			// replay to the next: one pool serves both.
+			var share *torch.Graph
+			for _, o := range []*stepGraph{b.fixedG, b.archG} {
+				if o != nil && o != g && o.g != nil {
+					share = o.g
+				}
+			}
+			err = cg.Capture([]*torch.Generator{b.gen}, share, step)
 			b.step.Reset()
 			if err == nil {
 				g.g = cg

@@ -5,6 +5,7 @@
 #ifdef WITH_CUDA
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/version.h>
 #endif
@@ -48,11 +49,16 @@ char *mt_graph_new(int device_index, mt_graph *out) {
   MT_CATCH("graph")
 }
 
-char *mt_graph_capture_begin(mt_graph h, mt_generator *gens, int64_t ngens) {
+char *mt_graph_capture_begin(mt_graph h, mt_generator *gens, int64_t ngens, mt_graph share) {
   MT_TRY
 #ifdef WITH_CUDA
   auto &x = G(h);
   if (x.captured || x.prev) throw std::logic_error("graph: already captured");
+  decltype(x.g.pool()) pool{0, 0};  // {0, 0}: a private pool of its own
+  if (share != nullptr) {
+    if (!G(share).captured) throw std::logic_error("graph: sharing the pool of a graph not captured");
+    pool = G(share).g.pool();
+  }
   for (int64_t i = 0; i < ngens; i++) {
     if (gens[i] == nullptr) continue;
 #ifdef MT_GRAPH_GENERATORS
@@ -65,12 +71,14 @@ char *mt_graph_capture_begin(mt_graph h, mt_generator *gens, int64_t ngens) {
   // what the thread's stream has queued; replays go to whatever stream is current then.
   mt::host_syncs.fetch_add(1);
   torch::cuda::synchronize(x.dev);
+  // Cached blocks of eager steps go back to the device, for the graph's pool to use.
+  c10::cuda::CUDACachingAllocator::emptyCache();
   auto cur = c10::cuda::getCurrentCUDAStream(x.dev);
   auto side = c10::cuda::getStreamFromPool(false, x.dev);
   c10::cuda::setCurrentCUDAStream(side);
   x.prev = cur;
   try {
-    x.g.capture_begin();
+    x.g.capture_begin(pool);
   } catch (...) {
     c10::cuda::setCurrentCUDAStream(cur);
     x.prev.reset();
@@ -80,6 +88,7 @@ char *mt_graph_capture_begin(mt_graph h, mt_generator *gens, int64_t ngens) {
   (void)h;
   (void)gens;
   (void)ngens;
+  (void)share;
   no_cuda();
 #endif
   MT_CATCH("graph capture")

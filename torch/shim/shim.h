@@ -39,11 +39,12 @@ char *mt_use_stream(int device_index, bool pool);
 char *mt_sync_stream(int device_index);
 
 // CUDA graphs. capture_begin registers the private generators gens (drawn from inside the
-// capture) and makes a side stream current on the calling thread until capture_end; the
-// kernels queued in between are recorded, not run. replay runs them on the thread's current
-// stream. Every call fails in a CPU-only build.
+// capture), takes its memory from the pool of the captured graph share (NULL: a pool of its
+// own) and makes a side stream current on the calling thread until capture_end; the kernels
+// queued in between are recorded, not run. replay runs them on the thread's current stream.
+// Every call fails in a CPU-only build.
 char *mt_graph_new(int device_index, mt_graph *out);
-char *mt_graph_capture_begin(mt_graph g, mt_generator *gens, int64_t ngens);
+char *mt_graph_capture_begin(mt_graph g, mt_generator *gens, int64_t ngens, mt_graph share);
 char *mt_graph_capture_end(mt_graph g);
 char *mt_graph_replay(mt_graph g);
 void mt_graph_free(mt_graph g);
