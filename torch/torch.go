@@ -28,6 +28,9 @@ import (
 	"unsafe"
 
 	"github.com/wangkuiyi/gotorch"
+
+	// Before gotorch's init: see the package's doc.
+	_ "github.com/metanas-go/metanas/internal/earlyinit"
 )
 
 func init() {
