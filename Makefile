@@ -9,7 +9,7 @@ BUILD  := build
 CONFIG ?= configs/smoke.yaml
 TRAIN_ARGS ?=
 
-.PHONY: all native deps test train bench opbench gpu-prepare gpu-check gpu-bench data clean
+.PHONY: all native deps test train bench opbench gpu-prepare gpu-check gpu-bench gpu-session data clean
 
 all: native
 	$(GO) build ./...
@@ -67,6 +67,9 @@ gpu-check:
 
 gpu-bench:
 	bash third_party/gpu-bench.sh
+
+gpu-session:
+	bash third_party/gpu-session.sh
 
 # Omniglot's two canonical archives into ./data/omniglot (needs a network).
 OMNIGLOT_URL ?= https://raw.githubusercontent.com/brendenlake/omniglot/master/python
