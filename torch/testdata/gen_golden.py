@@ -440,6 +440,21 @@ mixed_node_case("mixed_node_large", 3, 3, [(0, 0), (1, 2), (2, 1), (0, 2)], [[1,
 # Batch norm over planes of 323 values (the CPU kernel's blocks and lanes with remainders).
 bn_case("batch_norm_train_affine_large", True, True, True, shape=(5, 6, 17, 19))
 bn_case("batch_norm_train_noaffine_large", True, False, True, shape=(3, 4, 16, 16), momentum=0.3)
+# Depthwise convolutions without bias (the CPU kernel's cases): stride 2 on odd and even
+# sizes, a 5x3 kernel with asymmetric padding, no padding with mixed strides, dilation 3, and
+# a 28x28 plane (rows longer than the vector width).
+conv_case("conv2d_dw3_s2_p1_7", randn(2, 4, 7, 7), randn(4, 1, 3, 3), None, stride=(2, 2),
+          padding=(1, 1), groups=4)
+conv_case("conv2d_dw3_s2_p1_8", randn(2, 3, 8, 8), randn(3, 1, 3, 3), None, stride=(2, 2),
+          padding=(1, 1), groups=3)
+conv_case("conv2d_dw5x3_p21", randn(2, 4, 9, 6), randn(4, 1, 5, 3), None, padding=(2, 1),
+          groups=4)
+conv_case("conv2d_dw3_p0_s12", randn(3, 2, 7, 9), randn(2, 1, 3, 3), None, stride=(1, 2),
+          groups=2)
+conv_case("conv2d_dw3_dil3_p3", randn(2, 3, 10, 11), randn(3, 1, 3, 3), None, padding=(3, 3),
+          dilation=(3, 3), groups=3)
+conv_case("conv2d_dw3_p1_28", randn(2, 3, 28, 28), randn(3, 1, 3, 3), None, padding=(1, 1),
+          groups=3)
 
 # ---- files written by Python's torch.save ----------------------------------------------------
 # Values are simple closed forms the Go test recomputes: w[i] = i*0.5 - 1 (shape 3x4),
