@@ -337,6 +337,30 @@ std::pair<int64_t, int64_t> tap_range(int64_t t, int64_t s, int64_t p, int64_t d
   return {std::min(lo, on), std::min(hi, on)};
 }
 
+// each_tap_row calls f(t, ih, oh, offw, ow0, ow1) for every kernel tap t = i*kw + j of a
+// stride-1 convolution and every output row oh whose input row ih = oh - ph + i*dh lies in
+// the image, with the outputs [ow0, ow1) whose inputs ow + offw lie in that row.
+template <typename F>
+void each_tap_row(const Geom &G, int64_t H, int64_t W, int64_t OH, int64_t OW, F f) {
+  for (int64_t i = 0; i < G.kh; i++) {
+    const auto [oh0, oh1] = tap_range(i, 1, G.ph, G.dh, H, OH);
+    for (int64_t j = 0; j < G.kw; j++) {
+      const auto [ow0, ow1] = tap_range(j, 1, G.pw, G.dw, W, OW);
+      for (int64_t oh = oh0; oh < oh1; oh++) f(i * G.kw + j, oh + i * G.dh - G.ph, oh, j * G.dw - G.pw, ow0, ow1);
+    }
+  }
+}
+
+// each_plane runs f(i, P) for i in [0, n) in parallel, P a scratch buffer of pad floats
+// per thread.
+template <typename F>
+void each_plane(int64_t n, int64_t pad, F f) {
+  at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> P(pad);
+    for (int64_t i = b; i < e; i++) f(i, P.data());
+  });
+}
+
 // pad_plane copies an H x W plane into the middle of P, a zero border of p around it
 // ((H+2p) x (W+2p)); the border is written too, so P may be reused.
 void pad_plane(const float *src, int64_t H, int64_t W, int64_t p, float *P) {
@@ -418,30 +442,20 @@ struct DwConv : public torch::autograd::Function<DwConv> {
     const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
     float *op = out.data_ptr<float>();
     const bool same3 = same3x3(G);
-    at::parallel_for(0, N * C, 1, [&](int64_t b, int64_t e) {
-      std::vector<float> P(same3 ? (H + 2 * G.dh) * (W + 2 * G.dw) : 0);
-      for (int64_t pl = b; pl < e; pl++) {
-        const float *src = xp + pl * H * W, *wc = wp + (pl % C) * G.kh * G.kw;
-        float *dst = op + pl * OH * OW;
-        if (same3) {
-          pad_plane(src, H, W, G.dh, P.data());
-          conv3_same(P.data(), wc, G.dh, dst, H, W);
-          continue;
-        }
-        for (int64_t i = 0; i < G.kh; i++) {
-          const auto [oh0, oh1] = tap_range(i, G.sh, G.ph, G.dh, H, OH);
-          for (int64_t j = 0; j < G.kw; j++) {
-            const auto [ow0, ow1] = tap_range(j, G.sw, G.pw, G.dw, W, OW);
-            const float wij = wc[i * G.kw + j];
-            const int64_t offw = j * G.dw - G.pw;
-            for (int64_t oh = oh0; oh < oh1; oh++) {
-              const float *in = src + (oh * G.sh + i * G.dh - G.ph) * W + offw;
-              float *o = dst + oh * OW;
-              for (int64_t ow = ow0; ow < ow1; ow++) o[ow] += wij * in[ow];
-            }
-          }
-        }
+    const int64_t pad = same3 ? (H + 2 * G.dh) * (W + 2 * G.dw) : 0;
+    each_plane(N * C, pad, [&](int64_t pl, float *P) {
+      const float *src = xp + pl * H * W, *wc = wp + (pl % C) * G.kh * G.kw;
+      float *dst = op + pl * OH * OW;
+      if (same3) {
+        pad_plane(src, H, W, G.dh, P);
+        conv3_same(P, wc, G.dh, dst, H, W);
+        return;
       }
+      each_tap_row(G, H, W, OH, OW, [&](int64_t t, int64_t ih, int64_t oh, int64_t offw, int64_t ow0, int64_t ow1) {
+        const float wt = wc[t], *in = src + ih * W + offw;
+        float *o = dst + oh * OW;
+        for (int64_t ow = ow0; ow < ow1; ow++) o[ow] += wt * in[ow];
+      });
     });
     ctx->save_for_backward({x, w});
     ctx->saved_data["geom"] = g;
@@ -458,75 +472,49 @@ struct DwConv : public torch::autograd::Function<DwConv> {
     const int64_t OH = gy.size(2), OW = gy.size(3);
     const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>(), *gp = gy.data_ptr<float>();
     at::Tensor gx, gw;
+    const bool same3 = same3x3(G);
+    const int64_t pad = same3 ? (H + 2 * G.dh) * (W + 2 * G.dw) : 0;
     if (ctx->needs_input_grad(0)) {
       gx = at::zeros_like(x);
       float *gxp = gx.data_ptr<float>();
-      const bool same3 = same3x3(G);
-      at::parallel_for(0, N * C, 1, [&](int64_t b, int64_t e) {
-        std::vector<float> P(same3 ? (H + 2 * G.dh) * (W + 2 * G.dw) : 0);
-        for (int64_t pl = b; pl < e; pl++) {
-          const float *src = gp + pl * OH * OW, *wc = wp + (pl % C) * G.kh * G.kw;
-          float *dst = gxp + pl * H * W;
-          if (same3) {
-            // The input gradient is the same convolution of the output gradient with the
-            // kernel turned by 180 degrees.
-            const float flip[9] = {wc[8], wc[7], wc[6], wc[5], wc[4], wc[3], wc[2], wc[1], wc[0]};
-            pad_plane(src, H, W, G.dh, P.data());
-            conv3_same(P.data(), flip, G.dh, dst, H, W);
-            continue;
-          }
-          for (int64_t i = 0; i < G.kh; i++) {
-            const auto [oh0, oh1] = tap_range(i, G.sh, G.ph, G.dh, H, OH);
-            for (int64_t j = 0; j < G.kw; j++) {
-              const auto [ow0, ow1] = tap_range(j, G.sw, G.pw, G.dw, W, OW);
-              const float wij = wc[i * G.kw + j];
-              const int64_t offw = j * G.dw - G.pw;
-              for (int64_t oh = oh0; oh < oh1; oh++) {
-                float *in = dst + (oh * G.sh + i * G.dh - G.ph) * W + offw;
-                const float *o = src + oh * OW;
-                for (int64_t ow = ow0; ow < ow1; ow++) in[ow] += wij * o[ow];
-              }
-            }
-          }
+      each_plane(N * C, pad, [&](int64_t pl, float *P) {
+        const float *src = gp + pl * OH * OW, *wc = wp + (pl % C) * G.kh * G.kw;
+        float *dst = gxp + pl * H * W;
+        if (same3) {
+          // The input gradient is the same convolution of the output gradient with the
+          // kernel turned by 180 degrees.
+          const float flip[9] = {wc[8], wc[7], wc[6], wc[5], wc[4], wc[3], wc[2], wc[1], wc[0]};
+          pad_plane(src, H, W, G.dh, P);
+          conv3_same(P, flip, G.dh, dst, H, W);
+          return;
         }
+        each_tap_row(G, H, W, OH, OW, [&](int64_t t, int64_t ih, int64_t oh, int64_t offw, int64_t ow0, int64_t ow1) {
+          const float wt = wc[t], *o = src + oh * OW;
+          float *in = dst + ih * W + offw;
+          for (int64_t ow = ow0; ow < ow1; ow++) in[ow] += wt * o[ow];
+        });
       });
     }
     if (ctx->needs_input_grad(1)) {
       gw = at::zeros_like(w);
       float *gwp = gw.data_ptr<float>();
-      const bool same3 = same3x3(G);
-      at::parallel_for(0, C, 1, [&](int64_t b, int64_t e) {
-        std::vector<float> P(same3 ? (H + 2 * G.dh) * (W + 2 * G.dw) : 0);
-        for (int64_t c = b; c < e; c++) {
+      each_plane(C, pad, [&](int64_t c, float *P) {
+        std::vector<double> acc(G.kh * G.kw, 0.0);
+        for (int64_t n = 0; n < N; n++) {
+          const float *src = xp + (n * C + c) * H * W, *o = gp + (n * C + c) * OH * OW;
           if (same3) {
-            double acc[9] = {};
-            for (int64_t n = 0; n < N; n++) {
-              pad_plane(xp + (n * C + c) * H * W, H, W, G.dh, P.data());
-              taps3_same(P.data(), gp + (n * C + c) * OH * OW, G.dh, H, W, acc);
-            }
-            for (int t = 0; t < 9; t++) gwp[c * 9 + t] = static_cast<float>(acc[t]);
+            pad_plane(src, H, W, G.dh, P);
+            taps3_same(P, o, G.dh, H, W, acc.data());
             continue;
           }
-          for (int64_t i = 0; i < G.kh; i++) {
-            const auto [oh0, oh1] = tap_range(i, G.sh, G.ph, G.dh, H, OH);
-            for (int64_t j = 0; j < G.kw; j++) {
-              const auto [ow0, ow1] = tap_range(j, G.sw, G.pw, G.dw, W, OW);
-              const int64_t offw = j * G.dw - G.pw;
-              double total = 0;
-              for (int64_t n = 0; n < N; n++) {
-                const float *src = xp + (n * C + c) * H * W, *o = gp + (n * C + c) * OH * OW;
-                for (int64_t oh = oh0; oh < oh1; oh++) {
-                  const float *in = src + (oh * G.sh + i * G.dh - G.ph) * W + offw;
-                  const float *orow = o + oh * OW;
-                  float acc = 0;
-                  for (int64_t ow = ow0; ow < ow1; ow++) acc += orow[ow] * in[ow];
-                  total += acc;
-                }
-              }
-              gwp[c * G.kh * G.kw + i * G.kw + j] = static_cast<float>(total);
-            }
-          }
+          each_tap_row(G, H, W, OH, OW, [&](int64_t t, int64_t ih, int64_t oh, int64_t offw, int64_t ow0, int64_t ow1) {
+            const float *in = src + ih * W + offw, *orow = o + oh * OW;
+            float row = 0;
+            for (int64_t ow = ow0; ow < ow1; ow++) row += orow[ow] * in[ow];
+            acc[t] += row;
+          });
         }
+        for (int64_t t = 0; t < G.kh * G.kw; t++) gwp[c * G.kh * G.kw + t] = static_cast<float>(acc[t]);
       });
     }
     return {gx, gw, at::Tensor()};
