@@ -28,8 +28,9 @@ func rowsOf(host []float32, nIn, k int) [][]float32 {
 	return rows
 }
 
-// checkWeights reports whether w has the shapes n.Normalize produces.
-func (n *SearchNet) checkWeights(w *ArchWeights) error {
+// checkWeights reports whether w has the shapes of tasks tasks' weights as n.Normalize
+// produces them (tasks 1: one network's, as Genotype and Masks read them).
+func (n *SearchNet) checkWeights(w *ArchWeights, tasks int) error {
 	if w == nil {
 		return fmt.Errorf("architecture weights: nil")
 	}
@@ -42,8 +43,8 @@ func (n *SearchNet) checkWeights(w *ArchWeights) error {
 			return fmt.Errorf("architecture weights: %s cell has %d nodes of op weights, the network %d", c.name, len(c.cw.HostOps), n.Cfg.Nodes)
 		}
 		for i, h := range c.cw.HostOps {
-			if len(h) != (i+2)*K {
-				return fmt.Errorf("architecture weights: %s cell node %d has %d op weights, want %d x %d", c.name, i, len(h), i+2, K)
+			if len(h) != tasks*(i+2)*K {
+				return fmt.Errorf("architecture weights: %s cell node %d has %d op weights, want %d x %d x %d", c.name, i, len(h), tasks, i+2, K)
 			}
 		}
 		if !n.Cfg.Pairwise {
@@ -53,7 +54,7 @@ func (n *SearchNet) checkWeights(w *ArchWeights) error {
 			return fmt.Errorf("architecture weights: %s cell has %d nodes of pair weights, the network %d", c.name, len(c.cw.HostPairs), n.Cfg.Nodes)
 		}
 		for i, h := range c.cw.HostPairs {
-			if want := genotype.NumPairs(i + 2); len(h) != want {
+			if want := tasks * genotype.NumPairs(i+2); len(h) != want {
 				return fmt.Errorf("architecture weights: %s cell node %d has %d pair weights, want %d", c.name, i, len(h), want)
 			}
 		}
@@ -67,7 +68,7 @@ func (n *SearchNet) checkWeights(w *ArchWeights) error {
 // genotype.DeriveDARTS (the two inputs whose best op is strongest). Both cells concatenate
 // all nodes: range(2, 2+Nodes).
 func (n *SearchNet) Genotype(w *ArchWeights) (genotype.Genotype, error) {
-	if err := n.checkWeights(w); err != nil {
+	if err := n.checkWeights(w, 1); err != nil {
 		return genotype.Genotype{}, err
 	}
 	K := len(n.Cfg.Primitives)
@@ -159,7 +160,7 @@ func (n *SearchNet) cellMask(cw *CellWeights, thr float32) CellMask {
 // survives when its normalised weight in w is above float32(threshold), the rule Forward
 // applies. It fails when w does not have the shapes n.Normalize gives.
 func (n *SearchNet) Masks(w *ArchWeights, threshold float64) (*PruneMasks, error) {
-	if err := n.checkWeights(w); err != nil {
+	if err := n.checkWeights(w, 1); err != nil {
 		return nil, err
 	}
 	thr := float32(threshold)

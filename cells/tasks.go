@@ -93,27 +93,18 @@ func (w *ArchWeights) TaskHost(t, tasks int) (*ArchWeights, error) {
 // one key issue the same kernels on tensors of the same shapes, so a CUDA graph captured
 // with one replays the other once its values are copied in (see CopyArch).
 func (n *SearchNet) ActiveKey(w *ArchWeights, threshold float64) (string, error) {
-	if w == nil {
-		return "", fmt.Errorf("architecture weights: nil")
-	}
 	tasks := int(n.Reg.Tasks())
+	if err := n.checkWeights(w, tasks); err != nil {
+		return "", err
+	}
 	K := len(n.Cfg.Primitives)
 	thr := float32(threshold)
 	key := make([]byte, 0, 256)
 	for _, cw := range []*CellWeights{&w.Normal, &w.Reduce} {
-		if len(cw.HostOps) != n.Cfg.Nodes || (n.Cfg.Pairwise && len(cw.HostPairs) != n.Cfg.Nodes) {
-			return "", fmt.Errorf("architecture weights: %d nodes of op weights and %d of pair weights, the network has %d nodes", len(cw.HostOps), len(cw.HostPairs), n.Cfg.Nodes)
-		}
 		for i := range cw.HostOps {
 			var hp []float32
 			if n.Cfg.Pairwise {
 				hp = cw.HostPairs[i]
-				if len(hp) != tasks*genotype.NumPairs(i+2) {
-					return "", fmt.Errorf("architecture weights: node %d has %d pair weights, want %d", i, len(hp), tasks*genotype.NumPairs(i+2))
-				}
-			}
-			if len(cw.HostOps[i]) != tasks*(i+2)*K {
-				return "", fmt.Errorf("architecture weights: node %d has %d op weights, want %d", i, len(cw.HostOps[i]), tasks*(i+2)*K)
 			}
 			for _, on := range activeTasks(cw.HostOps[i], hp, tasks, i+2, K, thr) {
 				key = append(key, "01"[b2i(on)])
@@ -167,18 +158,23 @@ func CopyArch(dst, src *ArchWeights) error {
 		if err := torch.ForeachCopy(append(slices.Clone(c.dst.Ops), c.dst.Pairs...), append(slices.Clone(c.src.Ops), c.src.Pairs...)); err != nil {
 			return fmt.Errorf("architecture weights: %w", err)
 		}
-		for i := range c.dst.HostOps {
-			if len(c.dst.HostOps[i]) != len(c.src.HostOps[i]) {
-				return fmt.Errorf("architecture weights: node %d has %d host weights, want %d", i, len(c.src.HostOps[i]), len(c.dst.HostOps[i]))
-			}
-			copy(c.dst.HostOps[i], c.src.HostOps[i])
+		if err := copyRows(c.dst.HostOps, c.src.HostOps); err != nil {
+			return err
 		}
-		for i := range c.dst.HostPairs {
-			if len(c.dst.HostPairs[i]) != len(c.src.HostPairs[i]) {
-				return fmt.Errorf("architecture weights: node %d has %d host pair weights, want %d", i, len(c.src.HostPairs[i]), len(c.dst.HostPairs[i]))
-			}
-			copy(c.dst.HostPairs[i], c.src.HostPairs[i])
+		if err := copyRows(c.dst.HostPairs, c.src.HostPairs); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// copyRows copies the host weights src into dst, node by node, refusing other lengths.
+func copyRows(dst, src [][]float32) error {
+	for i := range dst {
+		if len(dst[i]) != len(src[i]) {
+			return fmt.Errorf("architecture weights: node %d has %d host weights, want %d", i, len(src[i]), len(dst[i]))
+		}
+		copy(dst[i], src[i])
 	}
 	return nil
 }

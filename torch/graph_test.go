@@ -51,11 +51,7 @@ func TestAdamDeviceSteps(t *testing.T) {
 			if step == 4 {
 				hostOpt.Reset()
 				devOpt.Reset()
-				got, err := kept.Float32s()
-				if err != nil {
-					t.Fatal(err)
-				}
-				closeTo(t, "exp_avg_sq after a device-steps reset", got, []float32{0, 0, 0, 0}, 0)
+				closeTo(t, "exp_avg_sq after a device-steps reset", values(t, kept), []float32{0, 0, 0, 0}, 0)
 			}
 			for i := range host {
 				g := make([]float32, len(init[i]))
@@ -82,9 +78,7 @@ func TestAdamDeviceSteps(t *testing.T) {
 				}
 			}
 			for i := range host {
-				want, _ := host[i].Float32s()
-				got, _ := dev[i].Float32s()
-				closeTo(t, "parameter", got, want, 1e-6)
+				closeTo(t, "parameter", values(t, dev[i]), values(t, host[i]), 1e-6)
 			}
 		}
 		st, err := devOpt.State(s, 0, "step")
@@ -245,11 +239,6 @@ func TestCUDAGraphTrainStep(t *testing.T) {
 		name string
 		a, b *Tensor
 	}{{"w", graphed.w, eager.w}, {"b", graphed.b, eager.b}, {"loss sum", graphed.acc, eager.acc}} {
-		got, err1 := p.a.Float32s()
-		want, err2 := p.b.Float32s()
-		if err1 != nil || err2 != nil {
-			t.Fatal(err1, err2)
-		}
-		closeTo(t, p.name, got, want, 1e-5)
+		closeTo(t, p.name, values(t, p.a), values(t, p.b), 1e-5)
 	}
 }

@@ -68,7 +68,7 @@ func run(args []string) int {
 	workers := fs.Int("workers", 0, "concurrent tasks (run.workers; 0: automatic)")
 	streams := fs.Bool("streams", false, "one CUDA stream per worker (run.streams)")
 	batchTasks := fs.Int("batch-tasks", 0, "meta-train this many tasks at a time as one batched network (run.batch_tasks; 0: task by task); measures whole meta-batches")
-	graphs := fs.Bool("cuda-graphs", false, "with --batch-tasks on CUDA: replay warm-up steps from a captured CUDA graph (run.cuda_graphs)")
+	graphs := fs.Bool("cuda-graphs", false, "with --batch-tasks on CUDA: run the batched steps from captured CUDA graphs (run.cuda_graphs)")
 	countOps := fs.Bool("count-ops", false, "also count ATen operator calls per warm-up task step (aten_ops_per_step; slows every op, so the timings are not comparable)")
 	profTop := fs.Int("profile-ops", 0, "also time operator calls by self time and print the N costliest of each timed meta-epoch to stderr (slows every op)")
 	configs := fs.String("configs", "configs", "folder of the presets")

@@ -167,12 +167,10 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	}
 	ctx := &cells.Ctx{S: b.step, Train: true, DropPath: ts.DropPath, Gen: b.gen, Tasks: T}
 	tsc := b.task
-	lossSum, correct := b.loss, b.correct
-	if err := lossSum.Fill_(0); err != nil {
-		return nil, err
-	}
-	if err := correct.Fill_(0); err != nil {
-		return nil, err
+	for _, acc := range []*torch.Tensor{b.loss, b.correct} {
+		if err := acc.Fill_(0); err != nil {
+			return nil, err
+		}
 	}
 	batches := 0
 	archStep := 0

@@ -1,8 +1,6 @@
 // Autograd and in-place updates, single tensors and fused over lists.
 #include "common.h"
 
-#include <torch/version.h>
-
 using mt::T;
 using mt::wrap;
 
@@ -71,11 +69,7 @@ char *mt_clip_grad_norm(mt_tensor *ts, int64_t n, double max_norm, mt_tensor *to
   auto norms = at::_foreach_norm(grads, 2);
   auto total = at::linalg_vector_norm(at::stack(norms), 2);
   auto coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
-  at::_foreach_mul_(grads, coef);
-#else
-  for (auto &g : grads) g.mul_(coef);  // no tensor-scalar _foreach_mul_ before 2.1
-#endif
+  mt::mul_by(grads, coef);
   *total_norm = wrap(total);
   MT_CATCH("clip_grad_norm")
 }

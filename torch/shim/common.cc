@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/record_function.h>
+#include <torch/version.h>
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -88,6 +89,14 @@ at::Device device(int type, int index) {
 
 at::TensorOptions options(int dt, int dev_type, int dev_index) {
   return at::TensorOptions().dtype(dtype(dt)).device(device(dev_type, dev_index));
+}
+
+void mul_by(std::vector<at::Tensor> &ts, const at::Tensor &s) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  at::_foreach_mul_(ts, s);
+#else
+  for (auto &t : ts) t.mul_(s);  // no tensor-scalar _foreach_mul_ before 2.1
+#endif
 }
 
 std::vector<at::Tensor> tensors(mt_tensor *ts, int64_t n) {

@@ -2,8 +2,6 @@
 // reset between tasks or kept, and a learning rate that can change at every step.
 #include "common.h"
 
-#include <torch/version.h>
-
 using mt::T;
 using mt::wrap;
 
@@ -21,50 +19,67 @@ struct Optim {
   at::Tensor dstep;
 };
 
-// mul_by multiplies every tensor of ts by the one-element tensor s in place.
-void mul_by(std::vector<at::Tensor> &ts, const at::Tensor &s) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
-  at::_foreach_mul_(ts, s);
-#else
-  for (auto &t : ts) t.mul_(s);
-#endif
+// ensure_moments allocates parameter i's Adam moments at its first step.
+void ensure_moments(Optim &o, size_t i) {
+  if (!o.m1[i].defined()) {
+    o.m1[i] = at::zeros_like(o.params[i], at::MemoryFormat::Preserve);
+    o.m2[i] = at::zeros_like(o.params[i], at::MemoryFormat::Preserve);
+  }
+}
+
+// Group is the parameters, gradients and moments of some parameters, for the multi-tensor
+// kernels.
+struct Group {
+  std::vector<at::Tensor> p, g, m, v;
+};
+
+Group group_of(const Optim &o, const std::vector<size_t> &idx) {
+  Group G;
+  for (auto i : idx) {
+    G.p.push_back(o.params[i]);
+    G.g.push_back(o.params[i].grad());
+    G.m.push_back(o.m1[i]);
+    G.v.push_back(o.m2[i]);
+  }
+  return G;
+}
+
+// adam_moments adds weight decay to the group's gradients, updates its moments and returns
+// sqrt(exp_avg_sq), the denominator before bias correction and eps.
+std::vector<at::Tensor> adam_moments(const Optim &o, Group &G) {
+  const double b1 = o.a, b2 = o.b;
+  if (o.wd != 0) G.g = at::_foreach_add(G.g, G.p, o.wd);
+  at::_foreach_mul_(G.m, b1);
+  at::_foreach_add_(G.m, G.g, 1 - b1);
+  at::_foreach_mul_(G.v, b2);
+  at::_foreach_addcmul_(G.v, G.g, G.g, 1 - b2);
+  return at::_foreach_sqrt(G.v);
 }
 
 // adam_step_device is adam_step with the bias corrections computed on the device from the
 // optimizer's step count (every parameter with a gradient advances the same count).
 void adam_step_device(Optim &o) {
-  std::vector<at::Tensor> p, g, m, v;
+  std::vector<size_t> idx;
   for (size_t i = 0; i < o.params.size(); i++) {
     if (!o.params[i].grad().defined()) continue;
-    if (!o.m1[i].defined()) {
-      o.m1[i] = at::zeros_like(o.params[i], at::MemoryFormat::Preserve);
-      o.m2[i] = at::zeros_like(o.params[i], at::MemoryFormat::Preserve);
-    }
-    p.push_back(o.params[i]);
-    g.push_back(o.params[i].grad());
-    m.push_back(o.m1[i]);
-    v.push_back(o.m2[i]);
+    ensure_moments(o, i);
+    idx.push_back(i);
   }
-  if (p.empty()) return;
+  if (idx.empty()) return;
+  auto G = group_of(o, idx);
   // The count and the bias corrections in double precision: 1 - 0.999^t in float would
   // be off by about 1e-4 relative in the first steps.
-  if (!o.dstep.defined()) o.dstep = at::zeros({}, p[0].options().dtype(at::kDouble));
-  const double b1 = o.a, b2 = o.b, eps = o.c;
+  if (!o.dstep.defined()) o.dstep = at::zeros({}, G.p[0].options().dtype(at::kDouble));
   o.dstep.add_(1);
-  const auto st = p[0].scalar_type();
-  auto neg_step = at::reciprocal(1 - at::pow(b1, o.dstep)).mul_(-o.lr).to(st);  // -lr / bc1
-  auto inv_bc2 = at::rsqrt(1 - at::pow(b2, o.dstep)).to(st);                     // 1 / sqrt(bc2)
-  if (o.wd != 0) g = at::_foreach_add(g, p, o.wd);
-  at::_foreach_mul_(m, b1);
-  at::_foreach_add_(m, g, 1 - b1);
-  at::_foreach_mul_(v, b2);
-  at::_foreach_addcmul_(v, g, g, 1 - b2);
-  auto denom = at::_foreach_sqrt(v);
-  mul_by(denom, inv_bc2);
-  at::_foreach_add_(denom, eps);
-  auto upd = at::_foreach_div(m, denom);
-  mul_by(upd, neg_step);
-  at::_foreach_add_(p, upd);
+  const auto st = G.p[0].scalar_type();
+  auto neg_step = at::reciprocal(1 - at::pow(o.a, o.dstep)).mul_(-o.lr).to(st);  // -lr / bc1
+  auto inv_bc2 = at::rsqrt(1 - at::pow(o.b, o.dstep)).to(st);                     // 1 / sqrt(bc2)
+  auto denom = adam_moments(o, G);
+  mt::mul_by(denom, inv_bc2);
+  at::_foreach_add_(denom, o.c);
+  auto upd = at::_foreach_div(G.m, denom);
+  mt::mul_by(upd, neg_step);
+  at::_foreach_add_(G.p, upd);
 }
 
 void adam_step(Optim &o) {
@@ -73,34 +88,19 @@ void adam_step(Optim &o) {
   std::map<int64_t, std::vector<size_t>> groups;
   for (size_t i = 0; i < o.params.size(); i++) {
     if (!o.params[i].grad().defined()) continue;
-    if (!o.m1[i].defined()) {
-      o.m1[i] = at::zeros_like(o.params[i], at::MemoryFormat::Preserve);
-      o.m2[i] = at::zeros_like(o.params[i], at::MemoryFormat::Preserve);
-    }
+    ensure_moments(o, i);
     o.steps[i]++;
     groups[o.steps[i]].push_back(i);
   }
-  const double b1 = o.a, b2 = o.b, eps = o.c;
   for (auto &kv : groups) {
-    std::vector<at::Tensor> p, g, m, v;
-    for (auto i : kv.second) {
-      p.push_back(o.params[i]);
-      g.push_back(o.params[i].grad());
-      m.push_back(o.m1[i]);
-      v.push_back(o.m2[i]);
-    }
-    if (o.wd != 0) g = at::_foreach_add(g, p, o.wd);
+    auto G = group_of(o, kv.second);
     const double step = static_cast<double>(kv.first);
-    const double bc1 = 1 - std::pow(b1, step);
-    const double bc2 = 1 - std::pow(b2, step);
-    at::_foreach_mul_(m, b1);
-    at::_foreach_add_(m, g, 1 - b1);
-    at::_foreach_mul_(v, b2);
-    at::_foreach_addcmul_(v, g, g, 1 - b2);
-    auto denom = at::_foreach_sqrt(v);
+    const double bc1 = 1 - std::pow(o.a, step);
+    const double bc2 = 1 - std::pow(o.b, step);
+    auto denom = adam_moments(o, G);
     at::_foreach_div_(denom, std::sqrt(bc2));
-    at::_foreach_add_(denom, eps);
-    at::_foreach_addcdiv_(p, m, denom, -o.lr / bc1);
+    at::_foreach_add_(denom, o.c);
+    at::_foreach_addcdiv_(G.p, G.m, denom, -o.lr / bc1);
   }
 }
 
