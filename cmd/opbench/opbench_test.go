@@ -195,3 +195,46 @@ func BenchmarkDepthwiseConv(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDenseConv is a dense stride-1 "same" convolution (no bias) of og_metanas's
+// activations (20x28xHxW, 28 output channels) with the kernels of its cells (1x1, 1x5,
+// 5x1) at the two resolutions of its cells, forward and backward to the input and the
+// weight. METANAS_FAST_CPU_OPS=0 measures LibTorch's own convolution for comparison.
+func BenchmarkDenseConv(b *testing.B) {
+	torch.SetNumThreads(1)
+	in := torch.NewScope()
+	defer in.Close()
+	for _, c := range []struct {
+		name     string
+		size     int64
+		kh, kw   int64
+		pad      [2]int64
+		inputCh  int64
+		outputCh int64
+	}{
+		{"1x1_28", 28, 1, 1, [2]int64{0, 0}, 28, 28},
+		{"1x5_28", 28, 1, 5, [2]int64{0, 2}, 28, 28},
+		{"5x1_28", 28, 5, 1, [2]int64{2, 0}, 28, 28},
+		{"1x1_14", 14, 1, 1, [2]int64{0, 0}, 28, 28},
+		{"1x5_14", 14, 1, 5, [2]int64{0, 2}, 28, 28},
+		{"1x1_84to28_28", 28, 1, 1, [2]int64{0, 0}, 84, 28},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			s := in.Child()
+			defer s.Close()
+			x := s.Randn([]int64{20, c.inputCh, c.size, c.size}, torch.CPU, true)
+			w := s.Randn([]int64{c.outputCh, c.inputCh, c.kh, c.kw}, torch.CPU, true)
+			for i := 0; i < b.N; i++ {
+				t := s.Child()
+				y := t.Conv2d(x, w, nil, torch.Conv{Padding: c.pad})
+				if err := t.Sum(t.Mul(y, y)).Backward(); err != nil {
+					b.Fatal(err)
+				}
+				t.Close()
+			}
+			if err := s.Err(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}

@@ -54,6 +54,10 @@ at::Tensor max_pool2d_cpu(const at::Tensor &x, int64_t k, int64_t s, int64_t p);
 at::Tensor avg_pool2d_excl_cpu(const at::Tensor &x, int64_t k, int64_t s, int64_t p);
 at::Tensor dwconv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b,
                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups);
+// dense_conv_cpu: ungrouped stride-1 "same" convolutions without bias (cpu_conv.cc).
+at::Tensor dense_conv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b,
+                          int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                          int64_t groups);
 // mixed_sum_cpu: sum_i f[i] * ts[i] (f of shape [m]) or sum_i f[i, n] * ts[i][n] (f of shape
 // [m, N], one weight per sample), for m >= 2 contiguous float tensors of one shape.
 // batch_norm_train_cpu: training-mode batch norm of a contiguous float tensor; w, b, rm and

@@ -455,6 +455,15 @@ conv_case("conv2d_dw3_dil3_p3", randn(2, 3, 10, 11), randn(3, 1, 3, 3), None, pa
           dilation=(3, 3), groups=3)
 conv_case("conv2d_dw3_p1_28", randn(2, 3, 28, 28), randn(3, 1, 3, 3), None, padding=(1, 1),
           groups=3)
+# Dense stride-1 "same" convolutions without bias (the CPU kernel's cases): output channels
+# not a multiple of the kernel's blocks, planes whose positions end in a partial vector,
+# 1x5 rows (flat padded rows), a 5x1 on a 28x28 plane, one input channel (the stem), and
+# a batch whose weight gradient is summed over several runs of images.
+conv_case("conv2d_dense1x1_c5o7", randn(2, 5, 9, 10), randn(7, 5, 1, 1), None)
+conv_case("conv2d_dense1x5_p02", randn(3, 6, 8, 14), randn(5, 6, 1, 5), None, padding=(0, 2))
+conv_case("conv2d_dense5x1_p20_28", randn(2, 3, 28, 28), randn(4, 3, 5, 1), None, padding=(2, 0))
+conv_case("conv2d_dense3x3_p1_c1o6", randn(2, 1, 12, 11), randn(6, 1, 3, 3), None, padding=(1, 1))
+conv_case("conv2d_dense3x3_p1_n20", randn(20, 4, 16, 16), randn(5, 4, 3, 3), None, padding=(1, 1))
 
 # ---- files written by Python's torch.save ----------------------------------------------------
 # Values are simple closed forms the Go test recomputes: w[i] = i*0.5 - 1 (shape 3x4),
