@@ -203,20 +203,29 @@ MT_AVX2 void wgrad_images(const Plan &P, const float *in, const float *g, int64_
 
 // padded returns the planes of x ([N, C, H, W], contiguous) flat, each in a zero plane of
 // Hp x Wp at row `top` and column `left`, followed by `slack` zeros (reads past the last
-// plane's end by the taps of positions that are not outputs stay inside the buffer).
+// plane's end by the taps of positions that are not outputs stay inside the buffer). Only
+// the border is zeroed.
 at::Tensor padded(const at::Tensor &x, int64_t top, int64_t left, int64_t Hp, int64_t Wp, int64_t slack) {
   const int64_t NC = x.size(0) * x.size(1), H = x.size(2), W = x.size(3);
   if (Hp == H && Wp == W && slack == 0) return x;
-  auto y = at::zeros({NC * Hp * Wp + slack}, x.options());
+  auto y = at::empty({NC * Hp * Wp + slack}, x.options());
   const float *src = x.data_ptr<float>();
   float *dst = y.data_ptr<float>();
   at::parallel_for(0, NC, 1, [&](int64_t b, int64_t e) {
     for (int64_t pl = b; pl < e; pl++) {
       const float *s = src + pl * H * W;
-      float *d = dst + pl * Hp * Wp + top * Wp + left;
-      for (int64_t h = 0; h < H; h++) std::copy(s + h * W, s + (h + 1) * W, d + h * Wp);
+      float *d = dst + pl * Hp * Wp;
+      std::fill(d, d + top * Wp, 0.f);
+      for (int64_t h = 0; h < H; h++) {
+        float *row = d + (top + h) * Wp;
+        std::fill(row, row + left, 0.f);
+        std::copy(s + h * W, s + (h + 1) * W, row + left);
+        std::fill(row + left + W, row + Wp, 0.f);
+      }
+      std::fill(d + (top + H) * Wp, d + Hp * Wp, 0.f);
     }
   });
+  std::fill(dst + NC * Hp * Wp, dst + NC * Hp * Wp + slack, 0.f);
   return y;
 }
 
