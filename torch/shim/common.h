@@ -58,6 +58,10 @@ at::Tensor dwconv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::optio
 at::Tensor dense_conv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b,
                           int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                           int64_t groups);
+// dw3_wgrad_cpu: the weight gradient ([C, 1, 3, 3]) of a depthwise 3x3 convolution at
+// stride 1 with dilation and padding d, from its contiguous float input x and output
+// gradient g ([N, C, H, W]); undefined on machines without AVX2 and FMA.
+at::Tensor dw3_wgrad_cpu(const at::Tensor &x, const at::Tensor &g, int64_t d);
 // mixed_sum_cpu: sum_i f[i] * ts[i] (f of shape [m]) or sum_i f[i, n] * ts[i][n] (f of shape
 // [m, N], one weight per sample), for m >= 2 contiguous float tensors of one shape.
 // batch_norm_train_cpu: training-mode batch norm of a contiguous float tensor; w, b, rm and

@@ -495,7 +495,9 @@ struct DwConv : public torch::autograd::Function<DwConv> {
         });
       });
     }
-    if (ctx->needs_input_grad(1)) {
+    // 3x3 "same": the weight gradient of cpu_conv.cc on machines with AVX2.
+    if (ctx->needs_input_grad(1) && same3) gw = dw3_wgrad_cpu(x, gy, G.dh);
+    if (ctx->needs_input_grad(1) && !gw.defined()) {
       gw = at::zeros_like(w);
       float *gwp = gw.data_ptr<float>();
       each_plane(C, pad, [&](int64_t c, float *P) {
