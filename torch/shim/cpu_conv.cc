@@ -1,6 +1,7 @@
 // A CPU kernel for dense (ungrouped) stride-1 "same" convolutions without bias: the 1x1,
 // 1x5 and 5x1 convolutions of MetaNAS's cells (pointwise halves of sep_conv, dil_conv and
-// conv_3x3, conv_1x5_5x1, the cells' preprocessing) and the stem's 3x3. Debian's LibTorch
+// conv_3x3, conv_1x5_5x1, the cells' preprocessing) and the stem's 3x3, and strided 1x1
+// convolutions (FactorizedReduce), as the 1x1 convolution of their sub-grid. Debian's LibTorch
 // 1.13 runs these through oneDNN, reordering NCHW data into its blocked layout and back on
 // every call: on og_metanas's 20x28x28x28 activations (one thread of an AMD EPYC) a 1x1
 // took 1.5 ms forward (16 GFLOP/s) and a 1x5 5.2 ms, and these convolutions were more than
@@ -353,8 +354,14 @@ at::Tensor dense_conv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::o
   if (w.dim() != 4 || w.scalar_type() != at::kFloat || !w.device().is_cpu() || w.layout() != at::kStrided ||
       (b && b->defined()))
     return at::Tensor();
-  if (groups != 1 || sh != 1 || sw != 1 || dh != 1 || dw != 1) return at::Tensor();
+  if (groups != 1 || dh != 1 || dw != 1 || sh < 1 || sw < 1) return at::Tensor();
   const int64_t kh = w.size(2), kw = w.size(3);
+  // A strided 1x1 convolution (FactorizedReduce) is the 1x1 convolution of the sub-grid it
+  // reads.
+  if (kh == 1 && kw == 1 && ph == 0 && pw == 0 && (sh > 1 || sw > 1) && w.size(1) == x.size(1) &&
+      x.numel() > 0 && w.numel() > 0)
+    return DenseConv::apply(x.slice(2, 0, x.size(2), sh).slice(3, 0, x.size(3), sw).contiguous(), w);
+  if (sh != 1 || sw != 1) return at::Tensor();
   if (kh % 2 == 0 || kw % 2 == 0 || 2 * ph != kh - 1 || 2 * pw != kw - 1) return at::Tensor();
   if (w.size(1) != x.size(1) || x.numel() == 0 || w.numel() == 0) return at::Tensor();
   // The padded grid computes pw columns per row that are not outputs; where that is more

@@ -438,10 +438,11 @@ struct DwConv : public torch::autograd::Function<DwConv> {
     const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
     const int64_t OH = (H + 2 * G.ph - G.dh * (G.kh - 1) - 1) / G.sh + 1;
     const int64_t OW = (W + 2 * G.pw - G.dw * (G.kw - 1) - 1) / G.sw + 1;
-    auto out = at::zeros({N, C, OH, OW}, x.options());
+    const bool same3 = same3x3(G);
+    // conv3_same writes every output; the tap-by-tap path adds to zeros.
+    auto out = same3 ? at::empty({N, C, OH, OW}, x.options()) : at::zeros({N, C, OH, OW}, x.options());
     const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
     float *op = out.data_ptr<float>();
-    const bool same3 = same3x3(G);
     const int64_t pad = same3 ? (H + 2 * G.dh) * (W + 2 * G.dw) : 0;
     each_plane(N * C, pad, [&](int64_t pl, float *P) {
       const float *src = xp + pl * H * W, *wc = wp + (pl % C) * G.kh * G.kw;
@@ -475,7 +476,7 @@ struct DwConv : public torch::autograd::Function<DwConv> {
     const bool same3 = same3x3(G);
     const int64_t pad = same3 ? (H + 2 * G.dh) * (W + 2 * G.dw) : 0;
     if (ctx->needs_input_grad(0)) {
-      gx = at::zeros_like(x);
+      gx = same3 ? at::empty_like(x) : at::zeros_like(x);
       float *gxp = gx.data_ptr<float>();
       each_plane(N * C, pad, [&](int64_t pl, float *P) {
         const float *src = gp + pl * OH * OW, *wc = wp + (pl % C) * G.kh * G.kw;

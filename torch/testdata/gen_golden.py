@@ -464,6 +464,9 @@ conv_case("conv2d_dense1x5_p02", randn(3, 6, 8, 14), randn(5, 6, 1, 5), None, pa
 conv_case("conv2d_dense5x1_p20_28", randn(2, 3, 28, 28), randn(4, 3, 5, 1), None, padding=(2, 0))
 conv_case("conv2d_dense3x3_p1_c1o6", randn(2, 1, 12, 11), randn(6, 1, 3, 3), None, padding=(1, 1))
 conv_case("conv2d_dense3x3_p1_n20", randn(20, 4, 16, 16), randn(5, 4, 3, 3), None, padding=(1, 1))
+# Strided 1x1 convolutions without bias (FactorizedReduce): the 1x1 kernel on the sub-grid.
+conv_case("conv2d_dense1x1_s2_7", randn(2, 5, 7, 7), randn(3, 5, 1, 1), None, stride=(2, 2))
+conv_case("conv2d_dense1x1_s12", randn(2, 4, 6, 9), randn(5, 4, 1, 1), None, stride=(1, 2))
 
 # ---- files written by Python's torch.save ----------------------------------------------------
 # Values are simple closed forms the Go test recomputes: w[i] = i*0.5 - 1 (shape 3x4),
