@@ -50,6 +50,10 @@ void mul_by(std::vector<at::Tensor> &ts, const at::Tensor &s);
 
 // Faster CPU kernels (cpu_fast.cc); each returns an undefined tensor where it does not apply.
 bool fast_cpu_ops();
+// embed_plane writes the H x W plane src into the Hp x Wp plane dst at row top and column
+// left, and zeros around it.
+void embed_plane(const float *src, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp,
+                 float *dst);
 at::Tensor max_pool2d_cpu(const at::Tensor &x, int64_t k, int64_t s, int64_t p);
 at::Tensor avg_pool2d_excl_cpu(const at::Tensor &x, int64_t k, int64_t s, int64_t p);
 at::Tensor dwconv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b,

@@ -221,18 +221,7 @@ at::Tensor padded(const at::Tensor &x, int64_t top, int64_t left, int64_t Hp, in
   const float *src = x.data_ptr<float>();
   float *dst = y.data_ptr<float>();
   at::parallel_for(0, NC, 1, [&](int64_t b, int64_t e) {
-    for (int64_t pl = b; pl < e; pl++) {
-      const float *s = src + pl * H * W;
-      float *d = dst + pl * Hp * Wp;
-      std::fill(d, d + top * Wp, 0.f);
-      for (int64_t h = 0; h < H; h++) {
-        float *row = d + (top + h) * Wp;
-        std::fill(row, row + left, 0.f);
-        std::copy(s + h * W, s + (h + 1) * W, row + left);
-        std::fill(row + left + W, row + Wp, 0.f);
-      }
-      std::fill(d + (top + H) * Wp, d + Hp * Wp, 0.f);
-    }
+    for (int64_t pl = b; pl < e; pl++) embed_plane(src + pl * H * W, H, W, top, left, Hp, Wp, dst + pl * Hp * Wp);
   });
   std::fill(dst + NC * Hp * Wp, dst + NC * Hp * Wp + slack, 0.f);
   return y;

@@ -364,15 +364,7 @@ void each_plane(int64_t n, int64_t pad, F f) {
 // pad_plane copies an H x W plane into the middle of P, a zero border of p around it
 // ((H+2p) x (W+2p)); the border is written too, so P may be reused.
 void pad_plane(const float *src, int64_t H, int64_t W, int64_t p, float *P) {
-  const int64_t PW = W + 2 * p;
-  std::fill(P, P + p * PW, 0.f);
-  for (int64_t h = 0; h < H; h++) {
-    float *row = P + (h + p) * PW;
-    std::fill(row, row + p, 0.f);
-    std::copy(src + h * W, src + (h + 1) * W, row + p);
-    std::fill(row + p + W, row + PW, 0.f);
-  }
-  std::fill(P + (H + p) * PW, P + (H + 2 * p) * PW, 0.f);
+  embed_plane(src, H, W, p, p, H + 2 * p, W + 2 * p, P);
 }
 
 // conv3_same writes out[oh, ow] = sum_ij k[3i+j] * P[oh + i*d, ow + j*d] for an H x W output
@@ -717,6 +709,18 @@ struct BatchNormTrain : public torch::autograd::Function<BatchNormTrain> {
 };
 
 }  // namespace
+
+void embed_plane(const float *src, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp,
+                 float *dst) {
+  std::fill(dst, dst + top * Wp, 0.f);
+  for (int64_t h = 0; h < H; h++) {
+    float *row = dst + (top + h) * Wp;
+    std::fill(row, row + left, 0.f);
+    std::copy(src + h * W, src + (h + 1) * W, row + left);
+    std::fill(row + left + W, row + Wp, 0.f);
+  }
+  std::fill(dst + (top + H) * Wp, dst + Hp * Wp, 0.f);
+}
 
 bool fast_cpu_ops() {
   static const bool on = [] {
