@@ -50,6 +50,8 @@ void mul_by(std::vector<at::Tensor> &ts, const at::Tensor &s);
 
 // Faster CPU kernels (cpu_fast.cc); each returns an undefined tensor where it does not apply.
 bool fast_cpu_ops();
+// cpu_avx2_fma reports a CPU with AVX2 and FMA (the kernels that use them check it first).
+bool cpu_avx2_fma();
 // embed_plane writes the H x W plane src into the Hp x Wp plane dst at row top and column
 // left, and zeros around it.
 void embed_plane(const float *src, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp,

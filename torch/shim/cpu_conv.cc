@@ -36,14 +36,6 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-bool avx2_fma() {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return ok;
-}
-
 // Plan is one image's stride-1 "same" convolution over flat padded planes: ci input planes
 // of istride floats in rows of Wp = W + pw floats (pw zeros, then the row's W values: the
 // zeros before a row are the right padding of the row above as well as its own left
@@ -334,10 +326,18 @@ struct DenseConv : public torch::autograd::Function<DenseConv> {
 
 }  // namespace
 
+bool cpu_avx2_fma() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return ok;
+}
+
 at::Tensor dense_conv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b,
                           int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                           int64_t groups) {
-  if (!fast_cpu_ops() || !avx2_fma()) return at::Tensor();
+  if (!fast_cpu_ops() || !cpu_avx2_fma()) return at::Tensor();
   if (!x.device().is_cpu() || x.dim() != 4 || x.scalar_type() != at::kFloat || x.layout() != at::kStrided)
     return at::Tensor();
   if (w.dim() != 4 || w.scalar_type() != at::kFloat || !w.device().is_cpu() || w.layout() != at::kStrided ||
@@ -360,7 +360,7 @@ at::Tensor dense_conv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::o
 }
 
 at::Tensor dw3_wgrad_cpu(const at::Tensor &x, const at::Tensor &g, int64_t d) {
-  if (!avx2_fma()) return at::Tensor();
+  if (!cpu_avx2_fma()) return at::Tensor();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   Plan P = plan_for(1, 1, H, W, 3, 3, d, d);
   auto xp = padded_input(x, P);
@@ -392,5 +392,7 @@ at::Tensor mt::dense_conv_cpu(const at::Tensor &, const at::Tensor &, const c10:
 }
 
 at::Tensor mt::dw3_wgrad_cpu(const at::Tensor &, const at::Tensor &, int64_t) { return at::Tensor(); }
+
+bool mt::cpu_avx2_fma() { return false; }
 
 #endif

@@ -17,12 +17,88 @@
 
 #include "common.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define MT_HAVE_AVX2_PATHS 1
+#endif
+
 namespace mt {
 
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
+
+#ifdef MT_HAVE_AVX2_PATHS
+// take_max returns where v takes over from the running maximum bv in PyTorch's scan: a
+// strictly larger value or a NaN.
+__attribute__((target("avx2"))) inline __m256 take_max(__m256 v, __m256 bv) {
+  return _mm256_or_ps(_mm256_cmp_ps(v, bv, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+}
+
+__attribute__((target("avx2"))) inline __m256i blend_idx(__m256i a, __m256i b, __m256 take) {
+  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), take));
+}
+
+// row_max3_avx2 does max_pool_3p1's row pass for the interior columns [1, W-1) of one row
+// r, eight at a time, and returns the first column it left to the scalar loop.
+__attribute__((target("avx2"))) int64_t row_max3_avx2(const float *r, int64_t W, int32_t base, float *m,
+                                                      int32_t *id) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), one = _mm256_set1_epi32(1);
+  int64_t w = 1;
+  for (; w + 8 < W; w += 8) {
+    __m256 bv = _mm256_loadu_ps(r + w - 1);
+    __m256i bi = _mm256_add_epi32(_mm256_set1_epi32(base + static_cast<int32_t>(w - 1)), lane);
+    __m256i vi = bi;
+    for (int j = 1; j <= 2; j++) {
+      const __m256 v = _mm256_loadu_ps(r + w - 1 + j);
+      vi = _mm256_add_epi32(vi, one);
+      const __m256 take = take_max(v, bv);
+      bv = _mm256_blendv_ps(bv, v, take);
+      bi = blend_idx(bi, vi, take);
+    }
+    _mm256_storeu_ps(m + w, bv);
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(id + w), bi);
+  }
+  return w;
+}
+
+// col_max3_avx2 does max_pool_3p1's column pass for output row oh (input rows [h0, h1),
+// stride s) eight outputs at a time (gathered at stride 2), and returns the first output it
+// left to the scalar loop.
+__attribute__((target("avx2"))) int64_t col_max3_avx2(const float *rm, const int32_t *ri, int64_t W, int64_t s,
+                                                      int64_t OW, int64_t h0, int64_t h1, float *d, int32_t *dd) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i row0 = _mm256_set1_epi32(static_cast<int32_t>(h0 * W));
+  const __m256i step = _mm256_mullo_epi32(lane, _mm256_set1_epi32(static_cast<int32_t>(s)));
+  int64_t ow = 0;
+  for (; ow + 8 <= OW && (ow + 7) * s < W; ow += 8) {
+    const __m256i cols = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(ow * s)), step);
+    // The window's first element: (h0, max(ow*s - 1, 0)).
+    __m256i bi = _mm256_max_epi32(_mm256_add_epi32(_mm256_sub_epi32(cols, _mm256_set1_epi32(1)), row0), row0);
+    __m256 bv = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+    for (int64_t h = h0; h < h1; h++) {
+      const float *m = rm + h * W;
+      const int32_t *id = ri + h * W;
+      __m256 v;
+      __m256i vi;
+      if (s == 1) {
+        v = _mm256_loadu_ps(m + ow);
+        vi = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(id + ow));
+      } else {
+        v = _mm256_i32gather_ps(m, cols, 4);
+        vi = _mm256_i32gather_epi32(id, cols, 4);
+      }
+      const __m256 take = take_max(v, bv);
+      bv = _mm256_blendv_ps(bv, v, take);
+      bi = blend_idx(bi, vi, take);
+    }
+    _mm256_storeu_ps(d + ow, bv);
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(dd + ow), bi);
+  }
+  return ow;
+}
+#endif
 
 bool applies(const at::Tensor &x) {
   return fast_cpu_ops() && x.device().is_cpu() && x.dim() == 4 &&
@@ -44,10 +120,12 @@ Window window(int64_t oh, int64_t ow, int64_t k, int64_t s, int64_t p, int64_t H
 // max_pool_3p1 computes one plane of a 3x3 max pool with padding 1 and stride s (1 or 2)
 // separably: the maximum of each row's three neighbours first (rm, with its flat index ri),
 // then of three rows. Taking the first strictly larger value (or the last NaN) in each pass
-// picks the element PyTorch's row-major scan picks. rm and ri hold H*W values.
+// picks the element PyTorch's row-major scan picks. rm and ri hold H*W values. On AVX2
+// machines both passes go eight columns at a time.
 void max_pool_3p1(const float *src, int64_t H, int64_t W, int64_t s, float *rm, int32_t *ri,
                   float *dst, int32_t *di, int64_t OH, int64_t OW) {
   const float ninf = -std::numeric_limits<float>::infinity();
+  const bool avx2 = cpu_avx2_fma();
   // Starting from the window's first element gives the same result as starting from -inf
   // with that element's index (a -inf first element is never replaced by another -inf).
   auto step = [](float v, int32_t i, float &bv, int32_t &bi) {
@@ -72,7 +150,11 @@ void max_pool_3p1(const float *src, int64_t H, int64_t W, int64_t s, float *rm, 
       m[0] = bv;
       id[0] = bi;
     }
-    for (int64_t w = 1; w + 1 < W; w++) {
+    int64_t w = 1;
+#ifdef MT_HAVE_AVX2_PATHS
+    if (avx2) w = row_max3_avx2(r, W, base, m, id);
+#endif
+    for (; w + 1 < W; w++) {
       float bv = r[w - 1];
       int32_t bi = base + static_cast<int32_t>(w - 1);
       step(r[w], base + static_cast<int32_t>(w), bv, bi);
@@ -92,14 +174,18 @@ void max_pool_3p1(const float *src, int64_t H, int64_t W, int64_t s, float *rm, 
     const int64_t h0 = std::max<int64_t>(oh * s - 1, 0), h1 = std::min<int64_t>(oh * s + 2, H);
     float *d = dst + oh * OW;
     int32_t *dd = di + oh * OW;
-    for (int64_t ow = 0; ow < OW; ow++) {
+    int64_t ow0 = 0;
+#ifdef MT_HAVE_AVX2_PATHS
+    if (avx2) ow0 = col_max3_avx2(rm, ri, W, s, OW, h0, h1, d, dd);
+#endif
+    for (int64_t ow = ow0; ow < OW; ow++) {
       d[ow] = ninf;
       dd[ow] = static_cast<int32_t>(h0 * W + std::max<int64_t>(ow * s - 1, 0));
     }
     for (int64_t h = h0; h < h1; h++) {
       const float *m = rm + h * W;
       const int32_t *id = ri + h * W;
-      for (int64_t ow = 0; ow < OW; ow++) {
+      for (int64_t ow = ow0; ow < OW; ow++) {
         const float v = m[ow * s];
         const bool take = (v > d[ow]) | (v != v);
         d[ow] = take ? v : d[ow];

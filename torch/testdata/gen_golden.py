@@ -174,6 +174,11 @@ for k, s, p in [(3, 1, 1), (3, 2, 1)]:
     x = F.relu(randn(2, 3, 8, 8)).round()
     add(fwd(f"max_pool2d_{k}{s}{p}_ties", "max_pool2d", {"k": k, "s": s, "p": p}, [("x", x)],
             lambda x: F.max_pool2d(x, k, s, p))[0])
+# Rows and columns long enough for the CPU kernel's eight-wide passes (stride 1 and 2).
+for k, s, p in [(3, 1, 1), (3, 2, 1)]:
+    for name, x in [("wide", randn(2, 3, 20, 19)), ("wide_ties", F.relu(randn(2, 3, 21, 21)).round())]:
+        add(fwd(f"max_pool2d_{k}{s}{p}_{name}", "max_pool2d", {"k": k, "s": s, "p": p}, [("x", x)],
+                lambda x: F.max_pool2d(x, k, s, p))[0])
 for k, s, p, cip in [(3, 1, 1, False), (3, 2, 1, False), (3, 2, 1, True)]:
     x = randn(2, 3, 7, 7)
     add(fwd(f"avg_pool2d_{k}{s}{p}_{'incl' if cip else 'excl'}", "avg_pool2d",
