@@ -6,7 +6,8 @@
 // pooling picks the same element, in PyTorch's scan order; sums may round differently in
 // the last bit) and return an undefined tensor where they do not apply, so that the caller
 // falls back to LibTorch's op. METANAS_FAST_CPU_OPS=0 turns them off (for comparisons).
-// Built with the vectoriser on (the shim's other files use -O2).
+// Built with the vectoriser on (the shim's other files use -O2); the max pool's passes use
+// AVX2 where the CPU has it.
 #pragma GCC optimize("O3")
 
 #include <ATen/Parallel.h>
@@ -36,6 +37,8 @@ __attribute__((target("avx2"))) inline __m256 take_max(__m256 v, __m256 bv) {
   return _mm256_or_ps(_mm256_cmp_ps(v, bv, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 }
 
+// blend_idx returns b's lanes where take is set and a's elsewhere (indices that travel with
+// the values take_max chose).
 __attribute__((target("avx2"))) inline __m256i blend_idx(__m256i a, __m256i b, __m256 take) {
   return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), take));
 }
