@@ -31,16 +31,18 @@ using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
 #ifdef MT_HAVE_AVX2_PATHS
-// take_max returns where v takes over from the running maximum bv in PyTorch's scan: a
-// strictly larger value or a NaN.
-__attribute__((target("avx2"))) inline __m256 take_max(__m256 v, __m256 bv) {
-  return _mm256_or_ps(_mm256_cmp_ps(v, bv, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+// max_step lets v (with indices vi) take over from the running maximum bv (indices bi)
+// where PyTorch's scan would: a strictly larger value or a NaN.
+__attribute__((target("avx2"))) inline void max_step(__m256 v, __m256i vi, __m256 &bv, __m256i &bi) {
+  const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, bv, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  bv = _mm256_blendv_ps(bv, v, take);
+  bi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bi), _mm256_castsi256_ps(vi), take));
 }
 
-// blend_idx returns b's lanes where take is set and a's elsewhere (indices that travel with
-// the values take_max chose).
-__attribute__((target("avx2"))) inline __m256i blend_idx(__m256i a, __m256i b, __m256 take) {
-  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), take));
+// store_max writes eight maxima and their indices.
+__attribute__((target("avx2"))) inline void store_max(__m256 bv, __m256i bi, float *m, int32_t *id) {
+  _mm256_storeu_ps(m, bv);
+  _mm256_storeu_si256(reinterpret_cast<__m256i *>(id), bi);
 }
 
 // row_max3_avx2 does max_pool_3p1's row pass for the interior columns [1, W-1) of one row
@@ -54,21 +56,18 @@ __attribute__((target("avx2"))) int64_t row_max3_avx2(const float *r, int64_t W,
     __m256i bi = _mm256_add_epi32(_mm256_set1_epi32(base + static_cast<int32_t>(w - 1)), lane);
     __m256i vi = bi;
     for (int j = 1; j <= 2; j++) {
-      const __m256 v = _mm256_loadu_ps(r + w - 1 + j);
       vi = _mm256_add_epi32(vi, one);
-      const __m256 take = take_max(v, bv);
-      bv = _mm256_blendv_ps(bv, v, take);
-      bi = blend_idx(bi, vi, take);
+      max_step(_mm256_loadu_ps(r + w - 1 + j), vi, bv, bi);
     }
-    _mm256_storeu_ps(m + w, bv);
-    _mm256_storeu_si256(reinterpret_cast<__m256i *>(id + w), bi);
+    store_max(bv, bi, m + w, id + w);
   }
   return w;
 }
 
 // col_max3_avx2 does max_pool_3p1's column pass for output row oh (input rows [h0, h1),
-// stride s) eight outputs at a time (gathered at stride 2), and returns the first output it
-// left to the scalar loop.
+// stride s; S1: s == 1) eight outputs at a time (gathered at stride 2), and returns the
+// first output it left to the scalar loop.
+template <bool S1>
 __attribute__((target("avx2"))) int64_t col_max3_avx2(const float *rm, const int32_t *ri, int64_t W, int64_t s,
                                                       int64_t OW, int64_t h0, int64_t h1, float *d, int32_t *dd) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -85,19 +84,16 @@ __attribute__((target("avx2"))) int64_t col_max3_avx2(const float *rm, const int
       const int32_t *id = ri + h * W;
       __m256 v;
       __m256i vi;
-      if (s == 1) {
+      if (S1) {
         v = _mm256_loadu_ps(m + ow);
         vi = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(id + ow));
       } else {
         v = _mm256_i32gather_ps(m, cols, 4);
         vi = _mm256_i32gather_epi32(id, cols, 4);
       }
-      const __m256 take = take_max(v, bv);
-      bv = _mm256_blendv_ps(bv, v, take);
-      bi = blend_idx(bi, vi, take);
+      max_step(v, vi, bv, bi);
     }
-    _mm256_storeu_ps(d + ow, bv);
-    _mm256_storeu_si256(reinterpret_cast<__m256i *>(dd + ow), bi);
+    store_max(bv, bi, d + ow, dd + ow);
   }
   return ow;
 }
@@ -179,7 +175,10 @@ void max_pool_3p1(const float *src, int64_t H, int64_t W, int64_t s, float *rm, 
     int32_t *dd = di + oh * OW;
     int64_t ow0 = 0;
 #ifdef MT_HAVE_AVX2_PATHS
-    if (avx2) ow0 = col_max3_avx2(rm, ri, W, s, OW, h0, h1, d, dd);
+    if (avx2) {
+      ow0 = s == 1 ? col_max3_avx2<true>(rm, ri, W, s, OW, h0, h1, d, dd)
+                   : col_max3_avx2<false>(rm, ri, W, s, OW, h0, h1, d, dd);
+    }
 #endif
     for (int64_t ow = ow0; ow < OW; ow++) {
       d[ow] = ninf;
