@@ -179,20 +179,23 @@ func BenchmarkDepthwiseConv(b *testing.B) {
 		{"s2", torch.Conv{Stride: [2]int64{2, 2}, Padding: [2]int64{1, 1}, Groups: 28}},
 		{"dil2", torch.Conv{Padding: [2]int64{2, 2}, Dilation: [2]int64{2, 2}, Groups: 28}},
 	} {
-		b.Run(c.name, func(b *testing.B) {
-			s := in.Child()
-			defer s.Close()
-			for i := 0; i < b.N; i++ {
-				y := s.Conv2d(x, w, nil, c.geom)
-				if err := s.Sum(s.Mul(y, y)).Backward(); err != nil {
-					b.Fatal(err)
-				}
-				s.Reset()
-			}
-			if err := s.Err(); err != nil {
-				b.Fatal(err)
-			}
-		})
+		b.Run(c.name, func(b *testing.B) { benchConv(b, in.Child(), x, w, c.geom) })
+	}
+}
+
+// benchConv times b.N convolutions of x with w in scope s (closed at the end), each with
+// the backward pass of sum(y*y) to the input and the weight.
+func benchConv(b *testing.B, s *torch.Scope, x, w *torch.Tensor, geom torch.Conv) {
+	defer s.Close()
+	for i := 0; i < b.N; i++ {
+		y := s.Conv2d(x, w, nil, geom)
+		if err := s.Sum(s.Mul(y, y)).Backward(); err != nil {
+			b.Fatal(err)
+		}
+		s.Reset()
+	}
+	if err := s.Err(); err != nil {
+		b.Fatal(err)
 	}
 }
 
@@ -220,21 +223,11 @@ func BenchmarkDenseConv(b *testing.B) {
 		{"1x1_84to28_28", 28, 1, 1, [2]int64{0, 0}, 84, 28},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			s := in.Child()
-			defer s.Close()
-			x := s.Randn([]int64{20, c.inputCh, c.size, c.size}, torch.CPU, true)
-			w := s.Randn([]int64{c.outputCh, c.inputCh, c.kh, c.kw}, torch.CPU, true)
-			for i := 0; i < b.N; i++ {
-				t := s.Child()
-				y := t.Conv2d(x, w, nil, torch.Conv{Padding: c.pad})
-				if err := t.Sum(t.Mul(y, y)).Backward(); err != nil {
-					b.Fatal(err)
-				}
-				t.Close()
-			}
-			if err := s.Err(); err != nil {
-				b.Fatal(err)
-			}
+			d := in.Child()
+			defer d.Close()
+			x := d.Randn([]int64{20, c.inputCh, c.size, c.size}, torch.CPU, true)
+			w := d.Randn([]int64{c.outputCh, c.inputCh, c.kh, c.kw}, torch.CPU, true)
+			benchConv(b, d.Child(), x, w, torch.Conv{Padding: c.pad})
 		})
 	}
 }
