@@ -142,21 +142,14 @@ func BenchmarkBatchNormTrain(b *testing.B) {
 			name = "forward+backward"
 		}
 		b.Run(name, func(b *testing.B) {
-			s := in.Child()
-			defer s.Close()
-			for i := 0; i < b.N; i++ {
+			benchSteps(b, in.Child(), func(s *torch.Scope) error {
 				y := s.BatchNorm(x, nil, nil, rm, rv, true, 0.1, 1e-5)
-				if backward {
-					// sum(y * grad) gives the backward pass a contiguous gradient, as in a network.
-					if err := s.Sum(s.Mul(y, grad)).Backward(); err != nil {
-						b.Fatal(err)
-					}
+				if !backward {
+					return nil
 				}
-				s.Reset()
-			}
-			if err := s.Err(); err != nil {
-				b.Fatal(err)
-			}
+				// sum(y * grad) gives the backward pass a contiguous gradient, as in a network.
+				return s.Sum(s.Mul(y, grad)).Backward()
+			})
 		})
 	}
 }
@@ -183,13 +176,11 @@ func BenchmarkDepthwiseConv(b *testing.B) {
 	}
 }
 
-// benchConv times b.N convolutions of x with w in scope s (closed at the end), each with
-// the backward pass of sum(y*y) to the input and the weight.
-func benchConv(b *testing.B, s *torch.Scope, x, w *torch.Tensor, geom torch.Conv) {
+// benchSteps runs step b.N times in scope s, resetting it after each, and closes it.
+func benchSteps(b *testing.B, s *torch.Scope, step func(*torch.Scope) error) {
 	defer s.Close()
 	for i := 0; i < b.N; i++ {
-		y := s.Conv2d(x, w, nil, geom)
-		if err := s.Sum(s.Mul(y, y)).Backward(); err != nil {
+		if err := step(s); err != nil {
 			b.Fatal(err)
 		}
 		s.Reset()
@@ -197,6 +188,15 @@ func benchConv(b *testing.B, s *torch.Scope, x, w *torch.Tensor, geom torch.Conv
 	if err := s.Err(); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// benchConv times b.N convolutions of x with w in scope s (closed at the end), each with
+// the backward pass of sum(y*y) to the input and the weight.
+func benchConv(b *testing.B, s *torch.Scope, x, w *torch.Tensor, geom torch.Conv) {
+	benchSteps(b, s, func(s *torch.Scope) error {
+		y := s.Conv2d(x, w, nil, geom)
+		return s.Sum(s.Mul(y, y)).Backward()
+	})
 }
 
 // BenchmarkDenseConv is a dense stride-1 "same" convolution (no bias) of og_metanas's
