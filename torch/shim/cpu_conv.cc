@@ -45,7 +45,7 @@ using torch::autograd::tensor_list;
 // floats from one image to the next in the padded input and in the output gradient on the
 // grid.
 struct Plan {
-  int64_t ci, co, istride, q, H, W, Wp, ph, pw, slack, ximg, gimg;
+  int64_t ci, co, istride, q, H, Wp, ph, pw, slack, ximg, gimg;
   std::vector<int64_t> off;
 };
 
@@ -54,7 +54,7 @@ struct Plan {
 Plan plan_for(int64_t ci, int64_t co, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t dh, int64_t dw) {
   const int64_t ph = dh * (kh - 1) / 2, pw = dw * (kw - 1) / 2, Wp = W + pw;
   const int64_t istride = (H + 2 * ph) * Wp;
-  Plan p{ci, co, istride, H * Wp, H, W, Wp, ph, pw, 2 * pw, ci * istride, co * H * Wp, {}};
+  Plan p{ci, co, istride, H * Wp, H, Wp, ph, pw, 2 * pw, ci * istride, co * H * Wp, {}};
   for (int64_t i = 0; i < kh; i++)
     for (int64_t j = 0; j < kw; j++) p.off.push_back(i * dh * Wp + j * dw);
   return p;
@@ -73,12 +73,12 @@ MT_AVX2 inline float hsum(__m256 v) {
   return s;
 }
 
-// conv_tile writes MO output planes (ostride floats apart) at 8*NV positions from `out` on:
+// conv_tile writes MO output planes (q floats apart) at 8*NV positions from `out` on:
 // out[m][k] = sum over input planes c and taps t of w[m*wrow + c*T + t] * in[c*istride +
 // off[t] + k]. MASK: one vector, only the lanes of mask.
 template <int MO, int NV, bool MASK>
 MT_AVX2 inline void conv_tile(const Plan &P, const float *in, const float *w, int64_t wrow, float *out,
-                              int64_t ostride, __m256i mask) {
+                              __m256i mask) {
   __m256 acc[MO][NV];
 #pragma GCC unroll 4
   for (int m = 0; m < MO; m++)
@@ -107,35 +107,35 @@ MT_AVX2 inline void conv_tile(const Plan &P, const float *in, const float *w, in
 #pragma GCC unroll 3
     for (int v = 0; v < NV; v++) {
       if (MASK) {
-        _mm256_maskstore_ps(out + m * ostride, mask, acc[m][v]);
+        _mm256_maskstore_ps(out + m * P.q, mask, acc[m][v]);
       } else {
-        _mm256_storeu_ps(out + m * ostride + 8 * v, acc[m][v]);
+        _mm256_storeu_ps(out + m * P.q + 8 * v, acc[m][v]);
       }
     }
 }
 
 // conv_rows computes output planes [o0, o0+MO) of one image at all q positions.
 template <int MO>
-MT_AVX2 void conv_rows(const Plan &P, const float *in, const float *w, float *out, int64_t ostride, int64_t o0) {
+MT_AVX2 void conv_rows(const Plan &P, const float *in, const float *w, float *out, int64_t o0) {
   const int64_t wrow = P.ci * static_cast<int64_t>(P.off.size());
   const float *wo = w + o0 * wrow;
-  float *oo = out + o0 * ostride;
+  float *oo = out + o0 * P.q;
   const __m256i all = _mm256_set1_epi32(-1);
   int64_t k = 0;
-  for (; k + 24 <= P.q; k += 24) conv_tile<MO, 3, false>(P, in + k, wo, wrow, oo + k, ostride, all);
-  for (; k + 8 <= P.q; k += 8) conv_tile<MO, 1, false>(P, in + k, wo, wrow, oo + k, ostride, all);
-  if (k < P.q) conv_tile<MO, 1, true>(P, in + k, wo, wrow, oo + k, ostride, tail_mask(P.q - k));
+  for (; k + 24 <= P.q; k += 24) conv_tile<MO, 3, false>(P, in + k, wo, wrow, oo + k, all);
+  for (; k + 8 <= P.q; k += 8) conv_tile<MO, 1, false>(P, in + k, wo, wrow, oo + k, all);
+  if (k < P.q) conv_tile<MO, 1, true>(P, in + k, wo, wrow, oo + k, tail_mask(P.q - k));
 }
 
 // conv_image convolves one image's padded input planes with w ([co][ci][T]) into planes of
 // q floats at out.
 MT_AVX2 void conv_image(const Plan &P, const float *in, const float *w, float *out) {
   int64_t o = 0;
-  for (; o + 4 <= P.co; o += 4) conv_rows<4>(P, in, w, out, P.q, o);
+  for (; o + 4 <= P.co; o += 4) conv_rows<4>(P, in, w, out, o);
   switch (P.co - o) {
-    case 3: conv_rows<3>(P, in, w, out, P.q, o); break;
-    case 2: conv_rows<2>(P, in, w, out, P.q, o); break;
-    case 1: conv_rows<1>(P, in, w, out, P.q, o); break;
+    case 3: conv_rows<3>(P, in, w, out, o); break;
+    case 2: conv_rows<2>(P, in, w, out, o); break;
+    case 1: conv_rows<1>(P, in, w, out, o); break;
     default: break;
   }
 }
