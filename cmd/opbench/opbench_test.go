@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -201,8 +202,8 @@ func benchConv(b *testing.B, s *torch.Scope, x, w *torch.Tensor, geom torch.Conv
 
 // BenchmarkDenseConv is a dense stride-1 "same" convolution (no bias) of og_metanas's
 // activations (20x28xHxW, 28 output channels) with the kernels of its cells (1x1, 1x5,
-// 5x1) at the two resolutions of its cells, forward and backward to the input and the
-// weight. METANAS_FAST_CPU_OPS=0 measures LibTorch's own convolution for comparison.
+// 5x1) at the two resolutions of its cells, and FactorizedReduce's strided 1x1, forward and
+// backward to the input and the weight. METANAS_FAST_CPU_OPS=0 measures LibTorch's own convolution for comparison.
 func BenchmarkDenseConv(b *testing.B) {
 	torch.SetNumThreads(1)
 	in := torch.NewScope()
@@ -214,20 +215,49 @@ func BenchmarkDenseConv(b *testing.B) {
 		pad      [2]int64
 		inputCh  int64
 		outputCh int64
+		stride   int64
 	}{
-		{"1x1_28", 28, 1, 1, [2]int64{0, 0}, 28, 28},
-		{"1x5_28", 28, 1, 5, [2]int64{0, 2}, 28, 28},
-		{"5x1_28", 28, 5, 1, [2]int64{2, 0}, 28, 28},
-		{"1x1_14", 14, 1, 1, [2]int64{0, 0}, 28, 28},
-		{"1x5_14", 14, 1, 5, [2]int64{0, 2}, 28, 28},
-		{"1x1_84to28_28", 28, 1, 1, [2]int64{0, 0}, 84, 28},
+		{"1x1_28", 28, 1, 1, [2]int64{0, 0}, 28, 28, 1},
+		{"1x5_28", 28, 1, 5, [2]int64{0, 2}, 28, 28, 1},
+		{"5x1_28", 28, 5, 1, [2]int64{2, 0}, 28, 28, 1},
+		{"1x1_14", 14, 1, 1, [2]int64{0, 0}, 28, 28, 1},
+		{"1x5_14", 14, 1, 5, [2]int64{0, 2}, 28, 28, 1},
+		{"1x1_84to28_28", 28, 1, 1, [2]int64{0, 0}, 84, 28, 1},
+		{"1x1_s2_28to14", 28, 1, 1, [2]int64{0, 0}, 28, 14, 2}, // FactorizedReduce
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			d := in.Child()
 			defer d.Close()
 			x := d.Randn([]int64{20, c.inputCh, c.size, c.size}, torch.CPU, true)
 			w := d.Randn([]int64{c.outputCh, c.inputCh, c.kh, c.kw}, torch.CPU, true)
-			benchConv(b, d.Child(), x, w, torch.Conv{Padding: c.pad})
+			benchConv(b, d.Child(), x, w, torch.Conv{Padding: c.pad, Stride: [2]int64{c.stride, c.stride}})
 		})
+	}
+}
+
+// BenchmarkMaxPool is a 3x3 max pool (padding 1) of an og_metanas-sized activation
+// (20x28x28x28) at strides 1 and 2, forward alone and with backward.
+// METANAS_FAST_CPU_OPS=0 measures LibTorch's own pool for comparison.
+func BenchmarkMaxPool(b *testing.B) {
+	torch.SetNumThreads(1)
+	in := torch.NewScope()
+	defer in.Close()
+	x := in.Randn([]int64{20, 28, 28, 28}, torch.CPU, true)
+	for _, stride := range []int64{1, 2} {
+		for _, backward := range []bool{false, true} {
+			name := fmt.Sprintf("s%d/forward", stride)
+			if backward {
+				name += "+backward"
+			}
+			b.Run(name, func(b *testing.B) {
+				benchSteps(b, in.Child(), func(s *torch.Scope) error {
+					y := s.MaxPool2d(x, 3, stride, 1)
+					if !backward {
+						return nil
+					}
+					return s.Sum(s.Mul(y, y)).Backward()
+				})
+			})
+		}
 	}
 }

@@ -106,6 +106,18 @@ std::vector<at::Tensor> tensors(mt_tensor *ts, int64_t n) {
   return v;
 }
 
+bool cpu_avx2_fma() {
+#if defined(__x86_64__)
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
 }  // namespace mt
 
 using mt::T;

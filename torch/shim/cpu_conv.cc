@@ -41,11 +41,12 @@ using torch::autograd::tensor_list;
 // zeros before a row are the right padding of the row above as well as its own left
 // padding), ph zero rows above and below, and slack zeros after the last plane; co output
 // planes computed at the q = H*Wp positions of that grid (columns at or beyond W of each
-// row are not outputs); taps at offsets off of the padded input. ximg and gimg are the
-// floats from one image to the next in the padded input and in the output gradient on the
-// grid.
+// row are not outputs); taps at offsets off of the padded input. The output gradient, padded
+// the same way (co planes of istride floats), holds output position q at q + goff, and zeros
+// at the positions that are not outputs (the next row's leading zeros). ximg and gimg are
+// the floats from one image to the next in the padded input and the padded output gradient.
 struct Plan {
-  int64_t ci, co, istride, q, H, Wp, ph, pw, slack, ximg, gimg;
+  int64_t ci, co, istride, q, H, Wp, ph, pw, slack, goff, ximg, gimg;
   std::vector<int64_t> off;
 };
 
@@ -54,7 +55,7 @@ struct Plan {
 Plan plan_for(int64_t ci, int64_t co, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t dh, int64_t dw) {
   const int64_t ph = dh * (kh - 1) / 2, pw = dw * (kw - 1) / 2, Wp = W + pw;
   const int64_t istride = (H + 2 * ph) * Wp;
-  Plan p{ci, co, istride, H * Wp, H, Wp, ph, pw, 2 * pw, ci * istride, co * H * Wp, {}};
+  Plan p{ci, co, istride, H * Wp, H, Wp, ph, pw, 2 * pw, ph * Wp + pw, ci * istride, co * istride, {}};
   for (int64_t i = 0; i < kh; i++)
     for (int64_t j = 0; j < kw; j++) p.off.push_back(i * dh * Wp + j * dw);
   return p;
@@ -142,7 +143,7 @@ MT_AVX2 void conv_image(const Plan &P, const float *in, const float *w, float *o
 
 // wgrad_block adds to acc ([co][ci][T], double) the sums over the q positions of images
 // [n0, n1) of g[o] * in[c] shifted by tap t, for output planes [o0, o0+MO) and input planes
-// [c0, c0+MC); g holds zeros at the positions that are not outputs. The sums run in float
+// [c0, c0+MC); g is the padded output gradient (Plan). The sums run in float
 // lanes over the images of the range (callers keep it to a few thousand positions) and go
 // to acc in double once.
 template <int MO, int MC>
@@ -156,13 +157,15 @@ MT_AVX2 void wgrad_block(const Plan &P, const float *in, const float *g, int64_t
   const int64_t full = P.q & ~int64_t{7};
   const __m256i all = _mm256_set1_epi32(-1), tail = tail_mask(P.q - full);
   for (int64_t n = n0; n < n1; n++) {
-    const float *gp = g + n * P.gimg + o0 * P.q;
+    const float *gp = g + n * P.gimg + o0 * P.istride + P.goff;
     const float *xp = in + n * P.ximg + c0 * P.istride + P.off[t];
     auto step = [&](int64_t k, bool masked, __m256i mask) MT_AVX2 {
       __m256 gv[MO];
 #pragma GCC unroll 3
-      for (int m = 0; m < MO; m++)
-        gv[m] = masked ? _mm256_maskload_ps(gp + m * P.q + k, mask) : _mm256_loadu_ps(gp + m * P.q + k);
+      for (int m = 0; m < MO; m++) {
+        const float *gm = gp + m * P.istride + k;
+        gv[m] = masked ? _mm256_maskload_ps(gm, mask) : _mm256_loadu_ps(gm);
+      }
 #pragma GCC unroll 4
       for (int j = 0; j < MC; j++) {
         const float *x = xp + j * P.istride + k;
@@ -225,8 +228,8 @@ at::Tensor padded_input(const at::Tensor &x, const Plan &P) {
 }
 
 // wgrad_taps adds to acc[t] (double) the sums over the q positions of images [n0, n1) of g
-// times in shifted by tap t, for all T taps of one depthwise channel (image strides ximg
-// and gimg): one output gradient load serves the T taps.
+// times in shifted by tap t, for all T taps of one depthwise channel (g its padded output
+// gradient; image strides ximg and gimg): one output gradient load serves the T taps.
 template <int T>
 MT_AVX2 void wgrad_taps(const Plan &P, const float *in, const float *g, int64_t n0, int64_t n1, double *acc) {
   __m256 a[T];
@@ -235,7 +238,7 @@ MT_AVX2 void wgrad_taps(const Plan &P, const float *in, const float *g, int64_t 
   const int64_t full = P.q & ~int64_t{7};
   const __m256i all = _mm256_set1_epi32(-1), tail = tail_mask(P.q - full);
   for (int64_t n = n0; n < n1; n++) {
-    const float *gp = g + n * P.gimg, *xp = in + n * P.ximg;
+    const float *gp = g + n * P.gimg + P.goff, *xp = in + n * P.ximg;
     auto step = [&](int64_t k, bool masked, __m256i mask) MT_AVX2 {
       const __m256 gv = masked ? _mm256_maskload_ps(gp + k, mask) : _mm256_loadu_ps(gp + k);
 #pragma GCC unroll 9
@@ -250,14 +253,12 @@ MT_AVX2 void wgrad_taps(const Plan &P, const float *in, const float *g, int64_t 
   for (int t = 0; t < T; t++) acc[t] += hsum(a[t]);
 }
 
-// conv_batch convolves x ([N, ci, H, W]) with w ([co, ci, kh, kw], as [co][ci][T]) into a
-// new [N, co, H, W] tensor. With padded rows longer than W, each image is computed on the
-// padded grid in a scratch buffer and its outputs copied out.
-at::Tensor conv_batch(const at::Tensor &x, const at::Tensor &w) {
-  const int64_t N = x.size(0), ci = x.size(1), H = x.size(2), W = x.size(3), co = w.size(0);
-  const Plan P = plan_for(ci, co, H, W, w.size(2), w.size(3), 1, 1);
-  auto xp = padded_input(x, P);
-  auto out = at::empty({N, co, H, W}, x.options());
+// conv_planes convolves N images, padded for plan P (xp), with w ([co, ci, kh, kw], as
+// [co][ci][T]) into a new [N, co, H, W] tensor. With padded rows longer than W, each image
+// is computed on the padded grid in a scratch buffer and its outputs copied out.
+at::Tensor conv_planes(const at::Tensor &xp, const Plan &P, const at::Tensor &w, int64_t N, int64_t W) {
+  const int64_t co = P.co, H = P.H;
+  auto out = at::empty({N, co, H, W}, xp.options());
   const float *ip = xp.data_ptr<float>(), *wp = w.data_ptr<float>();
   float *op = out.data_ptr<float>();
   at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
@@ -279,14 +280,29 @@ at::Tensor conv_batch(const at::Tensor &x, const at::Tensor &w) {
   return out;
 }
 
+// weight_grad returns the double sums acc as a float tensor of w's shape and options.
+at::Tensor weight_grad(const std::vector<double> &acc, const at::Tensor &w) {
+  auto gw = at::empty_like(w);
+  float *gwp = gw.data_ptr<float>();
+  for (size_t i = 0; i < acc.size(); i++) gwp[i] = static_cast<float>(acc[i]);
+  return gw;
+}
+
+// images_per_run is how many images' positions the weight gradients sum in float lanes
+// before a double sum: about 2,048 positions (256 terms per lane).
+int64_t images_per_run(const Plan &P) { return std::max<int64_t>(1, 2048 / P.q); }
+
 // DenseConv is the autograd function of a stride-1 "same" convolution (odd kernel,
 // padding (k-1)/2 per axis, dilation 1, one group, no bias) of a float NCHW batch.
 struct DenseConv : public torch::autograd::Function<DenseConv> {
   static at::Tensor forward(AutogradContext *ctx, const at::Tensor &input, const at::Tensor &weight) {
     auto x = input.contiguous();
     auto w = weight.contiguous();
+    // x is saved, not its padded copy: the backward pass pads it again (one copy) rather
+    // than hold a second copy of every input until then.
     ctx->save_for_backward({x, w});
-    return conv_batch(x, w);
+    const Plan P = plan_for(x.size(1), w.size(0), x.size(2), x.size(3), w.size(2), w.size(3), 1, 1);
+    return conv_planes(padded_input(x, P), P, w, x.size(0), x.size(3));
   }
 
   static tensor_list backward(AutogradContext *ctx, tensor_list grads) {
@@ -294,45 +310,34 @@ struct DenseConv : public torch::autograd::Function<DenseConv> {
     const auto &x = saved[0], &w = saved[1];
     auto g = grads[0].contiguous();
     const int64_t N = x.size(0), ci = x.size(1), H = x.size(2), W = x.size(3);
-    const int64_t co = w.size(0), kh = w.size(2), kw = w.size(3), T = kh * kw;
+    const int64_t co = w.size(0), kh = w.size(2), kw = w.size(3);
+    // The output gradient, padded as an input of the same geometry, serves both gradients.
+    const Plan Pg = plan_for(co, ci, H, W, kh, kw, 1, 1);
+    auto gp = padded_input(g, Pg);
     at::Tensor gx, gw;
     if (ctx->needs_input_grad(0)) {
       // The input gradient: the output gradient convolved with the kernel turned by 180
       // degrees, input and output channels swapped ([ci][co][T]).
-      auto wt = w.flip({2, 3}).transpose(0, 1).contiguous();
-      gx = conv_batch(g, wt);
+      gx = conv_planes(gp, Pg, w.flip({2, 3}).transpose(0, 1).contiguous(), N, W);
     }
     if (ctx->needs_input_grad(1)) {
       const Plan P = plan_for(ci, co, H, W, kh, kw, 1, 1);
       auto xp = padded_input(x, P);
-      // The output gradient on the padded grid, zero where the grid has no output.
-      auto gq = padded(g, 0, 0, H, P.Wp, 0);
-      const float *ip = xp.data_ptr<float>(), *gp = gq.data_ptr<float>();
-      std::vector<double> acc(co * ci * T, 0.0);
-      // Threads take disjoint blocks of output channels, all images each, in runs of
-      // images of about 2,048 positions (256 terms per float lane) between double sums.
-      const int64_t run = std::max<int64_t>(1, 2048 / P.q);
+      const float *ip = xp.data_ptr<float>(), *gpp = gp.data_ptr<float>();
+      std::vector<double> acc(co * ci * kh * kw, 0.0);
+      // Threads take disjoint blocks of output channels, all images each.
+      const int64_t run = images_per_run(P);
       at::parallel_for(0, (co + 2) / 3, 1, [&](int64_t b, int64_t e) {
         for (int64_t n = 0; n < N; n += run)
-          wgrad_images(P, ip, gp, n, std::min(N, n + run), b * 3, std::min(co, e * 3), acc.data());
+          wgrad_images(P, ip, gpp, n, std::min(N, n + run), b * 3, std::min(co, e * 3), acc.data());
       });
-      gw = at::empty_like(w);
-      float *gwp = gw.data_ptr<float>();
-      for (int64_t i = 0; i < co * ci * T; i++) gwp[i] = static_cast<float>(acc[i]);
+      gw = weight_grad(acc, w);
     }
     return {gx, gw};
   }
 };
 
 }  // namespace
-
-bool cpu_avx2_fma() {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return ok;
-}
 
 at::Tensor dense_conv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b,
                           int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
@@ -363,23 +368,18 @@ at::Tensor dw3_wgrad_cpu(const at::Tensor &x, const at::Tensor &g, int64_t d) {
   if (!cpu_avx2_fma()) return at::Tensor();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   Plan P = plan_for(1, 1, H, W, 3, 3, d, d);
-  auto xp = padded_input(x, P);
-  auto gq = padded(g, 0, 0, H, P.Wp, 0);
+  auto xp = padded_input(x, P), gp = padded_input(g, P);
   // Channel c's planes are one image (C planes) apart.
-  P.ximg = C * P.istride;
-  P.gimg = C * P.q;
-  const float *ip = xp.data_ptr<float>(), *gp = gq.data_ptr<float>();
+  P.ximg = P.gimg = C * P.istride;
+  const float *ip = xp.data_ptr<float>(), *gpp = gp.data_ptr<float>();
   std::vector<double> acc(C * 9, 0.0);
-  const int64_t run = std::max<int64_t>(1, 2048 / P.q);
+  const int64_t run = images_per_run(P);
   at::parallel_for(0, C, 1, [&](int64_t b, int64_t e) {
     for (int64_t c = b; c < e; c++)
       for (int64_t n = 0; n < N; n += run)
-        wgrad_taps<9>(P, ip + c * P.istride, gp + c * P.q, n, std::min(N, n + run), acc.data() + c * 9);
+        wgrad_taps<9>(P, ip + c * P.istride, gpp + c * P.istride, n, std::min(N, n + run), acc.data() + c * 9);
   });
-  auto gw = at::empty({C, 1, 3, 3}, x.options());
-  float *gwp = gw.data_ptr<float>();
-  for (int64_t i = 0; i < C * 9; i++) gwp[i] = static_cast<float>(acc[i]);
-  return gw;
+  return weight_grad(acc, at::empty({C, 1, 3, 3}, x.options()));
 }
 
 }  // namespace mt
@@ -392,7 +392,5 @@ at::Tensor mt::dense_conv_cpu(const at::Tensor &, const at::Tensor &, const c10:
 }
 
 at::Tensor mt::dw3_wgrad_cpu(const at::Tensor &, const at::Tensor &, int64_t) { return at::Tensor(); }
-
-bool mt::cpu_avx2_fma() { return false; }
 
 #endif
