@@ -32,29 +32,7 @@ func newGoBench(c string, dev torch.Device, eagerFree bool) (*goBench, error) {
 		x := in.Randn([]int64{64, 28}, dev, true)
 		w := in.Full([]int64{64, 28}, 0.9, dev)
 		b := in.Full([]int64{64, 28}, 0.1, dev)
-		g.step = func() error {
-			y := x
-			if eagerFree {
-				for k := 0; k < chainSteps; k++ {
-					m := s.Mul(y, w)
-					a := s.Add(m, b)
-					m.Free()
-					y = s.Relu(a)
-					a.Free()
-				}
-			} else {
-				for k := 0; k < chainSteps; k++ {
-					y = s.Relu(s.Add(s.Mul(y, w), b))
-				}
-			}
-			loss := s.Sum(y)
-			if err := s.Err(); err != nil {
-				return err
-			}
-			err := loss.Backward()
-			s.Reset()
-			return err
-		}
+		g.step = func() error { return chainIter(s, x, w, b, eagerFree) }
 	case "conv":
 		x := in.Randn([]int64{20, 28, 28, 28}, dev, false)
 		w := in.MulScalar(in.Randn([]int64{28, 28, 3, 3}, dev, false), 0.1)
@@ -83,6 +61,32 @@ func newGoBench(c string, dev torch.Device, eagerFree bool) (*goBench, error) {
 		return nil, err
 	}
 	return g, nil
+}
+
+// chainIter is one iteration of the chain case in scope s, which it resets at the end. With
+// eagerFree it frees each mul and add result as soon as it is consumed.
+func chainIter(s *torch.Scope, x, w, b *torch.Tensor, eagerFree bool) error {
+	y := x
+	if eagerFree {
+		for k := 0; k < chainSteps; k++ {
+			m := s.Mul(y, w)
+			a := s.Add(m, b)
+			m.Free()
+			y = s.Relu(a)
+			a.Free()
+		}
+	} else {
+		for k := 0; k < chainSteps; k++ {
+			y = s.Relu(s.Add(s.Mul(y, w), b))
+		}
+	}
+	loss := s.Sum(y)
+	if err := s.Err(); err != nil {
+		return err
+	}
+	err := loss.Backward()
+	s.Reset()
+	return err
 }
 
 func (g *goBench) close() {

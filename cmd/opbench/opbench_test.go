@@ -261,3 +261,114 @@ func BenchmarkMaxPool(b *testing.B) {
 		}
 	}
 }
+
+// chainInputs returns the chain's x (requiring grad), and w near 1 and b small so that the
+// gradient of x (the product of w over the steps where the chain stays positive) varies
+// from element to element.
+func chainInputs(t testing.TB, in *torch.Scope) (x, w, b *torch.Tensor) {
+	torch.ManualSeed(3)
+	x = in.Randn([]int64{64, 28}, torch.CPU, true)
+	w = in.AddScalar(in.MulScalar(in.Rand([]int64{64, 28}, torch.CPU), 0.1), 0.95)
+	b = in.Full([]int64{64, 28}, 0.01, torch.CPU)
+	if err := in.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return x, w, b
+}
+
+// TestDiagChainsMatch: every variant of BenchmarkChainSplit does the chain's work: one
+// iteration of each gives x the gradient the torch package's chain gives it, and leaves no
+// tensor handle behind.
+func TestDiagChainsMatch(t *testing.T) {
+	in := torch.NewScope()
+	defer in.Close()
+	x, w, b := chainInputs(t, in)
+	grad := func(run func() error) []float32 {
+		t.Helper()
+		if err := torch.ZeroGrad([]*torch.Tensor{x}, true); err != nil {
+			t.Fatal(err)
+		}
+		live := torch.LiveTensors()
+		if err := run(); err != nil {
+			t.Fatal(err)
+		}
+		if d := torch.LiveTensors() - live; d != 0 {
+			t.Fatalf("%d tensor handles left behind", d)
+		}
+		s := torch.NewScope()
+		defer s.Close()
+		g, err := s.Grad(x).Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	want := grad(func() error {
+		s := torch.NewScope()
+		defer s.Close()
+		return chainIter(s, x, w, b, false)
+	})
+	lo, hi := float32(math.Inf(1)), float32(0)
+	for _, v := range want {
+		if v != 0 {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+	}
+	if !(hi > 10*lo) {
+		t.Fatalf("the reference gradient hardly varies (nonzero from %g to %g)", lo, hi)
+	}
+	for name, run := range map[string]func() error{
+		"cpp_values":       func() error { return torch.DiagChainCPP(x, w, b, 1, false) },
+		"cpp_handles":      func() error { return torch.DiagChainCPP(x, w, b, 1, true) },
+		"go_call_per_op":   func() error { return torch.DiagChainGo(x, w, b, 1, 0) },
+		"go_call_per_3ops": func() error { return torch.DiagChainGo(x, w, b, 1, 1) },
+		"go_call_per_600":  func() error { return torch.DiagChainGo(x, w, b, 1, 200) },
+	} {
+		got := grad(run)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%s: grad[%d] = %g, want %g", name, i, got[i], want[i])
+			}
+		}
+	}
+	if err := torch.DiagChainGo(x, w, b, 1, 7); err == nil {
+		t.Error("DiagChainGo with k = 7 (not a divisor of 200) should fail")
+	}
+}
+
+// BenchmarkChainSplit runs the chain case (one iteration per b.N) with more or less of it
+// issued from Go, from all in C++ to all through the torch package, reporting µs per
+// forward op (600 per iteration). -count N alternates the variants N times.
+func BenchmarkChainSplit(b *testing.B) {
+	torch.SetNumThreads(1)
+	in := torch.NewScope()
+	defer in.Close()
+	x, w, bias := chainInputs(b, in)
+	s := torch.NewScope()
+	defer s.Close()
+	for _, v := range []struct {
+		name string
+		run  func(n int) error
+	}{
+		{"cpp_values", func(n int) error { return torch.DiagChainCPP(x, w, bias, n, false) }},
+		{"cpp_handles", func(n int) error { return torch.DiagChainCPP(x, w, bias, n, true) }},
+		{"go_call_per_600_ops", func(n int) error { return torch.DiagChainGo(x, w, bias, n, 200) }},
+		{"go_call_per_3_ops", func(n int) error { return torch.DiagChainGo(x, w, bias, n, 1) }},
+		{"go_call_per_op", func(n int) error { return torch.DiagChainGo(x, w, bias, n, 0) }},
+		{"torch_package", func(n int) error {
+			for i := 0; i < n; i++ {
+				if err := chainIter(s, x, w, bias, false); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			if err := v.run(b.N); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1e3/float64(b.N*opsPerIter("chain")), "us/chain_op")
+		})
+	}
+}
