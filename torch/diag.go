@@ -6,6 +6,7 @@ import "C"
 
 import (
 	"errors"
+	"fmt"
 	"unsafe"
 )
 
@@ -19,7 +20,7 @@ import (
 // shim handle freed at the end of its iteration (as a Scope does).
 func DiagChainCPP(x, w, b *Tensor, iters int, held bool) error {
 	if !x.Valid() || !w.Valid() || !b.Valid() {
-		return errors.New("diag_chain: " + ErrFreed.Error())
+		return fmt.Errorf("diag_chain: %w", ErrFreed)
 	}
 	return cerr(C.mt_diag_chain(x.h, w.h, b.h, C.int64_t(iters), C.bool(held)))
 }
@@ -29,7 +30,7 @@ func DiagChainCPP(x, w, b *Tensor, iters int, held bool) error {
 // per op for k = 0; the sum, backward and freeing of each iteration are one call each.
 func DiagChainGo(x, w, b *Tensor, iters, k int) error {
 	if !x.Valid() || !w.Valid() || !b.Valid() {
-		return errors.New("diag_chain: " + ErrFreed.Error())
+		return fmt.Errorf("diag_chain: %w", ErrFreed)
 	}
 	if k < 0 || (k > 0 && 200%k != 0) {
 		return errors.New("diag_chain: k must be 0 or divide 200")

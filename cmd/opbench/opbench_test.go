@@ -303,11 +303,11 @@ func TestDiagChainsMatch(t *testing.T) {
 		}
 		return g
 	}
-	want := grad(func() error {
-		s := torch.NewScope()
-		defer s.Close()
-		return chainIter(s, x, w, b, false)
-	})
+	s := torch.NewScope()
+	defer s.Close()
+	vs := chainVariants(s, x, w, b)
+	ref := vs[len(vs)-1]
+	want := grad(func() error { return ref.run(1) })
 	lo, hi := float32(math.Inf(1)), float32(0)
 	for _, v := range want {
 		if v != 0 {
@@ -317,22 +317,42 @@ func TestDiagChainsMatch(t *testing.T) {
 	if !(hi > 10*lo) {
 		t.Fatalf("the reference gradient hardly varies (nonzero from %g to %g)", lo, hi)
 	}
-	for name, run := range map[string]func() error{
-		"cpp_values":       func() error { return torch.DiagChainCPP(x, w, b, 1, false) },
-		"cpp_handles":      func() error { return torch.DiagChainCPP(x, w, b, 1, true) },
-		"go_call_per_op":   func() error { return torch.DiagChainGo(x, w, b, 1, 0) },
-		"go_call_per_3ops": func() error { return torch.DiagChainGo(x, w, b, 1, 1) },
-		"go_call_per_600":  func() error { return torch.DiagChainGo(x, w, b, 1, 200) },
-	} {
-		got := grad(run)
+	for _, v := range vs[:len(vs)-1] {
+		got := grad(func() error { return v.run(1) })
 		for i := range want {
 			if got[i] != want[i] {
-				t.Fatalf("%s: grad[%d] = %g, want %g", name, i, got[i], want[i])
+				t.Fatalf("%s: grad[%d] = %g, want %s's %g", v.name, i, got[i], ref.name, want[i])
 			}
 		}
 	}
 	if err := torch.DiagChainGo(x, w, b, 1, 7); err == nil {
 		t.Error("DiagChainGo with k = 7 (not a divisor of 200) should fail")
+	}
+}
+
+// chainVariant is one way of running n iterations of the chain case.
+type chainVariant struct {
+	name string
+	run  func(n int) error
+}
+
+// chainVariants are BenchmarkChainSplit's variants, from all in C++ to all through the
+// torch package (last, in scope s).
+func chainVariants(s *torch.Scope, x, w, b *torch.Tensor) []chainVariant {
+	return []chainVariant{
+		{"cpp_values", func(n int) error { return torch.DiagChainCPP(x, w, b, n, false) }},
+		{"cpp_handles", func(n int) error { return torch.DiagChainCPP(x, w, b, n, true) }},
+		{"go_call_per_600_ops", func(n int) error { return torch.DiagChainGo(x, w, b, n, 200) }},
+		{"go_call_per_3_ops", func(n int) error { return torch.DiagChainGo(x, w, b, n, 1) }},
+		{"go_call_per_op", func(n int) error { return torch.DiagChainGo(x, w, b, n, 0) }},
+		{"torch_package", func(n int) error {
+			for i := 0; i < n; i++ {
+				if err := chainIter(s, x, w, b, false); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
 	}
 }
 
@@ -346,24 +366,7 @@ func BenchmarkChainSplit(b *testing.B) {
 	x, w, bias := chainInputs(b, in)
 	s := torch.NewScope()
 	defer s.Close()
-	for _, v := range []struct {
-		name string
-		run  func(n int) error
-	}{
-		{"cpp_values", func(n int) error { return torch.DiagChainCPP(x, w, bias, n, false) }},
-		{"cpp_handles", func(n int) error { return torch.DiagChainCPP(x, w, bias, n, true) }},
-		{"go_call_per_600_ops", func(n int) error { return torch.DiagChainGo(x, w, bias, n, 200) }},
-		{"go_call_per_3_ops", func(n int) error { return torch.DiagChainGo(x, w, bias, n, 1) }},
-		{"go_call_per_op", func(n int) error { return torch.DiagChainGo(x, w, bias, n, 0) }},
-		{"torch_package", func(n int) error {
-			for i := 0; i < n; i++ {
-				if err := chainIter(s, x, w, bias, false); err != nil {
-					return err
-				}
-			}
-			return nil
-		}},
-	} {
+	for _, v := range chainVariants(s, x, w, bias) {
 		b.Run(v.name, func(b *testing.B) {
 			if err := v.run(b.N); err != nil {
 				b.Fatal(err)
