@@ -10,7 +10,7 @@ import (
 	"unsafe"
 )
 
-// The functions of this file are diagnostics of cmd/opbench's small-op chain (200 times
+// The functions of this file are diagnostics of cmd/opbench's small-op chain (steps times
 // y = relu(y*w + b), then y.sum() and backward): the same work with more or less of it issued
 // from Go, to split what issuing ops from Go costs. x must require grad; w and b have x's
 // shape.
@@ -18,28 +18,29 @@ import (
 // DiagChainCPP runs the chain iters times inside one call into C++: with held false every
 // result is a value freed once nothing needs it (as a C++ program does), with held true a
 // shim handle freed at the end of its iteration (as a Scope does).
-func DiagChainCPP(x, w, b *Tensor, iters int, held bool) error {
+func DiagChainCPP(x, w, b *Tensor, steps, iters int, held bool) error {
 	if !x.Valid() || !w.Valid() || !b.Valid() {
 		return fmt.Errorf("diag_chain: %w", ErrFreed)
 	}
-	return cerr(C.mt_diag_chain(x.h, w.h, b.h, C.int64_t(iters), C.bool(held)))
+	return cerr(C.mt_diag_chain(x.h, w.h, b.h, C.int64_t(steps), C.int64_t(iters), C.bool(held)))
 }
 
 // DiagChainGo runs the chain iters times from Go with raw shim calls and no Scope: k (mul,
-// add, relu) triples per call into C++ for k >= 1 (200 must be a multiple of k), or one call
-// per op for k = 0; the sum, backward and freeing of each iteration are one call each.
-func DiagChainGo(x, w, b *Tensor, iters, k int) error {
+// add, relu) triples per call into C++ for k >= 1 (k must divide steps), or one call per op
+// for k = 0; the sum, backward and freeing of each iteration are one call each.
+func DiagChainGo(x, w, b *Tensor, steps, iters, k int) error {
 	if !x.Valid() || !w.Valid() || !b.Valid() {
 		return fmt.Errorf("diag_chain: %w", ErrFreed)
 	}
-	if k < 0 || (k > 0 && 200%k != 0) {
-		return errors.New("diag_chain: k must be 0 or divide 200")
+	if steps < 1 || k < 0 || (k > 0 && steps%k != 0) {
+		return errors.New("diag_chain: steps must be at least 1, and k 0 or a divisor of steps")
 	}
-	const n = 3*200 + 1
-	hs := (*[n]C.mt_tensor)(C.calloc(n, C.size_t(unsafe.Sizeof(C.mt_tensor(nil)))))
-	defer C.free(unsafe.Pointer(hs))
+	n := 3*steps + 1
+	p := (*C.mt_tensor)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof(C.mt_tensor(nil)))))
+	defer C.free(unsafe.Pointer(p))
+	hs := unsafe.Slice(p, n)
 	for i := 0; i < iters; i++ {
-		m, err := diagIter(hs[:], x.h, w.h, b.h, k)
+		m, err := diagIter(hs, x.h, w.h, b.h, steps, k)
 		C.mt_tensor_free_many(&hs[0], C.int64_t(m))
 		clear(hs[:m]) // an op that fails writes no handle: its slot must read as none
 		if err != nil {
@@ -50,9 +51,9 @@ func DiagChainGo(x, w, b *Tensor, iters, k int) error {
 }
 
 // diagIter issues one iteration into hs and returns how many of its slots to free.
-func diagIter(hs []C.mt_tensor, x, w, b C.mt_tensor, k int) (int, error) {
+func diagIter(hs []C.mt_tensor, x, w, b C.mt_tensor, steps, k int) (int, error) {
 	m, y := 0, x
-	for j := 0; j < 200; {
+	for j := 0; j < steps; {
 		if k == 0 {
 			if err := cerr(C.mt_binary(2, y, w, &hs[m])); err != nil {
 				return m, err

@@ -325,8 +325,11 @@ func TestDiagChainsMatch(t *testing.T) {
 			}
 		}
 	}
-	if err := torch.DiagChainGo(x, w, b, 1, 7); err == nil {
-		t.Error("DiagChainGo with k = 7 (not a divisor of 200) should fail")
+	if err := torch.DiagChainGo(x, w, b, chainSteps, 1, 7); err == nil {
+		t.Errorf("DiagChainGo with k = 7 (not a divisor of %d) should fail", chainSteps)
+	}
+	if err := torch.DiagChainCPP(x, w, b, 0, 1, true); err == nil {
+		t.Error("DiagChainCPP with no steps should fail")
 	}
 }
 
@@ -340,11 +343,11 @@ type chainVariant struct {
 // torch package (last, in scope s).
 func chainVariants(s *torch.Scope, x, w, b *torch.Tensor) []chainVariant {
 	return []chainVariant{
-		{"cpp_values", func(n int) error { return torch.DiagChainCPP(x, w, b, n, false) }},
-		{"cpp_handles", func(n int) error { return torch.DiagChainCPP(x, w, b, n, true) }},
-		{"go_call_per_600_ops", func(n int) error { return torch.DiagChainGo(x, w, b, n, 200) }},
-		{"go_call_per_3_ops", func(n int) error { return torch.DiagChainGo(x, w, b, n, 1) }},
-		{"go_call_per_op", func(n int) error { return torch.DiagChainGo(x, w, b, n, 0) }},
+		{"cpp_values", func(n int) error { return torch.DiagChainCPP(x, w, b, chainSteps, n, false) }},
+		{"cpp_handles", func(n int) error { return torch.DiagChainCPP(x, w, b, chainSteps, n, true) }},
+		{"go_call_per_600_ops", func(n int) error { return torch.DiagChainGo(x, w, b, chainSteps, n, chainSteps) }},
+		{"go_call_per_3_ops", func(n int) error { return torch.DiagChainGo(x, w, b, chainSteps, n, 1) }},
+		{"go_call_per_op", func(n int) error { return torch.DiagChainGo(x, w, b, chainSteps, n, 0) }},
 		{"torch_package", func(n int) error {
 			for i := 0; i < n; i++ {
 				if err := chainIter(s, x, w, b, false); err != nil {

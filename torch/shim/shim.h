@@ -256,12 +256,12 @@ char *mt_clip_grad_norm_tasks(mt_tensor *ts, int64_t n, int64_t tasks, double ma
 char *mt_foreach_copy_tasks_(mt_tensor *dst, mt_tensor *src, int64_t n, int64_t tasks);
 // mt_foreach_add_task_sum_ adds the sum over the task slices of src[i] to dst[i].
 char *mt_foreach_add_task_sum_(mt_tensor *dst, mt_tensor *src, int64_t n, int64_t tasks);
-// Diagnostics.
-// Of cmd/opbench: mt_diag_chain runs the chain case (200 x relu(y * w + b), sum,
-// backward) iters times inside C++, its results as values freed as they go (held false) or
-// as shim handles freed at each iteration's end (held true); mt_diag_triples issues k
-// (mul, add, relu) triples from y and writes their 3k result handles to out.
-char *mt_diag_chain(mt_tensor x, mt_tensor w, mt_tensor b, int64_t iters, bool held);
+// Diagnostics of cmd/opbench. mt_diag_chain runs the chain case (steps times
+// y = relu(y * w + b), then sum and backward) iters times inside C++, its results as values
+// freed as they go (held false) or as shim handles freed at each iteration's end (held true).
+// mt_diag_triples issues k (mul, add, relu) triples from y and writes their 3k result handles
+// to out.
+char *mt_diag_chain(mt_tensor x, mt_tensor w, mt_tensor b, int64_t steps, int64_t iters, bool held);
 char *mt_diag_triples(mt_tensor y, mt_tensor w, mt_tensor b, int64_t k, mt_tensor *out);
 
 #ifdef __cplusplus
