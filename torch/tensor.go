@@ -287,14 +287,17 @@ func (t *Tensor) String() string {
 	return C.GoString(p)
 }
 
-// To converts t to dtype dt on device dev (a new tensor; non-blocking where possible).
+// To converts t to dtype dt on device dev (a new tensor). A copy to a GPU does not wait
+// for the host; a copy to the CPU waits for the device, so that its values can be read at
+// once. (LibTorch's non-blocking copy from a GPU to the CPU returns pinned memory that the
+// device fills later: read before a synchronisation, it holds whatever was there.)
 func (s *Scope) To(t *Tensor, dt DType, dev Device) *Tensor {
 	if !s.ok("to", t) {
 		return &Tensor{}
 	}
 	d, i := dev.c()
 	var out C.mt_tensor
-	e := C.mt_to(t.h, C.int(dt), d, i, C.bool(true), &out)
+	e := C.mt_to(t.h, C.int(dt), d, i, C.bool(dev.CUDA), &out)
 	return s.res(e, out)
 }
 

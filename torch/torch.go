@@ -309,3 +309,8 @@ func (s *Scope) FromGotorch(g gotorch.Tensor) *Tensor {
 	var h C.mt_tensor
 	return s.result(h, cerr(C.mt_alias(C.mt_tensor(*g.T), &h)), &h)
 }
+
+// SetAllowTF32 lets CUDA convolutions (cuDNN) and matrix products (cuBLAS) compute in TF32,
+// with a 10-bit mantissa. LibTorch's default allows it for convolutions, not for matrix
+// products. It has no effect on the CPU.
+func SetAllowTF32(conv, matmul bool) { C.mt_set_allow_tf32(C.bool(conv), C.bool(matmul)) }

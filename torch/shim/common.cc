@@ -153,6 +153,11 @@ void mt_set_num_threads(int n) { at::set_num_threads(n); }
 int mt_get_num_threads(void) { return at::get_num_threads(); }
 void mt_set_cudnn_benchmark(bool on) { at::globalContext().setBenchmarkCuDNN(on); }
 
+void mt_set_allow_tf32(bool conv, bool matmul) {
+  at::globalContext().setAllowTF32CuDNN(conv);
+  at::globalContext().setAllowTF32CuBLAS(matmul);
+}
+
 char *mt_synchronize(int device_index) {
   MT_TRY
   mt::host_syncs.fetch_add(1);

@@ -31,6 +31,14 @@ char *mt_cuda_manual_seed_all(uint64_t seed);
 void mt_set_num_threads(int n);
 int mt_get_num_threads(void);
 void mt_set_cudnn_benchmark(bool on);
+// mt_set_allow_tf32 lets cuDNN convolutions and cuBLAS matrix products on CUDA use TF32 (a
+// 10-bit mantissa; LibTorch's default lets convolutions use it, matrix products not).
+void mt_set_allow_tf32(bool conv, bool matmul);
+// mt_trace_start records, with PyTorch's profiler (Kineto), the device's kernels and copies
+// (cuda) or the host's operator calls (!cuda) until mt_trace_stop, which writes them to path
+// as a Chrome trace (JSON). Diagnostics only.
+char *mt_trace_start(bool cuda);
+char *mt_trace_stop(const char *path);
 char *mt_synchronize(int device_index);
 // mt_use_stream makes a stream from LibTorch's pool (pool) or the device's default stream
 // the calling OS thread's current stream on the device.
