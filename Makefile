@@ -9,7 +9,7 @@ BUILD  := build
 CONFIG ?= configs/smoke.yaml
 TRAIN_ARGS ?=
 
-.PHONY: all native deps test train bench opbench gpu-prepare gpu-check gpu-bench gpu-session data clean
+.PHONY: all native deps test train bench opbench gpu-prepare gpu-check gpu-bench gpu-trace gpu-session data clean
 
 all: native
 	$(GO) build ./...
@@ -67,6 +67,9 @@ gpu-check:
 
 gpu-bench:
 	bash third_party/gpu-bench.sh
+
+gpu-trace:
+	bash third_party/gpu-trace.sh
 
 gpu-session:
 	bash third_party/gpu-session.sh

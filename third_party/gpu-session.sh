@@ -7,9 +7,12 @@
 # 1. gpu-check.sh: builds the shims against the wheel's LibTorch and runs the CUDA tests of
 #    the batched network and its CUDA graphs (GPU_CHECK_TESTS, GPU_CHECK_RUN below);
 # 2. gpu-bench.sh: the meta-epoch benchmark variants (GPU_BENCH_VARIANTS; its default puts
-#    the CUDA-graph variants first), each stopped after GPU_BENCH_TIMEOUT seconds.
-# It prints gpu-check's JSON line, then gpu-bench's lines, and when $OUT is set (the device
-# tool's output folder) copies every log of build/gpu-check there. Prepare with
+#    the CUDA-graph variants first), each stopped after GPU_BENCH_TIMEOUT seconds;
+# 3. gpu-trace.sh (unless GPU_SESSION_TRACE=0): kernel traces of a few batched steps, eager
+#    and replayed, summarised per kernel.
+# It prints gpu-check's JSON line, then gpu-bench's and gpu-trace's lines, and when $OUT is
+# set (the device tool's output folder) packs the logs of build/gpu-check into
+# $OUT/gpu-check-logs.tgz (one file: the tool brings back at most eight). Prepare with
 #   GPU_PREPARE_PKGS="./torch ./cells ./metanas/learn ./metanas/train" make gpu-prepare
 # Settings of both scripts pass through; the defaults here fit one 10-minute call.
 set -uo pipefail
@@ -32,7 +35,14 @@ if [ -x build/bin/bench ]; then
   cat "$LOGS/session-bench.jsonl"
 fi
 echo "gpu-session: gpu-bench exit $bench after $(($(date +%s) - start)) s" >&2
-if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
-  cp -r "$LOGS" "$OUT/" && echo "gpu-session: logs copied to \$OUT/gpu-check" >&2
+trace=skipped
+if [ "${GPU_SESSION_TRACE:-1}" != 0 ] && [ -x build/bin/bench ]; then
+  bash third_party/gpu-trace.sh >"$LOGS/session-trace.jsonl"
+  trace=$?
+  cat "$LOGS/session-trace.jsonl"
 fi
-[ "$check" = 0 ] && [ "$bench" = 0 ]
+echo "gpu-session: gpu-trace exit $trace after $(($(date +%s) - start)) s" >&2
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
+  tar -czf "$OUT/gpu-check-logs.tgz" "$LOGS" && echo "gpu-session: logs packed into \$OUT/gpu-check-logs.tgz" >&2
+fi
+[ "$check" = 0 ] && [ "$bench" = 0 ] && [ "$trace" != 1 ]

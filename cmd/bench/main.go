@@ -42,6 +42,7 @@ type Result struct {
 	CUDAGraphs      bool    `json:"cuda_graphs,omitempty"`
 	GraphReplays    int64   `json:"graph_replays,omitempty"`
 	GraphError      string  `json:"graph_error,omitempty"`
+	GraphSkip       string  `json:"graph_skip,omitempty"`
 	ThreadsPerWork  int     `json:"threads_per_worker"`
 	MetaBatch       int     `json:"meta_batch"`
 	MeasuredTasks   int     `json:"measured_tasks"`
@@ -71,6 +72,7 @@ func run(args []string) int {
 	graphs := fs.Bool("cuda-graphs", false, "with --batch-tasks on CUDA: run the batched steps from captured CUDA graphs (run.cuda_graphs)")
 	countOps := fs.Bool("count-ops", false, "also count ATen operator calls per warm-up task step (aten_ops_per_step; slows every op, so the timings are not comparable)")
 	profTop := fs.Int("profile-ops", 0, "also time operator calls by self time and print the N costliest of each timed meta-epoch to stderr (slows every op)")
+	trace := fs.String("kernel-trace", "", "write a Chrome trace (PyTorch's profiler) of each timed meta-epoch to PREFIX-<case>-epoch<N>.json: CUDA kernels with --device cuda, host operators on the CPU (slows every launch; needs a LibTorch with Kineto, as PyTorch's wheels have)")
 	configs := fs.String("configs", "configs", "folder of the presets")
 	memEpochs := fs.Int("memory-epochs", 0, "instead of timings: run this many meta-epochs of a small synthetic MetaNAS run and report resident memory at epoch 50 and at the end")
 	if code, done := cli.Parse(fs, prog, args); done {
@@ -95,7 +97,7 @@ func run(args []string) int {
 		return cli.OK
 	}
 	for _, c := range strings.Split(*cases, ",") {
-		o := caseOpts{tasks: *tasks, testSteps: *testSteps, workers: *workers, streams: *streams, batchTasks: *batchTasks, graphs: *graphs, profTop: *profTop}
+		o := caseOpts{tasks: *tasks, testSteps: *testSteps, workers: *workers, streams: *streams, batchTasks: *batchTasks, graphs: *graphs, profTop: *profTop, trace: *trace}
 		r, err := measure(*configs, strings.TrimSpace(c), *device, o)
 		if err != nil {
 			if train.IsUsage(err) {
@@ -116,6 +118,7 @@ type caseOpts struct {
 	batchTasks                int
 	graphs                    bool
 	profTop                   int
+	trace                     string // kernel-trace file prefix ("" for none)
 }
 
 // measure times one preset; with profTop > 0 it also prints the profTop costliest operators
@@ -183,12 +186,24 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 				return 0, err
 			}
 		}
+		if o.trace != "" {
+			if err := torch.StartTrace(dev.CUDA); err != nil {
+				return 0, err
+			}
+		}
 		start := time.Now()
 		if _, err := tr.RunEpoch(epoch, batch); err != nil {
 			return 0, err
 		}
 		if err := torch.Synchronize(dev); err != nil {
 			return 0, err
+		}
+		if o.trace != "" {
+			path := fmt.Sprintf("%s-%s-epoch%d.json", o.trace, name, epoch)
+			if err := torch.StopTrace(path); err != nil {
+				return 0, err
+			}
+			fmt.Fprintf(os.Stderr, "bench: %s: trace of meta-epoch %d in %s\n", name, epoch, path)
 		}
 		if profTop > 0 {
 			if err := printProfile(fmt.Sprintf("%s meta-epoch %d", name, epoch), time.Since(start), profTop); err != nil {
@@ -210,6 +225,7 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		if b.GraphErr != nil {
 			r.GraphError = b.GraphErr.Error()
 		}
+		r.GraphSkip = b.GraphSkip
 	}
 	batches := (cfg.Data.Ways*cfg.Data.TrainShots + cfg.Task.BatchSize - 1) / cfg.Task.BatchSize
 	r.StepsPerTask = cfg.Task.Steps * batches

@@ -33,9 +33,13 @@ type BatchWorker struct {
 	GraphErr error
 	// GraphReplays counts the steps replayed from a captured CUDA graph.
 	GraphReplays int64
-	graphs       graphMode
-	fixedG       *stepGraph // steps with fixed alphas
-	archG        *stepGraph // steps that adapt the alphas
+	// GraphSkip says why the last adaptation ran eagerly although graphs are on (its
+	// support set is not a whole number of minibatches, or Gumbel-softmax draws noise on
+	// the host side), "" when it could use them or graphs are off.
+	GraphSkip string
+	graphs    graphMode
+	fixedG    *stepGraph // steps with fixed alphas
+	archG     *stepGraph // steps that adapt the alphas
 	// Per-task sums of the support loss and hits over an adaptation, and the class
 	// indices [1, classes]: static, so that captured steps can use them.
 	loss, correct, classes *torch.Tensor
@@ -184,6 +188,14 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	// the first steps: one graph for steps with fixed alphas, one for steps that adapt them
 	// (their weights normalised on the device, pruning on the device).
 	graphed := b.graphs != graphsOff && gen == nil && ns%bs == 0
+	b.GraphSkip = ""
+	switch {
+	case b.graphs == graphsOff:
+	case gen != nil:
+		b.GraphSkip = "Gumbel-softmax normalisation (arch.normalizer) runs without graphs"
+	case ns%bs != 0:
+		b.GraphSkip = fmt.Sprintf("%d support images per task are not a whole number of minibatches of %d (graphs replay one minibatch shape)", ns, bs)
+	}
 	for _, o := range []*torch.Optimizer{b.WOpt, b.AOpt} {
 		if err := o.SetDeviceSteps(graphed); err != nil {
 			return nil, err

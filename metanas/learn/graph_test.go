@@ -196,3 +196,35 @@ func TestCUDABatchWorkerGraphs(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchWorkerGraphSkip checks that an adaptation that cannot use graphs although they
+// are on says why (a support set that is not a whole number of minibatches), and that one
+// that can, or one with graphs off, says nothing.
+func TestBatchWorkerGraphSkip(t *testing.T) {
+	for _, c := range []struct {
+		batch string
+		mode  graphMode
+		want  string
+	}{
+		{"4", graphsStatic, "6 support images per task are not a whole number of minibatches of 4"},
+		{"3", graphsStatic, ""},
+		{"4", graphsOff, ""},
+	} {
+		cfg := tinyConfig(t)
+		if err := cfg.Set("task.batch_size=" + c.batch); err != nil {
+			t.Fatal(err)
+		}
+		b, err := NewBatchWorker(cfg, torch.CPU, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.graphs = c.mode
+		if _, err := b.Adapt(tinyTasks(t, cfg, 2), Settings(cfg, false), false); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.GraphSkip, c.want) || (c.want == "") != (b.GraphSkip == "") {
+			t.Errorf("batch size %s, graph mode %d: GraphSkip %q, want %q", c.batch, c.mode, b.GraphSkip, c.want)
+		}
+		b.Close()
+	}
+}

@@ -87,6 +87,9 @@ type Trainer struct {
 	start   int // first meta-epoch of this run
 	// graphWarned is set once a failed CUDA graph capture was logged.
 	graphWarned bool
+	// graphSkipWarned is set once a meta-epoch that ran without graphs (run.cuda_graphs on)
+	// was logged.
+	graphSkipWarned bool
 }
 
 // New prepares a run: device, data, meta-model, task worker and meta-learner.
@@ -371,6 +374,10 @@ func (t *Trainer) adaptBatch(epoch int, tasks []data.Task, ts learn.TaskSettings
 		if b.GraphErr != nil && !t.graphWarned {
 			t.log.Warn("cuda graphs off", "meta_epoch", epoch, "reason", b.GraphErr.Error())
 			t.graphWarned = true
+		}
+		if b.GraphSkip != "" && !t.graphSkipWarned {
+			t.log.Warn("cuda graphs not used", "meta_epoch", epoch, "reason", b.GraphSkip)
+			t.graphSkipWarned = true
 		}
 	}
 	return results, nil

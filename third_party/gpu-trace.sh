@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# gpu-trace: where a batched task step's GPU time goes, on a CUDA machine prepared as for
+# gpu-check.sh (carry .native-src). For each variant it runs cmd/bench on a copy of a preset
+# shortened to one task step of GPU_TRACE_SHOTS minibatches (so a meta-epoch is a few
+# batched steps), with --kernel-trace, then summarises each trace with
+# third_party/bench/trace_kernels.py: kernels per step, their summed and merged (busy) time
+# against the span, and the costliest kernels. Prints one JSON line per trace.
+#
+#   bash third_party/gpu-trace.sh            (make gpu-trace)
+#
+# Environment:
+#   GPU_TRACE_CASE      preset (default og_metanas)
+#   GPU_TRACE_SHOTS     train shots of the shortened preset: that many minibatches of
+#                       `ways` images per meta-epoch and task (default 3)
+#   GPU_TRACE_VARIANTS  bench flag lists separated by ';' (default: batched eager; graphs)
+#   GPU_TRACE_TIMEOUT   seconds per variant (default 90)
+#   GPU_TRACE_TOP       kernels listed per trace (default 25)
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$PWD
+LOGS=build/gpu-check
+mkdir -p "$LOGS"
+CASE=${GPU_TRACE_CASE:-og_metanas}
+SHOTS=${GPU_TRACE_SHOTS:-3}
+VARIANTS=${GPU_TRACE_VARIANTS:-"--batch-tasks 10;--batch-tasks 10 --cuda-graphs"}
+TIMEOUT=${GPU_TRACE_TIMEOUT:-90}
+TOP=${GPU_TRACE_TOP:-25}
+log() { echo "gpu-trace: $*" >&2; }
+
+log "building the native libraries (gpu-check.sh without tests and opbench)"
+GPU_CHECK_TESTS=- GPU_CHECK_OPBENCH=0 bash third_party/gpu-check.sh >"$LOGS/gpu-trace-build.json" ||
+  { cat "$LOGS/gpu-trace-build.json"; exit 1; }
+LT_LIBDIR=$(sed -n 's/^LT_LIBDIR=//p' build/libtorch.mk)
+export LD_LIBRARY_PATH="$LT_LIBDIR:$ROOT/build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+[ -x build/bin/bench ] || { echo '{"error":"build/bin/bench missing: run third_party/gpu-prepare.sh where Go is and carry .native-src"}'; exit 1; }
+[ -f "configs/$CASE.yaml" ] || { echo "{\"error\":\"no preset configs/$CASE.yaml\"}"; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# One task step per meta-epoch, SHOTS minibatches: the preset's keys keep their indentation.
+sed -E -e 's/^(  steps:) [0-9]+/\1 1/' -e "s/^(  train_shots:) [0-9]+/\\1 $SHOTS/" "configs/$CASE.yaml" >"$work/$CASE.yaml"
+grep -qE "^  train_shots: $SHOTS\b" "$work/$CASE.yaml" && grep -qE '^  steps: 1\b' "$work/$CASE.yaml" ||
+  { echo "{\"error\":\"could not shorten configs/$CASE.yaml (task.steps, data.train_shots)\"}"; exit 1; }
+ways=$(sed -nE 's/^  ways: ([0-9]+).*/\1/p' "$work/$CASE.yaml")
+bs=$(sed -nE 's/^  batch_size: ([0-9]+).*/\1/p' "$work/$CASE.yaml")
+steps=$(((ways * SHOTS + bs - 1) / bs))
+log "$CASE shortened: 1 task step of $SHOTS shots ($steps minibatches of $bs) per meta-epoch"
+
+IFS=';' read -r -a vs <<<"$VARIANTS"
+status=0
+for v in "${vs[@]}"; do
+  v=$(echo "$v" | xargs)
+  [ -n "$v" ] || continue
+  name=$(echo "$v" | tr -c 'A-Za-z0-9_\n' '_' | tr -s _)
+  log "bench --device cuda --cases $CASE $v --kernel-trace (log: $LOGS/trace$name.log)"
+  # shellcheck disable=SC2086
+  if ! timeout -k 10 "$TIMEOUT" build/bin/bench --device cuda --configs "$work" --cases "$CASE" --test-steps 2 \
+    --kernel-trace "$work/trace$name" $v >"$LOGS/trace$name.json" 2>"$LOGS/trace$name.log"; then
+    status=1
+    echo "{\"variant\":\"$v\",\"error\":\"$(tail -2 "$LOGS/trace$name.log" | tr '\n\t"\\' '    ')\"}"
+  fi
+  for f in "$work/trace$name"-*.json; do
+    [ -f "$f" ] || continue
+    b=$(grep -m1 '^{' "$LOGS/trace$name.json" || echo null)
+    python3 third_party/bench/trace_kernels.py "$f" --steps "$steps" --top "$TOP" \
+      --extra "{\"variant\":\"$v\",\"steps\":$steps,\"bench\":$b}"
+    rm -f "$f"
+  done
+done
+exit $status
