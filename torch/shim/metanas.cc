@@ -155,10 +155,13 @@ char *mt_mixed_tasks(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops
       return nullptr;
     }
   }
-  at::Tensor factor = cm.unsqueeze(-1);  // [tasks, m, 1]
-  if (mask.defined()) factor = (cm.unsqueeze(0) * mask).unsqueeze(-1);  // [N, tasks, m, 1]
-  // [N, tasks, F, m] x factor: one batched product weighs and sums every op output.
-  auto node = at::matmul(at::stack(v, -1), factor);
+  at::Tensor factor = cm.unsqueeze(1);  // [tasks, 1, m]
+  if (mask.defined()) factor = (cm.unsqueeze(0) * mask).unsqueeze(2);  // [N, tasks, 1, m]
+  // factor x [N, tasks, m, F]: one batched product weighs and sums every op output. The
+  // outputs are stacked along dim 2, so each is copied in whole blocks of F values: a
+  // stack along the last dim ([N, tasks, F, m]) interleaves them element by element, and
+  // on an H200 took 1.9 ms per 28x28 node of the og_metanas batch of 10 (a fifth of a step).
+  auto node = at::matmul(factor, at::stack(v, 2));
   *out = wrap(node.view(sizes));
   MT_CATCH("mixed_tasks", wops, wpair, m > 0 ? outs[0] : nullptr)
 }
