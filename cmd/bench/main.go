@@ -74,7 +74,7 @@ func run(args []string) int {
 	profTop := fs.Int("profile-ops", 0, "also time operator calls by self time and print the N costliest of each timed meta-epoch to stderr (slows every op)")
 	trace := fs.String("kernel-trace", "", "write a Chrome trace (PyTorch's profiler) of each timed meta-epoch to PREFIX-<case>-epoch<N>.json: CUDA kernels with --device cuda, host operators on the CPU (slows every launch; needs a LibTorch with Kineto, as PyTorch's wheels have)")
 	configs := fs.String("configs", "configs", "folder of the presets")
-	memEpochs := fs.Int("memory-epochs", 0, "instead of timings: run this many meta-epochs of a small synthetic MetaNAS run and report resident memory at epoch 50 and at the end")
+	memEpochs := fs.Int("memory-epochs", 0, "instead of timings: run this many meta-epochs of a small synthetic MetaNAS run (the smoke preset; with --batch-tasks and --cuda-graphs as given) and report resident and GPU memory at epoch 50 and at the end")
 	if code, done := cli.Parse(fs, prog, args); done {
 		return code
 	}
@@ -88,7 +88,7 @@ func run(args []string) int {
 		torch.ProfileOps()
 	}
 	if *memEpochs > 0 {
-		r, err := memory(*configs, *device, *memEpochs)
+		r, err := memory(*configs, *device, *memEpochs, *batchTasks, *graphs)
 		if err != nil {
 			return cli.Errorf(prog, cli.Fail, err)
 		}
@@ -288,12 +288,15 @@ func cHeap() (inUse, free float64) {
 
 // MemoryResult tracks resident memory over a long run.
 type MemoryResult struct {
-	Case       string  `json:"case"`
-	Device     string  `json:"device"`
-	Epochs     int     `json:"epochs"`
-	RSSAt50MiB float64 `json:"rss_at_epoch_50_mib"`
-	RSSEndMiB  float64 `json:"rss_at_end_mib"`
-	GrowthPct  float64 `json:"growth_pct"`
+	Case         string  `json:"case"`
+	Device       string  `json:"device"`
+	Epochs       int     `json:"epochs"`
+	BatchTasks   int     `json:"batch_tasks,omitempty"`
+	CUDAGraphs   bool    `json:"cuda_graphs,omitempty"`
+	GraphReplays int64   `json:"graph_replays,omitempty"`
+	RSSAt50MiB   float64 `json:"rss_at_epoch_50_mib"`
+	RSSEndMiB    float64 `json:"rss_at_end_mib"`
+	GrowthPct    float64 `json:"growth_pct"`
 	// The highest of the samples taken every 50 meta-epochs from epoch 50 on, and its
 	// growth over epoch 50: the end sample alone can hide a bump.
 	RSSMaxMiB    float64 `json:"rss_max_from_epoch_50_mib"`
@@ -318,12 +321,17 @@ type MemoryResult struct {
 	GPUAt50MiB   float64 `json:"gpu_mem_at_epoch_50_mib,omitempty"`
 	GPUEndMiB    float64 `json:"gpu_mem_at_end_mib,omitempty"`
 	GPUGrowthPct float64 `json:"gpu_growth_pct,omitempty"`
-	Seconds      float64 `json:"seconds"`
+	// The highest GPU sample from epoch 50 on, and its growth over epoch 50.
+	GPUMaxMiB       float64 `json:"gpu_mem_max_from_epoch_50_mib,omitempty"`
+	GPUMaxGrowthPct float64 `json:"gpu_max_growth_pct,omitempty"`
+	Seconds         float64 `json:"seconds"`
 }
 
 // memory runs the smoke preset on synthetic data for n meta-epochs (warm-up for the first
-// half, search afterwards) and compares resident memory at epoch 50 and at the end.
-func memory(dir, device string, n int) (*MemoryResult, error) {
+// half, search afterwards), batchTasks tasks at a time as one batched network (0: task by
+// task) and from CUDA graphs when graphs is set, and compares resident (and on CUDA, GPU)
+// memory at epoch 50 and at the end.
+func memory(dir, device string, n, batchTasks int, graphs bool) (*MemoryResult, error) {
 	cfg, err := config.Load(dir + "/smoke.yaml")
 	if err != nil {
 		return nil, err
@@ -335,10 +343,14 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 	defer os.RemoveAll(out)
 	for _, kv := range []string{"data.dataset=synthetic", "data.synthetic.channels=1", "data.synthetic.size=28",
 		"data.synthetic.classes=20", "data.synthetic.per_class=8", "run.device=" + device, "run.out=" + out,
-		fmt.Sprintf("meta.epochs=%d", n), fmt.Sprintf("meta.warm_up_epochs=%d", n/2), "meta.test_every=0", "meta.test_tasks=0"} {
+		fmt.Sprintf("meta.epochs=%d", n), fmt.Sprintf("meta.warm_up_epochs=%d", n/2), "meta.test_every=0", "meta.test_tasks=1",
+		fmt.Sprintf("run.batch_tasks=%d", batchTasks), fmt.Sprintf("run.cuda_graphs=%t", graphs)} {
 		if err := cfg.Set(kv); err != nil {
 			return nil, err
 		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	tr, err := train.New(cfg, train.Options{})
 	if err != nil {
@@ -349,7 +361,7 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &MemoryResult{Case: "smoke-synthetic", Device: device, Epochs: n}
+	r := &MemoryResult{Case: "smoke-synthetic", Device: device, Epochs: n, BatchTasks: batchTasks, CUDAGraphs: graphs}
 	dev := tr.Dev // parsed and checked by train.New
 	gpuMem := func() float64 {
 		if !dev.CUDA {
@@ -387,7 +399,7 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 			live = torch.LiveTensors()
 		}
 		if r.RSSAt50MiB > 0 { // from the base sample on
-			r.RSSMaxMiB, r.AnonMaxMiB = max(r.RSSMaxMiB, rss), max(r.AnonMaxMiB, anon)
+			r.RSSMaxMiB, r.AnonMaxMiB, r.GPUMaxMiB = max(r.RSSMaxMiB, rss), max(r.AnonMaxMiB, anon), max(r.GPUMaxMiB, gpu)
 		}
 		r.RSSEndMiB, r.AnonEndMiB, r.GPUEndMiB = rss, anon, gpu
 	}
@@ -399,7 +411,10 @@ func memory(dir, device string, n int) (*MemoryResult, error) {
 		r.AnonGrowthPct, r.AnonMaxGrowthPct = pct(r.AnonEndMiB, r.AnonAt50MiB), pct(r.AnonMaxMiB, r.AnonAt50MiB)
 	}
 	if r.GPUAt50MiB > 0 && r.GPUEndMiB > 0 {
-		r.GPUGrowthPct = pct(r.GPUEndMiB, r.GPUAt50MiB)
+		r.GPUGrowthPct, r.GPUMaxGrowthPct = pct(r.GPUEndMiB, r.GPUAt50MiB), pct(r.GPUMaxMiB, r.GPUAt50MiB)
+	}
+	if b := tr.Batch; b != nil {
+		r.GraphReplays = b.GraphReplays
 	}
 	r.Seconds = time.Since(start).Seconds()
 	return r, nil
