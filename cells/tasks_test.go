@@ -54,9 +54,9 @@ func TestBatchedSearchNetMatchesSingle(t *testing.T) {
 		if !torch.CUDAAvailable() {
 			t.Skip("no CUDA device (or LibTorch built without CUDA)")
 		}
-		// Grouped and single convolutions take different cuDNN algorithms: in TF32 (10-bit
-		// mantissa, LibTorch's default for convolutions) an alpha gradient of the batched
-		// network differed by 11 % on an H200. In float32 they agree to rounding.
+		// Grouped and single convolutions take different cuDNN algorithms, which in TF32
+		// (10-bit mantissa, LibTorch's default for convolutions) round differently enough
+		// to blur a comparison; in float32 they agree to rounding.
 		torch.SetAllowTF32(false, false)
 		defer torch.SetAllowTF32(true, false)
 		batchedMatchesSingle(t, torch.Device{CUDA: true}, 10)

@@ -193,6 +193,9 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		}
 		start := time.Now()
 		if _, err := tr.RunEpoch(epoch, batch); err != nil {
+			if o.trace != "" {
+				_ = torch.StopTrace(os.DevNull) // the epoch's error is the one to report
+			}
 			return 0, err
 		}
 		if err := torch.Synchronize(dev); err != nil {
