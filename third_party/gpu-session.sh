@@ -6,19 +6,24 @@
 #
 # 1. gpu-check.sh: builds the shims against the wheel's LibTorch and runs the CUDA tests of
 #    the batched network and its CUDA graphs (GPU_CHECK_TESTS, GPU_CHECK_RUN below);
-# 2. gpu-bench.sh: the meta-epoch benchmark variants (GPU_BENCH_VARIANTS; its default puts
-#    the CUDA-graph variants first), each stopped after GPU_BENCH_TIMEOUT seconds;
-# 3. gpu-trace.sh (unless GPU_SESSION_TRACE=0): kernel traces of a few batched steps, eager
+# 2. gpu-bench.sh: the meta-epoch benchmark variants (GPU_BENCH_VARIANTS), each stopped after
+#    GPU_BENCH_TIMEOUT seconds;
+# 3. an A/B of an experiment switched by the environment: the first bench variant again with
+#    GPU_SESSION_AB_ENV set (default METANAS_CUDNN_BATCH_NORM=1; empty skips it); its lines
+#    carry "env";
+# 4. gpu-trace.sh (unless GPU_SESSION_TRACE=0): kernel traces of a few batched steps, eager
 #    and replayed, summarised per kernel;
-# 4. GPU memory over a long run (unless GPU_SESSION_MEMORY_EPOCHS=0): gpu-bench.sh with
+# 5. GPU memory over a long run (unless GPU_SESSION_MEMORY_EPOCHS=0): gpu-bench.sh with
 #    bench --memory-epochs N (default 2000) on batches of 4 tasks replayed from CUDA graphs,
 #    stopped after GPU_SESSION_MEMORY_TIMEOUT seconds (default 200; its log keeps a sample
 #    every 50 meta-epochs).
-# It prints gpu-check's JSON line, then the others' lines, and when $OUT is
-# set (the device tool's output folder) packs the logs of build/gpu-check into
+# Steps 3-5 start only while GPU_SESSION_DEADLINE seconds (default 540) from the start leave
+# them time, and the memory run is cut to what is left, so that the logs are packed before
+# a 10-minute call ends. It prints gpu-check's JSON line, then the others' lines, and when
+# $OUT is set (the device tool's output folder) packs the logs of build/gpu-check into
 # $OUT/gpu-check-logs.tgz (one file: the tool brings back at most eight). Prepare with
 #   GPU_PREPARE_PKGS="./torch ./cells ./metanas/learn ./metanas/train" make gpu-prepare
-# Settings of the scripts pass through; the defaults here fit one 10-minute call.
+# Settings of the scripts pass through.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 LOGS=build/gpu-check
@@ -30,35 +35,55 @@ export GPU_BENCH_TIMEOUT=${GPU_BENCH_TIMEOUT:-100}
 # The bench variants of a session: the batched og_metanas step from graphs, and in_metanas
 # batched (its 75 support images per task are not whole minibatches of 20: no graphs).
 export GPU_BENCH_VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10 --cuda-graphs;--cases in_metanas --batch-tasks 5"}
+AB_ENV=${GPU_SESSION_AB_ENV-METANAS_CUDNN_BATCH_NORM=1}
 MEM_EPOCHS=${GPU_SESSION_MEMORY_EPOCHS:-2000}
+DEADLINE=${GPU_SESSION_DEADLINE:-540}
 start=$(date +%s)
+elapsed() { echo $(($(date +%s) - start)); }
+left() { echo $((DEADLINE - $(elapsed))); }
+say() { echo "gpu-session: $*" >&2; }
+
 bash third_party/gpu-check.sh >"$LOGS/session-check.json"
 check=$?
-echo "gpu-session: gpu-check exit $check after $(($(date +%s) - start)) s" >&2
+say "gpu-check exit $check after $(elapsed) s"
 cat "$LOGS/session-check.json"
-bench=skipped
+bench=skipped ab=skipped trace=skipped memory=skipped
 if [ -x build/bin/bench ]; then
   bash third_party/gpu-bench.sh >"$LOGS/session-bench.jsonl"
   bench=$?
   cat "$LOGS/session-bench.jsonl"
+  say "gpu-bench exit $bench after $(elapsed) s"
+
+  first=${GPU_BENCH_VARIANTS%%;*}
+  if [ -n "$AB_ENV" ] && [ "$(left)" -gt "$GPU_BENCH_TIMEOUT" ]; then
+    # shellcheck disable=SC2086
+    env $AB_ENV GPU_BENCH_VARIANTS="$first" bash third_party/gpu-bench.sh |
+      sed "s|^{|{\"env\":\"$AB_ENV\",|" >"$LOGS/session-ab.jsonl"
+    ab=${PIPESTATUS[0]}
+    cat "$LOGS/session-ab.jsonl"
+    say "A/B ($AB_ENV) exit $ab after $(elapsed) s"
+  fi
+
+  if [ "${GPU_SESSION_TRACE:-1}" != 0 ] && [ "$(left)" -gt 120 ]; then
+    GPU_TRACE_TIMEOUT=${GPU_TRACE_TIMEOUT:-60} bash third_party/gpu-trace.sh >"$LOGS/session-trace.jsonl"
+    trace=$?
+    cat "$LOGS/session-trace.jsonl"
+    say "gpu-trace exit $trace after $(elapsed) s"
+  fi
+
+  mt=$(($(left) - 20))
+  [ "$mt" -gt "${GPU_SESSION_MEMORY_TIMEOUT:-200}" ] && mt=${GPU_SESSION_MEMORY_TIMEOUT:-200}
+  if [ "$MEM_EPOCHS" -gt 0 ] && [ "$mt" -ge 60 ]; then
+    GPU_BENCH_VARIANTS="--memory-epochs $MEM_EPOCHS --batch-tasks 4 --cuda-graphs" GPU_BENCH_TIMEOUT=$mt \
+      bash third_party/gpu-bench.sh >"$LOGS/session-memory.jsonl"
+    memory=$?
+    cat "$LOGS/session-memory.jsonl"
+    say "memory run ($mt s at most) exit $memory after $(elapsed) s"
+  fi
 fi
-echo "gpu-session: gpu-bench exit $bench after $(($(date +%s) - start)) s" >&2
-trace=skipped
-if [ "${GPU_SESSION_TRACE:-1}" != 0 ] && [ -x build/bin/bench ]; then
-  bash third_party/gpu-trace.sh >"$LOGS/session-trace.jsonl"
-  trace=$?
-  cat "$LOGS/session-trace.jsonl"
-fi
-echo "gpu-session: gpu-trace exit $trace after $(($(date +%s) - start)) s" >&2
-memory=skipped
-if [ "$MEM_EPOCHS" -gt 0 ] && [ -x build/bin/bench ]; then
-  GPU_BENCH_VARIANTS="--memory-epochs $MEM_EPOCHS --batch-tasks 4 --cuda-graphs" GPU_BENCH_TIMEOUT=${GPU_SESSION_MEMORY_TIMEOUT:-200} \
-    bash third_party/gpu-bench.sh >"$LOGS/session-memory.jsonl"
-  memory=$?
-  cat "$LOGS/session-memory.jsonl"
-fi
-echo "gpu-session: memory run exit $memory after $(($(date +%s) - start)) s" >&2
 if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
-  tar -czf "$OUT/gpu-check-logs.tgz" "$LOGS" && echo "gpu-session: logs packed into \$OUT/gpu-check-logs.tgz" >&2
+  tar -czf "$OUT/gpu-check-logs.tgz" "$LOGS" && say "logs packed into \$OUT/gpu-check-logs.tgz"
 fi
-[ "$check" = 0 ] && [ "$bench" = 0 ] && [ "$trace" != 1 ] && [ "$memory" != 1 ]
+for s in "$check" "$bench" "$ab" "$trace" "$memory"; do
+  [ "$s" = 0 ] || [ "$s" = skipped ] || exit 1
+done
