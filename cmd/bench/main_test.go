@@ -1,6 +1,10 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -40,5 +44,54 @@ func TestMemoryBatched(t *testing.T) {
 	}
 	if _, err := memory("../../configs", "cpu", 3, 3, false); err == nil || !strings.Contains(err.Error(), "run.batch_tasks") {
 		t.Errorf("batches of 3 of a meta-batch of 4: error %v, want one naming run.batch_tasks", err)
+	}
+}
+
+// TestTraceKernelsScript runs third_party/bench/trace_kernels.py (which summarises
+// --kernel-trace files on GPU machines) on a hand-made trace: two overlapping kernels and a
+// later one, a host event it must not count as a kernel, and --extra keys.
+func TestTraceKernelsScript(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3")
+	}
+	trace := filepath.Join(t.TempDir(), "trace.json")
+	events := `{"traceEvents": [
+		{"ph": "X", "cat": "kernel", "name": "a", "ts": 0, "dur": 10},
+		{"ph": "X", "cat": "kernel", "name": "b", "ts": 5, "dur": 10},
+		{"ph": "X", "cat": "kernel", "name": "a", "ts": 30, "dur": 5},
+		{"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 0, "dur": 1},
+		{"ph": "i", "cat": "kernel", "name": "instant", "ts": 40}]}`
+	if err := os.WriteFile(trace, []byte(events), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(py, "../../third_party/bench/trace_kernels.py", trace, "--steps", "5", "--extra", `{"variant": "v"}`).Output()
+	if err != nil {
+		t.Fatalf("trace_kernels.py: %v", err)
+	}
+	var r struct {
+		Variant   string             `json:"variant"`
+		Kernels   int                `json:"kernels"`
+		KernelMS  float64            `json:"kernel_ms"`
+		BusyMS    float64            `json:"busy_ms"`
+		SpanMS    float64            `json:"span_ms"`
+		HostCalls map[string]int     `json:"host_calls"`
+		PerStep   map[string]float64 `json:"per_step"`
+		Top       []struct {
+			Name   string  `json:"name"`
+			Count  int     `json:"count"`
+			MeanUS float64 `json:"mean_us"`
+		} `json:"top"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	// Busy: [0, 15] and [30, 35] merged = 20 us; span 0..35 us; kernel time 25 us.
+	if r.Variant != "v" || r.Kernels != 3 || r.KernelMS != 0.025 || r.BusyMS != 0.02 || r.SpanMS != 0.035 ||
+		r.HostCalls["cudaLaunchKernel"] != 1 || r.PerStep["kernels"] != 0.6 {
+		t.Errorf("summary %+v", r)
+	}
+	if len(r.Top) != 2 || r.Top[0].Name != "a" || r.Top[0].Count != 2 || r.Top[0].MeanUS != 7.5 {
+		t.Errorf("top kernels %+v, want a (2 calls, 7.5 us mean) first", r.Top)
 	}
 }
