@@ -32,9 +32,8 @@ export GPU_CHECK_TESTS=${GPU_CHECK_TESTS:-"torch.test cells.test metanas_learn.t
 export GPU_CHECK_RUN=${GPU_CHECK_RUN:-CUDA|Batched|Graph}
 export GPU_CHECK_OPBENCH=${GPU_CHECK_OPBENCH:-0}
 export GPU_BENCH_TIMEOUT=${GPU_BENCH_TIMEOUT:-100}
-# The bench variants of a session: the batched og_metanas step from graphs, and in_metanas
-# batched (its 75 support images per task are not whole minibatches of 20: no graphs).
-export GPU_BENCH_VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10 --cuda-graphs;--cases in_metanas --batch-tasks 5"}
+# The bench variants of a session: the batched og_metanas and in_metanas steps from graphs.
+export GPU_BENCH_VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10 --cuda-graphs;--cases in_metanas --batch-tasks 5 --cuda-graphs"}
 AB_ENV=${GPU_SESSION_AB_ENV-METANAS_CUDNN_BATCH_NORM=1}
 MEM_EPOCHS=${GPU_SESSION_MEMORY_EPOCHS:-2000}
 DEADLINE=${GPU_SESSION_DEADLINE:-540}

@@ -33,13 +33,16 @@ type BatchWorker struct {
 	GraphErr error
 	// GraphReplays counts the steps replayed from a captured CUDA graph.
 	GraphReplays int64
-	// GraphSkip says why the last adaptation ran eagerly although graphs are on (its
-	// support set is not a whole number of minibatches, or Gumbel-softmax draws noise on
-	// the host side), "" when it could use them or graphs are off.
+	// GraphSkip says why the last adaptation ran eagerly although graphs are on
+	// (Gumbel-softmax draws its noise outside what a graph can replay), "" when it could
+	// use them or graphs are off.
 	GraphSkip string
 	graphs    graphMode
 	fixedG    *stepGraph // steps with fixed alphas
 	archG     *stepGraph // steps that adapt the alphas
+	// The same for the last, smaller minibatch of a support set that the batch size does
+	// not divide (a graph replays one shape).
+	fixedR, archR *stepGraph
 	// Per-task sums of the support loss and hits over an adaptation, and the class
 	// indices [1, classes]: static, so that captured steps can use them.
 	loss, correct, classes *torch.Tensor
@@ -187,14 +190,10 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	// With graphs on, every step runs on static buffers, from a captured CUDA graph after
 	// the first steps: one graph for steps with fixed alphas, one for steps that adapt them
 	// (their weights normalised on the device, pruning on the device).
-	graphed := b.graphs != graphsOff && gen == nil && ns%bs == 0
+	graphed := b.graphs != graphsOff && gen == nil
 	b.GraphSkip = ""
-	switch {
-	case b.graphs == graphsOff:
-	case gen != nil:
+	if b.graphs != graphsOff && gen != nil {
 		b.GraphSkip = "Gumbel-softmax normalisation (arch.normalizer) runs without graphs"
-	case ns%bs != 0:
-		b.GraphSkip = fmt.Sprintf("%d support images per task are not a whole number of minibatches of %d (graphs replay one minibatch shape)", ns, bs)
 	}
 	for _, o := range []*torch.Optimizer{b.WOpt, b.AOpt} {
 		if err := o.SetDeviceSteps(graphed); err != nil {
@@ -204,8 +203,12 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	if !graphed {
 		b.dropGraphs()
 	}
+	// Full minibatches and, where the batch size does not divide the support set, the
+	// last smaller one: each shape has its own buffers and graphs.
 	shape := []int64{bs, T * C, H, W}
-	var fg *stepGraph
+	rem := ns % bs
+	remShape := []int64{rem, T * C, H, W}
+	var fg, fr *stepGraph
 	for step := 0; step < ts.Steps; step++ {
 		arch := archOn && step < ts.ArchSteps
 		if err := setArch(arch); err != nil {
@@ -219,19 +222,33 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 			}
 			fixedTemp = temp
 			if graphed {
-				if fg, err = b.fixedGraph(fixed, ts, shape); err != nil {
+				if fg, err = b.fixedGraph(&b.fixedG, fixed, ts, shape); err != nil {
+					return nil, err
+				}
+				if rem > 0 {
+					if fr, err = b.fixedGraph(&b.fixedR, fixed, ts, remShape); err != nil {
+						return nil, err
+					}
+				}
+			}
+		}
+		var ag, ar *stepGraph
+		if arch && graphed {
+			if ag, err = b.archGraph(&b.archG, ts, shape, temp); err != nil {
+				return nil, err
+			}
+			if rem > 0 {
+				if ar, err = b.archGraph(&b.archR, ts, remShape, temp); err != nil {
 					return nil, err
 				}
 			}
 		}
-		var ag *stepGraph
-		if arch && graphed {
-			if ag, err = b.archGraph(ts, shape, temp); err != nil {
-				return nil, err
-			}
-		}
 		for off := int64(0); off < ns; off += bs {
 			n := min(bs, ns-off)
+			ag, fg := ag, fg
+			if n < bs {
+				ag, fg = ar, fr
+			}
 			s := b.step
 			s.Reset()
 			// [T, n, C, H, W] -> [n, T*C, H, W]: each task's images in its own channels.

@@ -47,10 +47,11 @@ func (g *stepGraph) close() {
 // the alphas, whose weights it normalises on the device (cells.NormalizeOnDevice:
 // every op runs and the device prunes, so an op pruned in every task gets zero gradients
 // instead of none and its batch norm statistics move). Both optimizers count their steps
-// on the device. A graph is captured again when the minibatch shape, drop-path, clipping,
-// a learning rate or the prune threshold change. The device must be CUDA. If a capture
-// fails, the worker goes on eagerly and GraphErr says why. Gumbel-softmax normalisation
-// and support sets that the batch size does not divide run without graphs.
+// on the device. Where the batch size does not divide the support set, the last, smaller
+// minibatch of each step has graphs of its own. A graph is captured again when the
+// minibatch shape, drop-path, clipping, a learning rate or the prune threshold change. The
+// device must be CUDA. If a capture fails, the worker goes on eagerly and GraphErr says
+// why. Gumbel-softmax normalisation runs without graphs (GraphSkip says so).
 func (b *BatchWorker) UseGraphs(on bool) error {
 	if on && !b.Dev.CUDA {
 		return fmt.Errorf("CUDA graphs need a CUDA device, the batched network is on %s", b.Dev)
@@ -65,12 +66,17 @@ func (b *BatchWorker) UseGraphs(on bool) error {
 
 // Graphed reports whether a captured graph is ready for the next steps.
 func (b *BatchWorker) Graphed() bool {
-	return (b.fixedG != nil && b.fixedG.g != nil) || (b.archG != nil && b.archG.g != nil)
+	for _, g := range []*stepGraph{b.fixedG, b.archG, b.fixedR, b.archR} {
+		if g != nil && g.g != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // dropGraphs frees the captured graphs and their static buffers.
 func (b *BatchWorker) dropGraphs() {
-	for _, g := range []**stepGraph{&b.fixedG, &b.archG} {
+	for _, g := range []**stepGraph{&b.fixedG, &b.archG, &b.fixedR, &b.archR} {
 		if *g != nil {
 			(*g).close()
 			*g = nil
@@ -91,35 +97,36 @@ func (b *BatchWorker) newStepGraph(key string, x []int64) *stepGraph {
 		y: s.FullOf([]int64{int64(b.Tasks) * x[0], 1}, 0, torch.Int64, b.Dev, false)}
 }
 
-// fixedGraph returns the buffers (and graph) of steps with the fixed weights w, rebuilt
-// when the active ops and pairs or the key change, with w's values copied in.
-func (b *BatchWorker) fixedGraph(w *cells.ArchWeights, ts TaskSettings, x []int64) (*stepGraph, error) {
+// fixedGraph returns the buffers (and graph) in slot of steps with the fixed weights w on
+// minibatches of shape x, rebuilt when the active ops and pairs or the key change, with
+// w's values copied in.
+func (b *BatchWorker) fixedGraph(slot **stepGraph, w *cells.ArchWeights, ts TaskSettings, x []int64) (*stepGraph, error) {
 	active, err := b.Model.Search.ActiveKey(w, ts.Threshold)
 	if err != nil {
 		return nil, err
 	}
 	key := "fixed " + active + b.graphKey(ts, x)
-	if g := b.fixedG; g != nil && g.key == key {
+	if g := *slot; g != nil && g.key == key {
 		return g, cells.CopyArch(g.pre, w)
 	}
-	if b.fixedG != nil {
-		b.fixedG.close()
-		b.fixedG = nil
+	if *slot != nil {
+		(*slot).close()
+		*slot = nil
 	}
 	g := b.newStepGraph(key, x)
 	if g.pre, err = cells.CloneArch(g.s, w); err != nil {
 		g.close()
 		return nil, err
 	}
-	b.fixedG = g
+	*slot = g
 	return g, nil
 }
 
-// archGraph returns the buffers (and graph) of steps that adapt the alphas, at
-// temperature temp.
-func (b *BatchWorker) archGraph(ts TaskSettings, x []int64, temp float64) (*stepGraph, error) {
+// archGraph returns the buffers (and graph) in slot of steps that adapt the alphas on
+// minibatches of shape x, at temperature temp.
+func (b *BatchWorker) archGraph(slot **stepGraph, ts TaskSettings, x []int64, temp float64) (*stepGraph, error) {
 	key := "arch" + b.graphKey(ts, x)
-	g := b.archG
+	g := *slot
 	if g == nil || g.key != key {
 		if g != nil {
 			g.close()
@@ -128,10 +135,10 @@ func (b *BatchWorker) archGraph(ts TaskSettings, x []int64, temp float64) (*step
 		g.temp = g.s.Full(nil, temp, b.Dev)
 		if err := g.s.Err(); err != nil {
 			g.close()
-			b.archG = nil
+			*slot = nil
 			return nil, err
 		}
-		b.archG = g
+		*slot = g
 	}
 	return g, g.temp.Fill_(temp)
 }
@@ -153,10 +160,10 @@ func (b *BatchWorker) graphStep(g *stepGraph, x, y *torch.Tensor, step func() er
 		cg, err := torch.NewGraph(b.Dev)
 		if err == nil {
 			b.step.Reset()
-			// The two graphs never run at once and keep nothing in their pools from one
-			// replay to the next: one pool serves both.
+			// The graphs never run at once and keep nothing in their pools from one replay
+			// to the next: one pool serves them all.
 			var share *torch.Graph
-			for _, o := range []*stepGraph{b.fixedG, b.archG} {
+			for _, o := range []*stepGraph{b.fixedG, b.archG, b.fixedR, b.archR} {
 				if o != nil && o != g && o.g != nil {
 					share = o.g
 				}

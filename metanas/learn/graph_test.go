@@ -24,11 +24,12 @@ var graphAdapts = []struct {
 // adaptation. Against a reference without graphs (graphsOff) a search differs where the
 // graphed network prunes on the device (an op pruned in every task still runs: its batch
 // norm statistics move and it draws drop-path masks), so there a search's running
-// statistics are not compared, nor anything of a search with drop-path. check runs after
-// each adaptation of the graphed network.
-func graphRun(t *testing.T, dev torch.Device, mode, ref graphMode, dropPath string, check func(i int, b *BatchWorker)) {
+// statistics are not compared, nor anything of a search with drop-path. Support sets hold
+// 6 images, in minibatches of batch. check runs after each adaptation of the graphed
+// network.
+func graphRun(t *testing.T, dev torch.Device, mode, ref graphMode, dropPath, batch string, check func(i int, b *BatchWorker)) {
 	cfg := tinyConfig(t)
-	for _, kv := range []string{"model.drop_path=" + dropPath, "meta.meta_batch=2", "task.grad_clip=0.5", "task.batch_size=3"} {
+	for _, kv := range []string{"model.drop_path=" + dropPath, "meta.meta_batch=2", "task.grad_clip=0.5", "task.batch_size=" + batch} {
 		if err := cfg.Set(kv); err != nil {
 			t.Fatal(err)
 		}
@@ -130,10 +131,13 @@ func b2f(b bool) int {
 // (static inputs and accumulators, Adam with device steps, fixed weights copied into
 // place, search weights normalised and pruned on the device), eagerly, and checks that
 // they train as the plain batched network, and that the fixed-alpha buffers are reused
-// while the active ops stay and rebuilt when they change.
+// while the active ops stay and rebuilt when they change; with a batch size that divides
+// the support set and with one that leaves a smaller last minibatch (its own buffers).
 func TestBatchWorkerStaticSteps(t *testing.T) {
 	for _, drop := range []string{"0", "0.2"} {
-		t.Run("drop_path="+drop, func(t *testing.T) { staticSteps(t, drop) })
+		for _, batch := range []string{"3", "4"} {
+			t.Run("drop_path="+drop+",batch="+batch, func(t *testing.T) { staticSteps(t, drop, batch) })
+		}
 	}
 	cfg := tinyConfig(t)
 	b, err := NewBatchWorker(cfg, torch.CPU, 2)
@@ -146,11 +150,18 @@ func TestBatchWorkerStaticSteps(t *testing.T) {
 	}
 }
 
-func staticSteps(t *testing.T, drop string) {
+func staticSteps(t *testing.T, drop, batch string) {
 	var prevFixed, prevArch *stepGraph
-	graphRun(t, torch.CPU, graphsStatic, graphsOff, drop, func(i int, b *BatchWorker) {
+	graphRun(t, torch.CPU, graphsStatic, graphsOff, drop, batch, func(i int, b *BatchWorker) {
 		ad := graphAdapts[i]
+		remainder := batch == "4" // 6 images: minibatches of 4 and 2
 		switch {
+		case remainder && ad.search && b.archR == nil:
+			t.Errorf("adaptation %d (search): no buffers for the last minibatch", i)
+		case remainder && !ad.search && b.fixedR == nil:
+			t.Errorf("adaptation %d (warm-up): no buffers for the last minibatch", i)
+		case !remainder && (b.fixedR != nil || b.archR != nil):
+			t.Errorf("adaptation %d: buffers for a last minibatch that does not exist", i)
 		case ad.search && b.archG == nil:
 			t.Errorf("adaptation %d (search): no static buffers", i)
 		case !ad.search && b.fixedG == nil:
@@ -178,10 +189,10 @@ func TestCUDABatchWorkerGraphs(t *testing.T) {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	for _, drop := range []string{"0", "0.2"} {
-		t.Run("drop_path="+drop, func(t *testing.T) {
+	for _, c := range []struct{ drop, batch string }{{"0", "3"}, {"0.2", "3"}, {"0.2", "4"}} {
+		t.Run("drop_path="+c.drop+",batch="+c.batch, func(t *testing.T) {
 			syncs := torch.HostSyncs()
-			graphRun(t, torch.Device{CUDA: true}, graphsCUDA, graphsStatic, drop, func(i int, b *BatchWorker) {
+			graphRun(t, torch.Device{CUDA: true}, graphsCUDA, graphsStatic, c.drop, c.batch, func(i int, b *BatchWorker) {
 				if b.GraphErr != nil {
 					t.Fatalf("adaptation %d: %v", i, b.GraphErr)
 				}
@@ -198,20 +209,20 @@ func TestCUDABatchWorkerGraphs(t *testing.T) {
 }
 
 // TestBatchWorkerGraphSkip checks that an adaptation that cannot use graphs although they
-// are on says why (a support set that is not a whole number of minibatches), and that one
-// that can, or one with graphs off, says nothing.
+// are on says why (Gumbel-softmax), and that one that can (a support set of whole
+// minibatches or not), or one with graphs off, says nothing.
 func TestBatchWorkerGraphSkip(t *testing.T) {
 	for _, c := range []struct {
-		batch string
-		mode  graphMode
-		want  string
+		norm string
+		mode graphMode
+		want string
 	}{
-		{"4", graphsStatic, "6 support images per task are not a whole number of minibatches of 4"},
-		{"3", graphsStatic, ""},
-		{"4", graphsOff, ""},
+		{"gumbel_softmax", graphsStatic, "Gumbel-softmax"},
+		{"softmax", graphsStatic, ""},
+		{"gumbel_softmax", graphsOff, ""},
 	} {
 		cfg := tinyConfig(t)
-		if err := cfg.Set("task.batch_size=" + c.batch); err != nil {
+		if err := cfg.Set("arch.normalizer=" + c.norm); err != nil {
 			t.Fatal(err)
 		}
 		b, err := NewBatchWorker(cfg, torch.CPU, 2)
@@ -223,7 +234,7 @@ func TestBatchWorkerGraphSkip(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !strings.Contains(b.GraphSkip, c.want) || (c.want == "") != (b.GraphSkip == "") {
-			t.Errorf("batch size %s, graph mode %d: GraphSkip %q, want %q", c.batch, c.mode, b.GraphSkip, c.want)
+			t.Errorf("normalizer %s, graph mode %d: GraphSkip %q, want %q", c.norm, c.mode, b.GraphSkip, c.want)
 		}
 		b.Close()
 	}
