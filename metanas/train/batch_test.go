@@ -15,7 +15,7 @@ import (
 // TestBatchTasksMatchesWorkers: meta-training with the meta-batch as one batched network
 // (run.batch_tasks) moves the meta-model as adapting the tasks one network each does,
 // through warm-up and search meta-epochs (drop-path off: its masks come from other streams).
-func TestBatchTasksMatchesWorkers(t *testing.T) { batchVsEach(t, "cpu", 1e-3, nil) }
+func TestBatchTasksMatchesWorkers(t *testing.T) { batchVsEach(t, "cpu", 1e-3, nil, nil) }
 
 // TestCUDABatchTasks is TestBatchTasksMatchesWorkers on CUDA, where grouped and single
 // convolutions may take different cuDNN algorithms (TF32 included): a looser tolerance.
@@ -23,33 +23,37 @@ func TestCUDABatchTasks(t *testing.T) {
 	if !torch.CUDAAvailable() {
 		t.Skip("no CUDA device (or LibTorch built without CUDA)")
 	}
-	batchVsEach(t, "cuda", 2e-2, nil)
+	batchVsEach(t, "cuda", 2e-2, nil, nil)
 }
 
 // TestCUDABatchGraphs is TestCUDABatchTasks with the warm-up steps replayed from a
-// captured CUDA graph.
+// captured CUDA graph; also with minibatches of 4 and 2 (support sets of 6 images).
 func TestCUDABatchGraphs(t *testing.T) {
 	if !torch.CUDAAvailable() {
 		t.Skip("no CUDA device (or LibTorch built without CUDA)")
 	}
-	batchVsEach(t, "cuda", 2e-2, func(tr *Trainer) {
-		if tr.Batch.GraphErr != nil || tr.Batch.GraphReplays == 0 {
-			t.Errorf("graph replays %d, error %v", tr.Batch.GraphReplays, tr.Batch.GraphErr)
-		}
-	}, "run.cuda_graphs=true")
+	for _, batch := range []string{"6", "4"} {
+		t.Run("batch="+batch, func(t *testing.T) {
+			batchVsEach(t, "cuda", 2e-2, func(tr *Trainer) {
+				if tr.Batch.GraphErr != nil || tr.Batch.GraphReplays == 0 || tr.Batch.GraphSkip != "" {
+					t.Errorf("graph replays %d, error %v, skipped: %q", tr.Batch.GraphReplays, tr.Batch.GraphErr, tr.Batch.GraphSkip)
+				}
+			}, []string{"task.batch_size=" + batch}, "run.cuda_graphs=true")
+		})
+	}
 }
 
-// batchVsEach meta-trains a tiny run on device with and without run.batch_tasks (and the
-// settings extra) and compares the meta-models within rel; check, when set, inspects the
-// batched trainer after its run.
-func batchVsEach(t *testing.T, device string, rel float64, check func(*Trainer), extra ...string) {
+// batchVsEach meta-trains a tiny run on device (with the settings common) with and without
+// run.batch_tasks (and the settings extra) and compares the meta-models within rel; check,
+// when set, inspects the batched trainer after its run.
+func batchVsEach(t *testing.T, device string, rel float64, check func(*Trainer), common []string, extra ...string) {
 	dir := t.TempDir()
 	// 4 final meta-test tasks: one batch of 3 and one task alone.
 	sets := []string{"model.drop_path=0", "meta.meta_batch=3", "meta.test_every=0", "meta.final_test_tasks=4", "run.device=" + device}
 	metas := make([][][]float32, 2)
 	finals := make([]*TestResult, 2)
 	for i, batch := range []string{"0", "3"} {
-		set := append(slices.Clone(sets), "run.batch_tasks="+batch)
+		set := append(append(slices.Clone(sets), common...), "run.batch_tasks="+batch)
 		if batch != "0" {
 			set = append(set, extra...)
 		}
