@@ -172,6 +172,11 @@ func NumThreads() int { return int(C.mt_get_num_threads()) }
 // SetCuDNNBenchmark turns cuDNN's autotuner on or off.
 func SetCuDNNBenchmark(on bool) { C.mt_set_cudnn_benchmark(C.bool(on)) }
 
+// EmptyCache returns the CUDA memory that LibTorch's caching allocator holds unused (the
+// pools of freed CUDA graphs included) to the device, waiting for the device first; a
+// no-op without CUDA.
+func EmptyCache() error { return cerr(C.mt_cuda_empty_cache()) }
+
 // Synchronize waits for all work queued on a CUDA device (a no-op on CPU).
 func Synchronize(d Device) error { return cerr(C.mt_synchronize(C.int(d.Index))) }
 

@@ -202,6 +202,8 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	}
 	if !graphed {
 		b.dropGraphs()
+	} else if err := b.dropIdleGraphs(!archOn || ts.ArchSteps < ts.Steps, archOn); err != nil {
+		return nil, err
 	}
 	// Full minibatches and, where the batch size does not divide the support set, the
 	// last smaller one: each shape has its own buffers and graphs.

@@ -84,6 +84,32 @@ func (b *BatchWorker) dropGraphs() {
 	}
 }
 
+// dropIdleGraphs frees the graphs (and buffers) of the kind an adaptation will not use:
+// those of fixed-alpha steps unless fixed is set, those of alpha steps unless arch is set.
+// A graph's memory pool stays reserved while the graph lives, and the eager steps before
+// the next capture would allocate beside it: meta-training runs warm-up adaptations
+// (fixed alphas only) and then search adaptations (alpha steps only), and a meta-test
+// needs both. On CUDA the freed pools go back to the device.
+func (b *BatchWorker) dropIdleGraphs(fixed, arch bool) error {
+	dropped := false
+	for _, k := range []struct {
+		keep  bool
+		slots []**stepGraph
+	}{{fixed, []**stepGraph{&b.fixedG, &b.fixedR}}, {arch, []**stepGraph{&b.archG, &b.archR}}} {
+		for _, g := range k.slots {
+			if !k.keep && *g != nil {
+				dropped = dropped || (*g).g != nil
+				(*g).close()
+				*g = nil
+			}
+		}
+	}
+	if dropped && b.Dev.CUDA {
+		return torch.EmptyCache()
+	}
+	return nil
+}
+
 // graphKey is what every capture depends on besides the network: the minibatch shape and
 // the settings baked into the captured kernels.
 func (b *BatchWorker) graphKey(ts TaskSettings, x []int64) string {

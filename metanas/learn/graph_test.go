@@ -15,7 +15,7 @@ var graphAdapts = []struct {
 	search       bool
 	perturb, cut bool
 }{
-	{}, {perturb: true}, {search: true}, {cut: true}, {search: true}, {},
+	{}, {perturb: true}, {cut: true}, {search: true}, {search: true}, {},
 }
 
 // graphRun adapts batches of tasks (graphAdapts) on a batched network with the given graph
@@ -130,9 +130,11 @@ func b2f(b bool) int {
 // TestBatchWorkerStaticSteps runs tasks on the static buffers that CUDA graphs capture
 // (static inputs and accumulators, Adam with device steps, fixed weights copied into
 // place, search weights normalised and pruned on the device), eagerly, and checks that
-// they train as the plain batched network, and that the fixed-alpha buffers are reused
-// while the active ops stay and rebuilt when they change; with a batch size that divides
-// the support set and with one that leaves a smaller last minibatch (its own buffers).
+// they train as the plain batched network; that the fixed-alpha buffers are reused while
+// the active ops stay and rebuilt when they change, the search buffers reused from one
+// search to the next; that an adaptation frees the buffers of the kind it does not use;
+// with a batch size that divides the support set and with one that leaves a smaller last
+// minibatch (its own buffers).
 func TestBatchWorkerStaticSteps(t *testing.T) {
 	for _, drop := range []string{"0", "0.2"} {
 		for _, batch := range []string{"3", "4"} {
@@ -172,6 +174,10 @@ func staticSteps(t *testing.T, drop, batch string) {
 			t.Errorf("adaptation %d: buffers kept although the active ops changed", i)
 		case i == 4 && b.archG != prevArch:
 			t.Errorf("adaptation %d: search buffers rebuilt for the same settings", i)
+		case ad.search && (b.fixedG != nil || b.fixedR != nil):
+			t.Errorf("adaptation %d (search, every step adapts the alphas): fixed-alpha buffers kept", i)
+		case !ad.search && (b.archG != nil || b.archR != nil):
+			t.Errorf("adaptation %d (warm-up): search buffers kept", i)
 		}
 		if b.Graphed() || b.GraphReplays != 0 {
 			t.Errorf("adaptation %d: a graph on the CPU", i)
@@ -237,5 +243,35 @@ func TestBatchWorkerGraphSkip(t *testing.T) {
 			t.Errorf("normalizer %s, graph mode %d: GraphSkip %q, want %q", c.norm, c.mode, b.GraphSkip, c.want)
 		}
 		b.Close()
+	}
+}
+
+// TestBatchWorkerMetaTestKeepsBoth checks that a meta-test adaptation (alpha steps, then
+// fixed-alpha steps) keeps the buffers of both kinds, and that a search adaptation after
+// it frees the fixed-alpha ones.
+func TestBatchWorkerMetaTestKeepsBoth(t *testing.T) {
+	cfg := tinyConfig(t)
+	b, err := NewBatchWorker(cfg, torch.CPU, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.graphs = graphsStatic
+	tasks := tinyTasks(t, cfg, 2)
+	test := Settings(cfg, true)
+	if test.ArchSteps <= 0 || test.ArchSteps >= test.Steps {
+		t.Fatalf("test setup: meta-test settings with %d of %d steps adapting the alphas", test.ArchSteps, test.Steps)
+	}
+	if _, err := b.Adapt(tasks, test, true); err != nil {
+		t.Fatal(err)
+	}
+	if b.fixedG == nil || b.archG == nil {
+		t.Errorf("after a meta-test adaptation: fixed-alpha buffers %v, search buffers %v; want both", b.fixedG != nil, b.archG != nil)
+	}
+	if _, err := b.Adapt(tasks, Settings(cfg, false), true); err != nil {
+		t.Fatal(err)
+	}
+	if b.fixedG != nil || b.archG == nil {
+		t.Errorf("after a search adaptation: fixed-alpha buffers %v, search buffers %v; want search only", b.fixedG != nil, b.archG != nil)
 	}
 }

@@ -129,6 +129,17 @@ char *mt_graph_replay(mt_graph h) {
   MT_CATCH("graph replay")
 }
 
+char *mt_cuda_empty_cache(void) {
+  MT_TRY
+#ifdef WITH_CUDA
+  if (torch::cuda::is_available()) {
+    mt::host_syncs.fetch_add(1);
+    c10::cuda::CUDACachingAllocator::emptyCache();
+  }
+#endif
+  MT_CATCH("cuda empty cache")
+}
+
 void mt_graph_free(mt_graph h) {
 #ifdef WITH_CUDA
   delete static_cast<Graph *>(h);

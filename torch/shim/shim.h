@@ -40,6 +40,10 @@ void mt_set_allow_tf32(bool conv, bool matmul);
 char *mt_trace_start(bool cuda);
 char *mt_trace_stop(const char *path);
 char *mt_synchronize(int device_index);
+// mt_cuda_empty_cache returns the unused cached blocks of LibTorch's CUDA allocator (those
+// of released graph pools included) to the device; it waits for the device. A no-op
+// without CUDA.
+char *mt_cuda_empty_cache(void);
 // mt_use_stream makes a stream from LibTorch's pool (pool) or the device's default stream
 // the calling OS thread's current stream on the device.
 char *mt_use_stream(int device_index, bool pool);
