@@ -2,8 +2,6 @@ package torch
 
 import (
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 )
 
@@ -18,13 +16,5 @@ func TestGoldenCUDACuDNNBatchNorm(t *testing.T) {
 	if os.Getenv("METANAS_CUDNN_BATCH_NORM") == "1" {
 		t.Skip("this process already runs cuDNN's batch norm")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestGoldenCUDA$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), "METANAS_CUDNN_BATCH_NORM=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("with cuDNN's batch norm: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "--- PASS: TestGoldenCUDA ") {
-		t.Errorf("with cuDNN's batch norm, TestGoldenCUDA did not pass:\n%s", out)
-	}
+	rerunWith(t, "METANAS_CUDNN_BATCH_NORM=1", "^TestGoldenCUDA$", "TestGoldenCUDA")
 }

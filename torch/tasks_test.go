@@ -145,15 +145,22 @@ func TestMixedTasksGenericPath(t *testing.T) {
 	if os.Getenv("METANAS_FAST_CPU_OPS") == "0" {
 		t.Skip("this process already runs the generic path")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMixedTasks(DropPath)?$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), "METANAS_FAST_CPU_OPS=0")
+	rerunWith(t, "METANAS_FAST_CPU_OPS=0", "^TestMixedTasks(DropPath)?$", "TestMixedTasks", "TestMixedTasksDropPath")
+}
+
+// rerunWith runs this test binary's tests matching run again in a child process with the
+// environment setting kv (NAME=value), and fails t unless each test in want passed there.
+func rerunWith(t *testing.T, kv, run string, want ...string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run="+run, "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), kv)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("generic path: %v\n%s", err, out)
+		t.Fatalf("with %s: %v\n%s", kv, err, out)
 	}
-	for _, name := range []string{"TestMixedTasks ", "TestMixedTasksDropPath "} {
-		if !strings.Contains(string(out), "--- PASS: "+name) {
-			t.Errorf("generic path: %s did not pass:\n%s", name, out)
+	for _, name := range want {
+		if !strings.Contains(string(out), "--- PASS: "+name+" ") {
+			t.Errorf("with %s: %s did not pass:\n%s", kv, name, out)
 		}
 	}
 }
