@@ -8,19 +8,20 @@
 #    the batched network and its CUDA graphs (GPU_CHECK_TESTS, GPU_CHECK_RUN below);
 # 2. gpu-bench.sh: the meta-epoch benchmark variants (GPU_BENCH_VARIANTS), each stopped after
 #    GPU_BENCH_TIMEOUT seconds;
-# 3. an A/B of an experiment switched by the environment: the first bench variant again with
-#    GPU_SESSION_AB_ENV set (default METANAS_CUDNN_BATCH_NORM=1; empty skips it); its lines
-#    carry "env";
-# 4. gpu-trace.sh (unless GPU_SESSION_TRACE=0): kernel traces of a few batched steps, eager
-#    and replayed, summarised per kernel;
-# 5. GPU memory over a long run (unless GPU_SESSION_MEMORY_EPOCHS=0): gpu-bench.sh with
+# 3. GPU memory over a long run (unless GPU_SESSION_MEMORY_EPOCHS=0): gpu-bench.sh with
 #    bench --memory-epochs N (default 2000) on batches of 4 tasks replayed from CUDA graphs,
-#    stopped after GPU_SESSION_MEMORY_TIMEOUT seconds (default 200; its log keeps a sample
-#    every 50 meta-epochs).
+#    stopped after GPU_SESSION_MEMORY_TIMEOUT seconds (default 150; its log keeps a sample
+#    every 50 meta-epochs);
+# 4. A/Bs of experiments switched by the environment: the first bench variant again with
+#    each setting of GPU_SESSION_AB_ENVS (';'-separated; default METANAS_CUDNN_BATCH_NORM=1
+#    and METANAS_NODE_SUM=loop; empty skips them); their lines carry "env" (the GPU memory
+#    peak is in them too);
+# 5. gpu-trace.sh (unless GPU_SESSION_TRACE=0): kernel traces of a few batched steps, eager
+#    and replayed, summarised per kernel.
 # Steps 3-5 start only while GPU_SESSION_DEADLINE seconds (default 540) from the start leave
-# them time, and the memory run is cut to what is left, so that the logs are packed before
-# a 10-minute call ends. It prints gpu-check's JSON line, then the others' lines, and when
-# $OUT is set (the device tool's output folder) packs the logs of build/gpu-check into
+# them time (the later ones are skipped first), and the memory run is cut to what is left,
+# so that the logs are packed before a 10-minute call ends. It prints gpu-check's JSON line,
+# then the others' lines, and when $OUT is set (the device tool's output folder) packs the logs of build/gpu-check into
 # $OUT/gpu-check-logs.tgz (one file: the tool brings back at most eight). Prepare with
 #   GPU_PREPARE_PKGS="./torch ./cells ./metanas/learn ./metanas/train" make gpu-prepare
 # Settings of the scripts pass through.
@@ -34,7 +35,7 @@ export GPU_CHECK_OPBENCH=${GPU_CHECK_OPBENCH:-0}
 export GPU_BENCH_TIMEOUT=${GPU_BENCH_TIMEOUT:-100}
 # The bench variants of a session: the batched og_metanas and in_metanas steps from graphs.
 export GPU_BENCH_VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10 --cuda-graphs;--cases in_metanas --batch-tasks 5 --cuda-graphs"}
-AB_ENV=${GPU_SESSION_AB_ENV-METANAS_CUDNN_BATCH_NORM=1}
+AB_ENVS=${GPU_SESSION_AB_ENVS-METANAS_CUDNN_BATCH_NORM=1;METANAS_NODE_SUM=loop}
 MEM_EPOCHS=${GPU_SESSION_MEMORY_EPOCHS:-2000}
 DEADLINE=${GPU_SESSION_DEADLINE:-540}
 start=$(date +%s)
@@ -53,25 +54,8 @@ if [ -x build/bin/bench ]; then
   cat "$LOGS/session-bench.jsonl"
   say "gpu-bench exit $bench after $(elapsed) s"
 
-  first=${GPU_BENCH_VARIANTS%%;*}
-  if [ -n "$AB_ENV" ] && [ "$(left)" -gt "$GPU_BENCH_TIMEOUT" ]; then
-    # shellcheck disable=SC2086
-    env $AB_ENV GPU_BENCH_VARIANTS="$first" bash third_party/gpu-bench.sh |
-      sed "s|^{|{\"env\":\"$AB_ENV\",|" >"$LOGS/session-ab.jsonl"
-    ab=${PIPESTATUS[0]}
-    cat "$LOGS/session-ab.jsonl"
-    say "A/B ($AB_ENV) exit $ab after $(elapsed) s"
-  fi
-
-  if [ "${GPU_SESSION_TRACE:-1}" != 0 ] && [ "$(left)" -gt 120 ]; then
-    GPU_TRACE_TIMEOUT=${GPU_TRACE_TIMEOUT:-60} bash third_party/gpu-trace.sh >"$LOGS/session-trace.jsonl"
-    trace=$?
-    cat "$LOGS/session-trace.jsonl"
-    say "gpu-trace exit $trace after $(elapsed) s"
-  fi
-
   mt=$(($(left) - 20))
-  [ "$mt" -gt "${GPU_SESSION_MEMORY_TIMEOUT:-200}" ] && mt=${GPU_SESSION_MEMORY_TIMEOUT:-200}
+  [ "$mt" -gt "${GPU_SESSION_MEMORY_TIMEOUT:-150}" ] && mt=${GPU_SESSION_MEMORY_TIMEOUT:-150}
   if [ "$MEM_EPOCHS" -gt 0 ] && [ "$mt" -ge 60 ]; then
     GPU_BENCH_VARIANTS="--memory-epochs $MEM_EPOCHS --batch-tasks 4 --cuda-graphs" GPU_BENCH_TIMEOUT=$mt \
       bash third_party/gpu-bench.sh >"$LOGS/session-memory.jsonl"
@@ -79,6 +63,29 @@ if [ -x build/bin/bench ]; then
     cat "$LOGS/session-memory.jsonl"
     say "memory run ($mt s at most) exit $memory after $(elapsed) s"
   fi
+
+  first=${GPU_BENCH_VARIANTS%%;*}
+  IFS=';' read -r -a abs <<<"$AB_ENVS"
+  : >"$LOGS/session-ab.jsonl"
+  for e in ${abs[@]+"${abs[@]}"}; do
+    [ -n "$e" ] && [ "$(left)" -gt $((GPU_BENCH_TIMEOUT + 30)) ] || continue
+    # shellcheck disable=SC2086
+    env $e GPU_BENCH_VARIANTS="$first" bash third_party/gpu-bench.sh |
+      sed "s|^{|{\"env\":\"$e\",|" >>"$LOGS/session-ab.jsonl"
+    s=${PIPESTATUS[0]}
+    [ "$s" = 0 ] && [ "$ab" != 1 ] && ab=0
+    [ "$s" != 0 ] && ab=1
+    say "A/B ($e) exit $s after $(elapsed) s"
+  done
+  cat "$LOGS/session-ab.jsonl"
+
+  if [ "${GPU_SESSION_TRACE:-1}" != 0 ] && [ "$(left)" -gt 90 ]; then
+    GPU_TRACE_TIMEOUT=${GPU_TRACE_TIMEOUT:-60} bash third_party/gpu-trace.sh >"$LOGS/session-trace.jsonl"
+    trace=$?
+    cat "$LOGS/session-trace.jsonl"
+    say "gpu-trace exit $trace after $(elapsed) s"
+  fi
+
 fi
 if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
   tar -czf "$OUT/gpu-check-logs.tgz" "$LOGS" && say "logs packed into \$OUT/gpu-check-logs.tgz"

@@ -16,5 +16,5 @@ func TestGoldenCUDACuDNNBatchNorm(t *testing.T) {
 	if os.Getenv("METANAS_CUDNN_BATCH_NORM") == "1" {
 		t.Skip("this process already runs cuDNN's batch norm")
 	}
-	rerunWith(t, "METANAS_CUDNN_BATCH_NORM=1", "^TestGoldenCUDA$", "TestGoldenCUDA")
+	rerunWith(t, []string{"METANAS_CUDNN_BATCH_NORM=1"}, "^TestGoldenCUDA$", "TestGoldenCUDA")
 }

@@ -140,27 +140,30 @@ func TestMixedTasksDropPath(t *testing.T) {
 }
 
 // TestMixedTasksGenericPath runs the two tests above again in a process with the shim's CPU
-// kernels off (METANAS_FAST_CPU_OPS=0): the batched product that CUDA uses.
+// kernels off (METANAS_FAST_CPU_OPS=0): the batched product that CUDA uses; and once more
+// with METANAS_NODE_SUM=loop, the term-by-term sum.
 func TestMixedTasksGenericPath(t *testing.T) {
 	if os.Getenv("METANAS_FAST_CPU_OPS") == "0" {
 		t.Skip("this process already runs the generic path")
 	}
-	rerunWith(t, "METANAS_FAST_CPU_OPS=0", "^TestMixedTasks(DropPath)?$", "TestMixedTasks", "TestMixedTasksDropPath")
+	for _, env := range [][]string{{"METANAS_FAST_CPU_OPS=0"}, {"METANAS_FAST_CPU_OPS=0", "METANAS_NODE_SUM=loop"}} {
+		rerunWith(t, env, "^TestMixedTasks(DropPath)?$", "TestMixedTasks", "TestMixedTasksDropPath")
+	}
 }
 
 // rerunWith runs this test binary's tests matching run again in a child process with the
-// environment setting kv (NAME=value), and fails t unless each test in want passed there.
-func rerunWith(t *testing.T, kv, run string, want ...string) {
+// environment settings env (NAME=value), and fails t unless each test in want passed there.
+func rerunWith(t *testing.T, env []string, run string, want ...string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run="+run, "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), kv)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("with %s: %v\n%s", kv, err, out)
+		t.Fatalf("with %v: %v\n%s", env, err, out)
 	}
 	for _, name := range want {
 		if !strings.Contains(string(out), "--- PASS: "+name+" ") {
-			t.Errorf("with %s: %s did not pass:\n%s", kv, name, out)
+			t.Errorf("with %v: %s did not pass:\n%s", env, name, out)
 		}
 	}
 }

@@ -34,6 +34,16 @@ at::Tensor device_copy(const E *data, std::vector<int64_t> shape, at::ScalarType
   return t;
 }
 
+// node_sum_loop: METANAS_NODE_SUM=loop makes mt_mixed_tasks's non-CPU path sum the op
+// outputs term by term instead of through a stacked copy (an experiment: GPU memory).
+bool node_sum_loop() {
+  static const bool on = [] {
+    const char *v = std::getenv("METANAS_NODE_SUM");
+    return v != nullptr && std::string(v) == "loop";
+  }();
+  return on;
+}
+
 }  // namespace
 
 extern "C" {
@@ -154,6 +164,18 @@ char *mt_mixed_tasks(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops
       *out = wrap(fused.view(sizes));
       return nullptr;
     }
+  }
+  if (node_sum_loop()) {
+    // Term by term (addcmul): autograd keeps the op outputs it already holds instead of a
+    // stacked copy of them, for more and smaller kernels.
+    at::Tensor f = mask.defined() ? cm.unsqueeze(0) * mask : cm.unsqueeze(0);  // [1|N, tasks, m]
+    at::Tensor acc;
+    for (int64_t i = 0; i < m; i++) {
+      auto fi = f.select(2, i).unsqueeze(-1);  // [1|N, tasks, 1]
+      acc = i == 0 ? v[i] * fi : at::addcmul(acc, v[i], fi);
+    }
+    *out = wrap(acc.view(sizes));
+    return nullptr;
   }
   at::Tensor factor = cm.unsqueeze(1);  // [tasks, 1, m]
   if (mask.defined()) factor = (cm.unsqueeze(0) * mask).unsqueeze(2);  // [N, tasks, 1, m]
