@@ -118,6 +118,11 @@ bool cpu_avx2_fma() {
 #endif
 }
 
+bool env_is(const char *name, const char *value) {
+  const char *v = std::getenv(name);
+  return v != nullptr && std::string(v) == value;
+}
+
 }  // namespace mt
 
 using mt::T;

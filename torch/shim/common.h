@@ -47,6 +47,8 @@ std::vector<at::Tensor> tensors(mt_tensor *ts, int64_t n);
 // mul_by multiplies every tensor of ts in place by the one-element tensor s, with one
 // multi-tensor kernel where LibTorch has one (>= 2.1), so that no value goes to the host.
 void mul_by(std::vector<at::Tensor> &ts, const at::Tensor &s);
+// env_is reports whether the environment variable name is set to value.
+bool env_is(const char *name, const char *value);
 
 // Faster CPU kernels (cpu_fast.cc); each returns an undefined tensor where it does not apply.
 bool fast_cpu_ops();

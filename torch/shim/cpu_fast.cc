@@ -811,10 +811,7 @@ void embed_plane(const float *src, int64_t H, int64_t W, int64_t top, int64_t le
 }
 
 bool fast_cpu_ops() {
-  static const bool on = [] {
-    const char *v = std::getenv("METANAS_FAST_CPU_OPS");
-    return v == nullptr || std::string(v) != "0";
-  }();
+  static const bool on = !env_is("METANAS_FAST_CPU_OPS", "0");
   return on;
 }
 

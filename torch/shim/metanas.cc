@@ -37,10 +37,7 @@ at::Tensor device_copy(const E *data, std::vector<int64_t> shape, at::ScalarType
 // node_sum_loop: METANAS_NODE_SUM=loop makes mt_mixed_tasks's non-CPU path sum the op
 // outputs term by term instead of through a stacked copy (an experiment: GPU memory).
 bool node_sum_loop() {
-  static const bool on = [] {
-    const char *v = std::getenv("METANAS_NODE_SUM");
-    return v != nullptr && std::string(v) == "loop";
-  }();
+  static const bool on = mt::env_is("METANAS_NODE_SUM", "loop");
   return on;
 }
 

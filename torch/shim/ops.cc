@@ -10,10 +10,7 @@ namespace {
 // parameters an identity weight and bias, so that LibTorch runs cuDNN's kernels instead of
 // its own (an experiment: on an H200 ATen's backward kernel took 16 % of a batched step).
 bool cudnn_batch_norm() {
-  static const bool on = [] {
-    const char *v = std::getenv("METANAS_CUDNN_BATCH_NORM");
-    return v != nullptr && std::string(v) == "1";
-  }();
+  static const bool on = mt::env_is("METANAS_CUDNN_BATCH_NORM", "1");
   return on;
 }
 
