@@ -188,7 +188,10 @@ func staticSteps(t *testing.T, drop, batch string) {
 
 // TestCUDABatchWorkerGraphs replays captured CUDA graphs of warm-up and search steps and
 // checks that they train as the same steps run eagerly on the static buffers, with and
-// without drop-path.
+// without drop-path, and with minibatches of 4 and 2. With 2 task steps of 2 minibatches,
+// a graph of each minibatch shape meets its capture (its third step) in the adaptation
+// after it was built, so with two shapes the graphs are checked by their replays, not
+// after every adaptation.
 func TestCUDABatchWorkerGraphs(t *testing.T) {
 	if !torch.CUDAAvailable() {
 		t.Skip("no CUDA device (or LibTorch built without CUDA)")
@@ -198,18 +201,23 @@ func TestCUDABatchWorkerGraphs(t *testing.T) {
 	for _, c := range []struct{ drop, batch string }{{"0", "3"}, {"0.2", "3"}, {"0.2", "4"}} {
 		t.Run("drop_path="+c.drop+",batch="+c.batch, func(t *testing.T) {
 			syncs := torch.HostSyncs()
+			var replays int64
 			graphRun(t, torch.Device{CUDA: true}, graphsCUDA, graphsStatic, c.drop, c.batch, func(i int, b *BatchWorker) {
 				if b.GraphErr != nil {
 					t.Fatalf("adaptation %d: %v", i, b.GraphErr)
 				}
-				if !b.Graphed() {
+				if !b.Graphed() && c.batch == "3" {
 					t.Errorf("adaptation %d: no graph captured", i)
 				}
 				if i == 1 {
 					// Both networks' second adaptation: the graphed one replays every step.
 					t.Logf("host synchronisations over two adaptations of each network: %d", torch.HostSyncs()-syncs)
 				}
+				replays = b.GraphReplays
 			})
+			if replays == 0 {
+				t.Errorf("no step replayed")
+			}
 		})
 	}
 }
