@@ -40,7 +40,7 @@ type Result struct {
 	BatchTasks      int     `json:"batch_tasks,omitempty"`
 	BatchStepMS     float64 `json:"batch_step_ms,omitempty"`
 	CUDAGraphs      bool    `json:"cuda_graphs,omitempty"`
-	GraphReplays    int64   `json:"graph_replays,omitempty"`
+	GraphReplays    int64   `json:"graph_replays"` // always shown: 0 with cuda_graphs on means nothing was replayed
 	GraphError      string  `json:"graph_error,omitempty"`
 	GraphSkip       string  `json:"graph_skip,omitempty"`
 	ThreadsPerWork  int     `json:"threads_per_worker"`
