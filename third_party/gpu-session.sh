@@ -12,10 +12,10 @@
 #    bench --memory-epochs N (default 2000) on batches of 4 tasks replayed from CUDA graphs,
 #    stopped after GPU_SESSION_MEMORY_TIMEOUT seconds (default 150; its log keeps a sample
 #    every 50 meta-epochs);
-# 4. A/Bs of experiments switched by the environment: the first bench variant again with
-#    each setting of GPU_SESSION_AB_ENVS (';'-separated; default METANAS_CUDNN_BATCH_NORM=1
-#    and METANAS_NODE_SUM=loop; empty skips them); their lines carry "env" (the GPU memory
-#    peak is in them too);
+# 4. A/Bs of experiments switched by the environment: GPU_SESSION_AB_VARIANT (default the
+#    first bench variant) again with each setting of GPU_SESSION_AB_ENVS (';'-separated;
+#    default METANAS_CUDNN_BATCH_NORM=1 and METANAS_NODE_SUM=loop; empty skips them); their
+#    lines carry "env" (the GPU memory peak is in them too);
 # 5. gpu-trace.sh (unless GPU_SESSION_TRACE=0): kernel traces of a few batched steps, eager
 #    and replayed, summarised per kernel.
 # Steps 3-5 start only while GPU_SESSION_DEADLINE seconds (default 540) from the start leave
@@ -64,7 +64,7 @@ if [ -x build/bin/bench ]; then
     say "memory run ($mt s at most) exit $memory after $(elapsed) s"
   fi
 
-  first=${GPU_BENCH_VARIANTS%%;*}
+  first=${GPU_SESSION_AB_VARIANT:-${GPU_BENCH_VARIANTS%%;*}}
   IFS=';' read -r -a abs <<<"$AB_ENVS"
   : >"$LOGS/session-ab.jsonl"
   for e in ${abs[@]+"${abs[@]}"}; do
