@@ -21,8 +21,9 @@
 # Steps 3-5 start only while GPU_SESSION_DEADLINE seconds (default 540) from the start leave
 # them time (the later ones are skipped first), and the memory run is cut to what is left,
 # so that the logs are packed before a 10-minute call ends. It prints gpu-check's JSON line,
-# then the others' lines, and when $OUT is set (the device tool's output folder) packs the logs of build/gpu-check into
-# $OUT/gpu-check-logs.tgz (one file: the tool brings back at most eight). Prepare with
+# then the others' lines, and when $OUT is set (the device tool's output folder) packs the
+# logs of build/gpu-check into $OUT/gpu-check-logs.tgz (one file: the tool brings back at
+# most eight). Prepare with
 #   GPU_PREPARE_PKGS="./torch ./cells ./metanas/learn ./metanas/train" make gpu-prepare
 # Settings of the scripts pass through.
 set -uo pipefail
@@ -73,8 +74,7 @@ if [ -x build/bin/bench ]; then
     env $e GPU_BENCH_VARIANTS="$first" bash third_party/gpu-bench.sh |
       sed "s|^{|{\"env\":\"$e\",|" >>"$LOGS/session-ab.jsonl"
     s=${PIPESTATUS[0]}
-    [ "$s" = 0 ] && [ "$ab" != 1 ] && ab=0
-    [ "$s" != 0 ] && ab=1
+    if [ "$s" != 0 ]; then ab=1; elif [ "$ab" = skipped ]; then ab=0; fi
     say "A/B ($e) exit $s after $(elapsed) s"
   done
   cat "$LOGS/session-ab.jsonl"

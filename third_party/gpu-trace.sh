@@ -15,11 +15,10 @@
 #   GPU_TRACE_VARIANTS  bench flag lists separated by ';' (default: batched eager; graphs)
 #   GPU_TRACE_TIMEOUT   seconds per variant (default 90)
 #   GPU_TRACE_TOP       kernels listed per trace (default 25)
+# It runs bench through gpu-bench.sh (which builds the native libraries and sets the library
+# path), one variant at a time, with the trace flags added.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
-ROOT=$PWD
-LOGS=build/gpu-check
-mkdir -p "$LOGS"
 CASE=${GPU_TRACE_CASE:-og_metanas}
 SHOTS=${GPU_TRACE_SHOTS:-3}
 VARIANTS=${GPU_TRACE_VARIANTS:-"--batch-tasks 10;--batch-tasks 10 --cuda-graphs"}
@@ -27,12 +26,6 @@ TIMEOUT=${GPU_TRACE_TIMEOUT:-90}
 TOP=${GPU_TRACE_TOP:-25}
 log() { echo "gpu-trace: $*" >&2; }
 
-log "building the native libraries (gpu-check.sh without tests and opbench)"
-GPU_CHECK_TESTS=- GPU_CHECK_OPBENCH=0 bash third_party/gpu-check.sh >"$LOGS/gpu-trace-build.json" ||
-  { cat "$LOGS/gpu-trace-build.json"; exit 1; }
-LT_LIBDIR=$(sed -n 's/^LT_LIBDIR=//p' build/libtorch.mk)
-export LD_LIBRARY_PATH="$LT_LIBDIR:$ROOT/build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-[ -x build/bin/bench ] || { echo '{"error":"build/bin/bench missing: run third_party/gpu-prepare.sh where Go is and carry .native-src"}'; exit 1; }
 [ -f "configs/$CASE.yaml" ] || { echo "{\"error\":\"no preset configs/$CASE.yaml\"}"; exit 1; }
 
 work=$(mktemp -d)
@@ -48,23 +41,23 @@ log "$CASE shortened: 1 task step of $SHOTS shots ($steps minibatches of $bs) pe
 
 IFS=';' read -r -a vs <<<"$VARIANTS"
 status=0
+k=0
 for v in "${vs[@]}"; do
   v=$(echo "$v" | xargs)
   [ -n "$v" ] || continue
-  name=$(echo "$v" | tr -c 'A-Za-z0-9_\n' '_' | tr -s _)
-  log "bench --device cuda --cases $CASE $v --kernel-trace (log: $LOGS/trace$name.log)"
-  # shellcheck disable=SC2086
-  if ! timeout -k 10 "$TIMEOUT" build/bin/bench --device cuda --configs "$work" --cases "$CASE" --test-steps 2 \
-    --kernel-trace "$work/trace$name" $v >"$LOGS/trace$name.json" 2>"$LOGS/trace$name.log"; then
-    status=1
-    echo "{\"variant\":\"$v\",\"error\":\"$(tail -2 "$LOGS/trace$name.log" | tr '\n\t"\\' '    ')\"}"
-  fi
-  for f in "$work/trace$name"-*.json; do
+  k=$((k + 1))
+  log "variant $k: $v"
+  b=$(GPU_BENCH_TIMEOUT=$TIMEOUT GPU_BENCH_VARIANTS="--configs $work --cases $CASE --test-steps 2 --kernel-trace $work/t$k $v" \
+    bash third_party/gpu-bench.sh | grep -m1 '^{')
+  [[ -n $b && $b != *'"error"'* ]] || status=1
+  found=0
+  for f in "$work/t$k"-*.json; do
     [ -f "$f" ] || continue
-    b=$(grep -m1 '^{' "$LOGS/trace$name.json" || echo null)
+    found=1
     python3 third_party/bench/trace_kernels.py "$f" --steps "$steps" --top "$TOP" \
-      --extra "{\"variant\":\"$v\",\"steps\":$steps,\"bench\":$b}"
+      --extra "{\"variant\":\"$v\",\"steps\":$steps,\"bench\":${b:-null}}"
     rm -f "$f"
   done
+  [ "$found" = 1 ] || echo "{\"variant\":\"$v\",\"error\":\"no trace written\",\"bench\":${b:-null}}"
 done
 exit $status
