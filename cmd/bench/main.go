@@ -53,6 +53,7 @@ type Result struct {
 	TaskStepMS      float64 `json:"task_step_ms"`
 	StepsPerTask    int     `json:"steps_per_task"`
 	PeakRSSMiB      float64 `json:"peak_rss_mib"`
+	CPUPool         bool    `json:"cpu_pool"` // CPU tensors from the shim's pool (torch.CPUPool)
 	HostSyncsPerStp float64 `json:"host_syncs_per_step"`
 	AtenOpsPerStep  float64 `json:"aten_ops_per_step,omitempty"`
 }
@@ -268,6 +269,7 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	}
 	r.MetaTestTaskS = mt.Seconds / float64(mt.Tasks)
 	r.PeakRSSMiB = peakRSS()
+	r.CPUPool = torch.CPUPool().Enabled
 	return r, nil
 }
 
@@ -329,6 +331,12 @@ type MemoryResult struct {
 	CHeapEnd         float64 `json:"c_heap_in_use_at_end_mib"`
 	CFreeAt50        float64 `json:"c_heap_free_at_epoch_50_mib"`
 	CFreeEnd         float64 `json:"c_heap_free_at_end_mib"`
+	// The CPU tensor pool (torch.CPUPool; counted in the C heap in use): free blocks it still
+	// kept at the end (the trainer empties it after every meta-epoch; other threads drop
+	// theirs at their next allocation), and the share of allocations it served.
+	CPUPool        bool    `json:"cpu_pool"`
+	CPUPoolKeptEnd float64 `json:"cpu_pool_kept_at_end_mib"`
+	CPUPoolHitPct  float64 `json:"cpu_pool_hit_pct"`
 	// GPU memory of this process as nvidia-smi reports it (what LibTorch's caching
 	// allocator holds plus the CUDA context), on CUDA only; -1 where nvidia-smi cannot say.
 	GPUAt50MiB   float64 `json:"gpu_mem_at_epoch_50_mib,omitempty"`
@@ -418,6 +426,10 @@ func memory(dir, device string, n, batchTasks int, graphs bool) (*MemoryResult, 
 	}
 	r.GoHeapEnd = goHeap()
 	r.CHeapEnd, r.CFreeEnd = cHeap()
+	if p := torch.CPUPool(); p.Enabled {
+		r.CPUPool, r.CPUPoolKeptEnd = true, float64(p.CachedBytes)/(1<<20)
+		r.CPUPoolHitPct = 100 * float64(p.Hits) / float64(max(p.Hits+p.Misses, 1))
+	}
 	r.LiveTensors = torch.LiveTensors() - live
 	r.GrowthPct, r.MaxGrowthPct = pct(r.RSSEndMiB, r.RSSAt50MiB), pct(r.RSSMaxMiB, r.RSSAt50MiB)
 	if r.AnonAt50MiB > 0 {

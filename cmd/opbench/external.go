@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/metanas-go/metanas/torch"
 )
 
 // envInfo is the first output line: where and with what the numbers were measured.
@@ -29,13 +31,17 @@ type envInfo struct {
 	LibTorch       string `json:"libtorch"`
 	LibTorchSource string `json:"libtorch_source,omitempty"`
 	Go             string `json:"go"`
-	Python         string `json:"python,omitempty"`
-	PythonTorch    string `json:"python_torch,omitempty"`
-	CppSkipped     string `json:"cpp_skipped,omitempty"`
-	PythonSkipped  string `json:"python_skipped,omitempty"`
-	Date           string `json:"date"`
-	Commit         string `json:"commit"`
-	Dirty          bool   `json:"dirty"`
+	// The Go side's CPU tensors come from the shim's pool (torch.CPUPool; METANAS_CPU_POOL=0
+	// turns it off); with --cpp-pool the C++ program's do too.
+	CPUPool       bool   `json:"cpu_pool"`
+	CppCPUPool    bool   `json:"cpp_cpu_pool,omitempty"`
+	Python        string `json:"python,omitempty"`
+	PythonTorch   string `json:"python_torch,omitempty"`
+	CppSkipped    string `json:"cpp_skipped,omitempty"`
+	PythonSkipped string `json:"python_skipped,omitempty"`
+	Date          string `json:"date"`
+	Commit        string `json:"commit"`
+	Dirty         bool   `json:"dirty"`
 }
 
 // findRoot returns the checkout's root: the folder above the working directory holding this
@@ -65,12 +71,14 @@ func findRoot() string {
 // describe gathers the machine, LibTorch build, date and commit.
 func describe(root string, o options) envInfo {
 	e := envInfo{
-		CPU:    cpuModel(),
-		Cores:  runtime.NumCPU(),
-		Device: o.device,
-		Go:     runtime.Version(),
-		Date:   time.Now().UTC().Format(time.RFC3339),
-		Commit: "unknown",
+		CPU:        cpuModel(),
+		Cores:      runtime.NumCPU(),
+		Device:     o.device,
+		Go:         runtime.Version(),
+		CPUPool:    torch.CPUPool().Enabled,
+		CppCPUPool: o.cppPool,
+		Date:       time.Now().UTC().Format(time.RFC3339),
+		Commit:     "unknown",
 	}
 	if b, err := os.ReadFile(filepath.Join(root, "build", "libtorch.mk")); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
@@ -250,6 +258,10 @@ func (e *external) start(threads int) {
 	args := append(append([]string(nil), e.argv[1:]...), "--serve", "--device", e.o.device, "--threads", strconv.Itoa(threads))
 	e.cmd = exec.Command(e.argv[0], args...)
 	e.cmd.Dir = e.root
+	if e.impl == "cpp" && e.o.cppPool {
+		// The shim's static initializer installs the pool in the C++ program as in ours.
+		e.cmd.Env = append(os.Environ(), "LD_PRELOAD="+filepath.Join(e.root, "build", "lib", "libmetanas_shim.so"))
+	}
 	e.cmd.Stderr = &e.stderr
 	var err error
 	if e.in, err = e.cmd.StdinPipe(); err == nil {

@@ -66,6 +66,7 @@ type options struct {
 	noGC       bool
 	eagerFree  bool
 	cpuProfile string
+	cppPool    bool
 	markdown   bool
 }
 
@@ -85,6 +86,7 @@ func run(args []string) int {
 	fs.StringVar(&o.script, "script", "", "the Python benchmark (default: third_party/bench/opchain.py of this checkout)")
 	fs.BoolVar(&o.noGC, "no-gc", false, "turn Go's garbage collector off while Go is timed (to measure what GC costs)")
 	fs.BoolVar(&o.eagerFree, "eager-free", false, "Go chain frees each mul and add result once consumed, as C++ does (diagnostic)")
+	fs.BoolVar(&o.cppPool, "cpp-pool", false, "the C++ program's CPU tensors come from the shim's pool too (loaded with LD_PRELOAD), to tell the pool's gain from the Go binding's cost (diagnostic)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to this file")
 	fs.BoolVar(&o.markdown, "markdown", false, "also print a Markdown table of the results to stderr")
 	if code, done := cli.Parse(fs, prog, args); done {

@@ -76,6 +76,17 @@ char *mt_op_profile(bool reset);
 // back to the operating system (malloc_trim).
 void mt_host_heap(int64_t *in_use, int64_t *free_kept);
 void mt_trim_host_heap(void);
+// The CPU tensor pool (cpu_pool.cc): mt_cpu_pool_enable makes it (or LibTorch's own
+// allocator) serve new CPU tensors; mt_cpu_pool_trim frees the blocks it holds and returns
+// their bytes; mt_cpu_pool_stats reports bytes held free, bytes handed out, and how many
+// allocations reused a block (hits) or took a new one (misses).
+void mt_cpu_pool_enable(bool on);
+bool mt_cpu_pool_enabled(void);
+int64_t mt_cpu_pool_trim(void);
+void mt_cpu_pool_stats(int64_t *cached, int64_t *in_use, int64_t *hits, int64_t *misses);
+// mt_cpu_pool_selftest checks the size classes and, with the pool on, block alignment and
+// reuse; NULL when all hold, else what failed.
+char *mt_cpu_pool_selftest(void);
 int64_t mt_sync_count(void);
 void mt_set_grad_enabled(bool on);
 bool mt_is_grad_enabled(void);

@@ -1,0 +1,162 @@
+package torch
+
+import (
+	"os"
+	"runtime"
+	"testing"
+)
+
+// TestCPUPoolSelfTest checks the pool's size classes (every size fits, at most an eighth
+// wasted, one capacity per class) and, with the pool on, that blocks are 64-byte aligned
+// and a freed block is reused.
+func TestCPUPoolSelfTest(t *testing.T) {
+	if err := cpuPoolSelfTest(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// poolOn switches the pool on for a test and restores what it was.
+func poolOn(t *testing.T) {
+	was := CPUPool().Enabled
+	SetCPUPool(true)
+	t.Cleanup(func() { SetCPUPool(was) })
+}
+
+// TestCPUPoolReuse: a CPU tensor freed and allocated again at the same size takes the kept
+// block (a hit, no new block), with the values of its own creation; the bytes handed out
+// go back when the tensors are freed.
+func TestCPUPoolReuse(t *testing.T) {
+	runtime.LockOSThread() // the small blocks are kept per thread
+	defer runtime.UnlockOSThread()
+	poolOn(t)
+	shape := []int64{7, 129} // 3,612 bytes: a 3,840-byte class
+	s := NewScope()
+	defer s.Close()
+	s.Full(shape, 1, CPU) // a first block of this class
+	s.Reset()
+	before := CPUPool()
+	a := s.Full(shape, 2.5, CPU)
+	mid := CPUPool()
+	if got := mid.Hits - before.Hits; got < 1 {
+		t.Errorf("hits: %d new, want at least 1", got)
+	}
+	if got := mid.Misses - before.Misses; got != 0 {
+		t.Errorf("misses: %d new, want 0 (the freed block should serve)", got)
+	}
+	if got := mid.InUseBytes - before.InUseBytes; got != 3840 {
+		t.Errorf("bytes in use grew by %d, want 3840", got)
+	}
+	v, err := a.Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range v {
+		if x != 2.5 {
+			t.Fatalf("value %d: %v, want 2.5", i, x)
+		}
+	}
+	s.Reset()
+	if got := CPUPool().InUseBytes - before.InUseBytes; got != 0 {
+		t.Errorf("bytes in use after freeing: %+d, want 0", got)
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCPUPoolCrossThread: tensors allocated on one OS thread and freed on another leave
+// the pool's count of bytes in use where it was, and a trim gives kept blocks back.
+func TestCPUPoolCrossThread(t *testing.T) {
+	poolOn(t)
+	before := CPUPool()
+	made := make(chan *Scope)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		s := NewScope()
+		for i := 0; i < 50; i++ {
+			s.Full([]int64{64, 28}, float64(i), CPU)
+			s.Full([]int64{1 << 20}, 1, CPU) // 4 MiB: the shared lists
+		}
+		made <- s
+	}()
+	s := <-made
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := CPUPool().InUseBytes - before.InUseBytes; got < 50*(7168+4<<20) {
+		t.Errorf("bytes in use grew by %d, want at least %d", got, 50*(7168+4<<20))
+	}
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		s.Close()
+		close(done)
+	}()
+	<-done
+	after := CPUPool()
+	if got := after.InUseBytes - before.InUseBytes; got != 0 {
+		t.Errorf("bytes in use after freeing on another thread: %+d, want 0", got)
+	}
+	if after.CachedBytes < 4<<20 {
+		t.Errorf("kept %d bytes after freeing, want the 4 MiB blocks", after.CachedBytes)
+	}
+	if freed := TrimCPUPool(); freed < 4<<20 {
+		t.Errorf("trim freed %d bytes, want at least 4 MiB", freed)
+	}
+}
+
+// TestCPUPoolOff: with the pool off LibTorch's allocator serves, and the pool counts nothing.
+func TestCPUPoolOff(t *testing.T) {
+	was := CPUPool().Enabled
+	SetCPUPool(false)
+	defer SetCPUPool(was)
+	before := CPUPool()
+	s := NewScope()
+	x := s.Full([]int64{3, 5}, 4, CPU)
+	y := s.Add(x, x)
+	v, err := y.Float32s()
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v[0] != 8 || v[14] != 8 {
+		t.Errorf("values %v, want 8", v)
+	}
+	after := CPUPool()
+	if after.Enabled || after.Hits != before.Hits || after.Misses != before.Misses {
+		t.Errorf("pool off: %+v then %+v", before, after)
+	}
+}
+
+// TestCPUPoolCap: METANAS_CPU_POOL_MAX_MB=0 keeps no free block (each allocation is a new
+// block), and METANAS_CPU_POOL=0 starts with LibTorch's allocator.
+func TestCPUPoolCap(t *testing.T) {
+	switch {
+	case os.Getenv("METANAS_CPU_POOL") == "0":
+		if CPUPool().Enabled {
+			t.Fatal("METANAS_CPU_POOL=0, but the pool is on")
+		}
+		return
+	case os.Getenv("METANAS_CPU_POOL_MAX_MB") == "0":
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		s := NewScope()
+		defer s.Close()
+		s.Full([]int64{100}, 1, CPU)
+		s.Reset()
+		before := CPUPool()
+		s.Full([]int64{100}, 1, CPU)
+		after := CPUPool()
+		if after.Hits != before.Hits || after.Misses != before.Misses+1 || after.CachedBytes != 0 {
+			t.Errorf("cap 0: %+v then %+v, want one miss and nothing kept", before, after)
+		}
+		return
+	}
+	if !CPUPool().Enabled {
+		t.Skip("the pool is off in this environment")
+	}
+	rerunWith(t, []string{"METANAS_CPU_POOL_MAX_MB=0"}, "^TestCPUPoolCap$", "TestCPUPoolCap")
+	rerunWith(t, []string{"METANAS_CPU_POOL=0"}, "^TestCPUPoolCap$", "TestCPUPoolCap")
+}
