@@ -2,7 +2,9 @@ package torch
 
 import (
 	"os"
+	"os/exec"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -159,4 +161,12 @@ func TestCPUPoolCap(t *testing.T) {
 	}
 	rerunWith(t, []string{"METANAS_CPU_POOL_MAX_MB=0"}, "^TestCPUPoolCap$", "TestCPUPoolCap")
 	rerunWith(t, []string{"METANAS_CPU_POOL=0"}, "^TestCPUPoolCap$", "TestCPUPoolCap")
+	// A cap that is not a number is reported, not silently ignored; the default serves.
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCPUPoolReuse$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "METANAS_CPU_POOL_MAX_MB=lots")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "METANAS_CPU_POOL_MAX_MB=lots is not a number of MiB") ||
+		!strings.Contains(string(out), "--- PASS: TestCPUPoolReuse") {
+		t.Errorf("with METANAS_CPU_POOL_MAX_MB=lots: %v\n%s", err, out)
+	}
 }

@@ -8,12 +8,16 @@
 // header before its data with its size class, so the deleter is a plain function and the
 // data pointer is its own context (LibTorch's "simple" data pointers). Classes: multiples of
 // 64 bytes up to 1 KiB, then eight per power of two (at most 12.5 % rounding), up to 1 GiB;
-// larger blocks go straight to malloc and back. Free blocks held in the pool are capped
-// (METANAS_CPU_POOL_MAX_MB, default 2048); past the cap a freed block goes back to malloc.
+// larger blocks go straight to malloc and back. Each thread keeps up to 16 MiB of blocks of
+// at most 256 KiB without locking; the shared free lists are capped at
+// METANAS_CPU_POOL_MAX_MB (default 2048; 0 keeps nothing), past which a freed block goes
+// back to malloc.
 // mt_cpu_pool_trim empties the pool (the trainer calls it with malloc_trim, once per
 // meta-epoch). METANAS_CPU_POOL=0 leaves LibTorch's allocator in place.
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <sstream>
@@ -74,8 +78,8 @@ struct Counters {
 struct Pool {
   FreeList lists[kClasses];
   std::atomic<int64_t> cached{0};     // bytes in the shared free lists
-  std::atomic<uint64_t> trim_epoch{0};
-  std::atomic<int64_t> gone_in_use{0};  // in_use changes on threads whose cache is gone  // bumped by mt_cpu_pool_trim: threads drop their caches
+  std::atomic<uint64_t> trim_epoch{0};   // bumped by mt_cpu_pool_trim: threads drop their caches
+  std::atomic<int64_t> gone_in_use{0};   // in_use changes on threads whose cache is gone
   int64_t max_cached = int64_t{2048} << 20;
   std::mutex reg_mu;                  // guards threads and retired
   std::vector<Counters *> threads;    // live threads' counters
@@ -88,7 +92,11 @@ Pool &pool() {
     if (const char *v = std::getenv("METANAS_CPU_POOL_MAX_MB")) {
       char *end = nullptr;
       long long mb = std::strtoll(v, &end, 10);
-      if (end != v && *end == '\0' && mb >= 0) q->max_cached = static_cast<int64_t>(mb) << 20;
+      if (end != v && *end == '\0' && mb >= 0 && mb < (int64_t{1} << 40)) {
+        q->max_cached = static_cast<int64_t>(mb) << 20;
+      } else {
+        std::fprintf(stderr, "metanas: METANAS_CPU_POOL_MAX_MB=%s is not a number of MiB (0 or more); using 2048\n", v);
+      }
     }
     return q;
   }();
@@ -99,6 +107,7 @@ inline Header *header(void *data) { return reinterpret_cast<Header *>(static_cas
 
 void *fresh_block(size_t cap, int cls) {
   void *base = nullptr;
+  if (cap > SIZE_MAX - kHeader) return nullptr;
   if (posix_memalign(&base, kAlign, kHeader + cap) != 0) return nullptr;
   auto *h = static_cast<Header *>(base);
   h->cls = cls;
