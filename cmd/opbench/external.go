@@ -260,7 +260,8 @@ func (e *external) start(threads int) {
 	e.cmd.Dir = e.root
 	if e.impl == "cpp" && e.o.cppPool {
 		// The shim's static initializer installs the pool in the C++ program as in ours.
-		e.cmd.Env = append(os.Environ(), "LD_PRELOAD="+filepath.Join(e.root, "build", "lib", "libmetanas_shim.so"))
+		// METANAS_CPU_POOL=1 overrides a 0 in this process's environment.
+		e.cmd.Env = append(os.Environ(), "LD_PRELOAD="+filepath.Join(e.root, "build", "lib", "libmetanas_shim.so"), "METANAS_CPU_POOL=1")
 	}
 	e.cmd.Stderr = &e.stderr
 	var err error

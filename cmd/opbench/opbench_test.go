@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/metanas-go/metanas/torch"
@@ -85,6 +86,17 @@ func TestChildren(t *testing.T) {
 			t.Errorf("%s: an unknown case should fail the child", e.impl)
 		}
 		e.stop()
+	}
+	// --cpp-pool: the C++ child with the shim preloaded still serves trials.
+	if e := newCpp(root, options{device: "cpu", cppPool: true}); e.skipped == "" {
+		e.start(1)
+		if wall, cpu, ok := e.trial("chain", 1, 1); !ok || wall <= 0 || cpu <= 0 {
+			t.Errorf("cpp with --cpp-pool: trial = %v, %v, %v (%s; %s)", wall, cpu, ok, e.skipped, e.stderr.String())
+		}
+		e.stop()
+		if strings.Contains(e.stderr.String(), "LD_PRELOAD") {
+			t.Errorf("cpp with --cpp-pool: the shim was not preloaded: %s", e.stderr.String())
+		}
 	}
 }
 
