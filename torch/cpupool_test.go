@@ -1,10 +1,13 @@
 package torch
 
 import (
+	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -168,5 +171,74 @@ func TestCPUPoolCap(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "METANAS_CPU_POOL_MAX_MB=lots is not a number of MiB") ||
 		!strings.Contains(string(out), "--- PASS: TestCPUPoolReuse") {
 		t.Errorf("with METANAS_CPU_POOL_MAX_MB=lots: %v\n%s", err, out)
+	}
+}
+
+// TestCPUPoolConcurrent: goroutines on their own OS threads create CPU tensors of many
+// sizes (per-thread and shared classes), check their values, and hand half of them to
+// another goroutine to free. Every value is right, and the pool's bytes in use come back
+// to where they were.
+func TestCPUPoolConcurrent(t *testing.T) {
+	poolOn(t)
+	before := CPUPool()
+	const workers, rounds = 4, 60
+	sizes := []int64{1, 17, 255, 1000, 7168, 40000, 70000, 300000}
+	handoff := make(chan *Scope, workers*rounds)
+	errs := make(chan error, workers+1)
+	var freeing sync.WaitGroup
+	freeing.Add(1)
+	go func() { // frees what the workers hand over, on its own thread
+		defer freeing.Done()
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for s := range handoff {
+			s.Close()
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			mine := NewScope()
+			defer mine.Close()
+			for r := 0; r < rounds; r++ {
+				s := NewScope()
+				for i, n := range sizes {
+					v := float64(w*1000 + r*10 + i)
+					x := s.Full([]int64{n}, v, CPU)
+					got, err := s.Sum(s.MulScalar(x, 0.5)).Item()
+					if err != nil {
+						errs <- err
+						return
+					}
+					if want := 0.5 * v * float64(n); math.Abs(got-want) > 1e-6*math.Abs(want)+1e-3 {
+						errs <- fmt.Errorf("worker %d round %d size %d: sum %v, want %v", w, r, n, got, want)
+						return
+					}
+				}
+				if r%2 == 0 {
+					handoff <- s
+				} else {
+					s.Close()
+				}
+				mine.Full([]int64{int64(64 * (r + 1))}, 1, CPU)
+				if r%10 == 9 {
+					mine.Reset()
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(handoff)
+	freeing.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := CPUPool().InUseBytes - before.InUseBytes; got != 0 {
+		t.Errorf("bytes in use after all scopes closed: %+d, want 0", got)
 	}
 }
