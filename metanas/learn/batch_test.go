@@ -60,11 +60,7 @@ func TestBatchWorkerMatchesWorkers(t *testing.T) {
 				}
 				wantScores = append(wantScores, sc)
 			}
-			b, err := NewBatchWorker(cfg, torch.CPU, T)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
+			b := newTestBatch(t, cfg, torch.CPU, T)
 			if err := b.Load(meta); err != nil {
 				t.Fatal(err)
 			}
@@ -124,11 +120,7 @@ func TestBatchWorkerMatchesWorkers(t *testing.T) {
 // TestBatchWorkerErrors checks the batch's input checks.
 func TestBatchWorkerErrors(t *testing.T) {
 	cfg := tinyConfig(t)
-	b, err := NewBatchWorker(cfg, torch.CPU, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := newTestBatch(t, cfg, torch.CPU, 2)
 	tasks := tinyTasks(t, cfg, 3)
 	if _, err := b.Adapt(tasks, Settings(cfg, false), true); err == nil {
 		t.Error("3 tasks for a batch of 2: no error")

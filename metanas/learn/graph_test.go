@@ -44,17 +44,9 @@ func graphRun(t *testing.T, dev torch.Device, mode, ref graphMode, dropPath, bat
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, err := NewBatchWorker(cfg, dev, T)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plain.Close()
+	plain := newTestBatch(t, cfg, dev, T)
 	plain.graphs = ref
-	graphed, err := NewBatchWorker(cfg, dev, T)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer graphed.Close()
+	graphed := newTestBatch(t, cfg, dev, T)
 	if mode == graphsCUDA {
 		if err := graphed.UseGraphs(true); err != nil {
 			t.Fatal(err)
@@ -142,11 +134,7 @@ func TestBatchWorkerStaticSteps(t *testing.T) {
 		}
 	}
 	cfg := tinyConfig(t)
-	b, err := NewBatchWorker(cfg, torch.CPU, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := newTestBatch(t, cfg, torch.CPU, 2)
 	if err := b.UseGraphs(true); err == nil || !strings.Contains(err.Error(), "CUDA") {
 		t.Errorf("graphs on the CPU: %v", err)
 	}
@@ -239,10 +227,7 @@ func TestBatchWorkerGraphSkip(t *testing.T) {
 		if err := cfg.Set("arch.normalizer=" + c.norm); err != nil {
 			t.Fatal(err)
 		}
-		b, err := NewBatchWorker(cfg, torch.CPU, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := newTestBatch(t, cfg, torch.CPU, 2)
 		b.graphs = c.mode
 		if _, err := b.Adapt(tinyTasks(t, cfg, 2), Settings(cfg, false), false); err != nil {
 			t.Fatal(err)
@@ -250,7 +235,6 @@ func TestBatchWorkerGraphSkip(t *testing.T) {
 		if !strings.Contains(b.GraphSkip, c.want) || (c.want == "") != (b.GraphSkip == "") {
 			t.Errorf("normalizer %s, graph mode %d: GraphSkip %q, want %q", c.norm, c.mode, b.GraphSkip, c.want)
 		}
-		b.Close()
 	}
 }
 
@@ -259,11 +243,7 @@ func TestBatchWorkerGraphSkip(t *testing.T) {
 // it frees the fixed-alpha ones.
 func TestBatchWorkerMetaTestKeepsBoth(t *testing.T) {
 	cfg := tinyConfig(t)
-	b, err := NewBatchWorker(cfg, torch.CPU, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := newTestBatch(t, cfg, torch.CPU, 2)
 	b.graphs = graphsStatic
 	tasks := tinyTasks(t, cfg, 2)
 	test := Settings(cfg, true)

@@ -57,6 +57,17 @@ func newTestWorker(t *testing.T, cfg config.Config) *Worker {
 	return w
 }
 
+// newTestBatch returns a batch worker of n tasks for cfg on dev, closed when the test ends.
+func newTestBatch(t *testing.T, cfg config.Config, dev torch.Device, n int) *BatchWorker {
+	t.Helper()
+	b, err := NewBatchWorker(cfg, dev, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
 func host(t *testing.T, ts []*torch.Tensor) [][]float32 {
 	t.Helper()
 	out := make([][]float32, len(ts))
