@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/metanas-go/metanas/cells/genotype"
+	"github.com/metanas-go/metanas/internal/testutil"
 	"github.com/metanas-go/metanas/torch"
 )
 
@@ -456,4 +457,16 @@ func TestNormalizeOnDevice(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBatchedSearchNetPointwiseMatmul runs TestBatchedSearchNetMatchesSingle again with
+// METANAS_POINTWISE=matmul, where the 1x1 convolutions of single and batched networks run
+// as matrix products (the CUDA experiment of gpu-session's A/Bs); torch's
+// TestConv2dPointwise checks those products against hand-computed sums.
+func TestBatchedSearchNetPointwiseMatmul(t *testing.T) {
+	if torch.PointwiseMatmul() {
+		t.Skip("this process already runs the matrix products")
+	}
+	testutil.RerunWith(t, []string{"METANAS_POINTWISE=matmul"}, "^TestBatchedSearchNetMatchesSingle$",
+		"TestBatchedSearchNetMatchesSingle")
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/metanas-go/metanas/internal/testutil"
 )
 
 // TestCPUPoolSelfTest checks the pool's size classes (every size fits, at most an eighth
@@ -162,8 +164,8 @@ func TestCPUPoolCap(t *testing.T) {
 	if !CPUPool().Enabled {
 		t.Skip("the pool is off in this environment")
 	}
-	rerunWith(t, []string{"METANAS_CPU_POOL_MAX_MB=0"}, "^TestCPUPoolCap$", "TestCPUPoolCap")
-	rerunWith(t, []string{"METANAS_CPU_POOL=0"}, "^TestCPUPoolCap$", "TestCPUPoolCap")
+	testutil.RerunWith(t, []string{"METANAS_CPU_POOL_MAX_MB=0"}, "^TestCPUPoolCap$", "TestCPUPoolCap")
+	testutil.RerunWith(t, []string{"METANAS_CPU_POOL=0"}, "^TestCPUPoolCap$", "TestCPUPoolCap")
 	// A cap that is not a number is reported, not silently ignored; the default serves.
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCPUPoolReuse$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), "METANAS_CPU_POOL_MAX_MB=lots")

@@ -3,6 +3,8 @@ package torch
 import (
 	"os"
 	"testing"
+
+	"github.com/metanas-go/metanas/internal/testutil"
 )
 
 // TestGoldenCUDACuDNNBatchNorm runs the CUDA golden cases again in a process with
@@ -16,5 +18,5 @@ func TestGoldenCUDACuDNNBatchNorm(t *testing.T) {
 	if os.Getenv("METANAS_CUDNN_BATCH_NORM") == "1" {
 		t.Skip("this process already runs cuDNN's batch norm")
 	}
-	rerunWith(t, []string{"METANAS_CUDNN_BATCH_NORM=1"}, "^TestGoldenCUDA$", "TestGoldenCUDA")
+	testutil.RerunWith(t, []string{"METANAS_CUDNN_BATCH_NORM=1"}, "^TestGoldenCUDA$", "TestGoldenCUDA")
 }

@@ -2,9 +2,9 @@ package torch
 
 import (
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/metanas-go/metanas/internal/testutil"
 )
 
 // TestMixedTasks checks the batched node against its formula: per task t, the weight of
@@ -147,24 +147,7 @@ func TestMixedTasksGenericPath(t *testing.T) {
 		t.Skip("this process already runs the generic path")
 	}
 	for _, env := range [][]string{{"METANAS_FAST_CPU_OPS=0"}, {"METANAS_FAST_CPU_OPS=0", "METANAS_NODE_SUM=loop"}} {
-		rerunWith(t, env, "^TestMixedTasks(DropPath)?$", "TestMixedTasks", "TestMixedTasksDropPath")
-	}
-}
-
-// rerunWith runs this test binary's tests matching run again in a child process with the
-// environment settings env (NAME=value), and fails t unless each test in want passed there.
-func rerunWith(t *testing.T, env []string, run string, want ...string) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run="+run, "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("with %v: %v\n%s", env, err, out)
-	}
-	for _, name := range want {
-		if !strings.Contains(string(out), "--- PASS: "+name+" ") {
-			t.Errorf("with %v: %s did not pass:\n%s", env, name, out)
-		}
+		testutil.RerunWith(t, env, "^TestMixedTasks(DropPath)?$", "TestMixedTasks", "TestMixedTasksDropPath")
 	}
 }
 

@@ -351,6 +351,11 @@ func (s *Scope) FromGotorch(g gotorch.Tensor) *Tensor {
 	return s.result(h, cerr(C.mt_alias(C.mt_tensor(*g.T), &h)), &h)
 }
 
+// PointwiseMatmul reports whether the process started with METANAS_POINTWISE=matmul, an
+// experiment for CUDA: Conv2d then computes bias-free 1x1 convolutions at stride 1 without
+// padding (grouped ones too) as batched matrix products instead of convolutions.
+func PointwiseMatmul() bool { return bool(C.mt_pointwise_matmul()) }
+
 // SetAllowTF32 lets CUDA convolutions (cuDNN) and matrix products (cuBLAS) compute in TF32,
 // with a 10-bit mantissa. LibTorch's default allows it for convolutions, not for matrix
 // products. It has no effect on the CPU.

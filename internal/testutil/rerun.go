@@ -1,0 +1,26 @@
+package testutil
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// RerunWith runs the tests matching run again in a child of the test binary with env added
+// to its environment (settings read once at start-up, such as METANAS_* switches), and
+// fails t unless the child exits cleanly and each test named in want passed.
+func RerunWith(t testing.TB, env []string, run string, want ...string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run="+run, "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("with %v: %v\n%s", env, err, out)
+	}
+	for _, name := range want {
+		if !strings.Contains(string(out), "--- PASS: "+name+" ") {
+			t.Errorf("with %v: %s did not pass:\n%s", env, name, out)
+		}
+	}
+}
