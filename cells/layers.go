@@ -1,6 +1,10 @@
 package cells
 
-import "github.com/metanas-go/metanas/torch"
+import (
+	"runtime"
+
+	"github.com/metanas-go/metanas/torch"
+)
 
 // Ctx carries what a forward pass needs besides its input: the scope receiving
 // activations, the batch-norm mode and the drop-path probability.
@@ -31,6 +35,28 @@ func (c *Ctx) dropProb() float64 {
 
 // tasks returns the number of tasks of the pass (at least 1).
 func (c *Ctx) tasks() int64 { return max(1, c.Tasks) }
+
+// forkBranches opens a fork of branch streams (torch.Scope.ForkBranches) on x's device and
+// returns the number of branches: 0 unless METANAS_BRANCH_STREAMS is set and x is on CUDA.
+// A fork belongs to an OS thread: the goroutine stays locked to its thread until
+// joinBranches.
+func (c *Ctx) forkBranches(x *torch.Tensor) int {
+	if torch.BranchStreams() < 2 {
+		return 0
+	}
+	runtime.LockOSThread()
+	n := c.S.ForkBranches(deviceOf(x))
+	if n == 0 {
+		runtime.UnlockOSThread()
+	}
+	return n
+}
+
+// joinBranches closes the fork of forkBranches, the trunk waiting for outs.
+func (c *Ctx) joinBranches(outs []*torch.Tensor) {
+	c.S.JoinBranches(outs)
+	runtime.UnlockOSThread()
+}
 
 // conv applies a bias-free convolution, grouped per task in a batched pass.
 func (c *Ctx) conv(x, w *torch.Tensor, geom torch.Conv) *torch.Tensor {

@@ -295,18 +295,28 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 
 // nodeOps runs the ops of a node's edges whose column (input j, op k) keep selects, with
 // one ReLU per state shared by the ops that start with one (relu caches them), and returns
-// their outputs, columns j*K+k and drop-path flags.
+// their outputs, columns j*K+k and drop-path flags. With branch streams on (CUDA,
+// METANAS_BRANCH_STREAMS) the ops are dealt out to the branches in turn after the ReLUs
+// they read are queued on the trunk, and the trunk waits for them all before the node sum.
 func nodeOps(c *Ctx, row []edge, states, relu []*torch.Tensor, keep func(j, k int) bool) (outs []*torch.Tensor, idx []int64, drop []bool) {
 	K := len(row[0].ops)
+	for j := range row {
+		for k, op := range row[j].ops {
+			if _, ok := op.(reluInput); ok && relu[j] == nil && keep(j, k) {
+				relu[j] = c.S.Relu(states[j])
+			}
+		}
+	}
+	branches := c.forkBranches(states[0])
 	for j := range row {
 		for k, op := range row[j].ops {
 			if !keep(j, k) {
 				continue
 			}
+			if branches > 0 {
+				c.S.UseBranch(len(outs))
+			}
 			if r, ok := op.(reluInput); ok {
-				if relu[j] == nil {
-					relu[j] = c.S.Relu(states[j])
-				}
 				outs = append(outs, r.ForwardReLU(c, relu[j]))
 			} else {
 				outs = append(outs, op.Forward(c, states[j]))
@@ -314,6 +324,9 @@ func nodeOps(c *Ctx, row []edge, states, relu []*torch.Tensor, keep func(j, k in
 			idx = append(idx, int64(j*K+k))
 			drop = append(drop, !op.Identity())
 		}
+	}
+	if branches > 0 {
+		c.joinBranches(outs)
 	}
 	return outs, idx, drop
 }

@@ -470,3 +470,14 @@ func TestBatchedSearchNetPointwiseMatmul(t *testing.T) {
 	testutil.RerunWith(t, []string{"METANAS_POINTWISE=matmul"}, "^TestBatchedSearchNetMatchesSingle$",
 		"TestBatchedSearchNetMatchesSingle")
 }
+
+// TestBatchedSearchNetBranchStreams runs TestBatchedSearchNetMatchesSingle again with
+// METANAS_BRANCH_STREAMS=4: on CUDA the ops of each node go to four streams (on the CPU
+// only the ReLUs move ahead of the ops).
+func TestBatchedSearchNetBranchStreams(t *testing.T) {
+	if torch.BranchStreams() > 1 {
+		t.Skip("this process already runs branch streams")
+	}
+	testutil.RerunWith(t, []string{"METANAS_BRANCH_STREAMS=4"}, "^TestBatchedSearchNetMatchesSingle$",
+		"TestBatchedSearchNetMatchesSingle")
+}

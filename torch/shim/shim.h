@@ -50,6 +50,18 @@ char *mt_use_stream(int device_index, bool pool);
 // mt_sync_stream waits for the calling thread's current stream on the device.
 char *mt_sync_stream(int device_index);
 
+// Branch streams (an experiment, on with METANAS_BRANCH_STREAMS=N, N >= 2; mt_branch_streams
+// reports N, 0 when off). mt_branch_fork, on CUDA with branch streams on, makes the calling
+// thread's N branch streams wait for what its current stream (the trunk) has queued and
+// reports N in *n (0, and nothing done, when off or without CUDA); mt_branch_use(i) makes
+// branch i mod N current (i < 0: the trunk); mt_branch_join makes the trunk current again,
+// waiting for every branch, and keeps the memory of outs (tensors made on branches that the
+// trunk reads) from reuse before the trunk's reads.
+int mt_branch_streams(void);
+char *mt_branch_fork(int device_index, int64_t *n);
+char *mt_branch_use(int64_t i);
+char *mt_branch_join(mt_tensor *outs, int64_t n);
+
 // CUDA graphs. capture_begin registers the private generators gens (drawn from inside the
 // capture), takes its memory from the pool of the captured graph share (NULL: a pool of its
 // own) and makes a side stream current on the calling thread until capture_end; the kernels
