@@ -30,30 +30,34 @@ import (
 
 // Result is one case's measurements.
 type Result struct {
-	Case            string  `json:"case"`
-	Device          string  `json:"device"`
-	Machine         string  `json:"machine"`
-	Date            string  `json:"date"`
-	Commit          string  `json:"commit,omitempty"`
-	Workers         int     `json:"workers"`
-	Streams         bool    `json:"streams,omitempty"`
-	BatchTasks      int     `json:"batch_tasks,omitempty"`
-	BatchStepMS     float64 `json:"batch_step_ms,omitempty"`
-	CUDAGraphs      bool    `json:"cuda_graphs,omitempty"`
-	GraphReplays    int64   `json:"graph_replays"` // always shown: 0 with cuda_graphs on means nothing was replayed
-	GraphError      string  `json:"graph_error,omitempty"`
-	GraphSkip       string  `json:"graph_skip,omitempty"`
-	ThreadsPerWork  int     `json:"threads_per_worker"`
-	MetaBatch       int     `json:"meta_batch"`
-	MeasuredTasks   int     `json:"measured_tasks"`
-	WarmUpEpochS    float64 `json:"warmup_epoch_s"`
-	SearchEpochS    float64 `json:"search_epoch_s"`
-	MetaTestTaskS   float64 `json:"meta_test_task_s"`
-	MetaTestSteps   int     `json:"meta_test_steps"`
-	TaskStepMS      float64 `json:"task_step_ms"`
-	StepsPerTask    int     `json:"steps_per_task"`
-	PeakRSSMiB      float64 `json:"peak_rss_mib"`
-	CPUPool         bool    `json:"cpu_pool"` // CPU tensors from the shim's pool (torch.CPUPool)
+	Case           string  `json:"case"`
+	Device         string  `json:"device"`
+	Machine        string  `json:"machine"`
+	Date           string  `json:"date"`
+	Commit         string  `json:"commit,omitempty"`
+	Workers        int     `json:"workers"`
+	Streams        bool    `json:"streams,omitempty"`
+	BatchTasks     int     `json:"batch_tasks,omitempty"`
+	BatchStepMS    float64 `json:"batch_step_ms,omitempty"`
+	CUDAGraphs     bool    `json:"cuda_graphs,omitempty"`
+	GraphReplays   int64   `json:"graph_replays"` // always shown: 0 with cuda_graphs on means nothing was replayed
+	GraphError     string  `json:"graph_error,omitempty"`
+	GraphSkip      string  `json:"graph_skip,omitempty"`
+	ThreadsPerWork int     `json:"threads_per_worker"`
+	MetaBatch      int     `json:"meta_batch"`
+	MeasuredTasks  int     `json:"measured_tasks"`
+	WarmUpEpochS   float64 `json:"warmup_epoch_s"`
+	SearchEpochS   float64 `json:"search_epoch_s"`
+	MetaTestTaskS  float64 `json:"meta_test_task_s"`
+	MetaTestSteps  int     `json:"meta_test_steps"`
+	TaskStepMS     float64 `json:"task_step_ms"`
+	StepsPerTask   int     `json:"steps_per_task"`
+	PeakRSSMiB     float64 `json:"peak_rss_mib"`
+	CPUPool        bool    `json:"cpu_pool"` // CPU tensors from the shim's pool (torch.CPUPool)
+	// The GPU experiments switched on by the environment (README), so that a line says
+	// what it measured: METANAS_BRANCH_STREAMS and METANAS_POINTWISE=matmul.
+	BranchStreams   int     `json:"branch_streams,omitempty"`
+	PointwiseMatmul bool    `json:"pointwise_matmul,omitempty"`
 	HostSyncsPerStp float64 `json:"host_syncs_per_step"`
 	AtenOpsPerStep  float64 `json:"aten_ops_per_step,omitempty"`
 }
@@ -270,6 +274,7 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	r.MetaTestTaskS = mt.Seconds / float64(mt.Tasks)
 	r.PeakRSSMiB = peakRSS()
 	r.CPUPool = torch.CPUPool().Enabled
+	r.BranchStreams, r.PointwiseMatmul = torch.BranchStreams(), torch.PointwiseMatmul()
 	return r, nil
 }
 

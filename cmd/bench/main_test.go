@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/metanas-go/metanas/internal/testutil"
 )
 
 func TestParseGPUApps(t *testing.T) {
@@ -93,5 +95,33 @@ func TestTraceKernelsScript(t *testing.T) {
 	}
 	if len(r.Top) != 2 || r.Top[0].Name != "a" || r.Top[0].Count != 2 || r.Top[0].MeanUS != 7.5 {
 		t.Errorf("top kernels %+v, want a (2 calls, 7.5 us mean) first", r.Top)
+	}
+}
+
+// TestExperimentFields runs a short smoke case and checks that its line names the GPU
+// experiments switched on by the environment: none here, and in a child process with
+// METANAS_BRANCH_STREAMS=3 and METANAS_POINTWISE=matmul, both.
+func TestExperimentFields(t *testing.T) {
+	want := map[string]any{}
+	if os.Getenv("METANAS_BRANCH_STREAMS") == "3" {
+		want = map[string]any{"branch_streams": 3.0, "pointwise_matmul": true}
+	} else {
+		testutil.RerunWith(t, []string{"METANAS_BRANCH_STREAMS=3", "METANAS_POINTWISE=matmul"},
+			"^TestExperimentFields$", "TestExperimentFields")
+	}
+	code, out, errOut := testutil.Capture(t, func() int {
+		return run([]string{"--configs", "../../configs", "--cases", "smoke", "--tasks", "1", "--test-steps", "2"})
+	})
+	if code != 0 {
+		t.Fatalf("bench exit %d: %s", code, errOut)
+	}
+	var line map[string]any
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &line); err != nil {
+		t.Fatalf("bench line %q: %v", out, err)
+	}
+	for _, k := range []string{"branch_streams", "pointwise_matmul"} {
+		if got, w := line[k], want[k]; got != w {
+			t.Errorf("%s = %v, want %v (METANAS_BRANCH_STREAMS=%q)", k, got, w, os.Getenv("METANAS_BRANCH_STREAMS"))
+		}
 	}
 }
