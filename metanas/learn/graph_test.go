@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/metanas-go/metanas/internal/testutil"
+	"github.com/metanas-go/metanas/internal/testutil/torchtest"
 	"github.com/metanas-go/metanas/torch"
 )
 
@@ -265,14 +265,8 @@ func TestBatchWorkerMetaTestKeepsBoth(t *testing.T) {
 	}
 }
 
-// TestCUDABatchWorkerGraphsBranchStreams runs TestCUDABatchWorkerGraphs again with METANAS_BRANCH_STREAMS=4 (the batch worker's eager and replayed steps
-// with the ops of each search node on four CUDA streams, captured across them).
+// TestCUDABatchWorkerGraphsBranchStreams runs TestCUDABatchWorkerGraphs again with METANAS_BRANCH_STREAMS=4:
+// the batch worker's eager and replayed steps with the ops of each search node on four CUDA streams, captured across them.
 func TestCUDABatchWorkerGraphsBranchStreams(t *testing.T) {
-	if !torch.CUDAAvailable() {
-		t.Skip("no CUDA device (or LibTorch built without CUDA)")
-	}
-	if torch.BranchStreams() > 1 {
-		t.Skip("this process already runs branch streams")
-	}
-	testutil.RerunWith(t, []string{"METANAS_BRANCH_STREAMS=4"}, "^TestCUDABatchWorkerGraphs$", "TestCUDABatchWorkerGraphs")
+	torchtest.RerunCUDAWithBranchStreams(t, "TestCUDABatchWorkerGraphs")
 }

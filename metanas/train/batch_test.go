@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/metanas-go/metanas/internal/testutil"
+	"github.com/metanas-go/metanas/internal/testutil/torchtest"
 	"github.com/metanas-go/metanas/metanas/config"
 	"github.com/metanas-go/metanas/torch"
 )
@@ -181,14 +181,8 @@ func TestBatchTasksResume(t *testing.T) {
 	}
 }
 
-// TestCUDABatchGraphsBranchStreams runs TestCUDABatchGraphs again with METANAS_BRANCH_STREAMS=4 (batched meta-training from CUDA graphs
-// with the ops of each search node on four CUDA streams, captured across them).
+// TestCUDABatchGraphsBranchStreams runs TestCUDABatchGraphs again with METANAS_BRANCH_STREAMS=4:
+// batched meta-training from CUDA graphs with the ops of each search node on four CUDA streams, captured across them.
 func TestCUDABatchGraphsBranchStreams(t *testing.T) {
-	if !torch.CUDAAvailable() {
-		t.Skip("no CUDA device (or LibTorch built without CUDA)")
-	}
-	if torch.BranchStreams() > 1 {
-		t.Skip("this process already runs branch streams")
-	}
-	testutil.RerunWith(t, []string{"METANAS_BRANCH_STREAMS=4"}, "^TestCUDABatchGraphs$", "TestCUDABatchGraphs")
+	torchtest.RerunCUDAWithBranchStreams(t, "TestCUDABatchGraphs")
 }

@@ -5,6 +5,7 @@ package torchtest
 import (
 	"testing"
 
+	"github.com/metanas-go/metanas/internal/testutil"
 	"github.com/metanas-go/metanas/torch"
 )
 
@@ -28,4 +29,18 @@ func LoadFloat32s(t testing.TB, path, name string) ([]float32, bool) {
 		}
 	}
 	return nil, false
+}
+
+// RerunCUDAWithBranchStreams runs the test named test again in a child process with
+// METANAS_BRANCH_STREAMS=4 (a search node's ops on four CUDA streams). It skips without a
+// CUDA device, and in a process that already runs branch streams.
+func RerunCUDAWithBranchStreams(t *testing.T, test string) {
+	t.Helper()
+	if !torch.CUDAAvailable() {
+		t.Skip("no CUDA device (or LibTorch built without CUDA)")
+	}
+	if torch.BranchStreams() > 1 {
+		t.Skip("this process already runs branch streams")
+	}
+	testutil.RerunWith(t, []string{"METANAS_BRANCH_STREAMS=4"}, "^"+test+"$", test)
 }
