@@ -14,16 +14,17 @@ bool cudnn_batch_norm() {
   return on;
 }
 
-// pointwise_matmul: METANAS_POINTWISE=matmul computes bias-free 1x1 convolutions at stride 1
-// and without padding as one batched matrix product, [g, Co, Ci] x [N, g, Ci, H*W] =
-// [N, g, Co, H*W] for g groups (an experiment: on an H200 cuDNN's grouped convolutions of a
-// batched network changed the layout to NHWC and back around every call, 8 % of a step).
-// It returns an undefined tensor where it does not apply, or when off.
+// pointwise_on reports METANAS_POINTWISE=matmul (see pointwise_matmul).
 bool pointwise_on() {
   static const bool on = mt::env_is("METANAS_POINTWISE", "matmul");
   return on;
 }
 
+// pointwise_matmul: with METANAS_POINTWISE=matmul, bias-free 1x1 convolutions at stride 1
+// and without padding run as one batched matrix product, [g, Co, Ci] x [N, g, Ci, H*W] =
+// [N, g, Co, H*W] for g groups (an experiment: on an H200 cuDNN's grouped convolutions of a
+// batched network changed the layout to NHWC and back around every call, 8 % of a step).
+// It returns an undefined tensor where it does not apply, or when off.
 at::Tensor pointwise_matmul(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b,
                             int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t groups) {
   if (!pointwise_on() || x.dim() != 4 || w.dim() != 4 || w.size(2) != 1 || w.size(3) != 1) return at::Tensor();
