@@ -87,13 +87,7 @@ type poolBN struct {
 }
 
 func (p *poolBN) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
-	var y *torch.Tensor
-	if p.max {
-		y = c.S.MaxPool2d(x, 3, p.stride, 1)
-	} else {
-		y = c.S.AvgPool2d(x, 3, p.stride, 1, false)
-	}
-	return p.bn.Forward(c, y)
+	return p.bn.Forward(c, p.forwardPreNorm(c, x, nil))
 }
 func (p *poolBN) Identity() bool          { return false }
 func (p *poolBN) Params() []*torch.Tensor { return p.bn.Params() }
@@ -122,10 +116,7 @@ func (d *dilConv) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
 
 // ForwardReLU applies the op after its ReLU.
 func (d *dilConv) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
-	y = c.conv(y, d.dw, torch.Conv{Stride: [2]int64{d.stride, d.stride}, Padding: [2]int64{d.pad, d.pad},
-		Dilation: [2]int64{d.dilate, d.dilate}, Groups: d.cin})
-	y = c.conv(y, d.pw, torch.Conv{})
-	return d.bn.Forward(c, y)
+	return d.bn.Forward(c, d.forwardPreNorm(c, nil, y))
 }
 func (d *dilConv) Identity() bool { return false }
 func (d *dilConv) Params() []*torch.Tensor {
@@ -172,9 +163,7 @@ func (f *facConv) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
 
 // ForwardReLU applies the op after its ReLU.
 func (f *facConv) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
-	y = c.conv(y, f.w1, torch.Conv{Stride: [2]int64{f.stride, f.stride}, Padding: [2]int64{0, 2}})
-	y = c.conv(y, f.w2, torch.Conv{Padding: [2]int64{2, 0}})
-	return f.bn.Forward(c, y)
+	return f.bn.Forward(c, f.forwardPreNorm(c, nil, y))
 }
 func (f *facConv) Identity() bool { return false }
 func (f *facConv) Params() []*torch.Tensor {
@@ -208,6 +197,11 @@ func (f *FactorizedReduce) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
 
 // ForwardReLU applies the op after its ReLU.
 func (f *FactorizedReduce) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
+	return f.bn.Forward(c, f.preNorm(c, y))
+}
+
+// preNorm is the op up to its batch norm, from the ReLU of its input.
+func (f *FactorizedReduce) preNorm(c *Ctx, y *torch.Tensor) *torch.Tensor {
 	s := c.S
 	st := torch.Conv{Stride: [2]int64{2, 2}}
 	a := c.conv(y, f.w1, st)
@@ -221,7 +215,7 @@ func (f *FactorizedReduce) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
 		}
 	}
 	b := c.conv(shifted, f.w2, st)
-	return f.bn.Forward(c, c.catChannels([]*torch.Tensor{a, b}))
+	return c.catChannels([]*torch.Tensor{a, b})
 }
 
 // Identity reports false.

@@ -102,6 +102,18 @@ func (r *Registry) add(name string, t *torch.Tensor, k Kind) *torch.Tensor {
 	return t
 }
 
+// replace makes the entry holding old hold t instead (same name and kind) and reports
+// whether there was one.
+func (r *Registry) replace(old, t *torch.Tensor) bool {
+	for i := range r.st.entries {
+		if r.st.entries[i].Tensor == old {
+			r.st.entries[i].Tensor = t
+			return true
+		}
+	}
+	return false
+}
+
 // uniformWeight creates a trainable weight drawn from U(-bound, bound).
 func (r *Registry) uniformWeight(name string, shape []int64, bound float64) *torch.Tensor {
 	s := r.s

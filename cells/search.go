@@ -83,7 +83,8 @@ type edge struct {
 type SearchCell struct {
 	Reduction bool
 	cellPreproc
-	nodes  [][]edge // nodes[i][j]: edge from input j into node i
+	nodes  [][]edge    // nodes[i][j]: edge from input j into node i
+	norms  []*nodeNorm // node i's grouped batch norm (NodeBatchNorm), nil per node or for all
 	stride func(j int) int64
 	out    int64 // output channels of one node
 }
@@ -188,6 +189,11 @@ func NewSearchNet(s *torch.Scope, dev torch.Device, cfg SearchConfig) (*SearchNe
 	if err := r.Err(); err != nil {
 		return nil, fmt.Errorf("search network: %w", err)
 	}
+	if cfg.Tasks > 1 && NodeBatchNorm() {
+		if err := groupNodeNorms(r, n.cells, int64(cfg.Tasks)); err != nil {
+			return nil, fmt.Errorf("search network: %w", err)
+		}
+	}
 	return n, nil
 }
 
@@ -269,10 +275,14 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 			// An op runs when some task needs it: above thr, on an input of a pair above thr.
 			active = activeTasks(w.HostOps[i], hostPairs, int(T), nIn, K, thr)
 		}
-		outs, idx, drop := nodeOps(c, row, states, relu, func(j, k int) bool { return onDevice || active[j*K+k] })
+		var norm *nodeNorm
+		if cell.norms != nil && T > 1 {
+			norm = cell.norms[i]
+		}
+		o := nodeOps(c, row, states, relu, norm, func(j, k int) bool { return onDevice || active[j*K+k] })
 		var node *torch.Tensor
 		switch {
-		case len(outs) == 0:
+		case len(o.outs)+len(o.normed) == 0:
 			node = cell.zeros(c, states[0], states[1])
 		case T > 1 || onDevice:
 			// Each task zeroes what it prunes itself, so every pair takes part.
@@ -280,25 +290,40 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 			if wp != nil {
 				inc = incidence(nIn, func(int) bool { return true })
 			}
-			node = s.MixedTasks(outs, wp, w.Ops[i], inc, nIn, idx, drop, c.dropProb(), c.Gen, float64(thr), T)
+			var stacked *torch.Tensor
+			if len(o.normed) > 0 {
+				stacked = norm.normalize(c, o.normed, o.sel)
+			}
+			node = s.MixedTasksStacked(stacked, o.outs, wp, w.Ops[i], inc, nIn, slices.Concat(o.normIdx, o.idx),
+				slices.Concat(o.normDrop, o.drop), c.dropProb(), c.Gen, float64(thr), T)
 		default:
 			var inc []float32
 			if wp != nil {
 				inc = incidence(nIn, func(p int) bool { return hostPairs[p] > thr })
 			}
-			node = s.MixedNode(outs, wp, w.Ops[i], inc, nIn, idx, drop, c.dropProb(), c.Gen)
+			node = s.MixedNode(o.outs, wp, w.Ops[i], inc, nIn, o.idx, o.drop, c.dropProb(), c.Gen)
 		}
 		states = append(states, node)
 	}
 	return c.catChannels(states[2:])
 }
 
+// nodeOutputs are the outputs of a node's ops: outs as the node sums them, with their op
+// columns j*K+k and drop-path flags; normed the pre-norm outputs of the node's nodeNorm
+// members that ran (sel: their member indices, rising), with columns and flags likewise.
+type nodeOutputs struct {
+	outs, normed      []*torch.Tensor
+	idx, normIdx, sel []int64
+	drop, normDrop    []bool
+}
+
 // nodeOps runs the ops of a node's edges whose column (input j, op k) keep selects, with
-// one ReLU per state shared by the ops that start with one (relu caches them), and returns
-// their outputs, columns j*K+k and drop-path flags. With branch streams on (CUDA,
-// METANAS_BRANCH_STREAMS) the ops are dealt out to the branches in turn after the ReLUs
-// they read are queued on the trunk, and the trunk waits for them all before the node sum.
-func nodeOps(c *Ctx, row []edge, states, relu []*torch.Tensor, keep func(j, k int) bool) (outs []*torch.Tensor, idx []int64, drop []bool) {
+// one ReLU per state shared by the ops that start with one (relu caches them). The members
+// of norm (nil: none) stop before their batch norm, which the node applies to them all at
+// once. With branch streams on (CUDA, METANAS_BRANCH_STREAMS) the ops are dealt out to the
+// branches in turn after the ReLUs they read are queued on the trunk, and the trunk waits
+// for them all before the node sum.
+func nodeOps(c *Ctx, row []edge, states, relu []*torch.Tensor, norm *nodeNorm, keep func(j, k int) bool) nodeOutputs {
 	K := len(row[0].ops)
 	for j := range row {
 		for k, op := range row[j].ops {
@@ -307,28 +332,39 @@ func nodeOps(c *Ctx, row []edge, states, relu []*torch.Tensor, keep func(j, k in
 			}
 		}
 	}
+	var o nodeOutputs
 	branches := c.forkBranches(states[0])
+	n := 0
 	for j := range row {
 		for k, op := range row[j].ops {
 			if !keep(j, k) {
 				continue
 			}
 			if branches > 0 {
-				c.S.UseBranch(len(outs))
+				c.S.UseBranch(n)
+			}
+			n++
+			col := int64(j*K + k)
+			if norm != nil && norm.member[col] >= 0 {
+				o.normed = append(o.normed, op.(tailNorm).forwardPreNorm(c, states[j], relu[j]))
+				o.normIdx = append(o.normIdx, col)
+				o.normDrop = append(o.normDrop, true)
+				o.sel = append(o.sel, int64(norm.member[col]))
+				continue
 			}
 			if r, ok := op.(reluInput); ok {
-				outs = append(outs, r.ForwardReLU(c, relu[j]))
+				o.outs = append(o.outs, r.ForwardReLU(c, relu[j]))
 			} else {
-				outs = append(outs, op.Forward(c, states[j]))
+				o.outs = append(o.outs, op.Forward(c, states[j]))
 			}
-			idx = append(idx, int64(j*K+k))
-			drop = append(drop, !op.Identity())
+			o.idx = append(o.idx, col)
+			o.drop = append(o.drop, !op.Identity())
 		}
 	}
 	if branches > 0 {
-		c.joinBranches(outs)
+		c.joinBranches(slices.Concat(o.outs, o.normed))
 	}
-	return outs, idx, drop
+	return o
 }
 
 // zeros returns a zero node (every op and pair pruned) of the cell's output geometry.

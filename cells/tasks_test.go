@@ -3,6 +3,7 @@ package cells
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -34,6 +35,16 @@ func loadTaskSlice(tb testing.TB, s *torch.Scope, batched, single *Registry, t i
 	if err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// hostValues returns x's values as float32 on the host.
+func hostValues(tb testing.TB, s *torch.Scope, x *torch.Tensor) []float32 {
+	tb.Helper()
+	v, err := s.To(x, torch.Float32, torch.CPU).Float32s()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return v
 }
 
 // closeTo reports whether got and want agree within loose times (1e-5 absolute plus 1e-4
@@ -101,8 +112,9 @@ func batchedMatchesSingle(t *testing.T, dev torch.Device, loose float64) {
 	}
 	// Single networks: logits and gradients of sum(logits * r).
 	type result struct {
-		logits []float32
-		grads  map[string][]float32
+		logits, eval []float32 // training and evaluation logits
+		grads        map[string][]float32
+		stats        [][]float32 // running statistics after the training pass (nil: not run)
 	}
 	const temp = 0.4
 	want := make([]result, T)
@@ -124,6 +136,10 @@ func batchedMatchesSingle(t *testing.T, dev torch.Device, loose float64) {
 				differs = differs || (host[k] <= thr) != (firstHost[k] <= thr)
 			}
 		}
+		var before [][]float32
+		for _, b := range n.Reg.RunningStats() {
+			before = append(before, hostValues(t, s, b))
+		}
 		y := n.Forward(&Ctx{S: s, Train: true}, xs[i], w, thr)
 		if err := s.Sum(s.Mul(y, rs[i])).Backward(); err != nil {
 			t.Fatal(err)
@@ -142,6 +158,17 @@ func batchedMatchesSingle(t *testing.T, dev torch.Device, loose float64) {
 				}
 			}
 		}
+		for k, b := range n.Reg.RunningStats() {
+			v := hostValues(t, s, b)
+			if slices.Equal(v, before[k]) {
+				// The op did not run for this task. A batched network runs it when another
+				// task needs it and moves this task's statistics too (README: differences
+				// from the reference); its output still counts zero.
+				v = nil
+			}
+			r.stats = append(r.stats, v)
+		}
+		r.eval = hostValues(t, s, n.Forward(&Ctx{S: s, Train: false}, xs[i], w, thr))
 		want[i] = r
 	}
 	if !prunedSomewhere || !differs {
@@ -172,6 +199,32 @@ func batchedMatchesSingle(t *testing.T, dev torch.Device, loose float64) {
 		for k, v := range want[i].logits {
 			if got := logits[i*per+k]; !closeTo(got, v, loose) {
 				t.Fatalf("task %d logit %d: batched %g, single %g", i, k, got, v)
+			}
+		}
+	}
+	// Running statistics, then evaluation logits (which read them).
+	names := []string{}
+	for _, e := range batched.Reg.Entries() {
+		if e.Kind == Buffer && len(e.Tensor.MustShape()) > 0 {
+			names = append(names, e.Name)
+		}
+	}
+	for b, st := range batched.Reg.RunningStats() {
+		all := hostValues(t, s, st)
+		size := len(all) / T
+		for i := 0; i < T; i++ {
+			for k, v := range want[i].stats[b] {
+				if got := all[i*size+k]; !closeTo(got, v, loose) {
+					t.Fatalf("%s task %d element %d: batched %g, single %g", names[b], i, k, got, v)
+				}
+			}
+		}
+	}
+	eval := hostValues(t, s, batched.Forward(&Ctx{S: s, Train: false, Tasks: T}, x, w, thr))
+	for i := 0; i < T; i++ {
+		for k, v := range want[i].eval {
+			if got := eval[i*per+k]; !closeTo(got, v, loose) {
+				t.Fatalf("task %d evaluation logit %d: batched %g, single %g", i, k, got, v)
 			}
 		}
 	}
@@ -480,4 +533,87 @@ func TestBatchedSearchNetBranchStreams(t *testing.T) {
 	}
 	testutil.RerunWith(t, []string{"METANAS_BRANCH_STREAMS=4"}, "^TestBatchedSearchNetMatchesSingle$",
 		"TestBatchedSearchNetMatchesSingle")
+}
+
+// TestBatchedSearchNetNodeBatchNorm runs TestBatchedSearchNetMatchesSingle again with
+// METANAS_NODE_BATCH_NORM=1, where the batched network normalises each node's tail-norm
+// ops with one batch norm (single networks keep theirs): logits, gradients, running
+// statistics and evaluation logits must still match; TestNormalizeOnDevice, where every
+// op runs (one batch norm over all of a node's members) or the host prunes (a subset),
+// must agree; and TestNodeBatchNormGroups checks the grouping and that both paths ran.
+func TestBatchedSearchNetNodeBatchNorm(t *testing.T) {
+	if NodeBatchNorm() {
+		t.Skip("this process already groups the batch norms")
+	}
+	testutil.RerunWith(t, []string{"METANAS_NODE_BATCH_NORM=1"},
+		"^(TestBatchedSearchNetMatchesSingle|TestNormalizeOnDevice|TestNodeBatchNormGroups)$",
+		"TestBatchedSearchNetMatchesSingle", "TestNormalizeOnDevice", "TestNodeBatchNormGroups")
+}
+
+// TestNodeBatchNormGroups: with METANAS_NODE_BATCH_NORM=1 a batched search network groups,
+// per node, every op that ends in a batch norm (the pools, convolutions and, at stride 2,
+// the factorized reduce of skip_connect: 6 or 7 of the 7 few-shot ops per edge), its
+// registry holds views of the node's blocks, and the earlier tests of this process used
+// both the whole-node and the subset path; without the switch nothing is grouped.
+func TestNodeBatchNormGroups(t *testing.T) {
+	const T = 3
+	s := torch.NewScope()
+	defer s.Close()
+	cfg := SearchConfig{InChannels: 1, Classes: 2, Channels: 4, Layers: 2, Nodes: 2, Reductions: []int{1},
+		StemMultiplier: 3, FeatureScaleRate: 1, Primitives: genotype.FewShot, Pairwise: true, AlphaInitStd: 1e-3, Tasks: T}
+	n, err := NewSearchNet(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !NodeBatchNorm() {
+		for i, c := range n.cells {
+			if c.norms != nil {
+				t.Fatalf("cell %d grouped its batch norms with the switch off", i)
+			}
+		}
+		return
+	}
+	want := [][]int{{12, 18}, {14, 20}} // normal: 6 per edge; reduction: 7 per stride-2 edge
+	for ci, c := range n.cells {
+		for i, g := range c.norms {
+			if g == nil || len(g.members) != want[ci][i] {
+				t.Fatalf("cell %d node %d: %v members, want %d", ci, i, g, want[ci][i])
+			}
+			if sh := g.mean.MustShape(); len(sh) != 3 || sh[0] != T || sh[1] != int64(want[ci][i]) || sh[2] != 4 {
+				t.Fatalf("cell %d node %d: block %v", ci, i, sh)
+			}
+		}
+	}
+	// A member's view and the registry entry are one tensor: a fill through the registry
+	// shows in the block.
+	g := n.cells[1].norms[1]
+	e, ok := n.Reg.Lookup("net.cells.1.dag.1.2._ops.6.0.net.3.running_var") // dil_conv_3x3 of input 2
+	if !ok {
+		t.Fatal("no running_var entry for the dil_conv of node 1, input 2")
+	}
+	if e.Tensor != g.members[len(g.members)-1].RunVar {
+		t.Fatal("the registry entry is not the member's view")
+	}
+	if err := e.Tensor.Fill_(7); err != nil {
+		t.Fatal(err)
+	}
+	block := hostValues(t, s, g.vars) // [T, members, 4]: the last member's 4 values per task
+	m := len(g.members)
+	for tk := 0; tk < T; tk++ {
+		for k := 0; k < m; k++ {
+			for ch := 0; ch < 4; ch++ {
+				want := float32(1)
+				if k == m-1 {
+					want = 7
+				}
+				if v := block[(tk*m+k)*4+ch]; v != want {
+					t.Fatalf("block task %d member %d channel %d = %g, want %g", tk, k, ch, v, want)
+				}
+			}
+		}
+	}
+	if nodeNormCalls[0].Load() == 0 || nodeNormCalls[1].Load() == 0 {
+		t.Errorf("node batch norms over every member %d, over a subset %d: the earlier tests should use both",
+			nodeNormCalls[0].Load(), nodeNormCalls[1].Load())
+	}
 }

@@ -392,7 +392,7 @@ func (s *Scope) Norm(x *Tensor) *Tensor {
 // with wpair nil), idx[m] = input*K + op for outs[m], droppable[m] whether outs[m] takes
 // drop-path, drawn from gen (nil: the default generator).
 func (s *Scope) MixedNode(outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool, dropProb float64, gen *Generator) *Tensor {
-	a, ok := s.mixedArgs("mixed_node", outs, wpair, wops, inc, nIn, idx, droppable)
+	a, ok := s.mixedArgs("mixed_node", nil, outs, wpair, wops, inc, nIn, idx, droppable)
 	if !ok {
 		return &Tensor{}
 	}
@@ -411,13 +411,14 @@ type mixedCall struct {
 }
 
 // mixedArgs checks a fused node's arguments and converts them for C.
-func (s *Scope) mixedArgs(op string, outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool) (mixedCall, bool) {
-	if !s.ok(op, outs...) || !s.ok(op, wops) || !s.okOpt(op, wpair) {
+// stacked, when set, holds columns of idx before those of outs (the shim checks how many).
+func (s *Scope) mixedArgs(op string, stacked *Tensor, outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool) (mixedCall, bool) {
+	if !s.ok(op, outs...) || !s.ok(op, wops) || !s.okOpt(op, wpair, stacked) {
 		return mixedCall{}, false
 	}
-	m := len(outs)
-	if m == 0 || len(idx) != m || len(droppable) != m {
-		s.fail(fmt.Errorf("%s: %d outputs, %d indices, %d drop flags", op, m, len(idx), len(droppable)))
+	m := len(idx)
+	if m == 0 || (stacked == nil && len(outs) != m) || len(droppable) != m {
+		s.fail(fmt.Errorf("%s: %d outputs, %d indices, %d drop flags", op, len(outs), len(idx), len(droppable)))
 		return mixedCall{}, false
 	}
 	var a mixedCall
@@ -436,5 +437,8 @@ func (s *Scope) mixedArgs(op string, outs []*Tensor, wpair, wops *Tensor, inc []
 		}
 	}
 	a.hs = handles(outs)
+	if len(a.hs) == 0 {
+		a.hs = []C.mt_tensor{nil} // &a.hs[0] stays valid; the shim reads none
+	}
 	return a, true
 }

@@ -23,16 +23,48 @@ func (s *Scope) Matmul(a, b *Tensor) *Tensor {
 // hold; weights at or below threshold count as zero for their task, so one call serves
 // tasks whose pruning differs. Drop-path draws one mask per sample, task and droppable op.
 func (s *Scope) MixedTasks(outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool, dropProb float64, gen *Generator, threshold float64, tasks int64) *Tensor {
+	return s.MixedTasksStacked(nil, outs, wpair, wops, inc, nIn, idx, droppable, dropProb, gen, threshold, tasks)
+}
+
+// MixedTasksStacked is MixedTasks where the first outputs come stacked, as NodeBatchNorm
+// returns them: idx and droppable list stacked's ops first, then those of outs. stacked
+// may be nil (MixedTasks) and outs empty.
+func (s *Scope) MixedTasksStacked(stacked *Tensor, outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool, dropProb float64, gen *Generator, threshold float64, tasks int64) *Tensor {
 	if tasks < 1 {
 		return s.fail(fmt.Errorf("mixed_tasks: tasks must be >= 1, got %d", tasks))
 	}
-	a, ok := s.mixedArgs("mixed_tasks", outs, wpair, wops, inc, nIn, idx, droppable)
+	a, ok := s.mixedArgs("mixed_tasks", stacked, outs, wpair, wops, inc, nIn, idx, droppable)
 	if !ok {
 		return &Tensor{}
 	}
 	out := s.out()
-	e := C.mt_mixed_tasks(&a.hs[0], C.int64_t(len(outs)), optH(wpair), wops.h, a.inc, C.int64_t(a.p), C.int64_t(nIn),
+	e := C.mt_mixed_tasks(optH(stacked), &a.hs[0], C.int64_t(len(idx)), optH(wpair), wops.h, a.inc, C.int64_t(a.p), C.int64_t(nIn),
 		(*C.int64_t)(unsafe.Pointer(&idx[0])), &a.drop[0], C.double(dropProb), gen.handle(), C.double(threshold), C.int64_t(tasks), out)
+	return s.res(e, *out)
+}
+
+// NodeBatchNorm normalises the outputs outs ([N, tasks*C, H, W], all of one shape) of a
+// batched network's node with one batch norm without affine tensors, each (task, op,
+// channel) over its samples and positions as the ops' own batch norms would, and returns
+// them stacked, [N, tasks, len(outs), C, H, W] (MixedTasksStacked's input). runMean and
+// runVar are the running statistics of the node's members, contiguous [tasks, members, C],
+// used when not training and updated when training; sel lists the member of each output
+// (rising), or is nil when outs are all the members in order.
+func (s *Scope) NodeBatchNorm(outs []*Tensor, runMean, runVar *Tensor, sel []int64, tasks int64, training bool, momentum, eps float64) *Tensor {
+	if !s.ok("node_batch_norm", outs...) || !s.ok("node_batch_norm", runMean, runVar) {
+		return &Tensor{}
+	}
+	if len(outs) == 0 || (sel != nil && len(sel) != len(outs)) {
+		return s.fail(fmt.Errorf("node_batch_norm: %d outputs, %d members selected", len(outs), len(sel)))
+	}
+	var selP *C.int64_t
+	if sel != nil {
+		selP = (*C.int64_t)(unsafe.Pointer(&sel[0]))
+	}
+	hs := handles(outs)
+	out := s.out()
+	e := C.mt_node_batch_norm(&hs[0], C.int64_t(len(hs)), runMean.h, runVar.h, selP, C.int64_t(tasks), C.bool(training),
+		C.double(momentum), C.double(eps), out)
 	return s.res(e, *out)
 }
 

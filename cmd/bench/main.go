@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/metanas-go/metanas/cells"
 	"github.com/metanas-go/metanas/internal/cli"
 	"github.com/metanas-go/metanas/metanas/config"
 	"github.com/metanas-go/metanas/metanas/data"
@@ -55,9 +56,11 @@ type Result struct {
 	PeakRSSMiB     float64 `json:"peak_rss_mib"`
 	CPUPool        bool    `json:"cpu_pool"` // CPU tensors from the shim's pool (torch.CPUPool)
 	// The GPU experiments switched on by the environment (README), so that a line says
-	// what it measured: METANAS_BRANCH_STREAMS and METANAS_POINTWISE=matmul.
+	// what it measured: METANAS_BRANCH_STREAMS, METANAS_POINTWISE=matmul and
+	// METANAS_NODE_BATCH_NORM=1.
 	BranchStreams   int     `json:"branch_streams,omitempty"`
 	PointwiseMatmul bool    `json:"pointwise_matmul,omitempty"`
+	NodeBatchNorm   bool    `json:"node_batch_norm,omitempty"`
 	HostSyncsPerStp float64 `json:"host_syncs_per_step"`
 	AtenOpsPerStep  float64 `json:"aten_ops_per_step,omitempty"`
 }
@@ -275,6 +278,7 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	r.PeakRSSMiB = peakRSS()
 	r.CPUPool = torch.CPUPool().Enabled
 	r.BranchStreams, r.PointwiseMatmul = torch.BranchStreams(), torch.PointwiseMatmul()
+	r.NodeBatchNorm = cells.NodeBatchNorm()
 	return r, nil
 }
 

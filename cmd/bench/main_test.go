@@ -100,13 +100,13 @@ func TestTraceKernelsScript(t *testing.T) {
 
 // TestExperimentFields runs a short smoke case and checks that its line names the GPU
 // experiments switched on by the environment: none here, and in a child process with
-// METANAS_BRANCH_STREAMS=3 and METANAS_POINTWISE=matmul, both.
+// METANAS_BRANCH_STREAMS=3, METANAS_POINTWISE=matmul and METANAS_NODE_BATCH_NORM=1, all three.
 func TestExperimentFields(t *testing.T) {
 	want := map[string]any{}
 	if os.Getenv("METANAS_BRANCH_STREAMS") == "3" {
-		want = map[string]any{"branch_streams": 3.0, "pointwise_matmul": true}
+		want = map[string]any{"branch_streams": 3.0, "pointwise_matmul": true, "node_batch_norm": true}
 	} else {
-		testutil.RerunWith(t, []string{"METANAS_BRANCH_STREAMS=3", "METANAS_POINTWISE=matmul"},
+		testutil.RerunWith(t, []string{"METANAS_BRANCH_STREAMS=3", "METANAS_POINTWISE=matmul", "METANAS_NODE_BATCH_NORM=1"},
 			"^TestExperimentFields$", "TestExperimentFields")
 	}
 	code, out, errOut := testutil.Capture(t, func() int {
@@ -119,7 +119,7 @@ func TestExperimentFields(t *testing.T) {
 	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &line); err != nil {
 		t.Fatalf("bench line %q: %v", out, err)
 	}
-	for _, k := range []string{"branch_streams", "pointwise_matmul"} {
+	for _, k := range []string{"branch_streams", "pointwise_matmul", "node_batch_norm"} {
 		if got, w := line[k], want[k]; got != w {
 			t.Errorf("%s = %v, want %v (METANAS_BRANCH_STREAMS=%q)", k, got, w, os.Getenv("METANAS_BRANCH_STREAMS"))
 		}

@@ -3,6 +3,7 @@ package learn
 import (
 	"testing"
 
+	"github.com/metanas-go/metanas/internal/testutil/torchtest"
 	"github.com/metanas-go/metanas/torch"
 )
 
@@ -115,6 +116,13 @@ func TestBatchWorkerMatchesWorkers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBatchWorkerNodeBatchNorm runs TestBatchWorkerMatchesWorkers again with
+// METANAS_NODE_BATCH_NORM=1: the batch worker's network normalises each search node's ops
+// with one batch norm, the single workers' networks op by op.
+func TestBatchWorkerNodeBatchNorm(t *testing.T) {
+	torchtest.RerunWithNodeBatchNorm(t, "TestBatchWorkerMatchesWorkers", false)
 }
 
 // TestBatchWorkerErrors checks the batch's input checks.

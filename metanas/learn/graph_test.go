@@ -270,3 +270,9 @@ func TestBatchWorkerMetaTestKeepsBoth(t *testing.T) {
 func TestCUDABatchWorkerGraphsBranchStreams(t *testing.T) {
 	torchtest.RerunCUDAWithBranchStreams(t, "TestCUDABatchWorkerGraphs")
 }
+
+// TestCUDABatchWorkerGraphsNodeBatchNorm runs TestCUDABatchWorkerGraphs again with
+// METANAS_NODE_BATCH_NORM=1: replayed steps with one batch norm per search node.
+func TestCUDABatchWorkerGraphsNodeBatchNorm(t *testing.T) {
+	torchtest.RerunWithNodeBatchNorm(t, "TestCUDABatchWorkerGraphs", true)
+}

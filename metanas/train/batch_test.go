@@ -186,3 +186,16 @@ func TestBatchTasksResume(t *testing.T) {
 func TestCUDABatchGraphsBranchStreams(t *testing.T) {
 	torchtest.RerunCUDAWithBranchStreams(t, "TestCUDABatchGraphs")
 }
+
+// TestBatchTasksNodeBatchNorm runs TestBatchTasksMatchesWorkers again with
+// METANAS_NODE_BATCH_NORM=1 (one batch norm per search node of the batched network).
+func TestBatchTasksNodeBatchNorm(t *testing.T) {
+	torchtest.RerunWithNodeBatchNorm(t, "TestBatchTasksMatchesWorkers", false)
+}
+
+// TestCUDABatchGraphsNodeBatchNorm runs TestCUDABatchGraphs again with
+// METANAS_NODE_BATCH_NORM=1: batched meta-training from CUDA graphs with one batch norm per
+// search node.
+func TestCUDABatchGraphsNodeBatchNorm(t *testing.T) {
+	torchtest.RerunWithNodeBatchNorm(t, "TestCUDABatchGraphs", true)
+}

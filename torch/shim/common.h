@@ -70,13 +70,19 @@ at::Tensor dense_conv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::o
 // stride 1 with dilation and padding d, from its contiguous float input x and output
 // gradient g ([N, C, H, W]); undefined on machines without AVX2 and FMA.
 at::Tensor dw3_wgrad_cpu(const at::Tensor &x, const at::Tensor &g, int64_t d);
-// mixed_sum_cpu: sum_i f[i] * ts[i] (f of shape [m]) or sum_i f[i, n] * ts[i][n] (f of shape
-// [m, N], one weight per sample), for m >= 2 contiguous float tensors of one shape.
 // batch_norm_train_cpu: training-mode batch norm of a contiguous float tensor; w, b, rm and
 // rv may be undefined.
 at::Tensor batch_norm_train_cpu(const at::Tensor &x, const at::Tensor &w, const at::Tensor &b,
                                 const at::Tensor &rm, const at::Tensor &rv, double momentum, double eps);
+// mixed_sum_cpu: sum_i f[i] * ts[i] (f of shape [m]) or sum_i f[i, n] * ts[i][n] (f of shape
+// [m, N], one weight per sample), for m >= 2 contiguous float tensors of one shape.
 at::Tensor mixed_sum_cpu(const at::Tensor &f, const std::vector<at::Tensor> &ts);
+
+// batch_norm is mt_batch_norm's op (ops.cc): the shim's CPU kernel where it applies, else
+// LibTorch's (cuDNN's for CUDA batch norms without affine tensors under
+// METANAS_CUDNN_BATCH_NORM=1); w, b, rm and rv may be undefined.
+at::Tensor batch_norm(const at::Tensor &x, const at::Tensor &w, const at::Tensor &b, const at::Tensor &rm,
+                      const at::Tensor &rv, bool training, double momentum, double eps);
 
 }  // namespace mt
 

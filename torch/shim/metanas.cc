@@ -103,10 +103,67 @@ char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
   MT_CATCH("mixed_node", wops, wpair, m > 0 ? outs[0] : nullptr)
 }
 
-char *mt_mixed_tasks(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops, const float *inc,
-                     int64_t p, int64_t n_in, const int64_t *idx, const uint8_t *droppable,
-                     double drop_prob, mt_generator gen, double threshold, int64_t tasks,
-                     mt_tensor *out) {
+char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv, const int64_t *sel,
+                         int64_t tasks, bool training, double momentum, double eps, mt_tensor *out) {
+  MT_TRY
+  if (m <= 0) throw std::invalid_argument("no op outputs");
+  if (tasks < 1) throw std::invalid_argument("tasks must be >= 1");
+  std::vector<at::Tensor> ts = mt::tensors(outs, m);
+  const auto sizes = ts[0].sizes();
+  if (sizes.size() < 2 || sizes[1] % tasks != 0)
+    throw std::invalid_argument("op output 0 of shape " + std::string(c10::str(sizes)) + " does not hold " +
+                                std::to_string(tasks) + " tasks in its channels");
+  const int64_t N = sizes[0], C = sizes[1] / tasks;
+  const auto &bm = T(rm), &bv = T(rv);
+  if (bm.dim() != 3 || bm.size(0) != tasks || bm.size(2) != C || !bm.is_contiguous() ||
+      !bv.sizes().equals(bm.sizes()) || !bv.is_contiguous())
+    throw std::invalid_argument("running statistics " + std::string(c10::str(bm.sizes())) + " and " +
+                                std::string(c10::str(bv.sizes())) + " are not contiguous blocks [" +
+                                std::to_string(tasks) + ", members, " + std::to_string(C) + "]");
+  const int64_t members = bm.size(1);
+  std::vector<at::Tensor> v;
+  v.reserve(m);
+  for (int64_t i = 0; i < m; i++) {
+    if (!ts[i].sizes().equals(sizes))
+      throw std::invalid_argument("op output " + std::to_string(i) + " has shape " + std::string(c10::str(ts[i].sizes())) +
+                                  ", output 0 " + std::string(c10::str(sizes)));
+    v.push_back(ts[i].reshape({N, tasks, -1}));
+  }
+  at::Tensor srm = bm, srv = bv, selT;
+  if (sel != nullptr) {
+    for (int64_t i = 0; i < m; i++)
+      if (sel[i] < 0 || sel[i] >= members || (i > 0 && sel[i] <= sel[i - 1]))
+        throw std::invalid_argument("members must rise within [0, " + std::to_string(members) + "), got " +
+                                    std::to_string(sel[i]) + " at " + std::to_string(i));
+    selT = device_copy(sel, {m}, torch::kLong, bm.device());
+    at::NoGradGuard guard;
+    srm = bm.index_select(1, selT);
+    srv = bv.index_select(1, selT);
+  } else if (m != members) {
+    throw std::invalid_argument(std::to_string(m) + " op outputs for " + std::to_string(members) + " members");
+  }
+  // [N, tasks, m, C*H*W] is [N, tasks*m*C, H, W] in memory: one batch norm normalises every
+  // (task, op, channel) over its samples and pixels, as the ops' own batch norms would.
+  auto stacked = at::stack(v, 2);
+  std::vector<int64_t> flat{N, tasks * m * C}, out_shape{N, tasks, m, C};
+  for (size_t d = 2; d < sizes.size(); d++) {
+    flat.push_back(sizes[d]);
+    out_shape.push_back(sizes[d]);
+  }
+  auto y = mt::batch_norm(stacked.view(flat), at::Tensor(), at::Tensor(), srm.view({-1}), srv.view({-1}), training,
+                          momentum, eps);
+  if (sel != nullptr && training) {
+    at::NoGradGuard guard;
+    bm.index_copy_(1, selT, srm);
+    bv.index_copy_(1, selT, srv);
+  }
+  *out = wrap(y.view(out_shape));
+  MT_CATCH("node_batch_norm", rm, rv, m > 0 ? outs[0] : nullptr)
+}
+
+char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
+                     const float *inc, int64_t p, int64_t n_in, const int64_t *idx, const uint8_t *droppable,
+                     double drop_prob, mt_generator gen, double threshold, int64_t tasks, mt_tensor *out) {
   MT_TRY
   if (m <= 0) throw std::invalid_argument("no active ops");
   if (tasks < 1) throw std::invalid_argument("tasks must be >= 1");
@@ -125,19 +182,35 @@ char *mt_mixed_tasks(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops
   }
   auto idxT = device_copy(idx, {m}, torch::kLong, dev);
   auto cm = coef.reshape({tasks, -1}).index_select(1, idxT);  // [tasks, m]
-  std::vector<at::Tensor> ts = mt::tensors(outs, m);
-  const auto sizes = ts[0].sizes();
-  std::vector<at::Tensor> v;
+  // The first ms columns come stacked ([N, tasks, ms, C, ...], mt_node_batch_norm's
+  // output), the other m - ms as outputs [N, tasks*C, ...].
+  at::Tensor S;
+  int64_t ms = 0;
+  std::vector<int64_t> sizes;
+  if (stacked != nullptr) {
+    S = T(stacked);
+    if (S.dim() < 4 || S.size(1) != tasks)
+      throw std::invalid_argument("stacked outputs of shape " + std::string(c10::str(S.sizes())) +
+                                  " are not [N, " + std::to_string(tasks) + ", ops, C, ...]");
+    ms = S.size(2);
+    sizes = {S.size(0), tasks * S.size(3)};
+    for (int64_t d = 4; d < S.dim(); d++) sizes.push_back(S.size(d));
+  }
+  if (ms > m) throw std::invalid_argument(std::to_string(ms) + " stacked outputs for " + std::to_string(m) + " ops");
+  std::vector<at::Tensor> ts = mt::tensors(outs, m - ms);
+  if (!S.defined()) sizes = ts[0].sizes().vec();
+  std::vector<at::Tensor> v;  // every output as [N, tasks, C*H*W]
   v.reserve(m);
-  for (int64_t i = 0; i < m; i++) {
+  for (int64_t i = 0; i < ms; i++) v.push_back(S.select(2, i).reshape({sizes[0], tasks, -1}));
+  for (size_t i = 0; i < ts.size(); i++) {
     if (!ts[i].sizes().equals(sizes))
       throw std::invalid_argument("op output " + std::to_string(i) + " has shape " + std::string(c10::str(ts[i].sizes())) +
-                                  ", output 0 " + std::string(c10::str(sizes)));
+                                  ", the node " + std::string(c10::str(at::IntArrayRef(sizes))));
     if (ts[i].dim() < 2 || ts[i].size(1) % tasks != 0)
       throw std::invalid_argument("op output channels do not hold " + std::to_string(tasks) + " tasks");
     v.push_back(ts[i].reshape({ts[i].size(0), tasks, -1}));
   }
-  const int64_t N = ts[0].size(0);
+  const int64_t N = sizes[0];
   at::Tensor mask;  // [N, tasks, m]: one drop-path draw per sample, task and op
   if (drop_prob > 0) {
     const double keep = 1.0 - drop_prob;
@@ -148,7 +221,7 @@ char *mt_mixed_tasks(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops
     for (int64_t i = 0; i < m; i++) all = all && droppable[i];
     if (!all) mask = at::where(device_copy(droppable, {m}, torch::kBool, dev), mask, 1.0);
   }
-  if (dev.is_cpu()) {
+  if (dev.is_cpu() && !S.defined()) {
     // The CPU's one-pass sum over op outputs, with each (sample, task) as a sample of its
     // own: [N, tasks*C, ...] is [N*tasks, C, ...] in memory.
     at::Tensor f = cm.t().unsqueeze(1).expand({m, N, tasks});  // [m, N, tasks]
@@ -176,13 +249,25 @@ char *mt_mixed_tasks(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops
   }
   at::Tensor factor = cm.unsqueeze(1);  // [tasks, 1, m]
   if (mask.defined()) factor = (cm.unsqueeze(0) * mask).unsqueeze(2);  // [N, tasks, 1, m]
-  // factor x [N, tasks, m, F]: one batched product weighs and sums every op output. The
-  // outputs are stacked along dim 2, so each is copied in whole blocks of F values: a
-  // stack along the last dim ([N, tasks, F, m]) interleaves them element by element, and
-  // on an H200 took 1.9 ms per 28x28 node of the og_metanas batch of 10 (a fifth of a step).
-  auto node = at::matmul(factor, at::stack(v, 2));
+  if (!S.defined()) {
+    // factor x [N, tasks, m, F]: one batched product weighs and sums every op output. The
+    // outputs are stacked along dim 2, so each is copied in whole blocks of F values: a
+    // stack along the last dim ([N, tasks, F, m]) interleaves them element by element, and
+    // on an H200 took 1.9 ms per 28x28 node of the og_metanas batch of 10 (a fifth of a step).
+    auto node = at::matmul(factor, at::stack(v, 2));
+    *out = wrap(node.view(sizes));
+    return nullptr;
+  }
+  // The stacked block is already [N*tasks, ms, F] in memory: one product for it, and one
+  // more, accumulated into the first, for the outputs that came apart.
+  auto f = factor.expand({N, tasks, 1, m}).reshape({N * tasks, 1, m});
+  auto node = at::bmm(f.narrow(2, 0, ms), S.reshape({N * tasks, ms, -1}));
+  if (m > ms) {
+    std::vector<at::Tensor> rest(v.begin() + ms, v.end());
+    node = at::baddbmm(node, f.narrow(2, ms, m - ms), at::stack(rest, 2).view({N * tasks, m - ms, -1}));
+  }
   *out = wrap(node.view(sizes));
-  MT_CATCH("mixed_tasks", wops, wpair, m > 0 ? outs[0] : nullptr)
+  MT_CATCH("mixed_tasks", wops, wpair, stacked != nullptr ? stacked : (m > 0 ? outs[0] : nullptr))
 }
 
 }  // extern "C"

@@ -38,6 +38,27 @@ at::Tensor pointwise_matmul(const at::Tensor &x, const at::Tensor &w, const c10:
 
 }  // namespace
 
+namespace mt {
+
+at::Tensor batch_norm(const at::Tensor &x, const at::Tensor &w, const at::Tensor &b, const at::Tensor &rm,
+                      const at::Tensor &rv, bool training, double momentum, double eps) {
+  if (training) {
+    auto y = batch_norm_train_cpu(x, w, b, rm, rv, momentum, eps);
+    if (y.defined()) return y;
+  }
+  auto some = [](const at::Tensor &t) { return t.defined() ? c10::optional<at::Tensor>(t) : c10::nullopt; };
+  auto wt = some(w), bt = some(b);
+  if (x.is_cuda() && !wt && !bt && x.dim() >= 2 && cudnn_batch_norm()) {
+    // LibTorch takes cuDNN's batch norm only with both affine tensors: the identity ones.
+    wt = at::ones({x.size(1)}, x.options().requires_grad(false));
+    bt = at::zeros({x.size(1)}, x.options().requires_grad(false));
+  }
+  return at::batch_norm(x, wt, bt, some(rm), some(rv), training, momentum, eps,
+                        at::globalContext().userEnabledCuDNN());
+}
+
+}  // namespace mt
+
 extern "C" {
 
 bool mt_pointwise_matmul(void) { return pointwise_on(); }
@@ -56,23 +77,8 @@ char *mt_conv2d(mt_tensor x, mt_tensor w, mt_tensor b, int64_t sh, int64_t sw, i
 char *mt_batch_norm(mt_tensor x, mt_tensor w, mt_tensor b, mt_tensor rm, mt_tensor rv,
                     bool training, double momentum, double eps, mt_tensor *out) {
   MT_TRY
-  at::Tensor y;
-  if (training) {
-    auto def = [](mt_tensor t) { return t == nullptr ? at::Tensor() : T(t); };
-    y = mt::batch_norm_train_cpu(T(x), def(w), def(b), def(rm), def(rv), momentum, eps);
-  }
-  if (!y.defined()) {
-    auto wt = mt::opt(w), bt = mt::opt(b);
-    const auto &xt = T(x);
-    if (xt.is_cuda() && !wt && !bt && xt.dim() >= 2 && cudnn_batch_norm()) {
-      // LibTorch takes cuDNN's batch norm only with both affine tensors: the identity ones.
-      wt = at::ones({xt.size(1)}, xt.options().requires_grad(false));
-      bt = at::zeros({xt.size(1)}, xt.options().requires_grad(false));
-    }
-    y = at::batch_norm(xt, wt, bt, mt::opt(rm), mt::opt(rv), training, momentum, eps,
-                       at::globalContext().userEnabledCuDNN());
-  }
-  *out = wrap(y);
+  auto def = [](mt_tensor t) { return t == nullptr ? at::Tensor() : T(t); };
+  *out = wrap(mt::batch_norm(T(x), def(w), def(b), def(rm), def(rv), training, momentum, eps));
   MT_CATCH("batch_norm", x, w, rm)
 }
 

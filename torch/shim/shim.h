@@ -283,10 +283,19 @@ char *mt_matmul(mt_tensor a, mt_tensor b, mt_tensor *out);
 // mt_mixed_tasks is mt_mixed_node for a batched network: op weights wops [tasks*n_in, K],
 // pair weights wpair [tasks, p] (or NULL), op outputs [N, tasks*C, ...]; weights at or
 // below threshold count as zero for their task; one drop-path mask per sample, task and op.
-char *mt_mixed_tasks(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops, const float *inc,
-                     int64_t p, int64_t n_in, const int64_t *idx, const uint8_t *droppable,
-                     double drop_prob, mt_generator gen, double threshold, int64_t tasks,
-                     mt_tensor *out);
+// stacked (or NULL) holds the first ms of the m columns of idx and droppable, as
+// mt_node_batch_norm returns them ([N, tasks, ms, C, ...]); outs the other m - ms.
+char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
+                     const float *inc, int64_t p, int64_t n_in, const int64_t *idx, const uint8_t *droppable,
+                     double drop_prob, mt_generator gen, double threshold, int64_t tasks, mt_tensor *out);
+// mt_node_batch_norm stacks the m op outputs outs ([N, tasks*C, ...]) of a batched network's
+// node as [N, tasks, m, C, ...] and normalises them with one batch norm without affine
+// tensors: each (task, op, channel) over its samples and positions, as the ops' own batch
+// norms would. rm and rv are the running statistics of the node's members, contiguous
+// blocks [tasks, members, C] updated in training; sel (m rising member indices, or NULL when
+// the outputs are the members in order) says whose statistics each output uses.
+char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv, const int64_t *sel,
+                         int64_t tasks, bool training, double momentum, double eps, mt_tensor *out);
 // mt_clip_grad_norm_tasks clips each task's slice of the gradients to global norm max_norm
 // and returns the norms before clipping [tasks].
 char *mt_clip_grad_norm_tasks(mt_tensor *ts, int64_t n, int64_t tasks, double max_norm, mt_tensor *norms);

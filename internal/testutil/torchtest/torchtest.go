@@ -3,6 +3,7 @@
 package torchtest
 
 import (
+	"os"
 	"testing"
 
 	"github.com/metanas-go/metanas/internal/testutil"
@@ -43,4 +44,19 @@ func RerunCUDAWithBranchStreams(t *testing.T, test string) {
 		t.Skip("this process already runs branch streams")
 	}
 	testutil.RerunWith(t, []string{"METANAS_BRANCH_STREAMS=4"}, "^"+test+"$", test)
+}
+
+// RerunWithNodeBatchNorm runs the test named test again in a child process with
+// METANAS_NODE_BATCH_NORM=1 (one batch norm per search node of a batched network). It
+// skips in a process that already has the switch, and when cuda is set, without a CUDA
+// device.
+func RerunWithNodeBatchNorm(t *testing.T, test string, cuda bool) {
+	t.Helper()
+	if cuda && !torch.CUDAAvailable() {
+		t.Skip("no CUDA device (or LibTorch built without CUDA)")
+	}
+	if os.Getenv("METANAS_NODE_BATCH_NORM") == "1" {
+		t.Skip("this process already groups the batch norms")
+	}
+	testutil.RerunWith(t, []string{"METANAS_NODE_BATCH_NORM=1"}, "^"+test+"$", test)
 }

@@ -1,0 +1,138 @@
+package cells
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/metanas-go/metanas/torch"
+)
+
+// NodeBatchNorm reports METANAS_NODE_BATCH_NORM=1, read once: batched search networks
+// (SearchConfig.Tasks > 1) then normalise the ops of a node that end in a batch norm with
+// one batch norm over all of them (an experiment for CUDA: og_metanas has 228 such batch
+// norms per forward pass, 12 with the switch on, so far fewer and wider kernels).
+var NodeBatchNorm = sync.OnceValue(func() bool { return os.Getenv("METANAS_NODE_BATCH_NORM") == "1" })
+
+// tailNorm is implemented by ops whose last layer is a batch norm without affine tensors:
+// forwardPreNorm applies the op up to that batch norm, from its input x or, for ops that
+// begin with a ReLU (reluInput), from rx, the ReLU of x.
+type tailNorm interface {
+	tailBN() *BatchNorm
+	forwardPreNorm(c *Ctx, x, rx *torch.Tensor) *torch.Tensor
+}
+
+func (p *poolBN) tailBN() *BatchNorm { return p.bn }
+func (p *poolBN) forwardPreNorm(c *Ctx, x, _ *torch.Tensor) *torch.Tensor {
+	if p.max {
+		return c.S.MaxPool2d(x, 3, p.stride, 1)
+	}
+	return c.S.AvgPool2d(x, 3, p.stride, 1, false)
+}
+
+func (d *dilConv) tailBN() *BatchNorm { return d.bn }
+func (d *dilConv) forwardPreNorm(c *Ctx, _, rx *torch.Tensor) *torch.Tensor {
+	y := c.conv(rx, d.dw, torch.Conv{Stride: [2]int64{d.stride, d.stride}, Padding: [2]int64{d.pad, d.pad},
+		Dilation: [2]int64{d.dilate, d.dilate}, Groups: d.cin})
+	return c.conv(y, d.pw, torch.Conv{})
+}
+
+func (p *sepConv) tailBN() *BatchNorm { return p.b.bn }
+func (p *sepConv) forwardPreNorm(c *Ctx, _, rx *torch.Tensor) *torch.Tensor {
+	return p.b.forwardPreNorm(c, nil, c.S.Relu(p.a.ForwardReLU(c, rx)))
+}
+
+func (f *facConv) tailBN() *BatchNorm { return f.bn }
+func (f *facConv) forwardPreNorm(c *Ctx, _, rx *torch.Tensor) *torch.Tensor {
+	y := c.conv(rx, f.w1, torch.Conv{Stride: [2]int64{f.stride, f.stride}, Padding: [2]int64{0, 2}})
+	return c.conv(y, f.w2, torch.Conv{Padding: [2]int64{2, 0}})
+}
+
+func (f *FactorizedReduce) tailBN() *BatchNorm { return f.bn }
+func (f *FactorizedReduce) forwardPreNorm(c *Ctx, _, rx *torch.Tensor) *torch.Tensor {
+	return f.preNorm(c, rx)
+}
+
+// nodeNorm is the one batch norm of a batched search node's tail-norm ops (its members):
+// their running statistics live side by side in the blocks mean and vars, [tasks, members,
+// C], and each member's BatchNorm holds views of its slice, so that the registry, the
+// meta-learners and checkpoints see the same values as without grouping.
+type nodeNorm struct {
+	members  []*BatchNorm
+	member   []int // member index of op column j*K+k, -1 for ops outside the group
+	mean     *torch.Tensor
+	vars     *torch.Tensor
+	momentum float64
+	eps      float64
+}
+
+// groupNodeNorms gives every node of the cells of a batched network (tasks > 1) a nodeNorm
+// over its ops that end in a batch norm without affine tensors, moving their running
+// statistics into the node's blocks (the registry's entries become the views).
+func groupNodeNorms(r *Registry, cells []*SearchCell, tasks int64) error {
+	s, dev := r.s, r.dev
+	for ci, cell := range cells {
+		cell.norms = make([]*nodeNorm, len(cell.nodes))
+		for i, row := range cell.nodes {
+			K := len(row[0].ops)
+			g := &nodeNorm{member: make([]int, len(row)*K)}
+			for j := range row {
+				for k, op := range row[j].ops {
+					g.member[j*K+k] = -1
+					t, ok := op.(tailNorm)
+					if !ok || t.tailBN().Weight != nil {
+						continue
+					}
+					bn := t.tailBN()
+					if len(g.members) > 0 && (bn.Momentum != g.momentum || bn.Eps != g.eps) {
+						return fmt.Errorf("cell %d node %d: batch norms of different momentum or eps", ci, i)
+					}
+					g.momentum, g.eps = bn.Momentum, bn.Eps
+					g.member[j*K+k] = len(g.members)
+					g.members = append(g.members, bn)
+				}
+			}
+			if len(g.members) == 0 {
+				continue
+			}
+			m := int64(len(g.members))
+			c := cell.out
+			g.mean = s.Zeros([]int64{tasks, m, c}, dev)
+			g.vars = s.Ones([]int64{tasks, m, c}, dev)
+			for k, bn := range g.members {
+				mean := s.View(s.Narrow(g.mean, 1, int64(k), 1), tasks, c)
+				vars := s.View(s.Narrow(g.vars, 1, int64(k), 1), tasks, c)
+				if err := s.Err(); err != nil {
+					return fmt.Errorf("cell %d node %d: %w", ci, i, err)
+				}
+				if !r.replace(bn.RunMean, mean) || !r.replace(bn.RunVar, vars) {
+					return fmt.Errorf("cell %d node %d: a member's running statistics are not registered", ci, i)
+				}
+				bn.RunMean, bn.RunVar = mean, vars
+			}
+			cell.norms[i] = g
+		}
+	}
+	return s.Err()
+}
+
+// nodeNormCalls counts normalize's calls over every member (0) and over a subset (1).
+var nodeNormCalls [2]atomic.Int64
+
+// normalize applies the node's batch norm to normed, the pre-norm outputs of the members
+// sel (rising), and returns them stacked for MixedTasksStacked.
+func (g *nodeNorm) normalize(c *Ctx, normed []*torch.Tensor, sel []int64) *torch.Tensor {
+	if c.Train {
+		for _, k := range sel {
+			g.members[k].count++
+		}
+	}
+	if len(sel) == len(g.members) {
+		sel = nil // every member, in order: the blocks themselves
+		nodeNormCalls[0].Add(1)
+	} else {
+		nodeNormCalls[1].Add(1)
+	}
+	return c.S.NodeBatchNorm(normed, g.mean, g.vars, sel, c.tasks(), c.Train, g.momentum, g.eps)
+}
