@@ -89,6 +89,15 @@ type poolBN struct {
 func (p *poolBN) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
 	return p.bn.Forward(c, p.forwardPreNorm(c, x, nil))
 }
+
+// kind is 0 for the max pool, 1 for the average pool.
+func (p *poolBN) kind() int {
+	if p.max {
+		return 0
+	}
+	return 1
+}
+
 func (p *poolBN) Identity() bool          { return false }
 func (p *poolBN) Params() []*torch.Tensor { return p.bn.Params() }
 

@@ -257,7 +257,7 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 	s := c.S
 	T := c.tasks()
 	states := cell.preprocess(c, s0, s1)
-	relu := make([]*torch.Tensor, len(cell.nodes)+2) // each state's ReLU, once an op needs it
+	shared := newStateCache(len(cell.nodes) + 2)
 	for i, row := range cell.nodes {
 		nIn := i + 2
 		K := len(row[0].ops)
@@ -279,7 +279,7 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 		if cell.norms != nil && T > 1 {
 			norm = cell.norms[i]
 		}
-		o := nodeOps(c, row, states, relu, norm, func(j, k int) bool { return onDevice || active[j*K+k] })
+		o := nodeOps(c, row, states, shared, norm, func(j, k int) bool { return onDevice || active[j*K+k] })
 		var node *torch.Tensor
 		switch {
 		case len(o.outs)+len(o.normed) == 0:
@@ -317,18 +317,43 @@ type nodeOutputs struct {
 	drop, normDrop    []bool
 }
 
-// nodeOps runs the ops of a node's edges whose column (input j, op k) keep selects, with
-// one ReLU per state shared by the ops that start with one (relu caches them). The members
-// of norm (nil: none) stop before their batch norm, which the node applies to them all at
-// once. With branch streams on (CUDA, METANAS_BRANCH_STREAMS) the ops are dealt out to the
-// branches in turn after the ReLUs they read are queued on the trunk, and the trunk waits
-// for them all before the node sum.
-func nodeOps(c *Ctx, row []edge, states, relu []*torch.Tensor, norm *nodeNorm, keep func(j, k int) bool) nodeOutputs {
+// stateCache holds what the ops of a cell compute from its states alone, once per state:
+// the ReLU (for the ops that begin with one) and the 3x3 max and average pools (every node
+// that reads a state pools it alike: the same stride, no weights). Computed once, their
+// gradients add up before one backward pass.
+type stateCache struct {
+	relu  []*torch.Tensor
+	pools [][2]*torch.Tensor // [max, average]
+}
+
+func newStateCache(states int) *stateCache {
+	return &stateCache{relu: make([]*torch.Tensor, states), pools: make([][2]*torch.Tensor, states)}
+}
+
+// prepare computes what op, kept on input state j, reads from the cache.
+func (sc *stateCache) prepare(c *Ctx, op Op, j int, x *torch.Tensor) {
+	if _, ok := op.(reluInput); ok && sc.relu[j] == nil {
+		sc.relu[j] = c.S.Relu(x)
+	}
+	if p, ok := op.(*poolBN); ok {
+		if k := p.kind(); sc.pools[j][k] == nil {
+			sc.pools[j][k] = p.forwardPreNorm(c, x, nil)
+		}
+	}
+}
+
+// nodeOps runs the ops of a node's edges whose column (input j, op k) keep selects, with the
+// ReLUs and pools of the states shared through the cell's cache, which it fills first. The
+// members of norm (nil: none) stop before their batch norm, which the node applies to them
+// all at once. With branch streams on (CUDA, METANAS_BRANCH_STREAMS) the ops are dealt out
+// to the branches in turn after what they read from the cache is queued on the trunk, and
+// the trunk waits for them all before the node sum.
+func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, norm *nodeNorm, keep func(j, k int) bool) nodeOutputs {
 	K := len(row[0].ops)
 	for j := range row {
 		for k, op := range row[j].ops {
-			if _, ok := op.(reluInput); ok && relu[j] == nil && keep(j, k) {
-				relu[j] = c.S.Relu(states[j])
+			if keep(j, k) {
+				shared.prepare(c, op, j, states[j])
 			}
 		}
 	}
@@ -345,16 +370,26 @@ func nodeOps(c *Ctx, row []edge, states, relu []*torch.Tensor, norm *nodeNorm, k
 			}
 			n++
 			col := int64(j*K + k)
+			var pre *torch.Tensor // the op's output before its batch norm, for the pools
+			if p, ok := op.(*poolBN); ok {
+				pre = shared.pools[j][p.kind()]
+			}
 			if norm != nil && norm.member[col] >= 0 {
-				o.normed = append(o.normed, op.(tailNorm).forwardPreNorm(c, states[j], relu[j]))
+				if pre == nil {
+					pre = op.(tailNorm).forwardPreNorm(c, states[j], shared.relu[j])
+				}
+				o.normed = append(o.normed, pre)
 				o.normIdx = append(o.normIdx, col)
 				o.normDrop = append(o.normDrop, true)
 				o.sel = append(o.sel, int64(norm.member[col]))
 				continue
 			}
-			if r, ok := op.(reluInput); ok {
-				o.outs = append(o.outs, r.ForwardReLU(c, relu[j]))
-			} else {
+			switch r, ok := op.(reluInput); {
+			case pre != nil:
+				o.outs = append(o.outs, op.(tailNorm).tailBN().Forward(c, pre))
+			case ok:
+				o.outs = append(o.outs, r.ForwardReLU(c, shared.relu[j]))
+			default:
 				o.outs = append(o.outs, op.Forward(c, states[j]))
 			}
 			o.idx = append(o.idx, col)

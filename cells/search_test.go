@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/metanas-go/metanas/cells/genotype"
+	"github.com/metanas-go/metanas/internal/testutil"
 	"github.com/metanas-go/metanas/torch"
 )
 
@@ -107,5 +109,50 @@ func TestSearchNetCounts(t *testing.T) {
 				t.Errorf("logits shape %v, want [2 %d]", got, tc.ways)
 			}
 		})
+	}
+}
+
+// TestSearchCellSharesPools counts, in a child process with LibTorch's own pooling
+// (METANAS_FAST_CPU_OPS=0) and the op profile on, the pools of one forward and backward
+// pass of a one-cell network of 3 nodes: its 9 edges pool states 0 to 3, so 4 max and 4
+// average pools (9 each without the cell's cache), and likewise their backward passes.
+func TestSearchCellSharesPools(t *testing.T) {
+	if os.Getenv("METANAS_FAST_CPU_OPS") != "0" {
+		testutil.RerunWith(t, []string{"METANAS_FAST_CPU_OPS=0"}, "^TestSearchCellSharesPools$", "TestSearchCellSharesPools")
+		return
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	cfg := SearchConfig{InChannels: 1, Classes: 2, Channels: 4, Layers: 1, Nodes: 3, StemMultiplier: 3,
+		FeatureScaleRate: 1, Primitives: genotype.FewShot, Pairwise: true, AlphaInitStd: 1e-3}
+	n, err := NewSearchNet(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := n.Normalize(s, Softmax, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := s.Randn([]int64{2, 1, 6, 6}, torch.CPU, false)
+	torch.ProfileOps()
+	if _, err := torch.OpProfile(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sum(n.Forward(&Ctx{S: s, Train: true}, x, w, 0)).Backward(); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := torch.OpProfile(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]int64{}
+	for _, st := range stats {
+		calls[st.Name] = st.Calls
+	}
+	for _, op := range []string{"aten::max_pool2d_with_indices", "aten::avg_pool2d",
+		"MaxPool2DWithIndicesBackward0", "AvgPool2DBackward0"} {
+		if calls[op] != 4 {
+			t.Errorf("%s ran %d times, want 4 (one per pooled state)", op, calls[op])
+		}
 	}
 }
