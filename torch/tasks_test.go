@@ -139,15 +139,16 @@ func TestMixedTasksDropPath(t *testing.T) {
 	}
 }
 
-// TestMixedTasksGenericPath runs the two tests above again in a process with the shim's CPU
-// kernels off (METANAS_FAST_CPU_OPS=0): the batched product that CUDA uses; and once more
-// with METANAS_NODE_SUM=loop, the term-by-term sum.
+// TestMixedTasksGenericPath runs the two tests above and TestMixedTasksStacked again in a
+// process with the shim's CPU kernels off (METANAS_FAST_CPU_OPS=0): the batched product
+// that CUDA uses; and once more with METANAS_NODE_SUM=loop, the term-by-term sum.
 func TestMixedTasksGenericPath(t *testing.T) {
 	if os.Getenv("METANAS_FAST_CPU_OPS") == "0" {
 		t.Skip("this process already runs the generic path")
 	}
 	for _, env := range [][]string{{"METANAS_FAST_CPU_OPS=0"}, {"METANAS_FAST_CPU_OPS=0", "METANAS_NODE_SUM=loop"}} {
-		testutil.RerunWith(t, env, "^TestMixedTasks(DropPath)?$", "TestMixedTasks", "TestMixedTasksDropPath")
+		testutil.RerunWith(t, env, "^TestMixedTasks(DropPath|Stacked)?$", "TestMixedTasks", "TestMixedTasksDropPath",
+			"TestMixedTasksStacked")
 	}
 }
 
