@@ -20,11 +20,13 @@ var (
 
 // TorchPython returns the first interpreter of Debian's /usr/bin/python3 (it has
 // PyTorch) and python3 on PATH that can import torch, or "" when neither can. The
-// (slow) probe runs once per test binary.
+// (slow) probe runs once per test binary, isolated (-I) from the current directory,
+// where a folder named torch (this repository's Go package, seen from its root) would
+// import as an empty namespace package.
 func TorchPython() string {
 	pyOnce.Do(func() {
 		for _, py := range []string{"/usr/bin/python3", "python3"} {
-			if exec.Command(py, "-c", "import torch").Run() == nil {
+			if exec.Command(py, "-I", "-c", "import torch; torch.zeros(1)").Run() == nil {
 				pyPath = py
 				return
 			}
@@ -33,12 +35,19 @@ func TorchPython() string {
 	return pyPath
 }
 
+// RequirePyTorchEnv, set to 1 (make test sets it), turns PythonTorch's skip into a
+// failure, so that a suite run by make test or CI cannot pass without its parity tests.
+const RequirePyTorchEnv = "METANAS_TEST_REQUIRE_PYTORCH"
+
 // PythonTorch returns TorchPython's interpreter, or skips the test with reason when
-// there is none.
+// there is none (fails it when RequirePyTorchEnv is 1).
 func PythonTorch(t testing.TB, reason string) string {
 	t.Helper()
 	py := TorchPython()
 	if py == "" {
+		if os.Getenv(RequirePyTorchEnv) == "1" {
+			t.Fatalf("%s, and %s=1: install python3-torch (make deps does as root on Debian), or run make test REQUIRE_PYTORCH=0", reason, RequirePyTorchEnv)
+		}
 		t.Skip(reason)
 	}
 	return py
