@@ -114,6 +114,37 @@ func TestCPUPoolCrossThread(t *testing.T) {
 	}
 }
 
+// TestCPUPoolTrimsIdleThreads: a trim empties the cache of a thread that stays alive but
+// allocates nothing more (before, such a thread kept up to 16 MiB until its next
+// allocation, and resident memory moved with the threads a run happened to use).
+func TestCPUPoolTrimsIdleThreads(t *testing.T) {
+	poolOn(t)
+	TrimCPUPool()
+	filled, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		s := NewScope()
+		for i := 0; i < 64; i++ {
+			s.Full([]int64{64, 1024}, float64(i), CPU) // 256 KiB: the thread's own cache
+		}
+		s.Close()
+		close(filled)
+		<-release // alive, allocating nothing
+	}()
+	defer close(release)
+	<-filled
+	if got := CPUPool().CachedBytes; got < 64<<18 {
+		t.Fatalf("the idle thread keeps %d bytes, want its 64 blocks of 256 KiB", got)
+	}
+	if freed := TrimCPUPool(); freed < 64<<18 {
+		t.Errorf("trim freed %d bytes, want at least the idle thread's 16 MiB", freed)
+	}
+	if got := CPUPool().CachedBytes; got != 0 {
+		t.Errorf("the pool keeps %d bytes after a trim, want 0", got)
+	}
+}
+
 // TestCPUPoolOff: with the pool off LibTorch's allocator serves, and the pool counts nothing.
 func TestCPUPoolOff(t *testing.T) {
 	was := CPUPool().Enabled

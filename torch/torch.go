@@ -242,8 +242,8 @@ func TrimHostHeap() {
 
 // CPUPoolStats describes the CPU tensor pool: a caching allocator in the shim that serves
 // LibTorch's CPU tensor data. Freed blocks are kept in size classes (at most 1/8 larger than
-// asked) and handed out again, per thread without locking where they are small, instead of
-// going back to malloc; that takes about a tenth off small CPU ops. It is on unless the
+// asked) and handed out again, per thread (behind an uncontended lock) where they are
+// small, instead of going back to malloc; that takes about a tenth off small CPU ops. It is on unless the
 // environment has METANAS_CPU_POOL=0; METANAS_CPU_POOL_MAX_MB caps the free memory it keeps
 // (default 2048).
 type CPUPoolStats struct {
@@ -265,8 +265,8 @@ func CPUPool() CPUPoolStats {
 // tensors allocated before keep their allocator. Meant for start-up and for measuring.
 func SetCPUPool(on bool) { C.mt_cpu_pool_enable(C.bool(on)) }
 
-// TrimCPUPool frees the blocks the pool keeps and returns their bytes. Other threads drop
-// their own kept blocks at their next CPU allocation or free.
+// TrimCPUPool frees the blocks the pool keeps, every thread's cache included, and returns
+// their bytes.
 func TrimCPUPool() int64 { return int64(C.mt_cpu_pool_trim()) }
 
 // cpuPoolSelfTest runs the shim's checks of the pool's size classes and blocks (for tests).

@@ -9,11 +9,13 @@
 // data pointer is its own context (LibTorch's "simple" data pointers). Classes: multiples of
 // 64 bytes up to 1 KiB, then eight per power of two (at most 12.5 % rounding), up to 1 GiB;
 // larger blocks go straight to malloc and back. Each thread keeps up to 16 MiB of blocks of
-// at most 256 KiB without locking; the shared free lists are capped at
-// METANAS_CPU_POOL_MAX_MB (default 2048; 0 keeps nothing), past which a freed block goes
-// back to malloc.
-// mt_cpu_pool_trim empties the pool (the trainer calls it with malloc_trim, once per
-// meta-epoch). METANAS_CPU_POOL=0 leaves LibTorch's allocator in place.
+// at most 256 KiB behind a lock of its own (uncontended but for a trim); the shared free
+// lists are capped at METANAS_CPU_POOL_MAX_MB (default 2048; 0 keeps nothing), past which a
+// freed block goes back to malloc.
+// mt_cpu_pool_trim empties the pool, every thread's cache included (the trainer calls it with
+// malloc_trim, once per meta-epoch: a cache left on a thread that does not allocate again
+// kept up to 16 MiB each, and resident memory moved with the threads the Go scheduler had
+// used). METANAS_CPU_POOL=0 leaves LibTorch's allocator in place.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -75,14 +77,16 @@ struct Counters {
   void add(std::atomic<int64_t> &c, int64_t v) { c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed); }
 };
 
+struct Local;
+
 struct Pool {
   FreeList lists[kClasses];
-  std::atomic<int64_t> cached{0};     // bytes in the shared free lists
-  std::atomic<uint64_t> trim_epoch{0};   // bumped by mt_cpu_pool_trim: threads drop their caches
-  std::atomic<int64_t> gone_in_use{0};   // in_use changes on threads whose cache is gone
+  std::atomic<int64_t> cached{0};       // bytes in the shared free lists
+  std::atomic<int64_t> gone_in_use{0};  // in_use changes on threads whose cache is gone
   int64_t max_cached = int64_t{2048} << 20;
-  std::mutex reg_mu;                  // guards threads and retired
-  std::vector<Counters *> threads;    // live threads' counters
+  std::mutex reg_mu;                 // guards threads, locals and retired
+  std::vector<Counters *> threads;   // live threads' counters
+  std::vector<Local *> locals;       // live threads' caches (mt_cpu_pool_trim empties them)
   int64_t retired_in_use = 0, retired_hits = 0, retired_misses = 0;
 };
 
@@ -122,7 +126,8 @@ void free_block(void *data) { std::free(header(data)); }
 thread_local bool tl_gone = false;
 
 // Each thread keeps up to kLocalDepth free blocks per class of at most 256 KiB (and
-// kLocalBytes in all) without locking; beyond that, and for larger blocks, the shared lists.
+// kLocalBytes in all) behind its own lock; beyond that, and for larger blocks, the shared
+// lists.
 // A step frees its intermediates together (a Scope's Reset), hundreds of one class at once,
 // so the depth is in the thousands.
 constexpr size_t kLocalDepth = 4096;
@@ -130,44 +135,42 @@ constexpr int64_t kLocalBytes = int64_t{16} << 20;
 constexpr int kLocalClasses = kSmallClasses + (18 - 10) * kSubClasses;  // classes up to 256 KiB
 
 struct Local {
+  std::mutex mu;  // the owner's allocations and frees, and mt_cpu_pool_trim
   std::vector<void *> blocks[kLocalClasses];
   int64_t bytes = 0;
-  uint64_t epoch = 0;
   Counters *c;
 
   Local() : c(new Counters) {
     Pool &p = pool();
-    epoch = p.trim_epoch.load(std::memory_order_relaxed);
     std::lock_guard<std::mutex> g(p.reg_mu);
     p.threads.push_back(c);
+    p.locals.push_back(this);
   }
   ~Local() {
     tl_gone = true;
-    drop();
     Pool &p = pool();
-    std::lock_guard<std::mutex> g(p.reg_mu);
-    p.threads.erase(std::find(p.threads.begin(), p.threads.end(), c));
-    p.retired_in_use += c->in_use.load();
-    p.retired_hits += c->hits.load();
-    p.retired_misses += c->misses.load();
+    {
+      std::lock_guard<std::mutex> g(p.reg_mu);
+      p.threads.erase(std::find(p.threads.begin(), p.threads.end(), c));
+      p.locals.erase(std::find(p.locals.begin(), p.locals.end(), this));
+      p.retired_in_use += c->in_use.load();
+      p.retired_hits += c->hits.load();
+      p.retired_misses += c->misses.load();
+    }
+    std::lock_guard<std::mutex> g(mu);
+    drop();
     delete c;
   }
-  // drop frees every block this thread holds.
-  void drop() {
+  // drop frees every block this thread holds (mu held) and returns their bytes.
+  int64_t drop() {
+    int64_t freed = bytes;
     for (auto &b : blocks) {
       for (void *d : b) free_block(d);
       b.clear();
     }
     bytes = 0;
     c->local_bytes.store(0, std::memory_order_relaxed);
-  }
-  // fresh drops the blocks held from before the last trim.
-  void fresh(Pool &p) {
-    uint64_t e = p.trim_epoch.load(std::memory_order_relaxed);
-    if (e != epoch) {
-      drop();
-      epoch = e;
-    }
+    return freed;
   }
 };
 
@@ -187,19 +190,20 @@ void release(void *data) {
   if (l == nullptr) {
     p.gone_in_use.fetch_sub(bytes, std::memory_order_relaxed);
   } else {
-    l->fresh(p);
     l->c->add(l->c->in_use, -bytes);
   }
   if (cls == kDirect) {
     free_block(data);
     return;
   }
-  if (l != nullptr && cls < kLocalClasses && l->blocks[cls].size() < kLocalDepth &&
-      l->bytes + bytes <= std::min(kLocalBytes, p.max_cached)) {
-    l->blocks[cls].push_back(data);
-    l->bytes += bytes;
-    l->c->local_bytes.store(l->bytes, std::memory_order_relaxed);
-    return;
+  if (l != nullptr && cls < kLocalClasses) {
+    std::lock_guard<std::mutex> g(l->mu);
+    if (l->blocks[cls].size() < kLocalDepth && l->bytes + bytes <= std::min(kLocalBytes, p.max_cached)) {
+      l->blocks[cls].push_back(data);
+      l->bytes += bytes;
+      l->c->local_bytes.store(l->bytes, std::memory_order_relaxed);
+      return;
+    }
   }
   if (p.cached.load(std::memory_order_relaxed) + bytes <= p.max_cached) {
     FreeList &f = p.lists[cls];
@@ -214,16 +218,19 @@ void release(void *data) {
 void *acquire(size_t n) {
   Pool &p = pool();
   Local *l = local();
-  if (l != nullptr) l->fresh(p);
   size_t cap = 0;
   int cls = class_of(n, &cap);
   void *data = nullptr;
-  if (l != nullptr && cls != kDirect && cls < kLocalClasses && !l->blocks[cls].empty()) {
-    data = l->blocks[cls].back();
-    l->blocks[cls].pop_back();
-    l->bytes -= static_cast<int64_t>(cap);
-    l->c->local_bytes.store(l->bytes, std::memory_order_relaxed);
-  } else if (cls != kDirect) {
+  if (l != nullptr && cls != kDirect && cls < kLocalClasses) {
+    std::lock_guard<std::mutex> g(l->mu);
+    if (!l->blocks[cls].empty()) {
+      data = l->blocks[cls].back();
+      l->blocks[cls].pop_back();
+      l->bytes -= static_cast<int64_t>(cap);
+      l->c->local_bytes.store(l->bytes, std::memory_order_relaxed);
+    }
+  }
+  if (data == nullptr && cls != kDirect) {
     FreeList &f = p.lists[cls];
     std::lock_guard<std::mutex> g(f.mu);
     if (!f.blocks.empty()) {
@@ -236,7 +243,7 @@ void *acquire(size_t n) {
   if (!hit) {
     data = fresh_block(cap, cls);
     if (data == nullptr) {
-      // Give the pool's free blocks back and try once more before failing.
+      // Give the pool's free blocks back and try once more before failing (no lock held).
       mt_cpu_pool_trim();
       data = fresh_block(cap, cls);
     }
@@ -290,7 +297,6 @@ bool mt_cpu_pool_enabled(void) { return mt::g_enabled.load(); }
 
 int64_t mt_cpu_pool_trim(void) {
   mt::Pool &p = mt::pool();
-  p.trim_epoch.fetch_add(1);
   int64_t freed = 0;
   for (auto &l : p.lists) {
     std::vector<void *> take;
@@ -304,9 +310,11 @@ int64_t mt_cpu_pool_trim(void) {
     }
   }
   p.cached.fetch_sub(freed, std::memory_order_relaxed);
-  if (mt::Local *l = mt::local()) {
-    freed += l->bytes;
-    l->fresh(p);
+  // Every thread's cache, the threads that will not allocate again included.
+  std::lock_guard<std::mutex> g(p.reg_mu);
+  for (mt::Local *l : p.locals) {
+    std::lock_guard<std::mutex> lg(l->mu);
+    freed += l->drop();
   }
   return freed;
 }
