@@ -50,9 +50,6 @@ func (f *facConv) forwardPreNorm(c *Ctx, _, rx *torch.Tensor) *torch.Tensor {
 }
 
 func (f *FactorizedReduce) tailBN() *BatchNorm { return f.bn }
-func (f *FactorizedReduce) forwardPreNorm(c *Ctx, _, rx *torch.Tensor) *torch.Tensor {
-	return f.preNorm(c, rx)
-}
 
 // nodeNorm is the one batch norm of a batched search node's tail-norm ops (its members):
 // their running statistics live side by side in the blocks mean and vars, [tasks, members,

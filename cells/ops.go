@@ -206,11 +206,11 @@ func (f *FactorizedReduce) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
 
 // ForwardReLU applies the op after its ReLU.
 func (f *FactorizedReduce) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
-	return f.bn.Forward(c, f.preNorm(c, y))
+	return f.bn.Forward(c, f.forwardPreNorm(c, nil, y))
 }
 
-// preNorm is the op up to its batch norm, from the ReLU of its input.
-func (f *FactorizedReduce) preNorm(c *Ctx, y *torch.Tensor) *torch.Tensor {
+// forwardPreNorm is the op up to its batch norm, from y, the ReLU of its input (tailNorm).
+func (f *FactorizedReduce) forwardPreNorm(c *Ctx, _, y *torch.Tensor) *torch.Tensor {
 	s := c.S
 	st := torch.Conv{Stride: [2]int64{2, 2}}
 	a := c.conv(y, f.w1, st)

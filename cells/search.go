@@ -294,8 +294,12 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 			if len(o.normed) > 0 {
 				stacked = norm.normalize(c, o.normed, o.sel)
 			}
+			drop := make([]bool, len(o.normed), len(o.normed)+len(o.drop)) // every member has drop-path
+			for k := range drop {
+				drop[k] = true
+			}
 			node = s.MixedTasksStacked(stacked, o.outs, wp, w.Ops[i], inc, nIn, slices.Concat(o.normIdx, o.idx),
-				slices.Concat(o.normDrop, o.drop), c.dropProb(), c.Gen, float64(thr), T)
+				append(drop, o.drop...), c.dropProb(), c.Gen, float64(thr), T)
 		default:
 			var inc []float32
 			if wp != nil {
@@ -310,11 +314,12 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 
 // nodeOutputs are the outputs of a node's ops: outs as the node sums them, with their op
 // columns j*K+k and drop-path flags; normed the pre-norm outputs of the node's nodeNorm
-// members that ran (sel: their member indices, rising), with columns and flags likewise.
+// members that ran (sel: their member indices, rising), with their columns (none is an
+// identity: all have drop-path).
 type nodeOutputs struct {
 	outs, normed      []*torch.Tensor
 	idx, normIdx, sel []int64
-	drop, normDrop    []bool
+	drop              []bool
 }
 
 // stateCache holds what the ops of a cell compute from its states alone, once per state:
@@ -380,7 +385,6 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 				}
 				o.normed = append(o.normed, pre)
 				o.normIdx = append(o.normIdx, col)
-				o.normDrop = append(o.normDrop, true)
 				o.sel = append(o.sel, int64(norm.member[col]))
 				continue
 			}
