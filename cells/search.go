@@ -189,7 +189,7 @@ func NewSearchNet(s *torch.Scope, dev torch.Device, cfg SearchConfig) (*SearchNe
 	if err := r.Err(); err != nil {
 		return nil, fmt.Errorf("search network: %w", err)
 	}
-	if cfg.Tasks > 1 && NodeBatchNorm() {
+	if cfg.Tasks > 1 && NodeBatchNorm(dev) {
 		if err := groupNodeNorms(r, n.cells, int64(cfg.Tasks)); err != nil {
 			return nil, fmt.Errorf("search network: %w", err)
 		}
@@ -240,6 +240,9 @@ func (n *SearchNet) forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold f
 		if cellOut != nil {
 			cellOut(s1)
 		}
+	}
+	if s.Err() != nil {
+		return s1 // failed (the scope holds the error): there is no shape to read below
 	}
 	y := s.AdaptiveAvgPool2d(s1, 1, 1)
 	if t := c.tasks(); t > 1 {

@@ -3,6 +3,7 @@ package cells
 import (
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -512,16 +513,23 @@ func TestNormalizeOnDevice(t *testing.T) {
 	}
 }
 
-// TestBatchedSearchNetPointwiseMatmul runs TestBatchedSearchNetMatchesSingle again with
-// METANAS_POINTWISE=matmul, where the 1x1 convolutions of single and batched networks run
-// as matrix products (the CUDA experiment of gpu-session's A/Bs); torch's
-// TestConv2dPointwise checks those products against hand-computed sums.
-func TestBatchedSearchNetPointwiseMatmul(t *testing.T) {
-	if torch.PointwiseMatmul() {
-		t.Skip("this process already runs the matrix products")
+// TestBatchedSearchNetPointwise runs TestBatchedSearchNetMatchesSingle again with the 1x1
+// convolutions computed the other way than by default: as matrix products on the CPU
+// (METANAS_POINTWISE=matmul, CUDA's default) and, with a CUDA device, as convolutions there
+// (=conv); torch's TestConv2dPointwise checks the products against hand-computed sums.
+func TestBatchedSearchNetPointwise(t *testing.T) {
+	if os.Getenv("METANAS_POINTWISE") != "" {
+		t.Skip("this process sets METANAS_POINTWISE")
 	}
-	testutil.RerunWith(t, []string{"METANAS_POINTWISE=matmul"}, "^TestBatchedSearchNetMatchesSingle$",
-		"TestBatchedSearchNetMatchesSingle")
+	envs := []string{"METANAS_POINTWISE=matmul"}
+	if torch.CUDAAvailable() {
+		envs = append(envs, "METANAS_POINTWISE=conv")
+	}
+	for _, e := range envs {
+		t.Run(e, func(t *testing.T) {
+			testutil.RerunWith(t, []string{e}, "^TestBatchedSearchNetMatchesSingle$", "TestBatchedSearchNetMatchesSingle")
+		})
+	}
 }
 
 // TestBatchedSearchNetBranchStreams runs TestBatchedSearchNetMatchesSingle again with
@@ -537,20 +545,53 @@ func TestBatchedSearchNetBranchStreams(t *testing.T) {
 
 // TestBatchedSearchNetNodeBatchNorm runs TestBatchedSearchNetMatchesSingle again with
 // METANAS_NODE_BATCH_NORM=1, where the batched network normalises each node's tail-norm
-// ops with one batch norm (single networks keep theirs): logits, gradients, running
-// statistics and evaluation logits must still match; TestNormalizeOnDevice, where every
-// op runs (one batch norm over all of a node's members) or the host prunes (a subset),
-// must agree; and TestNodeBatchNormGroups checks the grouping and that both paths ran.
+// ops with one batch norm on the CPU too (single networks keep theirs): logits, gradients,
+// running statistics and evaluation logits must still match; TestNormalizeOnDevice, where
+// every op runs (one batch norm over all of a node's members) or the host prunes (a
+// subset), must agree; and TestNodeBatchNormGroups checks the grouping and that both paths
+// ran. With a CUDA device it also runs TestBatchedSearchNetMatchesSingle with =0, where
+// CUDA's batched networks keep a batch norm per op (their default groups them).
 func TestBatchedSearchNetNodeBatchNorm(t *testing.T) {
-	if NodeBatchNorm() {
-		t.Skip("this process already groups the batch norms")
+	if os.Getenv("METANAS_NODE_BATCH_NORM") != "" {
+		t.Skip("this process sets METANAS_NODE_BATCH_NORM")
 	}
-	testutil.RerunWith(t, []string{"METANAS_NODE_BATCH_NORM=1"},
-		"^(TestBatchedSearchNetMatchesSingle|TestNormalizeOnDevice|TestNodeBatchNormGroups)$",
-		"TestBatchedSearchNetMatchesSingle", "TestNormalizeOnDevice", "TestNodeBatchNormGroups")
+	t.Run("on", func(t *testing.T) {
+		testutil.RerunWith(t, []string{"METANAS_NODE_BATCH_NORM=1"},
+			"^(TestBatchedSearchNetMatchesSingle|TestNormalizeOnDevice|TestNodeBatchNormGroups)$",
+			"TestBatchedSearchNetMatchesSingle", "TestNormalizeOnDevice", "TestNodeBatchNormGroups")
+	})
+	if torch.CUDAAvailable() {
+		t.Run("off", func(t *testing.T) {
+			testutil.RerunWith(t, []string{"METANAS_NODE_BATCH_NORM=0"}, "^TestBatchedSearchNetMatchesSingle$",
+				"TestBatchedSearchNetMatchesSingle")
+		})
+	}
 }
 
-// TestNodeBatchNormGroups: with METANAS_NODE_BATCH_NORM=1 a batched search network groups,
+// TestNodeBatchNormSetting checks METANAS_NODE_BATCH_NORM's meaning for the CPU and CUDA:
+// unset, grouped on CUDA only; 1, everywhere; 0, nowhere; another value is reported and
+// read as unset. The process reads the setting once, so each value runs in a child process.
+func TestNodeBatchNormSetting(t *testing.T) {
+	want := map[string][2]bool{"": {false, true}, "1": {true, true}, "0": {false, false}, "yes": {false, true}}
+	env, set := os.LookupEnv("METANAS_NODE_BATCH_NORM")
+	w, ok := want[env]
+	if !ok {
+		t.Skipf("METANAS_NODE_BATCH_NORM=%s is not one of this test's values", env)
+	}
+	if got := [2]bool{NodeBatchNorm(torch.CPU), NodeBatchNorm(torch.Device{CUDA: true})}; got != w {
+		t.Errorf("METANAS_NODE_BATCH_NORM=%q: grouped on (CPU, CUDA) = %v, want %v", env, got, w)
+	}
+	if set {
+		return
+	}
+	for _, v := range []string{"1", "0", "yes"} {
+		t.Run(v, func(t *testing.T) {
+			testutil.RerunWith(t, []string{"METANAS_NODE_BATCH_NORM=" + v}, "^TestNodeBatchNormSetting$", "TestNodeBatchNormSetting")
+		})
+	}
+}
+
+// TestNodeBatchNormGroups: with METANAS_NODE_BATCH_NORM=1 a batched CPU search network groups,
 // per node, every op that ends in a batch norm (the pools, convolutions and, at stride 2,
 // the factorized reduce of skip_connect: 6 or 7 of the 7 few-shot ops per edge), its
 // registry holds views of the node's blocks, and the earlier tests of this process used
@@ -565,7 +606,7 @@ func TestNodeBatchNormGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !NodeBatchNorm() {
+	if !NodeBatchNorm(torch.CPU) {
 		for i, c := range n.cells {
 			if c.norms != nil {
 				t.Fatalf("cell %d grouped its batch norms with the switch off", i)
@@ -615,5 +656,28 @@ func TestNodeBatchNormGroups(t *testing.T) {
 	if nodeNormCalls[0].Load() == 0 || nodeNormCalls[1].Load() == 0 {
 		t.Errorf("node batch norms over every member %d, over a subset %d: the earlier tests should use both",
 			nodeNormCalls[0].Load(), nodeNormCalls[1].Load())
+	}
+}
+
+// TestBatchedForwardReturnsOpError: when an op of a batched network's forward pass fails
+// (here the stem, given 2 input channels per task instead of 1), Forward returns and the
+// scope holds the op's error, instead of panicking on the failed output's shape.
+func TestBatchedForwardReturnsOpError(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	cfg := SearchConfig{InChannels: 1, Classes: 3, Channels: 4, Layers: 2, Nodes: 2, Reductions: []int{1},
+		StemMultiplier: 3, FeatureScaleRate: 1, Primitives: genotype.FewShot, Pairwise: true, AlphaInitStd: 1e-3, Tasks: 2}
+	n, err := NewSearchNet(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := n.Normalize(s, Softmax, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := s.Randn([]int64{3, 4, 8, 8}, torch.CPU, false) // 2 tasks x 2 channels
+	n.Forward(&Ctx{S: s, Train: true, Tasks: 2}, x, w, 0.01)
+	if err := s.Err(); err == nil || !strings.Contains(err.Error(), "conv") {
+		t.Fatalf("scope error %v, want the stem convolution's", err)
 	}
 }

@@ -12,11 +12,11 @@
 #           stopped after GPU_BENCH_TIMEOUT seconds;
 #   ab      A/Bs of experiments switched by the environment: GPU_SESSION_AB_VARIANT (default
 #           the first bench variant) again with each setting of GPU_SESSION_AB_ENVS
-#           (';'-separated, each one or more NAME=value; default METANAS_NODE_BATCH_NORM=1,
-#           then it with METANAS_BRANCH_STREAMS=4 and METANAS_POINTWISE=matmul together, then
-#           each of those two, METANAS_CUDNN_BATCH_NORM=1 and METANAS_NODE_SUM=loop alone,
-#           most wanted first; empty skips them); their lines carry "env" (the GPU memory
-#           peak is in them too);
+#           (';'-separated, each one or more NAME=value; default METANAS_BRANCH_STREAMS=4,
+#           then =8, then CUDA's two default switches off one at a time
+#           (METANAS_NODE_BATCH_NORM=0, METANAS_POINTWISE=conv), then
+#           METANAS_CUDNN_BATCH_NORM=1 and METANAS_NODE_SUM=loop, most wanted first; empty
+#           skips them); their lines carry "env" (the GPU memory peak is in them too);
 #   memory  GPU memory over a long run (none when GPU_SESSION_MEMORY_EPOCHS=0): gpu-bench.sh
 #           with bench --memory-epochs N (default 2000) on batches of 4 tasks replayed from
 #           CUDA graphs, stopped after GPU_SESSION_MEMORY_TIMEOUT seconds (default 150; its
@@ -45,7 +45,7 @@ export GPU_CHECK_OPBENCH=${GPU_CHECK_OPBENCH:-0}
 export GPU_BENCH_TIMEOUT=${GPU_BENCH_TIMEOUT:-100}
 # The bench variants of a session: the batched og_metanas and in_metanas steps from graphs.
 export GPU_BENCH_VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10 --cuda-graphs;--cases in_metanas --batch-tasks 5 --cuda-graphs"}
-AB_ENVS=${GPU_SESSION_AB_ENVS-METANAS_NODE_BATCH_NORM=1;METANAS_NODE_BATCH_NORM=1 METANAS_BRANCH_STREAMS=4 METANAS_POINTWISE=matmul;METANAS_BRANCH_STREAMS=4;METANAS_POINTWISE=matmul;METANAS_CUDNN_BATCH_NORM=1;METANAS_NODE_SUM=loop}
+AB_ENVS=${GPU_SESSION_AB_ENVS-METANAS_BRANCH_STREAMS=4;METANAS_BRANCH_STREAMS=8;METANAS_NODE_BATCH_NORM=0;METANAS_POINTWISE=conv;METANAS_CUDNN_BATCH_NORM=1;METANAS_NODE_SUM=loop}
 PARTS=" ${GPU_SESSION_PARTS:-check bench ab memory trace} "
 for p in $PARTS; do
   case $p in check | bench | ab | memory | trace) ;;

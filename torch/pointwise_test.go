@@ -12,10 +12,11 @@ import (
 
 // TestConv2dPointwise checks bias-free 1x1 convolutions, grouped and not, against sums
 // computed here: the output, and the gradients of sum(y * r) to the input and the weight.
-// Under METANAS_POINTWISE=matmul (TestConv2dPointwiseMatmul) it also checks that they ran
-// as matrix products, not as convolutions.
+// It runs on the CPU, where the shim's 1x1 kernel is the default; under
+// METANAS_POINTWISE=matmul (TestConv2dPointwiseMatmul) it also checks that they ran as
+// matrix products, not as convolutions.
 func TestConv2dPointwise(t *testing.T) {
-	matmul := PointwiseMatmul()
+	matmul := PointwiseMatmul(CPU)
 	if matmul {
 		ProfileOps()
 		if _, err := OpProfile(true); err != nil {
@@ -123,4 +124,28 @@ func TestConv2dPointwiseMatmul(t *testing.T) {
 		t.Skip("this process already runs the matrix products")
 	}
 	testutil.RerunWith(t, []string{"METANAS_POINTWISE=matmul"}, "^TestConv2dPointwise$", "TestConv2dPointwise")
+}
+
+// TestPointwiseMatmulSetting checks METANAS_POINTWISE's meaning for the CPU and CUDA:
+// unset, products on CUDA only; matmul, everywhere; conv, nowhere; another value is
+// reported and read as unset. The process reads the setting once, so each value runs in a
+// child process.
+func TestPointwiseMatmulSetting(t *testing.T) {
+	want := map[string][2]bool{"": {false, true}, "matmul": {true, true}, "conv": {false, false}, "sideways": {false, true}}
+	env, set := os.LookupEnv("METANAS_POINTWISE")
+	w, ok := want[env]
+	if !ok {
+		t.Skipf("METANAS_POINTWISE=%s is not one of this test's values", env)
+	}
+	if got := [2]bool{PointwiseMatmul(CPU), PointwiseMatmul(Device{CUDA: true})}; got != w {
+		t.Errorf("METANAS_POINTWISE=%q: products on (CPU, CUDA) = %v, want %v", env, got, w)
+	}
+	if set {
+		return
+	}
+	for _, v := range []string{"matmul", "conv", "sideways"} {
+		t.Run(v, func(t *testing.T) {
+			testutil.RerunWith(t, []string{"METANAS_POINTWISE=" + v}, "^TestPointwiseMatmulSetting$", "TestPointwiseMatmulSetting")
+		})
+	}
 }

@@ -351,10 +351,11 @@ func (s *Scope) FromGotorch(g gotorch.Tensor) *Tensor {
 	return s.result(h, cerr(C.mt_alias(C.mt_tensor(*g.T), &h)), &h)
 }
 
-// PointwiseMatmul reports whether the process started with METANAS_POINTWISE=matmul, an
-// experiment for CUDA: Conv2d then computes bias-free 1x1 convolutions at stride 1 without
-// padding (grouped ones too) as batched matrix products instead of convolutions.
-func PointwiseMatmul() bool { return bool(C.mt_pointwise_matmul()) }
+// PointwiseMatmul reports whether Conv2d computes bias-free 1x1 convolutions at stride 1
+// without padding (grouped ones too) on dev as batched matrix products instead of
+// convolutions: by default on CUDA only (faster there, slower than the CPU kernels on the
+// CPU); METANAS_POINTWISE=matmul or =conv, read once per process, sets it for both.
+func PointwiseMatmul(dev Device) bool { return bool(C.mt_pointwise_matmul(C.bool(dev.CUDA))) }
 
 // SetAllowTF32 lets CUDA convolutions (cuDNN) and matrix products (cuBLAS) compute in TF32,
 // with a 10-bit mantissa. LibTorch's default allows it for convolutions, not for matrix

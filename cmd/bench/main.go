@@ -55,9 +55,9 @@ type Result struct {
 	StepsPerTask   int     `json:"steps_per_task"`
 	PeakRSSMiB     float64 `json:"peak_rss_mib"`
 	CPUPool        bool    `json:"cpu_pool"` // CPU tensors from the shim's pool (torch.CPUPool)
-	// The GPU experiments switched on by the environment (README), so that a line says
-	// what it measured: METANAS_BRANCH_STREAMS, METANAS_POINTWISE=matmul and
-	// METANAS_NODE_BATCH_NORM=1.
+	// The GPU switches in effect (README: on CUDA the node batch norm and the 1x1 products
+	// are on unless switched off, branch streams off unless switched on), so that a line
+	// says what it measured.
 	BranchStreams   int     `json:"branch_streams,omitempty"`
 	PointwiseMatmul bool    `json:"pointwise_matmul,omitempty"`
 	NodeBatchNorm   bool    `json:"node_batch_norm,omitempty"`
@@ -277,8 +277,8 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	r.MetaTestTaskS = mt.Seconds / float64(mt.Tasks)
 	r.PeakRSSMiB = peakRSS()
 	r.CPUPool = torch.CPUPool().Enabled
-	r.BranchStreams, r.PointwiseMatmul = torch.BranchStreams(), torch.PointwiseMatmul()
-	r.NodeBatchNorm = cells.NodeBatchNorm()
+	r.BranchStreams, r.PointwiseMatmul = torch.BranchStreams(), torch.PointwiseMatmul(tr.Dev)
+	r.NodeBatchNorm = cfg.Run.BatchTasks > 1 && cells.NodeBatchNorm(tr.Dev)
 	return r, nil
 }
 

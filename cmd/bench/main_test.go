@@ -98,9 +98,10 @@ func TestTraceKernelsScript(t *testing.T) {
 	}
 }
 
-// TestExperimentFields runs a short smoke case and checks that its line names the GPU
-// experiments switched on by the environment: none here, and in a child process with
-// METANAS_BRANCH_STREAMS=3, METANAS_POINTWISE=matmul and METANAS_NODE_BATCH_NORM=1, all three.
+// TestExperimentFields runs a short smoke case in batches of 2 tasks on the CPU and checks
+// that its line names the GPU switches in effect: none here (the CPU's defaults), and in a
+// child process with METANAS_BRANCH_STREAMS=3, METANAS_POINTWISE=matmul and
+// METANAS_NODE_BATCH_NORM=1, all three.
 func TestExperimentFields(t *testing.T) {
 	want := map[string]any{}
 	if os.Getenv("METANAS_BRANCH_STREAMS") == "3" {
@@ -110,7 +111,7 @@ func TestExperimentFields(t *testing.T) {
 			"^TestExperimentFields$", "TestExperimentFields")
 	}
 	code, out, errOut := testutil.Capture(t, func() int {
-		return run([]string{"--configs", "../../configs", "--cases", "smoke", "--tasks", "1", "--test-steps", "2"})
+		return run([]string{"--configs", "../../configs", "--cases", "smoke", "--batch-tasks", "2", "--test-steps", "2"})
 	})
 	if code != 0 {
 		t.Fatalf("bench exit %d: %s", code, errOut)

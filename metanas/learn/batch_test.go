@@ -122,7 +122,7 @@ func TestBatchWorkerMatchesWorkers(t *testing.T) {
 // METANAS_NODE_BATCH_NORM=1: the batch worker's network normalises each search node's ops
 // with one batch norm, the single workers' networks op by op.
 func TestBatchWorkerNodeBatchNorm(t *testing.T) {
-	torchtest.RerunWithNodeBatchNorm(t, "TestBatchWorkerMatchesWorkers", false)
+	torchtest.RerunNodeBatchNormOther(t, "TestBatchWorkerMatchesWorkers", false)
 }
 
 // TestBatchWorkerErrors checks the batch's input checks.

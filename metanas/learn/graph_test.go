@@ -271,8 +271,9 @@ func TestCUDABatchWorkerGraphsBranchStreams(t *testing.T) {
 	torchtest.RerunCUDAWithBranchStreams(t, "TestCUDABatchWorkerGraphs")
 }
 
-// TestCUDABatchWorkerGraphsNodeBatchNorm runs TestCUDABatchWorkerGraphs again with
-// METANAS_NODE_BATCH_NORM=1: replayed steps with one batch norm per search node.
-func TestCUDABatchWorkerGraphsNodeBatchNorm(t *testing.T) {
-	torchtest.RerunWithNodeBatchNorm(t, "TestCUDABatchWorkerGraphs", true)
+// TestCUDABatchWorkerGraphsNodeBatchNormOff runs TestCUDABatchWorkerGraphs again with
+// METANAS_NODE_BATCH_NORM=0: replayed steps with a batch norm per op (CUDA's default groups
+// them per search node).
+func TestCUDABatchWorkerGraphsNodeBatchNormOff(t *testing.T) {
+	torchtest.RerunNodeBatchNormOther(t, "TestCUDABatchWorkerGraphs", true)
 }

@@ -190,12 +190,12 @@ func TestCUDABatchGraphsBranchStreams(t *testing.T) {
 // TestBatchTasksNodeBatchNorm runs TestBatchTasksMatchesWorkers again with
 // METANAS_NODE_BATCH_NORM=1 (one batch norm per search node of the batched network).
 func TestBatchTasksNodeBatchNorm(t *testing.T) {
-	torchtest.RerunWithNodeBatchNorm(t, "TestBatchTasksMatchesWorkers", false)
+	torchtest.RerunNodeBatchNormOther(t, "TestBatchTasksMatchesWorkers", false)
 }
 
-// TestCUDABatchGraphsNodeBatchNorm runs TestCUDABatchGraphs again with
-// METANAS_NODE_BATCH_NORM=1: batched meta-training from CUDA graphs with one batch norm per
-// search node.
-func TestCUDABatchGraphsNodeBatchNorm(t *testing.T) {
-	torchtest.RerunWithNodeBatchNorm(t, "TestCUDABatchGraphs", true)
+// TestCUDABatchGraphsNodeBatchNormOff runs TestCUDABatchGraphs again with
+// METANAS_NODE_BATCH_NORM=0: batched meta-training from CUDA graphs with a batch norm per op
+// (CUDA's default groups them per search node).
+func TestCUDABatchGraphsNodeBatchNormOff(t *testing.T) {
+	torchtest.RerunNodeBatchNormOther(t, "TestCUDABatchGraphs", true)
 }

@@ -14,20 +14,35 @@ bool cudnn_batch_norm() {
   return on;
 }
 
-// pointwise_on reports METANAS_POINTWISE=matmul (see pointwise_matmul).
-bool pointwise_on() {
-  static const bool on = mt::env_is("METANAS_POINTWISE", "matmul");
-  return on;
+// pointwise_mode reads METANAS_POINTWISE once: 1 for "matmul" (always), 2 for "conv" (never),
+// 0 when unset (on CUDA only; on an H200 it took 16 % off a batched og_metanas step, while on
+// the CPU the shim's own 1x1 kernel is faster). Another value is reported and read as unset.
+int pointwise_mode() {
+  static const int mode = [] {
+    const char *e = std::getenv("METANAS_POINTWISE");
+    if (e == nullptr || *e == '\0') return 0;
+    if (std::strcmp(e, "matmul") == 0) return 1;
+    if (std::strcmp(e, "conv") == 0) return 2;
+    std::fprintf(stderr, "metanas: METANAS_POINTWISE=%s is neither matmul nor conv; using the default (matmul on CUDA)\n", e);
+    return 0;
+  }();
+  return mode;
 }
 
-// pointwise_matmul: with METANAS_POINTWISE=matmul, bias-free 1x1 convolutions at stride 1
-// and without padding run as one batched matrix product, [g, Co, Ci] x [N, g, Ci, H*W] =
-// [N, g, Co, H*W] for g groups (an experiment: on an H200 cuDNN's grouped convolutions of a
-// batched network changed the layout to NHWC and back around every call, 8 % of a step).
-// It returns an undefined tensor where it does not apply, or when off.
+// pointwise_on reports whether 1x1 convolutions on a device of this kind (cuda) run as
+// matrix products (see pointwise_matmul).
+bool pointwise_on(bool cuda) {
+  const int m = pointwise_mode();
+  return m == 1 || (m == 0 && cuda);
+}
+
+// pointwise_matmul: where pointwise_on, bias-free 1x1 convolutions at stride 1 and without
+// padding run as one batched matrix product, [g, Co, Ci] x [N, g, Ci, H*W] = [N, g, Co, H*W]
+// for g groups (cuDNN's grouped convolutions of a batched network changed the layout to NHWC
+// and back around every call). It returns an undefined tensor where it does not apply.
 at::Tensor pointwise_matmul(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b,
                             int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t groups) {
-  if (!pointwise_on() || x.dim() != 4 || w.dim() != 4 || w.size(2) != 1 || w.size(3) != 1) return at::Tensor();
+  if (!pointwise_on(x.is_cuda()) || x.dim() != 4 || w.dim() != 4 || w.size(2) != 1 || w.size(3) != 1) return at::Tensor();
   if (sh != 1 || sw != 1 || ph != 0 || pw != 0 || (b && b->defined()) || groups < 1) return at::Tensor();
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), wd = x.size(3);
   if (c % groups != 0 || w.size(0) % groups != 0 || w.size(1) != c / groups || x.numel() == 0) return at::Tensor();
@@ -61,7 +76,7 @@ at::Tensor batch_norm(const at::Tensor &x, const at::Tensor &w, const at::Tensor
 
 extern "C" {
 
-bool mt_pointwise_matmul(void) { return pointwise_on(); }
+bool mt_pointwise_matmul(bool cuda) { return pointwise_on(cuda); }
 
 char *mt_conv2d(mt_tensor x, mt_tensor w, mt_tensor b, int64_t sh, int64_t sw, int64_t ph,
                 int64_t pw, int64_t dh, int64_t dw, int64_t groups, mt_tensor *out) {

@@ -138,9 +138,10 @@ char *mt_pin_memory(mt_tensor t, mt_tensor *out);
 char *mt_to_string(mt_tensor t, char **out);
 
 // Neural-network operations.
-// mt_pointwise_matmul reports METANAS_POINTWISE=matmul: mt_conv2d then computes bias-free 1x1
-// convolutions at stride 1 as batched matrix products.
-bool mt_pointwise_matmul(void);
+// mt_pointwise_matmul reports whether mt_conv2d computes bias-free 1x1 convolutions at
+// stride 1 on a device of this kind (cuda or CPU) as batched matrix products
+// (METANAS_POINTWISE: matmul always, conv never, unset on CUDA only).
+bool mt_pointwise_matmul(bool cuda);
 char *mt_conv2d(mt_tensor x, mt_tensor w, mt_tensor b, int64_t sh, int64_t sw, int64_t ph,
                 int64_t pw, int64_t dh, int64_t dw, int64_t groups, mt_tensor *out);
 char *mt_batch_norm(mt_tensor x, mt_tensor w, mt_tensor b, mt_tensor rm, mt_tensor rv,

@@ -46,17 +46,21 @@ func RerunCUDAWithBranchStreams(t *testing.T, test string) {
 	testutil.RerunWith(t, []string{"METANAS_BRANCH_STREAMS=4"}, "^"+test+"$", test)
 }
 
-// RerunWithNodeBatchNorm runs the test named test again in a child process with
-// METANAS_NODE_BATCH_NORM=1 (one batch norm per search node of a batched network). It
-// skips in a process that already has the switch, and when cuda is set, without a CUDA
-// device.
-func RerunWithNodeBatchNorm(t *testing.T, test string, cuda bool) {
+// RerunNodeBatchNormOther runs the test named test again in a child process with the node
+// batch norm (one batch norm per search node of a batched network) the other way than the
+// device's default: METANAS_NODE_BATCH_NORM=1 for a CPU test, =0 for a CUDA test (cuda set;
+// it skips without a CUDA device). It skips in a process that sets the variable itself.
+func RerunNodeBatchNormOther(t *testing.T, test string, cuda bool) {
 	t.Helper()
 	if cuda && !torch.CUDAAvailable() {
 		t.Skip("no CUDA device (or LibTorch built without CUDA)")
 	}
-	if os.Getenv("METANAS_NODE_BATCH_NORM") == "1" {
-		t.Skip("this process already groups the batch norms")
+	if os.Getenv("METANAS_NODE_BATCH_NORM") != "" {
+		t.Skip("this process sets METANAS_NODE_BATCH_NORM")
 	}
-	testutil.RerunWith(t, []string{"METANAS_NODE_BATCH_NORM=1"}, "^"+test+"$", test)
+	env := "METANAS_NODE_BATCH_NORM=1"
+	if cuda {
+		env = "METANAS_NODE_BATCH_NORM=0"
+	}
+	testutil.RerunWith(t, []string{env}, "^"+test+"$", test)
 }
