@@ -121,6 +121,11 @@ func TestCUDABranchStreams(t *testing.T) {
 	closeTo(t, "eager branched loss", []float32{gotLoss}, []float32{wantLoss}, 1e-5)
 	closeTo(t, "eager branched gradient", gotGrad, wantGrad, 1e-5)
 
+	// Free the eager steps' autograd graphs before capturing: while they live, x keeps the
+	// AccumulateGrad node they created, which runs on the stream it was created on (here
+	// the legacy default stream), and a captured backward pass may not make that stream
+	// wait (cudaErrorStreamCaptureImplicit, seen on an H200 before this reset).
+	st.Reset()
 	g, err := NewGraph(dev)
 	if err != nil {
 		t.Fatal(err)
