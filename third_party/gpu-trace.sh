@@ -12,7 +12,9 @@
 #   GPU_TRACE_CASE      preset (default og_metanas)
 #   GPU_TRACE_SHOTS     train shots of the shortened preset: that many minibatches of
 #                       `ways` images per meta-epoch and task (default 3)
-#   GPU_TRACE_VARIANTS  bench flag lists separated by ';' (default: batched eager; graphs)
+#   GPU_TRACE_VARIANTS  bench flag lists separated by ';' (default: batched eager, with the
+#                       host's operators recorded so that each kernel is named with the
+#                       operators that launched it; graphs)
 #   GPU_TRACE_TIMEOUT   seconds per variant (default 90)
 #   GPU_TRACE_TOP       kernels listed per trace (default 25)
 # It runs bench through gpu-bench.sh (which builds the native libraries and sets the library
@@ -21,7 +23,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 CASE=${GPU_TRACE_CASE:-og_metanas}
 SHOTS=${GPU_TRACE_SHOTS:-3}
-VARIANTS=${GPU_TRACE_VARIANTS:-"--batch-tasks 10;--batch-tasks 10 --cuda-graphs"}
+VARIANTS=${GPU_TRACE_VARIANTS:-"--batch-tasks 10 --kernel-trace-ops;--batch-tasks 10 --cuda-graphs"}
 TIMEOUT=${GPU_TRACE_TIMEOUT:-90}
 TOP=${GPU_TRACE_TOP:-25}
 log() { echo "gpu-trace: $*" >&2; }

@@ -8,12 +8,12 @@ import (
 	"testing"
 )
 
-// traceEvents runs a small forward and backward pass on dev inside a trace and returns the
-// events of the written trace file by category.
-func traceEvents(t *testing.T, dev Device) map[string][]string {
+// traceEvents runs a small forward and backward pass on dev inside a trace (with the host's
+// operators too when hostOps) and returns the events of the written trace file by category.
+func traceEvents(t *testing.T, dev Device, hostOps bool) map[string][]string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "trace.json")
-	if err := StartTrace(dev.CUDA); err != nil {
+	if err := StartTrace(dev.CUDA, hostOps); err != nil {
 		t.Fatal(err)
 	}
 	s := NewScope()
@@ -70,7 +70,7 @@ func TestTraceHost(t *testing.T) {
 	if err := StopTrace(filepath.Join(t.TempDir(), "none.json")); err == nil {
 		t.Error("StopTrace without StartTrace: no error")
 	}
-	by := traceEvents(t, CPU)
+	by := traceEvents(t, CPU, false)
 	for _, op := range []string{"aten::mul", "aten::relu", "aten::sum"} {
 		if !hasName(by["cpu_op"], op) {
 			t.Errorf("trace has no %s among its %d cpu_op events", op, len(by["cpu_op"]))
@@ -78,15 +78,21 @@ func TestTraceHost(t *testing.T) {
 	}
 }
 
-// TestTraceCUDA checks that a CUDA trace lists kernels.
+// TestTraceCUDA checks that a CUDA trace lists kernels, and with the host's operators
+// also those (and without them, none).
 func TestTraceCUDA(t *testing.T) {
 	if !CUDAAvailable() {
 		t.Skip("no CUDA device (or LibTorch built without CUDA)")
 	}
 	dev := Device{CUDA: true}
-	by := traceEvents(t, dev)
-	if len(by["kernel"]) < 4 {
-		t.Fatalf("trace has %d kernel events, want at least 4 (categories: %v)", len(by["kernel"]), keys(by))
+	for _, hostOps := range []bool{false, true} {
+		by := traceEvents(t, dev, hostOps)
+		if len(by["kernel"]) < 4 {
+			t.Fatalf("host ops %t: trace has %d kernel events, want at least 4 (categories: %v)", hostOps, len(by["kernel"]), keys(by))
+		}
+		if got := hasName(by["cpu_op"], "aten::relu"); got != hostOps {
+			t.Errorf("host ops %t: aten::relu among the trace's %d cpu_op events: %t", hostOps, len(by["cpu_op"]), got)
+		}
 	}
 }
 

@@ -80,6 +80,7 @@ func run(args []string) int {
 	graphs := fs.Bool("cuda-graphs", false, "with --batch-tasks on CUDA: run the batched steps from captured CUDA graphs (run.cuda_graphs)")
 	countOps := fs.Bool("count-ops", false, "also count ATen operator calls per warm-up task step (aten_ops_per_step; slows every op, so the timings are not comparable)")
 	profTop := fs.Int("profile-ops", 0, "also time operator calls by self time and print the N costliest of each timed meta-epoch to stderr (slows every op)")
+	traceOps := fs.Bool("kernel-trace-ops", false, "with --kernel-trace on CUDA, record the host's operators too, so that third_party/bench/trace_kernels.py names the operators that launched each eager kernel (larger traces, a slower host)")
 	trace := fs.String("kernel-trace", "", "write a Chrome trace (PyTorch's profiler) of each timed meta-epoch to PREFIX-<case>-epoch<N>.json: CUDA kernels with --device cuda, host operators on the CPU (slows every launch; needs a LibTorch with Kineto, as PyTorch's wheels have)")
 	configs := fs.String("configs", "configs", "folder of the presets")
 	memEpochs := fs.Int("memory-epochs", 0, "instead of timings: run this many meta-epochs of a small synthetic MetaNAS run (the smoke preset; with --batch-tasks and --cuda-graphs as given) and report resident and GPU memory at epoch 50 and at the end")
@@ -91,6 +92,9 @@ func run(args []string) int {
 	}
 	if *profTop < 0 {
 		return cli.Errorf(prog, cli.Usage, fmt.Errorf("--profile-ops must be >= 0, got %d", *profTop))
+	}
+	if *traceOps && *trace == "" {
+		return cli.Errorf(prog, cli.Usage, fmt.Errorf("--kernel-trace-ops needs --kernel-trace PREFIX (the trace it adds to)"))
 	}
 	if *profTop > 0 {
 		torch.ProfileOps()
@@ -105,7 +109,7 @@ func run(args []string) int {
 		return cli.OK
 	}
 	for _, c := range strings.Split(*cases, ",") {
-		o := caseOpts{tasks: *tasks, testSteps: *testSteps, workers: *workers, streams: *streams, batchTasks: *batchTasks, graphs: *graphs, profTop: *profTop, trace: *trace}
+		o := caseOpts{tasks: *tasks, testSteps: *testSteps, workers: *workers, streams: *streams, batchTasks: *batchTasks, graphs: *graphs, profTop: *profTop, trace: *trace, traceOps: *traceOps}
 		r, err := measure(*configs, strings.TrimSpace(c), *device, o)
 		if err != nil {
 			if train.IsUsage(err) {
@@ -127,6 +131,7 @@ type caseOpts struct {
 	graphs                    bool
 	profTop                   int
 	trace                     string // kernel-trace file prefix ("" for none)
+	traceOps                  bool   // the kernel traces also record the host's operators
 }
 
 // measure times one preset; with profTop > 0 it also prints the profTop costliest operators
@@ -195,7 +200,7 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 			}
 		}
 		if o.trace != "" {
-			if err := torch.StartTrace(dev.CUDA); err != nil {
+			if err := torch.StartTrace(dev.CUDA, o.traceOps); err != nil {
 				return 0, err
 			}
 		}
@@ -354,7 +359,40 @@ type MemoryResult struct {
 	// The highest GPU sample from epoch 50 on, and its growth over epoch 50.
 	GPUMaxMiB       float64 `json:"gpu_mem_max_from_epoch_50_mib,omitempty"`
 	GPUMaxGrowthPct float64 `json:"gpu_max_growth_pct,omitempty"`
-	Seconds         float64 `json:"seconds"`
+	// The run's search starts at SearchFrom (warm-up before it). Within each phase, the
+	// highest growth of resident and GPU memory over the phase's base sample: epoch 50 in
+	// warm-up, the search's first sample at least 50 meta-epochs into it (what a switch of
+	// phase changes once, such as the graphs captured for the search, is not growth).
+	SearchFrom           int     `json:"search_from_epoch"`
+	RSSPhaseMaxGrowthPct float64 `json:"rss_max_growth_in_phase_pct"`
+	GPUPhaseMaxGrowthPct float64 `json:"gpu_max_growth_in_phase_pct,omitempty"`
+	Seconds              float64 `json:"seconds"`
+}
+
+// phaseGrowth tracks the highest growth of a memory figure within each phase of a run
+// whose search starts at searchFrom: over the base sample (epoch 50) while it warms up, and
+// in the search over its first sample at least 50 meta-epochs into it; the samples between
+// the switch and that one do not count. Values at or below 0 (not measured) are ignored.
+type phaseGrowth struct {
+	searchFrom, baseEpoch int
+	base, maxPct          float64
+}
+
+func (g *phaseGrowth) add(epoch int, v float64, isBase bool) {
+	switch {
+	case v <= 0:
+		return
+	case isBase:
+		g.base, g.baseEpoch = v, epoch
+	case g.base == 0:
+		return
+	case epoch >= g.searchFrom && g.baseEpoch < g.searchFrom:
+		if epoch < g.searchFrom+49 {
+			return
+		}
+		g.base, g.baseEpoch = v, epoch
+	}
+	g.maxPct = max(g.maxPct, 100*(v-g.base)/g.base)
 }
 
 // memory runs the smoke preset on synthetic data for n meta-epochs (warm-up for the first
@@ -405,6 +443,8 @@ func memory(dir, device string, n, batchTasks int, graphs bool) (*MemoryResult, 
 	start := time.Now()
 	var live int64
 	pct := func(a, b float64) float64 { return 100 * (a - b) / b }
+	r.SearchFrom = cfg.Meta.WarmUpEpochs // epoch e is warm-up while e < warm_up_epochs
+	rssPhase, gpuPhase := phaseGrowth{searchFrom: r.SearchFrom}, phaseGrowth{searchFrom: r.SearchFrom}
 	for e := 1; e <= n; e++ {
 		if _, err := tr.RunEpoch(e, sampler.Batch(uint64(e), cfg.Meta.MetaBatch)); err != nil {
 			return nil, err
@@ -432,7 +472,10 @@ func memory(dir, device string, n, batchTasks int, graphs bool) (*MemoryResult, 
 			r.RSSMaxMiB, r.AnonMaxMiB, r.GPUMaxMiB = max(r.RSSMaxMiB, rss), max(r.AnonMaxMiB, anon), max(r.GPUMaxMiB, gpu)
 		}
 		r.RSSEndMiB, r.AnonEndMiB, r.GPUEndMiB = rss, anon, gpu
+		rssPhase.add(e, rss, base)
+		gpuPhase.add(e, gpu, base)
 	}
+	r.RSSPhaseMaxGrowthPct, r.GPUPhaseMaxGrowthPct = rssPhase.maxPct, gpuPhase.maxPct
 	r.GoHeapEnd = goHeap()
 	r.CHeapEnd, r.CFreeEnd = cHeap()
 	if p := torch.CPUPool(); p.Enabled {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,7 +53,9 @@ func TestMemoryBatched(t *testing.T) {
 
 // TestTraceKernelsScript runs third_party/bench/trace_kernels.py (which summarises
 // --kernel-trace files on GPU machines) on a hand-made trace: two overlapping kernels and a
-// later one, a host event it must not count as a kernel, and --extra keys.
+// later one, a host event it must not count as a kernel, --extra keys, and the host
+// operators around each kernel's launch (four nested, of which it names the outermost and
+// the two innermost; one; none).
 func TestTraceKernelsScript(t *testing.T) {
 	py, err := exec.LookPath("python3")
 	if err != nil {
@@ -59,10 +63,17 @@ func TestTraceKernelsScript(t *testing.T) {
 	}
 	trace := filepath.Join(t.TempDir(), "trace.json")
 	events := `{"traceEvents": [
-		{"ph": "X", "cat": "kernel", "name": "a", "ts": 0, "dur": 10},
-		{"ph": "X", "cat": "kernel", "name": "b", "ts": 5, "dur": 10},
-		{"ph": "X", "cat": "kernel", "name": "a", "ts": 30, "dur": 5},
-		{"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 0, "dur": 1},
+		{"ph": "X", "cat": "kernel", "name": "a", "ts": 0, "dur": 10, "args": {"correlation": 1}},
+		{"ph": "X", "cat": "kernel", "name": "b", "ts": 5, "dur": 10, "args": {"correlation": 2}},
+		{"ph": "X", "cat": "kernel", "name": "a", "ts": 30, "dur": 5, "args": {"correlation": 3}},
+		{"ph": "X", "cat": "cpu_op", "name": "outer", "pid": 1, "tid": 7, "ts": -100, "dur": 100},
+		{"ph": "X", "cat": "cpu_op", "name": "mid", "pid": 1, "tid": 7, "ts": -99, "dur": 10},
+		{"ph": "X", "cat": "cpu_op", "name": "inner", "pid": 1, "tid": 7, "ts": -98, "dur": 5},
+		{"ph": "X", "cat": "cpu_op", "name": "deep", "pid": 1, "tid": 7, "ts": -97.5, "dur": 1},
+		{"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 7, "ts": -97, "dur": 0.1, "args": {"correlation": 1}},
+		{"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 7, "ts": -50, "dur": 0.1, "args": {"correlation": 2}},
+		{"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 7, "ts": 20, "dur": 0.1, "args": {"correlation": 3}},
+		{"ph": "X", "cat": "cpu_op", "name": "other thread", "pid": 1, "tid": 8, "ts": 0, "dur": 100},
 		{"ph": "i", "cat": "kernel", "name": "instant", "ts": 40}]}`
 	if err := os.WriteFile(trace, []byte(events), 0o644); err != nil {
 		t.Fatal(err)
@@ -80,9 +91,10 @@ func TestTraceKernelsScript(t *testing.T) {
 		HostCalls map[string]int     `json:"host_calls"`
 		PerStep   map[string]float64 `json:"per_step"`
 		Top       []struct {
-			Name   string  `json:"name"`
-			Count  int     `json:"count"`
-			MeanUS float64 `json:"mean_us"`
+			Name    string         `json:"name"`
+			Count   int            `json:"count"`
+			MeanUS  float64        `json:"mean_us"`
+			Origins map[string]int `json:"origins"`
 		} `json:"top"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
@@ -90,11 +102,17 @@ func TestTraceKernelsScript(t *testing.T) {
 	}
 	// Busy: [0, 15] and [30, 35] merged = 20 us; span 0..35 us; kernel time 25 us.
 	if r.Variant != "v" || r.Kernels != 3 || r.KernelMS != 0.025 || r.BusyMS != 0.02 || r.SpanMS != 0.035 ||
-		r.HostCalls["cudaLaunchKernel"] != 1 || r.PerStep["kernels"] != 0.6 {
+		r.HostCalls["cudaLaunchKernel"] != 3 || r.PerStep["kernels"] != 0.6 {
 		t.Errorf("summary %+v", r)
 	}
 	if len(r.Top) != 2 || r.Top[0].Name != "a" || r.Top[0].Count != 2 || r.Top[0].MeanUS != 7.5 {
 		t.Errorf("top kernels %+v, want a (2 calls, 7.5 us mean) first", r.Top)
+	}
+	wantOrigins := []map[string]int{{"outer > inner > deep": 1, "none": 1}, {"outer": 1}}
+	for i, w := range wantOrigins {
+		if i < len(r.Top) && !maps.Equal(r.Top[i].Origins, w) {
+			t.Errorf("kernel %s: origins %v, want %v", r.Top[i].Name, r.Top[i].Origins, w)
+		}
 	}
 }
 
@@ -123,6 +141,49 @@ func TestExperimentFields(t *testing.T) {
 	for _, k := range []string{"branch_streams", "pointwise_matmul", "node_batch_norm"} {
 		if got, w := line[k], want[k]; got != w {
 			t.Errorf("%s = %v, want %v (METANAS_BRANCH_STREAMS=%q)", k, got, w, os.Getenv("METANAS_BRANCH_STREAMS"))
+		}
+	}
+}
+
+// TestUsageErrors: flags that cannot work are refused with exit code 2 and a message that
+// names them, before any case runs.
+func TestUsageErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--profile-ops", "-1"}, "--profile-ops"},
+		{[]string{"--kernel-trace-ops"}, "--kernel-trace-ops needs --kernel-trace"},
+	} {
+		code, _, errOut := testutil.Capture(t, func() int { return run(c.args) })
+		if code != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", c.args, code, errOut, c.want)
+		}
+	}
+}
+
+// TestPhaseGrowth checks the growth within phases on samples every 50 meta-epochs of a
+// 400-epoch run whose search starts at epoch 200.
+func TestPhaseGrowth(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		v    map[int]float64 // sample by epoch (epoch 50 is the base)
+		want float64
+	}{
+		{"flat", map[int]float64{50: 100, 100: 100, 150: 100, 200: 100, 250: 100, 300: 100, 350: 100, 400: 100}, 0},
+		{"growth in warm-up", map[int]float64{50: 100, 100: 101, 150: 103, 200: 103, 250: 103, 300: 103, 350: 103, 400: 103}, 3},
+		// A step at the switch (epoch 200) is the search's base from epoch 250 on.
+		{"step at the switch", map[int]float64{50: 100, 100: 100, 150: 100, 200: 110, 250: 110, 300: 110, 350: 110, 400: 110}, 0},
+		{"growth in the search", map[int]float64{50: 100, 100: 100, 150: 100, 200: 110, 250: 110, 300: 111, 350: 115.5, 400: 111}, 5},
+		{"fall then growth", map[int]float64{50: 100, 100: 90, 150: 99, 200: 80, 250: 80, 300: 82, 350: 81, 400: 80}, 2.5},
+		{"unmeasured samples", map[int]float64{50: 100, 100: -1, 150: 102, 200: -1, 250: -1, 300: 50, 350: 51, 400: 50}, 2},
+	} {
+		g := phaseGrowth{searchFrom: 200}
+		for e := 50; e <= 400; e += 50 {
+			g.add(e, c.v[e], e == 50)
+		}
+		if math.Abs(g.maxPct-c.want) > 1e-9 {
+			t.Errorf("%s: %g %%, want %g %%", c.name, g.maxPct, c.want)
 		}
 	}
 }

@@ -35,9 +35,9 @@ void mt_set_cudnn_benchmark(bool on);
 // 10-bit mantissa; LibTorch's default lets convolutions use it, matrix products not).
 void mt_set_allow_tf32(bool conv, bool matmul);
 // mt_trace_start records, with PyTorch's profiler (Kineto), the device's kernels and copies
-// (cuda) or the host's operator calls (!cuda) until mt_trace_stop, which writes them to path
-// as a Chrome trace (JSON). Diagnostics only.
-char *mt_trace_start(bool cuda);
+// (cuda; with host_ops the host's operator calls too) or the host's operator calls (!cuda)
+// until mt_trace_stop, which writes them to path as a Chrome trace (JSON). Diagnostics only.
+char *mt_trace_start(bool cuda, bool host_ops);
 char *mt_trace_stop(const char *path);
 char *mt_synchronize(int device_index);
 // mt_cuda_empty_cache returns the unused cached blocks of LibTorch's CUDA allocator (those

@@ -10,10 +10,11 @@ namespace prof = torch::profiler::impl;
 namespace kin = torch::autograd::profiler;
 }  // namespace
 
-char *mt_trace_start(bool cuda) {
+char *mt_trace_start(bool cuda, bool host_ops) {
   MT_TRY
   prof::ProfilerConfig cfg(prof::ProfilerState::KINETO);
   std::set<prof::ActivityType> acts{cuda ? prof::ActivityType::CUDA : prof::ActivityType::CPU};
+  if (host_ops) acts.insert(prof::ActivityType::CPU);
   kin::prepareProfiler(cfg, acts);
   kin::enableProfiler(cfg, acts);
   MT_CATCH("trace start")
