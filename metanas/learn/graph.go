@@ -2,6 +2,8 @@ package learn
 
 import (
 	"fmt"
+	"os"
+	"sync"
 
 	"github.com/metanas-go/metanas/cells"
 	"github.com/metanas-go/metanas/torch"
@@ -20,6 +22,22 @@ const (
 // capture: the first steps allocate the optimizer state, let cuDNN choose its algorithms
 // and copy the forward pass's index arrays to the device, none of which a capture may do.
 const captureAfter = 2
+
+// ownGraphPools reports METANAS_GRAPH_POOLS=own, read once: each captured graph keeps a
+// memory pool of its own instead of sharing one with the worker's other graphs (more GPU
+// memory; a diagnostic for branch streams, whose graph tests failed on an H200 only where
+// two minibatch shapes shared a pool).
+var ownGraphPools = sync.OnceValue(func() bool {
+	switch v := os.Getenv("METANAS_GRAPH_POOLS"); v {
+	case "", "shared":
+		return false
+	case "own":
+		return true
+	default:
+		fmt.Fprintf(os.Stderr, "metanas: METANAS_GRAPH_POOLS=%s is neither shared nor own; the graphs share a pool\n", v)
+		return false
+	}
+})
 
 // stepGraph is what a captured step reads and writes besides the network, its optimizer
 // state and the worker's accumulators; all of it lives across replays.
@@ -190,7 +208,7 @@ func (b *BatchWorker) graphStep(g *stepGraph, x, y *torch.Tensor, step func() er
 			// to the next: one pool serves them all.
 			var share *torch.Graph
 			for _, o := range []*stepGraph{b.fixedG, b.archG, b.fixedR, b.archR} {
-				if o != nil && o != g && o.g != nil {
+				if o != nil && o != g && o.g != nil && !ownGraphPools() {
 					share = o.g
 				}
 			}

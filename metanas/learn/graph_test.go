@@ -277,3 +277,10 @@ func TestCUDABatchWorkerGraphsBranchStreams(t *testing.T) {
 func TestCUDABatchWorkerGraphsNodeBatchNormOff(t *testing.T) {
 	torchtest.RerunNodeBatchNormOther(t, "TestCUDABatchWorkerGraphs", true)
 }
+
+// TestCUDABatchWorkerGraphsOwnPools runs TestCUDABatchWorkerGraphs again with each graph in
+// a memory pool of its own, alone and with branch streams (a diagnostic for the branch
+// streams' failure under graphs on an H200).
+func TestCUDABatchWorkerGraphsOwnPools(t *testing.T) {
+	torchtest.RerunCUDAWithOwnGraphPools(t, "TestCUDABatchWorkerGraphs")
+}

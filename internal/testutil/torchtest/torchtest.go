@@ -4,6 +4,7 @@ package torchtest
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/metanas-go/metanas/internal/testutil"
@@ -63,4 +64,23 @@ func RerunNodeBatchNormOther(t *testing.T, test string, cuda bool) {
 		env = "METANAS_NODE_BATCH_NORM=0"
 	}
 	testutil.RerunWith(t, []string{env}, "^"+test+"$", test)
+}
+
+// RerunCUDAWithOwnGraphPools runs the test named test again in child processes with
+// METANAS_GRAPH_POOLS=own (each CUDA graph a memory pool of its own), alone and with
+// METANAS_BRANCH_STREAMS=4: whether branch streams fail under graphs only where graphs
+// share a pool. It skips without a CUDA device, and in a process that sets either.
+func RerunCUDAWithOwnGraphPools(t *testing.T, test string) {
+	t.Helper()
+	if !torch.CUDAAvailable() {
+		t.Skip("no CUDA device (or LibTorch built without CUDA)")
+	}
+	if os.Getenv("METANAS_GRAPH_POOLS") != "" || torch.BranchStreams() > 1 {
+		t.Skip("this process sets METANAS_GRAPH_POOLS or runs branch streams")
+	}
+	for _, env := range [][]string{{"METANAS_GRAPH_POOLS=own"}, {"METANAS_GRAPH_POOLS=own", "METANAS_BRANCH_STREAMS=4"}} {
+		t.Run(strings.Join(env, ","), func(t *testing.T) {
+			testutil.RerunWith(t, env, "^"+test+"$", test)
+		})
+	}
 }
