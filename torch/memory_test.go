@@ -184,3 +184,47 @@ func TestMemoryBounded(t *testing.T) {
 		t.Errorf("live tensors %d after closing everything, %d at the start", LiveTensors(), start)
 	}
 }
+
+// TestCUDAMemoryStats: without CUDA the allocator's statistics are an error; on CUDA a
+// 64 MiB tensor shows in the allocated and reserved bytes and their peaks, and after it is
+// freed and the peaks reset, the peaks fall back to the current values.
+func TestCUDAMemoryStats(t *testing.T) {
+	if !CUDAAvailable() {
+		if _, err := CUDAMemoryStats(Device{CUDA: true}, false); err == nil {
+			t.Error("CUDA memory statistics without CUDA: no error")
+		}
+		return
+	}
+	dev := Device{CUDA: true}
+	before, err := CUDAMemoryStats(dev, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 64 << 20
+	s := NewScope()
+	x := s.Zeros([]int64{size / 4}, dev)
+	during, err := CUDAMemoryStats(dev, false)
+	if err != nil || s.Err() != nil {
+		t.Fatal(err, s.Err())
+	}
+	if during.Allocated-before.Allocated < size || during.AllocatedPeak < during.Allocated ||
+		during.Reserved < during.Allocated || during.ReservedPeak < during.Reserved {
+		t.Errorf("with a 64 MiB tensor: %+v (before %+v)", during, before)
+	}
+	s.Close()
+	_ = x
+	after, err := CUDAMemoryStats(dev, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.AllocatedPeak < during.Allocated || after.Allocated > during.Allocated-size {
+		t.Errorf("after freeing it: %+v, want the peak kept until the reset and the tensor gone", after)
+	}
+	reset, err := CUDAMemoryStats(dev, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reset.AllocatedPeak != reset.Allocated || reset.ReservedPeak != reset.Reserved {
+		t.Errorf("after a reset the peaks are the current values: %+v", reset)
+	}
+}

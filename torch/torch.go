@@ -177,6 +177,23 @@ func SetCuDNNBenchmark(on bool) { C.mt_set_cudnn_benchmark(C.bool(on)) }
 // no-op without CUDA.
 func EmptyCache() error { return cerr(C.mt_cuda_empty_cache()) }
 
+// CUDAMemory is LibTorch's CUDA allocator on a device, in bytes: memory allocated to
+// tensors and memory reserved from the device (allocated plus cached, CUDA graphs' pools
+// included), now and at their peaks since the last reset.
+type CUDAMemory struct {
+	Allocated, AllocatedPeak, Reserved, ReservedPeak int64
+}
+
+// CUDAMemoryStats reads dev's allocator statistics and, with reset, starts new peaks from
+// the current values. An error without CUDA.
+func CUDAMemoryStats(dev Device, reset bool) (CUDAMemory, error) {
+	var out [4]C.int64_t
+	if err := cerr(C.mt_cuda_memory(C.int(dev.Index), C.bool(reset), &out[0])); err != nil {
+		return CUDAMemory{}, err
+	}
+	return CUDAMemory{int64(out[0]), int64(out[1]), int64(out[2]), int64(out[3])}, nil
+}
+
 // Synchronize waits for all work queued on a CUDA device (a no-op on CPU).
 func Synchronize(d Device) error { return cerr(C.mt_synchronize(C.int(d.Index))) }
 

@@ -62,7 +62,10 @@ type Result struct {
 	PointwiseMatmul bool    `json:"pointwise_matmul,omitempty"`
 	NodeBatchNorm   bool    `json:"node_batch_norm,omitempty"`
 	HostSyncsPerStp float64 `json:"host_syncs_per_step"`
-	AtenOpsPerStep  float64 `json:"aten_ops_per_step,omitempty"`
+	// On CUDA, LibTorch's allocator at its peak in each part of the run (untimed warming
+	// passes and graph captures included): "warmup", "search" and "meta_test".
+	GPUPeaks       map[string]GPUPeak `json:"gpu_peak_mib,omitempty"`
+	AtenOpsPerStep float64            `json:"aten_ops_per_step,omitempty"`
 }
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -231,8 +234,30 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	r := &Result{Case: name, Device: device, Machine: machine(dev), Date: time.Now().UTC().Format("2006-01-02"), Commit: commit(),
 		Workers: len(tr.Workers), Streams: streams && dev.CUDA, BatchTasks: batchTasks, MetaBatch: cfg.Meta.MetaBatch, MeasuredTasks: n, MetaTestSteps: testSteps}
 	r.ThreadsPerWork = torch.NumThreads()
+	// peak records the CUDA allocator's peaks since the last call under part and starts
+	// new ones (the first call only starts them).
+	peak := func(part string) error {
+		if !dev.CUDA {
+			return nil
+		}
+		m, err := torch.CUDAMemoryStats(dev, true)
+		if err != nil || part == "" {
+			return err
+		}
+		if r.GPUPeaks == nil {
+			r.GPUPeaks = map[string]GPUPeak{}
+		}
+		r.GPUPeaks[part] = GPUPeak{Reserved: float64(m.ReservedPeak) / (1 << 20), Allocated: float64(m.AllocatedPeak) / (1 << 20)}
+		return nil
+	}
+	if err := peak(""); err != nil {
+		return nil, err
+	}
 	syncs, ops := torch.HostSyncs(), torch.OpCount()
 	if r.WarmUpEpochS, err = timeEpoch(1); err != nil {
+		return nil, err
+	}
+	if err := peak("warmup"); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "bench: %s: warm-up meta-epoch %.2f s (%d of %d tasks measured, %d workers)\n", name, r.WarmUpEpochS, n, cfg.Meta.MetaBatch, len(tr.Workers))
@@ -260,6 +285,9 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "bench: %s: search meta-epoch %.2f s\n", name, r.SearchEpochS)
+	if err := peak("search"); err != nil {
+		return nil, err
+	}
 	// One meta-test task per worker, or one batch of tasks when batching.
 	testTasks := max(1, len(tr.Workers))
 	if batchTasks > 1 {
@@ -280,6 +308,9 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		return nil, err
 	}
 	r.MetaTestTaskS = mt.Seconds / float64(mt.Tasks)
+	if err := peak("meta_test"); err != nil {
+		return nil, err
+	}
 	r.PeakRSSMiB = peakRSS()
 	r.CPUPool = torch.CPUPool().Enabled
 	r.BranchStreams, r.PointwiseMatmul = torch.BranchStreams(), torch.PointwiseMatmul(tr.Dev)
@@ -313,6 +344,14 @@ func printProfile(label string, wall time.Duration, top int) error {
 func cHeap() (inUse, free float64) {
 	u, f := torch.HostHeap()
 	return float64(u) / (1 << 20), float64(f) / (1 << 20)
+}
+
+// GPUPeak is the most memory LibTorch's CUDA allocator held in part of a run, in MiB:
+// reserved from the device (tensors, cached blocks and CUDA graphs' pools) and allocated
+// to tensors.
+type GPUPeak struct {
+	Reserved  float64 `json:"reserved"`
+	Allocated float64 `json:"allocated"`
 }
 
 // MemoryResult tracks resident memory over a long run.

@@ -129,6 +129,27 @@ char *mt_graph_replay(mt_graph h) {
   MT_CATCH("graph replay")
 }
 
+char *mt_cuda_memory(int device_index, bool reset, int64_t *out) {
+  MT_TRY
+#ifdef WITH_CUDA
+  if (!torch::cuda::is_available()) throw std::runtime_error("no CUDA device");
+  const auto dev = static_cast<c10::DeviceIndex>(device_index);
+  const auto st = c10::cuda::CUDACachingAllocator::getDeviceStats(dev);
+  // Index 0 of each statistic is the aggregate of the allocator's pools.
+  out[0] = st.allocated_bytes[0].current;
+  out[1] = st.allocated_bytes[0].peak;
+  out[2] = st.reserved_bytes[0].current;
+  out[3] = st.reserved_bytes[0].peak;
+  if (reset) c10::cuda::CUDACachingAllocator::resetPeakStats(dev);
+#else
+  (void)device_index;
+  (void)reset;
+  (void)out;
+  no_cuda();
+#endif
+  MT_CATCH("cuda memory")
+}
+
 char *mt_cuda_empty_cache(void) {
   MT_TRY
 #ifdef WITH_CUDA

@@ -44,6 +44,11 @@ char *mt_synchronize(int device_index);
 // of released graph pools included) to the device; it waits for the device. A no-op
 // without CUDA.
 char *mt_cuda_empty_cache(void);
+// mt_cuda_memory reports LibTorch's CUDA allocator on a device, in bytes: out[0] allocated
+// now, out[1] its peak, out[2] reserved (allocated plus cached, graph pools included) now,
+// out[3] its peak, the peaks since the last reset (reset: set both peaks to now after
+// reading). An error without CUDA.
+char *mt_cuda_memory(int device_index, bool reset, int64_t *out);
 // mt_use_stream makes a stream from LibTorch's pool (pool) or the device's default stream
 // the calling OS thread's current stream on the device.
 char *mt_use_stream(int device_index, bool pool);
