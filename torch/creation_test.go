@@ -3,8 +3,11 @@ package torch
 import (
 	"fmt"
 	"math"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/metanas-go/metanas/internal/testutil"
 )
 
 func TestCreationAndConversion(t *testing.T) {
@@ -402,5 +405,45 @@ func TestProfileOps(t *testing.T) {
 	}
 	if inUse, _ := HostHeap(); inUse <= 0 {
 		t.Errorf("C heap in use: %d bytes", inUse)
+	}
+}
+
+// TestProfileOpsParents: with METANAS_PROFILE_PARENTS=2 (run in a child process, as the
+// setting is read once) each call is keyed by its two innermost callers: the top-level
+// multiplications as "- < aten::mul", the backward node's own as "... < MulBackward0 <
+// aten::mul", and no key has more than two callers.
+func TestProfileOpsParents(t *testing.T) {
+	if os.Getenv("METANAS_PROFILE_PARENTS") != "2" {
+		testutil.RerunWith(t, []string{"METANAS_PROFILE_PARENTS=2"}, "^TestProfileOpsParents$", "TestProfileOpsParents")
+		return
+	}
+	ProfileOps()
+	if _, err := OpProfile(true); err != nil {
+		t.Fatal(err)
+	}
+	s := NewScope()
+	defer s.Close()
+	x := s.Full([]int64{4, 5}, 2, CPU)
+	if err := x.SetRequiresGrad(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sum(s.Mul(s.Mul(x, x), x)).Backward(); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := OpProfile(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, backward := false, false
+	for _, st := range stats {
+		parts := strings.Split(st.Name, " < ")
+		if len(parts) > 3 {
+			t.Errorf("%q: more than two callers", st.Name)
+		}
+		top = top || st.Name == "- < aten::mul"
+		backward = backward || (len(parts) == 3 && parts[1] == "MulBackward0" && parts[2] == "aten::mul")
+	}
+	if !top || !backward {
+		t.Errorf("keys: top-level mul %v, MulBackward0's mul %v; profile %v", top, backward, stats)
 	}
 }

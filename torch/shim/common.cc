@@ -236,7 +236,9 @@ std::mutex prof_mu;
 std::unordered_map<std::string, OpStat> prof_stats;
 std::once_flag prof_once;
 
-bool prof_parents = false;  // METANAS_PROFILE_PARENTS=1: key each call by "caller < name"
+// METANAS_PROFILE_PARENTS=N (1 to 4): key each call by its N innermost callers,
+// "outer < ... < caller < name" ("-" where the stack ends).
+int prof_parents = 0;
 
 std::unique_ptr<at::ObserverContext> prof_enter(const at::RecordFunction &fn) {
   op_stack.push_back({std::chrono::steady_clock::now(), 0, fn.name()});
@@ -251,7 +253,12 @@ void prof_exit(const at::RecordFunction &fn, at::ObserverContext *) {
   if (!op_stack.empty()) op_stack.back().child_us += us;
   const char *n = fn.name();
   std::string key = n == nullptr ? "?" : n;
-  if (prof_parents) key = std::string(op_stack.empty() || op_stack.back().name == nullptr ? "-" : op_stack.back().name) + " < " + key;
+  for (int i = 1; i <= prof_parents; i++) {
+    const bool in = static_cast<int>(op_stack.size()) >= i;
+    const char *p = in ? op_stack[op_stack.size() - i].name : nullptr;
+    key = std::string(p == nullptr ? "-" : p) + " < " + key;
+    if (!in) break;
+  }
   std::lock_guard<std::mutex> lock(prof_mu);
   OpStat &s = prof_stats[key];
   s.calls++;
@@ -262,7 +269,7 @@ void prof_exit(const at::RecordFunction &fn, at::ObserverContext *) {
 void mt_profile_ops(void) {
   std::call_once(prof_once, [] {
     const char *e = std::getenv("METANAS_PROFILE_PARENTS");
-    prof_parents = e != nullptr && std::strcmp(e, "1") == 0;
+    if (e != nullptr && e[0] >= '1' && e[0] <= '4' && e[1] == 0) prof_parents = e[0] - '0';
     at::addGlobalCallback(at::RecordFunctionCallback(prof_enter, prof_exit)
                               .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
   });
