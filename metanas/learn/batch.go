@@ -247,9 +247,11 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 		}
 		for off := int64(0); off < ns; off += bs {
 			n := min(bs, ns-off)
-			ag, fg := ag, fg
+			// The buffers of this minibatch's shape, and those of the other shape of the
+			// same kind (nil when every minibatch is whole), which a capture waits for.
+			ag, fg, agOther, fgOther := ag, fg, ar, fr
 			if n < bs {
-				ag, fg = ar, fr
+				ag, fg, agOther, fgOther = ar, fr, ag, fg
 			}
 			s := b.step
 			s.Reset()
@@ -259,7 +261,7 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 			var err error
 			switch {
 			case ag != nil:
-				err = b.graphStep(ag, x, y, func() error {
+				err = b.graphStep(ag, agOther, x, y, func() error {
 					w, err := m.Search.NormalizeOnDevice(ctx.S, ts.Norm, ag.temp, nil)
 					if err != nil {
 						return err
@@ -267,7 +269,7 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 					return b.trainStep(ctx, ag.x, ag.y, a, w, true, ts.GradClip)
 				})
 			case fg != nil && !arch:
-				err = b.graphStep(fg, x, y, func() error {
+				err = b.graphStep(fg, fgOther, x, y, func() error {
 					return b.trainStep(ctx, fg.x, fg.y, a, fg.pre, false, ts.GradClip)
 				})
 			default:

@@ -66,7 +66,8 @@ func (g *stepGraph) close() {
 // every op runs and the device prunes, so an op pruned in every task gets zero gradients
 // instead of none and its batch norm statistics move). Both optimizers count their steps
 // on the device. Where the batch size does not divide the support set, the last, smaller
-// minibatch of each step has graphs of its own. A graph is captured again when the
+// minibatch of each step has graphs of its own, captured once both shapes ran their eager
+// steps (captureReady: one GPU memory pool at a time). A graph is captured again when the
 // minibatch shape, drop-path, clipping, a learning rate or the prune threshold change. The
 // device must be CUDA. If a capture fails, the worker goes on eagerly and GraphErr says
 // why. Gumbel-softmax normalisation runs without graphs (GraphSkip says so).
@@ -187,9 +188,25 @@ func (b *BatchWorker) archGraph(slot **stepGraph, ts TaskSettings, x []int64, te
 	return g, g.temp.Fill_(temp)
 }
 
+// captureReady reports whether g may be captured: it ran captureAfter eager steps, and so
+// did other, the buffers of the adaptation's other minibatch shape of the same kind (nil
+// when there is none), unless other is captured already. The eager steps of a shape run in
+// LibTorch's general memory pool, a captured graph's intermediates in a pool of its own
+// that stays reserved (the shapes' graphs share one): capturing one shape before the
+// other's eager steps ran would hold both at once, about twice a step's memory (in_metanas
+// in batches of 5 reserved 83-86 GiB on an H200). Waiting costs a few more eager steps in
+// an adaptation's first task steps; the capture empties the general pool's cache first.
+func captureReady(g, other *stepGraph) bool {
+	if g.eager < captureAfter {
+		return false
+	}
+	return other == nil || other.g != nil || other.eager >= captureAfter
+}
+
 // graphStep copies the minibatch x, y into g's static buffers and runs step on them: a
-// replay once captured, else eagerly, capturing first when enough eager steps ran.
-func (b *BatchWorker) graphStep(g *stepGraph, x, y *torch.Tensor, step func() error) error {
+// replay once captured, else eagerly, capturing first when g and other (the buffers of
+// the adaptation's other minibatch shape, or nil) are ready (captureReady).
+func (b *BatchWorker) graphStep(g, other *stepGraph, x, y *torch.Tensor, step func() error) error {
 	if err := g.x.Copy_(x); err != nil {
 		return err
 	}
@@ -200,7 +217,7 @@ func (b *BatchWorker) graphStep(g *stepGraph, x, y *torch.Tensor, step func() er
 		b.GraphReplays++
 		return g.g.Replay()
 	}
-	if b.graphs == graphsCUDA && g.eager >= captureAfter {
+	if b.graphs == graphsCUDA && captureReady(g, other) {
 		cg, err := torch.NewGraph(b.Dev)
 		if err == nil {
 			b.step.Reset()

@@ -284,3 +284,28 @@ func TestCUDABatchWorkerGraphsNodeBatchNormOff(t *testing.T) {
 func TestCUDABatchWorkerGraphsOwnPools(t *testing.T) {
 	torchtest.RerunCUDAWithOwnGraphPools(t, "TestCUDABatchWorkerGraphs")
 }
+
+// TestCaptureReady: a graph is captured after captureAfter eager steps of its own, and
+// only once the buffers of the adaptation's other minibatch shape ran as many or were
+// captured, so that no shape's eager steps run beside another's reserved graph pool.
+func TestCaptureReady(t *testing.T) {
+	captured := &stepGraph{g: &torch.Graph{}}
+	for _, c := range []struct {
+		name  string
+		eager int
+		other *stepGraph
+		want  bool
+	}{
+		{"one shape, first steps", captureAfter - 1, nil, false},
+		{"one shape, enough steps", captureAfter, nil, true},
+		{"other shape not run yet", captureAfter + 3, &stepGraph{}, false},
+		{"other shape one step short", captureAfter + 1, &stepGraph{eager: captureAfter - 1}, false},
+		{"both shapes ran enough", captureAfter, &stepGraph{eager: captureAfter}, true},
+		{"other shape captured", captureAfter, captured, true},
+		{"other ready, this one short", captureAfter - 1, &stepGraph{eager: captureAfter + 4}, false},
+	} {
+		if got := captureReady(&stepGraph{eager: c.eager}, c.other); got != c.want {
+			t.Errorf("%s: captureReady = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
