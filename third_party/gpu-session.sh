@@ -12,11 +12,13 @@
 #           stopped after GPU_BENCH_TIMEOUT seconds;
 #   ab      A/Bs of experiments switched by the environment: GPU_SESSION_AB_VARIANT (default
 #           the first bench variant) again with each setting of GPU_SESSION_AB_ENVS
-#           (';'-separated, each one or more NAME=value; default METANAS_BRANCH_STREAMS=4,
-#           then =8, then CUDA's two default switches off one at a time
-#           (METANAS_NODE_BATCH_NORM=0, METANAS_POINTWISE=conv), then
-#           METANAS_CUDNN_BATCH_NORM=1 and METANAS_NODE_SUM=loop, most wanted first; empty
-#           skips them); their lines carry "env" (the GPU memory peak is in them too);
+#           (';'-separated, each one or more NAME=value, optionally followed by "|" and the
+#           bench flags of another variant for that setting; default
+#           METANAS_GRAPH_WAIT=0 on in_metanas (graphs of both minibatch shapes captured
+#           as before: GPU memory), METANAS_BRANCH_STREAMS=4, then =8, then CUDA's two
+#           default switches off one at a time (METANAS_NODE_BATCH_NORM=0,
+#           METANAS_POINTWISE=conv), then METANAS_NODE_SUM=loop, most wanted first; empty
+#           skips them); their lines carry "env" (the GPU memory peaks are in them too);
 #   memory  GPU memory over a long run (none when GPU_SESSION_MEMORY_EPOCHS=0): gpu-bench.sh
 #           with bench --memory-epochs N (default 2000) on batches of 4 tasks replayed from
 #           CUDA graphs, stopped after GPU_SESSION_MEMORY_TIMEOUT seconds (default 150; its
@@ -45,7 +47,7 @@ export GPU_CHECK_OPBENCH=${GPU_CHECK_OPBENCH:-0}
 export GPU_BENCH_TIMEOUT=${GPU_BENCH_TIMEOUT:-100}
 # The bench variants of a session: the batched og_metanas and in_metanas steps from graphs.
 export GPU_BENCH_VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10 --cuda-graphs;--cases in_metanas --batch-tasks 5 --cuda-graphs"}
-AB_ENVS=${GPU_SESSION_AB_ENVS-METANAS_BRANCH_STREAMS=4;METANAS_BRANCH_STREAMS=8;METANAS_NODE_BATCH_NORM=0;METANAS_POINTWISE=conv;METANAS_CUDNN_BATCH_NORM=1;METANAS_NODE_SUM=loop}
+AB_ENVS=${GPU_SESSION_AB_ENVS-METANAS_GRAPH_WAIT=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;METANAS_BRANCH_STREAMS=4;METANAS_BRANCH_STREAMS=8;METANAS_NODE_BATCH_NORM=0;METANAS_POINTWISE=conv;METANAS_NODE_SUM=loop}
 PARTS=" ${GPU_SESSION_PARTS:-check bench ab memory trace} "
 for p in $PARTS; do
   case $p in check | bench | ab | memory | trace) ;;
@@ -85,18 +87,21 @@ if [ -x build/bin/bench ]; then
     first=${GPU_SESSION_AB_VARIANT:-${GPU_BENCH_VARIANTS%%;*}}
     IFS=';' read -r -a abs <<<"$AB_ENVS"
     : >"$LOGS/session-ab.jsonl"
-    for e in ${abs[@]+"${abs[@]}"}; do
-      [ -n "$e" ] || continue
+    for entry in ${abs[@]+"${abs[@]}"}; do
+      [ -n "$entry" ] || continue
+      # "SETTINGS|FLAGS" runs the bench variant FLAGS instead of the first one.
+      e=${entry%%|*} v=$first
+      [ "$e" = "$entry" ] || v=${entry#*|}
       if [ "$(left)" -le $((GPU_BENCH_TIMEOUT + 30)) ]; then
-        say "A/B ($e) skipped: $(left) s left before the deadline"
+        say "A/B ($entry) skipped: $(left) s left before the deadline"
         continue
       fi
       # shellcheck disable=SC2086
-      env $e GPU_BENCH_VARIANTS="$first" bash third_party/gpu-bench.sh |
+      env $e GPU_BENCH_VARIANTS="$v" bash third_party/gpu-bench.sh |
         sed "s|^{|{\"env\":\"$e\",|" >>"$LOGS/session-ab.jsonl"
       s=${PIPESTATUS[0]}
       if [ "$s" != 0 ]; then ab=1; elif [ "$ab" = skipped ]; then ab=0; fi
-      say "A/B ($e) exit $s after $(elapsed) s"
+      say "A/B ($entry) exit $s after $(elapsed) s"
     done
     cat "$LOGS/session-ab.jsonl"
   fi

@@ -39,6 +39,22 @@ var ownGraphPools = sync.OnceValue(func() bool {
 	}
 })
 
+// graphWait reports METANAS_GRAPH_WAIT (read once): unless it is 0, a graph of one
+// minibatch shape waits for the other shape's eager steps before its capture
+// (captureReady); with 0 each shape is captured after its own, as before (an A/B of GPU
+// memory).
+var graphWait = sync.OnceValue(func() bool {
+	switch v := os.Getenv("METANAS_GRAPH_WAIT"); v {
+	case "", "1":
+		return true
+	case "0":
+		return false
+	default:
+		fmt.Fprintf(os.Stderr, "metanas: METANAS_GRAPH_WAIT=%s is neither 0 nor 1; graphs wait for both minibatch shapes\n", v)
+		return true
+	}
+})
+
 // stepGraph is what a captured step reads and writes besides the network, its optimizer
 // state and the worker's accumulators; all of it lives across replays.
 type stepGraph struct {
@@ -216,6 +232,9 @@ func (b *BatchWorker) graphStep(g, other *stepGraph, x, y *torch.Tensor, step fu
 	if g.g != nil {
 		b.GraphReplays++
 		return g.g.Replay()
+	}
+	if !graphWait() {
+		other = nil
 	}
 	if b.graphs == graphsCUDA && captureReady(g, other) {
 		cg, err := torch.NewGraph(b.Dev)

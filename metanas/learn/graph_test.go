@@ -1,10 +1,12 @@
 package learn
 
 import (
+	"os"
 	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/metanas-go/metanas/internal/testutil"
 	"github.com/metanas-go/metanas/internal/testutil/torchtest"
 	"github.com/metanas-go/metanas/torch"
 )
@@ -307,5 +309,28 @@ func TestCaptureReady(t *testing.T) {
 		if got := captureReady(&stepGraph{eager: c.eager}, c.other); got != c.want {
 			t.Errorf("%s: captureReady = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestGraphWaitSetting: METANAS_GRAPH_WAIT unset or 1 makes graphs wait for both minibatch
+// shapes, 0 not, and any other value keeps the default (reported on stderr); each value in
+// a child process, as the setting is read once.
+func TestGraphWaitSetting(t *testing.T) {
+	want := map[string]bool{"": true, "1": true, "0": false, "no": true}
+	env, set := os.LookupEnv("METANAS_GRAPH_WAIT")
+	w, ok := want[env]
+	if !ok {
+		t.Skipf("METANAS_GRAPH_WAIT=%s is not one of this test's values", env)
+	}
+	if got := graphWait(); got != w {
+		t.Errorf("METANAS_GRAPH_WAIT=%q: graphWait() = %v, want %v", env, got, w)
+	}
+	if set {
+		return
+	}
+	for _, v := range []string{"1", "0", "no"} {
+		t.Run(v, func(t *testing.T) {
+			testutil.RerunWith(t, []string{"METANAS_GRAPH_WAIT=" + v}, "^TestGraphWaitSetting$", "TestGraphWaitSetting")
+		})
 	}
 }
