@@ -13,11 +13,12 @@
 #   ab      A/Bs of experiments switched by the environment: GPU_SESSION_AB_VARIANT (default
 #           the first bench variant) again with each setting of GPU_SESSION_AB_ENVS
 #           (';'-separated, each one or more NAME=value, optionally followed by "|" and the
-#           bench flags of another variant for that setting; default
-#           METANAS_GRAPH_WAIT=0 on in_metanas (graphs of both minibatch shapes captured
-#           as before: GPU memory), METANAS_BRANCH_STREAMS=4, then =8, then CUDA's two
-#           default switches off one at a time (METANAS_NODE_BATCH_NORM=0,
-#           METANAS_POINTWISE=conv), then METANAS_NODE_SUM=loop, most wanted first; empty
+#           bench flags of another variant for that setting, or only "|FLAGS": that
+#           variant as it is; default METANAS_GRAPH_WAIT=0 on in_metanas in batches of 5
+#           (graphs of both minibatch shapes captured as before: GPU memory), in_metanas in
+#           batches of 10 (whether it fits since), METANAS_NODE_SUM=loop,
+#           METANAS_BRANCH_STREAMS=4, then CUDA's two default switches off one at a time
+#           (METANAS_NODE_BATCH_NORM=0, METANAS_POINTWISE=conv), most wanted first; empty
 #           skips them); their lines carry "env" (the GPU memory peaks are in them too);
 #   memory  GPU memory over a long run (none when GPU_SESSION_MEMORY_EPOCHS=0): gpu-bench.sh
 #           with bench --memory-epochs N (default 2000) on batches of 4 tasks replayed from
@@ -47,7 +48,7 @@ export GPU_CHECK_OPBENCH=${GPU_CHECK_OPBENCH:-0}
 export GPU_BENCH_TIMEOUT=${GPU_BENCH_TIMEOUT:-100}
 # The bench variants of a session: the batched og_metanas and in_metanas steps from graphs.
 export GPU_BENCH_VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10 --cuda-graphs;--cases in_metanas --batch-tasks 5 --cuda-graphs"}
-AB_ENVS=${GPU_SESSION_AB_ENVS-METANAS_GRAPH_WAIT=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;METANAS_BRANCH_STREAMS=4;METANAS_BRANCH_STREAMS=8;METANAS_NODE_BATCH_NORM=0;METANAS_POINTWISE=conv;METANAS_NODE_SUM=loop}
+AB_ENVS=${GPU_SESSION_AB_ENVS-METANAS_GRAPH_WAIT=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;|--cases in_metanas --batch-tasks 10 --cuda-graphs;METANAS_NODE_SUM=loop;METANAS_BRANCH_STREAMS=4;METANAS_NODE_BATCH_NORM=0;METANAS_POINTWISE=conv}
 PARTS=" ${GPU_SESSION_PARTS:-check bench ab memory trace} "
 for p in $PARTS; do
   case $p in check | bench | ab | memory | trace) ;;
