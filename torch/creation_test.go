@@ -352,9 +352,10 @@ func TestCountOps(t *testing.T) {
 	}
 }
 
-// TestProfileOps: the profile lists the ops run since the last reset with their call counts,
-// names backward nodes, and starts empty after a reset.
-func TestProfileOps(t *testing.T) {
+// profileMulChain profiles sum(x*x*x) and its backward pass from a reset profile, and
+// returns the profile.
+func profileMulChain(t *testing.T) []OpStat {
+	t.Helper()
 	ProfileOps()
 	if _, err := OpProfile(true); err != nil {
 		t.Fatal(err)
@@ -365,8 +366,7 @@ func TestProfileOps(t *testing.T) {
 	if err := x.SetRequiresGrad(true); err != nil {
 		t.Fatal(err)
 	}
-	y := s.Sum(s.Mul(s.Mul(x, x), x))
-	if err := y.Backward(); err != nil {
+	if err := s.Sum(s.Mul(s.Mul(x, x), x)).Backward(); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Err(); err != nil {
@@ -376,6 +376,13 @@ func TestProfileOps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return stats
+}
+
+// TestProfileOps: the profile lists the ops run since the last reset with their call counts,
+// names backward nodes, and starts empty after a reset.
+func TestProfileOps(t *testing.T) {
+	stats := profileMulChain(t)
 	by := map[string]OpStat{}
 	for i, st := range stats {
 		by[st.Name] = st
@@ -417,23 +424,7 @@ func TestProfileOpsParents(t *testing.T) {
 		testutil.RerunWith(t, []string{"METANAS_PROFILE_PARENTS=2"}, "^TestProfileOpsParents$", "TestProfileOpsParents")
 		return
 	}
-	ProfileOps()
-	if _, err := OpProfile(true); err != nil {
-		t.Fatal(err)
-	}
-	s := NewScope()
-	defer s.Close()
-	x := s.Full([]int64{4, 5}, 2, CPU)
-	if err := x.SetRequiresGrad(true); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Sum(s.Mul(s.Mul(x, x), x)).Backward(); err != nil {
-		t.Fatal(err)
-	}
-	stats, err := OpProfile(true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stats := profileMulChain(t)
 	top, backward := false, false
 	for _, st := range stats {
 		parts := strings.Split(st.Name, " < ")

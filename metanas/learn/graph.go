@@ -23,37 +23,34 @@ const (
 // and copy the forward pass's index arrays to the device, none of which a capture may do.
 const captureAfter = 2
 
-// ownGraphPools reports METANAS_GRAPH_POOLS=own, read once: each captured graph keeps a
-// memory pool of its own instead of sharing one with the worker's other graphs (more GPU
-// memory; a diagnostic for branch streams, whose graph tests failed on an H200 only where
-// two minibatch shapes shared a pool).
-var ownGraphPools = sync.OnceValue(func() bool {
-	switch v := os.Getenv("METANAS_GRAPH_POOLS"); v {
-	case "", "shared":
-		return false
-	case "own":
-		return true
-	default:
-		fmt.Fprintf(os.Stderr, "metanas: METANAS_GRAPH_POOLS=%s is neither shared nor own; the graphs share a pool\n", v)
-		return false
-	}
-})
+// envSwitch reads the two-way setting name once: off or on (an unset variable is def),
+// and any other value is reported and read as def, with what that means.
+func envSwitch(name, off, on string, def bool, meaning string) func() bool {
+	return sync.OnceValue(func() bool {
+		switch v := os.Getenv(name); v {
+		case "":
+			return def
+		case off:
+			return false
+		case on:
+			return true
+		default:
+			fmt.Fprintf(os.Stderr, "metanas: %s=%s is neither %s nor %s; %s\n", name, v, off, on, meaning)
+			return def
+		}
+	})
+}
 
-// graphWait reports METANAS_GRAPH_WAIT (read once): unless it is 0, a graph of one
-// minibatch shape waits for the other shape's eager steps before its capture
-// (captureReady); with 0 each shape is captured after its own, as before (an A/B of GPU
-// memory).
-var graphWait = sync.OnceValue(func() bool {
-	switch v := os.Getenv("METANAS_GRAPH_WAIT"); v {
-	case "", "1":
-		return true
-	case "0":
-		return false
-	default:
-		fmt.Fprintf(os.Stderr, "metanas: METANAS_GRAPH_WAIT=%s is neither 0 nor 1; graphs wait for both minibatch shapes\n", v)
-		return true
-	}
-})
+// ownGraphPools reports METANAS_GRAPH_POOLS=own: each captured graph keeps a memory pool
+// of its own instead of sharing one with the worker's other graphs (more GPU memory; a
+// diagnostic for branch streams, whose graph tests failed on an H200 only where two
+// minibatch shapes shared a pool).
+var ownGraphPools = envSwitch("METANAS_GRAPH_POOLS", "shared", "own", false, "the graphs share a pool")
+
+// graphWait reports METANAS_GRAPH_WAIT: unless it is 0, a graph of one minibatch shape
+// waits for the other shape's eager steps before its capture (captureReady); with 0 each
+// shape is captured after its own, as before (an A/B of GPU memory).
+var graphWait = envSwitch("METANAS_GRAPH_WAIT", "0", "1", true, "graphs wait for both minibatch shapes")
 
 // stepGraph is what a captured step reads and writes besides the network, its optimizer
 // state and the worker's accumulators; all of it lives across replays.
