@@ -334,3 +334,42 @@ func TestGraphWaitSetting(t *testing.T) {
 		})
 	}
 }
+
+// TestCUDABatchWorkerGraphsCaptureTogether: with two full minibatches and a smaller last
+// one per task step, the graphs of both shapes are captured in the same step, once both
+// ran their eager steps, never one while the other still runs eagerly (whose eager steps
+// would then allocate beside the first graph's reserved pool): after every adaptation both
+// or neither are captured, and both after the second.
+func TestCUDABatchWorkerGraphsCaptureTogether(t *testing.T) {
+	if !torch.CUDAAvailable() {
+		t.Skip("no CUDA device (or LibTorch built without CUDA)")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cfg := tinyConfig(t)
+	for _, kv := range []string{"data.train_shots=3", "task.batch_size=4", "task.steps=2", "model.drop_path=0"} {
+		if err := cfg.Set(kv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := newTestBatch(t, cfg, torch.Device{CUDA: true}, 2)
+	if err := b.UseGraphs(true); err != nil {
+		t.Fatal(err)
+	}
+	tasks := tinyTasks(t, cfg, 2)
+	for i := 0; i < 3; i++ {
+		if _, err := b.Adapt(tasks, Settings(cfg, false), false); err != nil {
+			t.Fatal(err)
+		}
+		if b.GraphErr != nil {
+			t.Fatalf("adaptation %d: %v", i, b.GraphErr)
+		}
+		if b.fixedG == nil || b.fixedR == nil {
+			t.Fatalf("adaptation %d: buffers of the full minibatches %v, of the last %v; want both", i, b.fixedG != nil, b.fixedR != nil)
+		}
+		full, last := b.fixedG.g != nil, b.fixedR.g != nil
+		if full != last || (i >= 1 && !full) {
+			t.Errorf("after adaptation %d: full minibatches captured %v, last minibatch %v; want both (or neither before the second)", i, full, last)
+		}
+	}
+}
