@@ -373,20 +373,28 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 			if !keep(j, k) {
 				continue
 			}
-			if branches > 0 {
-				c.S.UseBranch(n)
-			}
-			n++
 			col := int64(j*K + k)
 			var pre *torch.Tensor // the op's output before its batch norm, for the pools
 			if p, ok := op.(*poolBN); ok {
 				pre = shared.pools[j][p.kind()]
 			}
-			if norm != nil && norm.member[col] >= 0 {
-				if pre == nil {
-					pre = op.(tailNorm).forwardPreNorm(c, states[j], shared.relu[j])
-				}
+			normed := norm != nil && norm.member[col] >= 0
+			if normed && pre != nil {
+				// A pool's output joins the node's batch norm as it is: no op to run.
 				o.normed = append(o.normed, pre)
+				o.normIdx = append(o.normIdx, col)
+				o.sel = append(o.sel, int64(norm.member[col]))
+				continue
+			}
+			// What the op reads, as inputs of the branch it runs on.
+			in, relu := states[j], shared.relu[j]
+			if branches > 0 {
+				c.S.UseBranch(n)
+				in, relu, pre = branchInput(c, in), branchInput(c, relu), branchInput(c, pre)
+			}
+			n++
+			if normed {
+				o.normed = append(o.normed, op.(tailNorm).forwardPreNorm(c, in, relu))
 				o.normIdx = append(o.normIdx, col)
 				o.sel = append(o.sel, int64(norm.member[col]))
 				continue
@@ -395,9 +403,9 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 			case pre != nil:
 				o.outs = append(o.outs, op.(tailNorm).tailBN().Forward(c, pre))
 			case ok:
-				o.outs = append(o.outs, r.ForwardReLU(c, shared.relu[j]))
+				o.outs = append(o.outs, r.ForwardReLU(c, relu))
 			default:
-				o.outs = append(o.outs, op.Forward(c, states[j]))
+				o.outs = append(o.outs, op.Forward(c, in))
 			}
 			o.idx = append(o.idx, col)
 			o.drop = append(o.drop, !op.Identity())
@@ -407,6 +415,14 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 		c.joinBranches(slices.Concat(o.outs, o.normed))
 	}
 	return o
+}
+
+// branchInput is x (nil stays nil) as read on the current branch stream (Scope.BranchInput).
+func branchInput(c *Ctx, x *torch.Tensor) *torch.Tensor {
+	if x == nil {
+		return nil
+	}
+	return c.S.BranchInput(x)
 }
 
 // zeros returns a zero node (every op and pair pruned) of the cell's output geometry.

@@ -57,3 +57,11 @@ func (s *Scope) JoinBranches(outs []*Tensor) {
 		s.setErr(err)
 	}
 }
+
+// BranchInput returns x for an op queued on the current branch of an open fork: on CUDA,
+// for a tensor that needs a gradient, an alias whose gradient (made on the branch in the
+// backward pass, read on the trunk) keeps its memory until the trunk's reads; elsewhere x
+// itself as a new handle. The values are x's.
+func (s *Scope) BranchInput(x *Tensor) *Tensor {
+	return s.unary("branch_input", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_branch_input(a, o) })
+}

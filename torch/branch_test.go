@@ -43,10 +43,11 @@ func TestBranchStreamsValue(t *testing.T) {
 	}
 }
 
-// TestCUDABranchStreams runs a small network whose five branches go to three streams, in a
-// child process with METANAS_BRANCH_STREAMS=3, and checks its loss and gradient against
-// the same network on one stream: eagerly, and replayed from a CUDA graph captured across
-// the branches (forward and backward).
+// TestCUDABranchStreams runs a small network whose five branches go to three streams (each
+// reading the parameter through BranchInput), in a child process with
+// METANAS_BRANCH_STREAMS=3, and checks its loss and gradient against the same network on
+// one stream: eagerly, and replayed from a CUDA graph captured across the branches (forward
+// and backward).
 func TestCUDABranchStreams(t *testing.T) {
 	if !CUDAAvailable() {
 		t.Skip("no CUDA device (or LibTorch built without CUDA)")
@@ -74,12 +75,14 @@ func TestCUDABranchStreams(t *testing.T) {
 		}
 		var outs []*Tensor
 		for i := 0; i < 5; i++ {
+			in := x
 			if branched {
 				st.UseBranch(i)
+				in = st.BranchInput(x) // its gradient, made on the branch, is read on the trunk
 			}
-			y := st.Relu(x)
+			y := st.Relu(in)
 			for k := 0; k < 4; k++ {
-				y = st.MulScalar(st.Matmul(y, x), 1+0.1*float64(i))
+				y = st.MulScalar(st.Matmul(y, in), 1+0.1*float64(i))
 			}
 			outs = append(outs, y)
 		}
@@ -148,4 +151,18 @@ func TestCUDABranchStreams(t *testing.T) {
 		closeTo(t, "replayed branched loss", []float32{gotLoss}, []float32{wantLoss}, 1e-5)
 		closeTo(t, "replayed branched gradient", gotGrad, wantGrad, 1e-5)
 	}
+}
+
+// TestBranchInputOutsideFork: outside a fork (and on the CPU) BranchInput is its input: the
+// same values, and the gradient reaches the input as through the input itself.
+func TestBranchInputOutsideFork(t *testing.T) {
+	s := NewScope()
+	defer s.Close()
+	x := s.Param([]float32{1, -2, 3}, []int64{3}, CPU)
+	y := s.BranchInput(x)
+	if err := s.Sum(s.Mul(y, y)).Backward(); err != nil {
+		t.Fatal(err)
+	}
+	closeTo(t, "values", values(t, y), []float32{1, -2, 3}, 0)
+	closeTo(t, "gradient", values(t, s.Grad(x)), []float32{2, -4, 6}, 0)
 }

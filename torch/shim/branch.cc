@@ -41,6 +41,17 @@ struct Branching {
   c10::optional<c10::cuda::CUDAStream> trunk;
 };
 thread_local Branching br;
+
+// keep_grad_for marks the gradient that reaches t in the backward pass as used by streams,
+// so that the caching allocator keeps its memory until their work queued so far is done
+// (during a capture: until the capture ends).
+void keep_grad_for(const at::Tensor &t, std::vector<c10::cuda::CUDAStream> streams) {
+  t.register_hook([streams](const at::TensorBase &g) {
+    if (!g.defined() || !g.is_cuda()) return;
+    at::Tensor gt(g);
+    for (const auto &s : streams) gt.record_stream(s);
+  });
+}
 #endif
 
 }  // namespace
@@ -101,11 +112,16 @@ char *mt_branch_join(mt_tensor *outs, int64_t n) {
     br.done[i].block(trunk);
   }
   // The outputs were allocated on branch streams and are read on the trunk: their memory
-  // must not go back to a branch's pool before the trunk's reads.
+  // must not go back to a branch's pool before the trunk's reads. Their gradients come the
+  // other way in the backward pass (made on the trunk, read on the branches), which autograd
+  // orders by events but whose memory the trunk could reuse before a branch has read it: as
+  // in a replayed CUDA graph, where only the captured dependencies order the streams.
   for (int64_t i = 0; i < n; i++) {
     if (outs[i] == nullptr) continue;
     auto &t = mt::T(outs[i]);
-    if (t.defined() && t.is_cuda()) t.record_stream(trunk);
+    if (!t.defined() || !t.is_cuda()) continue;
+    t.record_stream(trunk);
+    if (t.requires_grad()) keep_grad_for(t, br.streams);
   }
 #else
   (void)outs;
@@ -113,6 +129,23 @@ char *mt_branch_join(mt_tensor *outs, int64_t n) {
   throw std::logic_error("branch streams: join without a fork");
 #endif
   MT_CATCH("branch join")
+}
+
+char *mt_branch_input(mt_tensor x, mt_tensor *out) {
+  MT_TRY
+  const auto &t = mt::T(x);
+#ifdef WITH_CUDA
+  if (br.trunk && t.defined() && t.is_cuda() && t.requires_grad()) {
+    // The alias is made on the branch, so autograd runs its backward there: the gradient
+    // it passes on to t (made on the branch) is what the trunk then reads.
+    auto a = t.view_as(t);
+    keep_grad_for(a, {*br.trunk});
+    *out = mt::wrap(a);
+    return nullptr;
+  }
+#endif
+  *out = mt::wrap(t);
+  MT_CATCH("branch input", x)
 }
 
 }  // extern "C"

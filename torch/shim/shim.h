@@ -61,11 +61,15 @@ char *mt_sync_stream(int device_index);
 // reports N in *n (0, and nothing done, when off or without CUDA); mt_branch_use(i) makes
 // branch i mod N current (i < 0: the trunk); mt_branch_join makes the trunk current again,
 // waiting for every branch, and keeps the memory of outs (tensors made on branches that the
-// trunk reads) from reuse before the trunk's reads.
+// trunk reads) from reuse before the trunk's reads; the gradients that later reach outs (made
+// on the trunk, read on the branches) are kept alike. mt_branch_input, inside a fork, returns
+// an alias of x (made on a trunk, read on the current branch) whose gradient, made on the
+// branch and read on the trunk, is kept from reuse before the trunk's reads; elsewhere x.
 int mt_branch_streams(void);
 char *mt_branch_fork(int device_index, int64_t *n);
 char *mt_branch_use(int64_t i);
 char *mt_branch_join(mt_tensor *outs, int64_t n);
+char *mt_branch_input(mt_tensor x, mt_tensor *out);
 
 // CUDA graphs. capture_begin registers the private generators gens (drawn from inside the
 // capture), takes its memory from the pool of the captured graph share (NULL: a pool of its
