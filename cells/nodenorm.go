@@ -62,7 +62,7 @@ func (d *dilConv) forwardPreNorm(c *Ctx, _, rx *torch.Tensor) *torch.Tensor {
 
 func (p *sepConv) tailBN() *BatchNorm { return p.b.bn }
 func (p *sepConv) forwardPreNorm(c *Ctx, _, rx *torch.Tensor) *torch.Tensor {
-	return p.b.forwardPreNorm(c, nil, c.S.Relu(p.a.ForwardReLU(c, rx)))
+	return p.b.forwardPreNorm(c, nil, p.midReLU(c, rx))
 }
 
 func (f *facConv) tailBN() *BatchNorm { return f.bn }

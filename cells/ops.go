@@ -141,12 +141,22 @@ func newSepConv(r *Registry, c, k, stride, pad int64, affine bool) *sepConv {
 }
 
 func (p *sepConv) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
-	return p.b.Forward(c, p.a.Forward(c, x))
+	return p.ForwardReLU(c, c.S.Relu(x))
 }
 
 // ForwardReLU applies the op after its first ReLU.
 func (p *sepConv) ForwardReLU(c *Ctx, rx *torch.Tensor) *torch.Tensor {
-	return p.b.Forward(c, p.a.ForwardReLU(c, rx))
+	return p.b.ForwardReLU(c, p.midReLU(c, rx))
+}
+
+// midReLU is the first block's output after the second block's ReLU. The block's batch
+// norm output is freed at once: the ReLU's backward reads its own output, the batch norm's
+// its input, so only this handle held it (an activation per op until the step's end).
+func (p *sepConv) midReLU(c *Ctx, rx *torch.Tensor) *torch.Tensor {
+	mid := p.a.ForwardReLU(c, rx)
+	y := c.S.Relu(mid)
+	mid.Free()
+	return y
 }
 func (p *sepConv) Identity() bool          { return false }
 func (p *sepConv) Params() []*torch.Tensor { return append(p.a.Params(), p.b.Params()...) }

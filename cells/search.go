@@ -310,8 +310,10 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 			}
 			node = s.MixedNode(o.outs, wp, w.Ops[i], inc, nIn, o.idx, o.drop, c.dropProb(), c.Gen)
 		}
+		o.free()
 		states = append(states, node)
 	}
+	shared.freePools()
 	return c.catChannels(states[2:])
 }
 
@@ -323,6 +325,21 @@ type nodeOutputs struct {
 	outs, normed      []*torch.Tensor
 	idx, normIdx, sel []int64
 	drop              []bool
+	// own are the tensors made for this node alone (op outputs, their inputs' aliases on
+	// branch streams; not the states, the shared ReLUs and pools, or an identity's output):
+	// free once the node is summed.
+	own []*torch.Tensor
+}
+
+// free releases the node's own tensors: the node sum and batch norm copy their inputs, and
+// autograd keeps what their backward passes read, so nothing reads the handles again, and
+// their memory (an activation per op) goes back before the next node instead of at the
+// end of the step.
+func (o *nodeOutputs) free() {
+	for _, t := range o.own {
+		t.Free()
+	}
+	o.own = nil
 }
 
 // stateCache holds what the ops of a cell compute from its states alone, once per state:
@@ -336,6 +353,20 @@ type stateCache struct {
 
 func newStateCache(states int) *stateCache {
 	return &stateCache{relu: make([]*torch.Tensor, states), pools: make([][2]*torch.Tensor, states)}
+}
+
+// freePools releases the cell's handles of the pools once its nodes have read them: a
+// node's batch norm or sum copies them, and the pools' own backward passes read their
+// inputs (and indices), not their outputs, so with the node batch norm nothing else holds
+// them (without it, each op's batch norm keeps its pool as input). The ReLUs stay cached
+// for the cell's nodes; autograd keeps them anyway.
+func (sc *stateCache) freePools() {
+	for j := range sc.pools {
+		for k, t := range sc.pools[j] {
+			t.Free()
+			sc.pools[j][k] = nil
+		}
+	}
 }
 
 // prepare computes what op, kept on input state j, reads from the cache.
@@ -391,21 +422,33 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 			if branches > 0 {
 				c.S.UseBranch(n)
 				in, relu, pre = branchInput(c, in), branchInput(c, relu), branchInput(c, pre)
+				for _, a := range []*torch.Tensor{in, relu, pre} {
+					if a != nil {
+						o.own = append(o.own, a)
+					}
+				}
 			}
 			n++
 			if normed {
-				o.normed = append(o.normed, op.(tailNorm).forwardPreNorm(c, in, relu))
+				y := op.(tailNorm).forwardPreNorm(c, in, relu)
+				o.normed = append(o.normed, y)
 				o.normIdx = append(o.normIdx, col)
 				o.sel = append(o.sel, int64(norm.member[col]))
+				o.own = append(o.own, y)
 				continue
 			}
+			var y *torch.Tensor
 			switch r, ok := op.(reluInput); {
 			case pre != nil:
-				o.outs = append(o.outs, op.(tailNorm).tailBN().Forward(c, pre))
+				y = op.(tailNorm).tailBN().Forward(c, pre)
 			case ok:
-				o.outs = append(o.outs, r.ForwardReLU(c, relu))
+				y = r.ForwardReLU(c, relu)
 			default:
-				o.outs = append(o.outs, op.Forward(c, in))
+				y = op.Forward(c, in)
+			}
+			o.outs = append(o.outs, y)
+			if !op.Identity() {
+				o.own = append(o.own, y)
 			}
 			o.idx = append(o.idx, col)
 			o.drop = append(o.drop, !op.Identity())

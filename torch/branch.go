@@ -58,10 +58,12 @@ func (s *Scope) JoinBranches(outs []*Tensor) {
 	}
 }
 
-// BranchInput returns x for an op queued on the current branch of an open fork: on CUDA,
-// for a tensor that needs a gradient, an alias whose gradient (made on the branch in the
-// backward pass, read on the trunk) keeps its memory until the trunk's reads; elsewhere x
-// itself as a new handle. The values are x's.
+// BranchInput returns x for an op queued on the current branch of an open fork. On CUDA x
+// is marked as used by the branch (its memory, made on the trunk, is not reused before the
+// branch's reads, forward or backward), and for a tensor that needs a gradient the result
+// is an alias whose gradient (made on the branch in the backward pass, read on the trunk)
+// keeps its memory until the trunk's reads; otherwise x itself as a new handle. The values
+// are x's.
 func (s *Scope) BranchInput(x *Tensor) *Tensor {
 	return s.unary("branch_input", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char { return C.mt_branch_input(a, o) })
 }

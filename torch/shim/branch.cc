@@ -135,13 +135,19 @@ char *mt_branch_input(mt_tensor x, mt_tensor *out) {
   MT_TRY
   const auto &t = mt::T(x);
 #ifdef WITH_CUDA
-  if (br.trunk && t.defined() && t.is_cuda() && t.requires_grad()) {
-    // The alias is made on the branch, so autograd runs its backward there: the gradient
-    // it passes on to t (made on the branch) is what the trunk then reads.
-    auto a = t.view_as(t);
-    keep_grad_for(a, {*br.trunk});
-    *out = mt::wrap(a);
-    return nullptr;
+  if (br.trunk && t.defined() && t.is_cuda()) {
+    // t was made on the trunk and is read on this branch, in the forward pass and, where an
+    // op saves it, in the backward pass: its memory must not go back to the trunk's pool
+    // before the branch's reads.
+    t.record_stream(c10::cuda::getCurrentCUDAStream(t.device().index()));
+    if (t.requires_grad()) {
+      // The alias is made on the branch, so autograd runs its backward there: the gradient
+      // it passes on to t (made on the branch) is what the trunk then reads.
+      auto a = t.view_as(t);
+      keep_grad_for(a, {*br.trunk});
+      *out = mt::wrap(a);
+      return nullptr;
+    }
   }
 #endif
   *out = mt::wrap(t);

@@ -62,9 +62,10 @@ char *mt_sync_stream(int device_index);
 // branch i mod N current (i < 0: the trunk); mt_branch_join makes the trunk current again,
 // waiting for every branch, and keeps the memory of outs (tensors made on branches that the
 // trunk reads) from reuse before the trunk's reads; the gradients that later reach outs (made
-// on the trunk, read on the branches) are kept alike. mt_branch_input, inside a fork, returns
-// an alias of x (made on a trunk, read on the current branch) whose gradient, made on the
-// branch and read on the trunk, is kept from reuse before the trunk's reads; elsewhere x.
+// on the trunk, read on the branches) are kept alike. mt_branch_input, inside a fork, marks
+// x (made on the trunk, read on the current branch) as used by the branch and, where x needs
+// a gradient, returns an alias of it whose gradient, made on the branch and read on the
+// trunk, is kept from reuse before the trunk's reads; elsewhere (and otherwise) x.
 int mt_branch_streams(void);
 char *mt_branch_fork(int device_index, int64_t *n);
 char *mt_branch_use(int64_t i);
