@@ -236,10 +236,15 @@ func (n *SearchNet) forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold f
 		if cell.Reduction {
 			cw = &w.Reduce
 		}
-		s0, s1 = s1, cell.forward(c, s0, s1, cw, float32(threshold))
+		next := cell.forward(c, s0, s1, cw, float32(threshold))
 		if cellOut != nil {
-			cellOut(s1)
+			cellOut(next)
+		} else if s0 != s1 {
+			// No later cell reads the output two cells back, and autograd does not keep it
+			// (the cells' preprocessing begins with a ReLU, which keeps its own output).
+			s0.Free()
 		}
+		s0, s1 = s1, next
 	}
 	if s.Err() != nil {
 		return s1 // failed (the scope holds the error): there is no shape to read below
@@ -314,7 +319,13 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 		states = append(states, node)
 	}
 	shared.freePools()
-	return c.catChannels(states[2:])
+	out := c.catChannels(states[2:])
+	// The preprocessed inputs and the nodes: later cells read only out, and what this
+	// cell's backward pass reads autograd keeps.
+	for _, st := range states {
+		st.Free()
+	}
+	return out
 }
 
 // nodeOutputs are the outputs of a node's ops: outs as the node sums them, with their op
