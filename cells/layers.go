@@ -89,7 +89,15 @@ func (c *Ctx) catChannels(xs []*torch.Tensor) *torch.Tensor {
 		views[i] = s.Reshape(x, xsh[0], t, xsh[1]/t, xsh[2], xsh[3])
 		ch += xsh[1]
 	}
-	return s.Reshape(s.Cat(views, 2), sh[0], ch, sh[2], sh[3])
+	cat := s.Cat(views, 2)
+	out := s.Reshape(cat, sh[0], ch, sh[2], sh[3])
+	// Handles of views keep their tensors' memory until the scope ends: the views of the
+	// inputs (the cat copied them) and the cat itself (out is a view of it, and holds it).
+	for _, v := range views {
+		v.Free()
+	}
+	cat.Free()
+	return out
 }
 
 // BatchNorm is a 2-d batch norm with running statistics (eps 1e-5, momentum 0.1).

@@ -234,7 +234,11 @@ func (f *FactorizedReduce) forwardPreNorm(c *Ctx, _, y *torch.Tensor) *torch.Ten
 		}
 	}
 	b := c.conv(shifted, f.w2, st)
-	return c.catChannels([]*torch.Tensor{a, b})
+	y2 := c.catChannels([]*torch.Tensor{a, b})
+	// The halves were copied and no backward pass reads them.
+	a.Free()
+	b.Free()
+	return y2
 }
 
 // Identity reports false.
