@@ -432,12 +432,7 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 			in, relu := states[j], shared.relu[j]
 			if branches > 0 {
 				c.S.UseBranch(n)
-				in, relu, pre = branchInput(c, in), branchInput(c, relu), branchInput(c, pre)
-				for _, a := range []*torch.Tensor{in, relu, pre} {
-					if a != nil {
-						o.own = append(o.own, a)
-					}
-				}
+				in, relu, pre = o.branchInput(c, in), o.branchInput(c, relu), o.branchInput(c, pre)
 			}
 			n++
 			if normed {
@@ -471,12 +466,15 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 	return o
 }
 
-// branchInput is x (nil stays nil) as read on the current branch stream (Scope.BranchInput).
-func branchInput(c *Ctx, x *torch.Tensor) *torch.Tensor {
+// branchInput is x (nil stays nil) as read on the current branch stream
+// (Scope.BranchInput), a handle of the node's own.
+func (o *nodeOutputs) branchInput(c *Ctx, x *torch.Tensor) *torch.Tensor {
 	if x == nil {
 		return nil
 	}
-	return c.S.BranchInput(x)
+	a := c.S.BranchInput(x)
+	o.own = append(o.own, a)
+	return a
 }
 
 // zeros returns a zero node (every op and pair pruned) of the cell's output geometry.

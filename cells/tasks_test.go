@@ -573,21 +573,13 @@ func TestBatchedSearchNetNodeBatchNorm(t *testing.T) {
 // read as unset. The process reads the setting once, so each value runs in a child process.
 func TestNodeBatchNormSetting(t *testing.T) {
 	want := map[string][2]bool{"": {false, true}, "1": {true, true}, "0": {false, false}, "yes": {false, true}}
-	env, set := os.LookupEnv("METANAS_NODE_BATCH_NORM")
+	env := testutil.EachSetting(t, "METANAS_NODE_BATCH_NORM", "TestNodeBatchNormSetting", "1", "0", "yes")
 	w, ok := want[env]
 	if !ok {
 		t.Skipf("METANAS_NODE_BATCH_NORM=%s is not one of this test's values", env)
 	}
 	if got := [2]bool{NodeBatchNorm(torch.CPU), NodeBatchNorm(torch.Device{CUDA: true})}; got != w {
 		t.Errorf("METANAS_NODE_BATCH_NORM=%q: grouped on (CPU, CUDA) = %v, want %v", env, got, w)
-	}
-	if set {
-		return
-	}
-	for _, v := range []string{"1", "0", "yes"} {
-		t.Run(v, func(t *testing.T) {
-			testutil.RerunWith(t, []string{"METANAS_NODE_BATCH_NORM=" + v}, "^TestNodeBatchNormSetting$", "TestNodeBatchNormSetting")
-		})
 	}
 }
 

@@ -16,7 +16,7 @@
 #           bench flags of another variant for that setting, or only "|FLAGS": that
 #           variant as it is; default METANAS_GRAPH_WAIT=0 on in_metanas in batches of 5
 #           (graphs of both minibatch shapes captured as before: GPU memory), in_metanas in
-#           batches of 10 (whether it fits since), METANAS_NODE_SUM=loop,
+#           batches of 10 (whether it fits now), METANAS_NODE_SUM=loop,
 #           METANAS_BRANCH_STREAMS=4, then CUDA's two default switches off one at a time
 #           (METANAS_NODE_BATCH_NORM=0, METANAS_POINTWISE=conv), most wanted first; empty
 #           skips them); their lines carry "env" (the GPU memory peaks are in them too);

@@ -132,20 +132,12 @@ func TestConv2dPointwiseMatmul(t *testing.T) {
 // child process.
 func TestPointwiseMatmulSetting(t *testing.T) {
 	want := map[string][2]bool{"": {false, true}, "matmul": {true, true}, "conv": {false, false}, "sideways": {false, true}}
-	env, set := os.LookupEnv("METANAS_POINTWISE")
+	env := testutil.EachSetting(t, "METANAS_POINTWISE", "TestPointwiseMatmulSetting", "matmul", "conv", "sideways")
 	w, ok := want[env]
 	if !ok {
 		t.Skipf("METANAS_POINTWISE=%s is not one of this test's values", env)
 	}
 	if got := [2]bool{PointwiseMatmul(CPU), PointwiseMatmul(Device{CUDA: true})}; got != w {
 		t.Errorf("METANAS_POINTWISE=%q: products on (CPU, CUDA) = %v, want %v", env, got, w)
-	}
-	if set {
-		return
-	}
-	for _, v := range []string{"matmul", "conv", "sideways"} {
-		t.Run(v, func(t *testing.T) {
-			testutil.RerunWith(t, []string{"METANAS_POINTWISE=" + v}, "^TestPointwiseMatmulSetting$", "TestPointwiseMatmulSetting")
-		})
 	}
 }

@@ -24,3 +24,20 @@ func RerunWith(t testing.TB, env []string, run string, want ...string) {
 		}
 	}
 }
+
+// EachSetting serves a test of a setting read once per process (the environment variable
+// name): it returns the variable's value in this process, for the caller to check, and
+// where the variable is unset it first reruns test in a child process for each of values,
+// with the variable set to it (each child checks its value in turn).
+func EachSetting(t *testing.T, name, test string, values ...string) string {
+	t.Helper()
+	env, set := os.LookupEnv(name)
+	if !set {
+		for _, v := range values {
+			t.Run(v, func(t *testing.T) {
+				RerunWith(t, []string{name + "=" + v}, "^"+test+"$", test)
+			})
+		}
+	}
+	return env
+}
