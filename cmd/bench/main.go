@@ -39,6 +39,7 @@ type Result struct {
 	Workers        int     `json:"workers"`
 	Streams        bool    `json:"streams,omitempty"`
 	BatchTasks     int     `json:"batch_tasks,omitempty"`
+	BatchWorkers   int     `json:"batch_workers,omitempty"` // batches adapted at once (run.batch_workers)
 	BatchStepMS    float64 `json:"batch_step_ms,omitempty"`
 	CUDAGraphs     bool    `json:"cuda_graphs,omitempty"`
 	GraphReplays   int64   `json:"graph_replays"` // always shown: 0 with cuda_graphs on means nothing was replayed
@@ -80,6 +81,7 @@ func run(args []string) int {
 	workers := fs.Int("workers", 0, "concurrent tasks (run.workers; 0: automatic)")
 	streams := fs.Bool("streams", false, "one CUDA stream per worker (run.streams)")
 	batchTasks := fs.Int("batch-tasks", 0, "meta-train this many tasks at a time as one batched network (run.batch_tasks; 0: task by task); measures whole meta-batches")
+	batchWorkers := fs.Int("batch-workers", 0, "with --batch-tasks: adapt this many batches at once, each on its own batched network (run.batch_workers; CUDA: one stream each)")
 	graphs := fs.Bool("cuda-graphs", false, "with --batch-tasks on CUDA: run the batched steps from captured CUDA graphs (run.cuda_graphs)")
 	countOps := fs.Bool("count-ops", false, "also count ATen operator calls per warm-up task step (aten_ops_per_step; slows every op, so the timings are not comparable)")
 	profTop := fs.Int("profile-ops", 0, "also time operator calls by self time and print the N costliest of each timed meta-epoch to stderr (slows every op)")
@@ -112,7 +114,7 @@ func run(args []string) int {
 		return cli.OK
 	}
 	for _, c := range strings.Split(*cases, ",") {
-		o := caseOpts{tasks: *tasks, testSteps: *testSteps, workers: *workers, streams: *streams, batchTasks: *batchTasks, graphs: *graphs, profTop: *profTop, trace: *trace, traceOps: *traceOps}
+		o := caseOpts{tasks: *tasks, testSteps: *testSteps, workers: *workers, streams: *streams, batchTasks: *batchTasks, batchWorkers: *batchWorkers, graphs: *graphs, profTop: *profTop, trace: *trace, traceOps: *traceOps}
 		r, err := measure(*configs, strings.TrimSpace(c), *device, o)
 		if err != nil {
 			if train.IsUsage(err) {
@@ -130,7 +132,7 @@ func run(args []string) int {
 type caseOpts struct {
 	tasks, testSteps, workers int
 	streams                   bool
-	batchTasks                int
+	batchTasks, batchWorkers  int
 	graphs                    bool
 	profTop                   int
 	trace                     string // kernel-trace file prefix ("" for none)
@@ -156,7 +158,7 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		"data.dataset=synthetic", fmt.Sprintf("data.synthetic.channels=%d", in), fmt.Sprintf("data.synthetic.size=%d", size),
 		fmt.Sprintf("data.synthetic.classes=%d", 2*cfg.Data.Ways), fmt.Sprintf("data.synthetic.per_class=%d", per),
 		"run.device=" + device, "run.out=" + out, fmt.Sprintf("run.workers=%d", workers), fmt.Sprintf("run.streams=%t", streams),
-		fmt.Sprintf("run.batch_tasks=%d", batchTasks), fmt.Sprintf("run.cuda_graphs=%t", o.graphs),
+		fmt.Sprintf("run.batch_tasks=%d", batchTasks), fmt.Sprintf("run.batch_workers=%d", o.batchWorkers), fmt.Sprintf("run.cuda_graphs=%t", o.graphs),
 		fmt.Sprintf("task.test_steps=%d", testSteps), fmt.Sprintf("task.test_arch_steps=%d", testSteps/2),
 	}
 	for _, kv := range sets {
@@ -232,7 +234,7 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		return time.Since(start).Seconds() * float64(cfg.Meta.MetaBatch) / float64(n), nil
 	}
 	r := &Result{Case: name, Device: device, Machine: machine(dev), Date: time.Now().UTC().Format("2006-01-02"), Commit: commit(),
-		Workers: len(tr.Workers), Streams: streams && dev.CUDA, BatchTasks: batchTasks, MetaBatch: cfg.Meta.MetaBatch, MeasuredTasks: n, MetaTestSteps: testSteps}
+		Workers: len(tr.Workers), Streams: streams && dev.CUDA, BatchTasks: batchTasks, BatchWorkers: len(tr.Batches), MetaBatch: cfg.Meta.MetaBatch, MeasuredTasks: n, MetaTestSteps: testSteps}
 	r.ThreadsPerWork = torch.NumThreads()
 	// peak records the CUDA allocator's peaks since the last call under part and starts
 	// new ones (the first call only starts them).
@@ -261,12 +263,18 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "bench: %s: warm-up meta-epoch %.2f s (%d of %d tasks measured, %d workers)\n", name, r.WarmUpEpochS, n, cfg.Meta.MetaBatch, len(tr.Workers))
-	if b := tr.Batch; b != nil && o.graphs {
-		r.CUDAGraphs, r.GraphReplays = true, b.GraphReplays
-		if b.GraphErr != nil {
+	for _, b := range tr.Batches {
+		if !o.graphs {
+			break
+		}
+		r.CUDAGraphs = true
+		r.GraphReplays += b.GraphReplays
+		if b.GraphErr != nil && r.GraphError == "" {
 			r.GraphError = b.GraphErr.Error()
 		}
-		r.GraphSkip = b.GraphSkip
+		if r.GraphSkip == "" {
+			r.GraphSkip = b.GraphSkip
+		}
 	}
 	batches := (cfg.Data.Ways*cfg.Data.TrainShots + cfg.Task.BatchSize - 1) / cfg.Task.BatchSize
 	r.StepsPerTask = cfg.Task.Steps * batches
@@ -277,7 +285,8 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	r.AtenOpsPerStep = float64(torch.OpCount()-ops) / stepsTotal
 	r.TaskStepMS = r.WarmUpEpochS / float64(cfg.Meta.MetaBatch*r.StepsPerTask) * 1000 * float64(len(tr.Workers))
 	if batchTasks > 1 {
-		// One batched step serves batchTasks tasks: report it, and a task step's share.
+		// One batched step serves batchTasks tasks: report it (with several batch workers,
+		// the time per step of their combined throughput), and a task step's share.
 		r.BatchStepMS = r.WarmUpEpochS / float64(r.StepsPerTask*cfg.Meta.MetaBatch/batchTasks) * 1000
 		r.TaskStepMS = r.BatchStepMS / float64(batchTasks)
 	}
@@ -288,10 +297,10 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	if err := peak("search"); err != nil {
 		return nil, err
 	}
-	// One meta-test task per worker, or one batch of tasks when batching.
+	// One meta-test task per worker, or one batch of tasks per batch worker when batching.
 	testTasks := max(1, len(tr.Workers))
 	if batchTasks > 1 {
-		testTasks = batchTasks
+		testTasks = batchTasks * len(tr.Batches)
 	}
 	// A short meta-test first, untimed: the meta-test's minibatch shapes differ from
 	// meta-training's, and cuDNN's autotuner meets each new shape once per process, as in a
@@ -529,8 +538,8 @@ func memory(dir, device string, n, batchTasks int, graphs bool) (*MemoryResult, 
 	if r.GPUAt50MiB > 0 && r.GPUEndMiB > 0 {
 		r.GPUGrowthPct, r.GPUMaxGrowthPct = pct(r.GPUEndMiB, r.GPUAt50MiB), pct(r.GPUMaxMiB, r.GPUAt50MiB)
 	}
-	if b := tr.Batch; b != nil {
-		r.GraphReplays = b.GraphReplays
+	for _, b := range tr.Batches {
+		r.GraphReplays += b.GraphReplays
 	}
 	r.Seconds = time.Since(start).Seconds()
 	return r, nil

@@ -374,6 +374,12 @@ type RunConfig struct {
 	// The search network with REPTILE and a reset task optimizer only. Meta-tests adapt
 	// their tasks in batches too (a remainder task by task).
 	BatchTasks int `yaml:"batch_tasks"`
+	// BatchWorkers is how many batches of run.batch_tasks tasks are adapted at once, each
+	// on a batched network of its own (on CUDA each on its own stream, so that the
+	// batches' kernels overlap on the GPU; on the CPU the threads are split between
+	// them); 0 or 1 adapts one batch at a time. It costs one more network, optimizer
+	// state and step's activations per worker. Results do not depend on it.
+	BatchWorkers int `yaml:"batch_workers"`
 	// CUDAGraphs runs the batched network's steps (run.batch_tasks) from captured CUDA
 	// graphs: after two eager steps, one step is captured and replayed for every later
 	// minibatch and task (one graph for steps with fixed alphas, one for steps that adapt

@@ -299,6 +299,9 @@ func (v *validator) run() {
 			v.fail("run.batch_tasks", "needs task.optim_state reset (a batch adapts its tasks side by side, so no Adam state can pass from task to task); set run.batch_tasks: 0")
 		}
 	}
+	if v.atLeast("run.batch_workers", r.BatchWorkers, 0, "use 0 to adapt one batch at a time") && r.BatchWorkers > 1 && r.BatchTasks < 2 {
+		v.fail("run.batch_workers", "needs run.batch_tasks > 1 (it runs batches side by side), got %d; set run.batch_workers: 0", r.BatchTasks)
+	}
 	if r.CUDAGraphs {
 		switch {
 		case r.BatchTasks < 2:

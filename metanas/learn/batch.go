@@ -33,6 +33,8 @@ type BatchWorker struct {
 	GraphErr error
 	// GraphReplays counts the steps replayed from a captured CUDA graph.
 	GraphReplays int64
+	// Adapted counts the batches adapted (Adapt calls that succeeded).
+	Adapted int64
 	// GraphSkip says why the last adaptation ran eagerly although graphs are on
 	// (Gumbel-softmax draws its noise outside what a graph can replay), "" when it could
 	// use them or graphs are off.
@@ -46,6 +48,9 @@ type BatchWorker struct {
 	// Per-task sums of the support loss and hits over an adaptation, and the class
 	// indices [1, classes]: static, so that captured steps can use them.
 	loss, correct, classes *torch.Tensor
+	// Gate, when set, is shared with the other batch workers that run at the same time:
+	// Load, Adapt, Score and Reptile.AddBatch hold it shared, a capture exclusively.
+	Gate *DeviceGate
 }
 
 // NewBatchWorker builds a batched network of tasks tasks with its Adam optimizers.
@@ -107,7 +112,10 @@ func (b *BatchWorker) Close() {
 func (b *BatchWorker) SeedTask(seed uint64) { b.gen.Seed(seed) }
 
 // Load copies the meta-model into every task's copy.
-func (b *BatchWorker) Load(meta *Model) error { return b.Model.Reg.CopyFrom(meta.Reg) }
+func (b *BatchWorker) Load(meta *Model) error {
+	defer b.Gate.Shared()()
+	return b.Model.Reg.CopyFrom(meta.Reg)
+}
 
 // stackTasks concatenates the tasks' support sets (query sets when query is set) on the
 // host: images [T, n, C, H, W] and labels [T, n], checking that every task has task 0's
@@ -154,6 +162,7 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	if len(tasks) != b.Tasks {
 		return nil, fmt.Errorf("batched tasks: %d tasks for a network of %d", len(tasks), b.Tasks)
 	}
+	defer b.Gate.Shared()()
 	b.task.Reset()
 	b.WOpt.Reset()
 	b.AOpt.Reset()
@@ -200,9 +209,16 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 			return nil, err
 		}
 	}
-	if !graphed {
-		b.dropGraphs()
-	} else if err := b.dropIdleGraphs(!archOn || ts.ArchSteps < ts.Steps, archOn); err != nil {
+	keepFixed, keepArch := graphed && (!archOn || ts.ArchSteps < ts.Steps), graphed && archOn
+	drop := func() error { return b.dropIdleGraphs(keepFixed, keepArch) }
+	if b.capturedIdle(keepFixed, keepArch) {
+		// Freed graphs return their pools, and the cache goes back to the device: nothing
+		// else may run meanwhile.
+		err = b.Gate.exclusive(drop)
+	} else {
+		err = drop()
+	}
+	if err != nil {
 		return nil, err
 	}
 	// Full minibatches and, where the batch size does not divide the support set, the
@@ -296,6 +312,7 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 	if err != nil {
 		return nil, err
 	}
+	b.Adapted++
 	out := make([]AdaptResult, T)
 	for i := range out {
 		out[i] = AdaptResult{Loss: host[i] / float64(batches), Accuracy: host[int(T)+i] / float64(int64(ts.Steps)*ns)}
@@ -360,6 +377,7 @@ func (b *BatchWorker) Score(tasks []data.Task, norm cells.NormKind, threshold fl
 	if len(tasks) != b.Tasks {
 		return nil, fmt.Errorf("batched tasks: %d tasks for a network of %d", len(tasks), b.Tasks)
 	}
+	defer b.Gate.Shared()()
 	s := b.step
 	s.Reset()
 	T := int64(b.Tasks)
@@ -408,6 +426,7 @@ type BatchAdder interface {
 
 // AddBatch sums the adapted weights, alphas and running statistics of every task of b.
 func (r *Reptile) AddBatch(b *BatchWorker) error {
+	defer b.Gate.Shared()()
 	m := b.Model
 	T := int64(b.Tasks)
 	for _, l := range []struct{ acc, src []*torch.Tensor }{

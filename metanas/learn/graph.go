@@ -116,6 +116,21 @@ func (b *BatchWorker) dropGraphs() {
 	}
 }
 
+// capturedIdle reports whether dropIdleGraphs(fixed, arch) would free a captured graph.
+func (b *BatchWorker) capturedIdle(fixed, arch bool) bool {
+	for _, k := range []struct {
+		keep bool
+		gs   []*stepGraph
+	}{{fixed, []*stepGraph{b.fixedG, b.fixedR}}, {arch, []*stepGraph{b.archG, b.archR}}} {
+		for _, g := range k.gs {
+			if !k.keep && g != nil && g.g != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // dropIdleGraphs frees the graphs (and buffers) of the kind an adaptation will not use:
 // those of fixed-alpha steps unless fixed is set, those of alpha steps unless arch is set.
 // A graph's memory pool stays reserved while the graph lives, and the eager steps before
@@ -234,30 +249,46 @@ func (b *BatchWorker) graphStep(g, other *stepGraph, x, y *torch.Tensor, step fu
 		other = nil
 	}
 	if b.graphs == graphsCUDA && captureReady(g, other) {
-		cg, err := torch.NewGraph(b.Dev)
-		if err == nil {
-			b.step.Reset()
-			// The graphs never run at once and keep nothing in their pools from one replay
-			// to the next: one pool serves them all.
-			var share *torch.Graph
-			for _, o := range []*stepGraph{b.fixedG, b.archG, b.fixedR, b.archR} {
-				if o != nil && o != g && o.g != nil && !ownGraphPools() {
-					share = o.g
-				}
-			}
-			err = cg.Capture([]*torch.Generator{b.gen}, share, step)
-			b.step.Reset()
-			if err == nil {
-				g.g = cg
-				b.GraphReplays++
-				return cg.Replay()
-			}
-			cg.Close()
+		// Nothing else may reach the device while a capture runs (DeviceGate).
+		var captured bool
+		if err := b.Gate.exclusive(func() error {
+			var err error
+			captured, err = b.capture(g, step)
+			return err
+		}); captured || err != nil {
+			return err
 		}
-		// Go on without graphs: this step runs eagerly below.
-		b.GraphErr = fmt.Errorf("CUDA graph capture failed, batched steps run eagerly: %w", err)
-		b.graphs = graphsStatic
 	}
 	g.eager++
 	return step()
+}
+
+// capture captures step on g's buffers and replays it once (this step's update), sharing
+// the memory pool of the worker's other graphs. If the capture fails, graphs go off
+// (GraphErr says why) and it reports false, for the step to run eagerly.
+func (b *BatchWorker) capture(g *stepGraph, step func() error) (bool, error) {
+	cg, err := torch.NewGraph(b.Dev)
+	if err == nil {
+		b.step.Reset()
+		// The graphs never run at once and keep nothing in their pools from one replay
+		// to the next: one pool serves them all.
+		var share *torch.Graph
+		for _, o := range []*stepGraph{b.fixedG, b.archG, b.fixedR, b.archR} {
+			if o != nil && o != g && o.g != nil && !ownGraphPools() {
+				share = o.g
+			}
+		}
+		err = cg.Capture([]*torch.Generator{b.gen}, share, step)
+		b.step.Reset()
+		if err == nil {
+			g.g = cg
+			b.GraphReplays++
+			return true, cg.Replay()
+		}
+		cg.Close()
+	}
+	// Go on without graphs: this step runs eagerly.
+	b.GraphErr = fmt.Errorf("CUDA graph capture failed, batched steps run eagerly: %w", err)
+	b.graphs = graphsStatic
+	return false, nil
 }

@@ -148,8 +148,19 @@ func TestBatchTasksValidation(t *testing.T) {
 			t.Errorf("%v: error %v, want one naming run.cuda_graphs", tc.sets, err)
 		}
 	}
+	for _, sets := range [][]string{{"run.batch_workers=-1", "run.batch_tasks=5"}, {"run.batch_workers=2", "run.batch_tasks=0"}} {
+		cfg := config.Default()
+		for _, kv := range sets {
+			if err := cfg.Set(kv); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "run.batch_workers") {
+			t.Errorf("%v: error %v, want one naming run.batch_workers", sets, err)
+		}
+	}
 	cfg := config.Default()
-	for _, kv := range []string{"run.cuda_graphs=true", "run.device=cuda:0", "run.batch_tasks=5"} {
+	for _, kv := range []string{"run.cuda_graphs=true", "run.device=cuda:0", "run.batch_tasks=5", "run.batch_workers=2"} {
 		if err := cfg.Set(kv); err != nil {
 			t.Fatal(err)
 		}
@@ -205,4 +216,87 @@ func TestCUDABatchGraphsNodeBatchNormOff(t *testing.T) {
 // test failed on an H200 only with two minibatch shapes, whose graphs shared a pool).
 func TestCUDABatchGraphsOwnPools(t *testing.T) {
 	torchtest.RerunCUDAWithOwnGraphPools(t, "TestCUDABatchGraphs")
+}
+
+// TestBatchWorkersMatchOne: two batch workers (run.batch_workers), each adapting its own
+// batches at once, give the metrics, meta-model and meta-test results of one batch
+// worker adapting them in turn, drop-path on (its masks are seeded per batch).
+func TestBatchWorkersMatchOne(t *testing.T) { batchWorkersVsOne(t, "cpu", 0) }
+
+// TestCUDABatchWorkersGraphs is TestBatchWorkersMatchOne on CUDA with graphs: two batch
+// workers on their own streams capture and replay their graphs side by side (their
+// captures ordered by a DeviceGate) and match one batch worker, within what the GPU's
+// kernels may round differently.
+func TestCUDABatchWorkersGraphs(t *testing.T) {
+	if !torch.CUDAAvailable() {
+		t.Skip("no CUDA device (or LibTorch built without CUDA)")
+	}
+	batchWorkersVsOne(t, "cuda", 1e-4, "run.cuda_graphs=true")
+}
+
+// batchWorkersVsOne meta-trains a tiny batched run (batches of 2 of a meta-batch of 4; a
+// final meta-test of two batches and one task alone) on device with one and with two
+// batch workers and compares what they leave within rel (0: the metrics within
+// sameMetrics' 1e-6 and the meta-model bit for bit).
+func batchWorkersVsOne(t *testing.T, device string, rel float64, extra ...string) {
+	dir := t.TempDir()
+	// One worker of one thread, so that one batch worker and each of two get one thread.
+	sets := append([]string{"meta.meta_batch=4", "meta.final_test_tasks=5", "run.batch_tasks=2", "run.workers=1", "run.threads=1", "run.device=" + device}, extra...)
+	var metas [2][][]float32
+	var finals [2]*TestResult
+	var metrics [2][]map[string]any
+	for i, bw := range []string{"1", "2"} {
+		out := filepath.Join(dir, bw)
+		cfg := synthConfig(t, out, append(slices.Clone(sets), "run.batch_workers="+bw)...)
+		tr, err := New(cfg, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tr.Batches) != i+1 || tr.Batch != tr.Batches[0] {
+			tr.Close()
+			t.Fatalf("run.batch_workers=%s: %d batch workers", bw, len(tr.Batches))
+		}
+		res, err := tr.Run(context.Background())
+		if err != nil {
+			tr.Close()
+			t.Fatal(err)
+		}
+		finals[i] = res
+		for k, b := range tr.Batches {
+			if b.Adapted == 0 {
+				t.Errorf("run.batch_workers=%s: batch worker %d adapted no batch", bw, k)
+			}
+			if device == "cuda" && (b.GraphErr != nil || b.GraphReplays == 0) {
+				t.Errorf("run.batch_workers=%s, batch worker %d: %d graph replays, error %v", bw, k, b.GraphReplays, b.GraphErr)
+			}
+		}
+		for _, p := range append(tr.Meta.Weights(), tr.Meta.Alphas()...) {
+			v, err := p.Float32s()
+			if err != nil {
+				tr.Close()
+				t.Fatal(err)
+			}
+			metas[i] = append(metas[i], v)
+		}
+		tr.Close()
+		metrics[i] = readMetrics(t, filepath.Join(out, "metrics.jsonl"))
+	}
+	if rel == 0 && (len(metrics[0]) != len(metrics[1]) || !sameMetrics(toAny(metrics[1]), toAny(metrics[0]))) {
+		t.Errorf("metrics with two batch workers:\n got %s\nwant %s", dump(metrics[1]), dump(metrics[0]))
+	}
+	for p := range metas[0] {
+		for k, want := range metas[0][p] {
+			if got := metas[1][p][k]; math.Abs(float64(got-want)) > rel*(1+math.Abs(float64(want))) {
+				t.Fatalf("meta tensor %d element %d: two batch workers %g, one %g", p, k, got, want)
+			}
+		}
+	}
+	a, b := finals[0], finals[1]
+	if a == nil || b == nil || a.Tasks != 5 || b.Tasks != 5 {
+		t.Fatalf("final meta-tests: %+v and %+v", a, b)
+	}
+	if math.Abs(a.Accuracy-b.Accuracy) > rel*10 || a.MeanParams != b.MeanParams || a.Distinct != b.Distinct {
+		t.Errorf("final meta-test: one batch worker %g accuracy, %g active weights, %d architectures; two %g, %g, %d",
+			a.Accuracy, a.MeanParams, a.Distinct, b.Accuracy, b.MeanParams, b.Distinct)
+	}
 }

@@ -77,8 +77,12 @@ type Trainer struct {
 	Workers []*learn.Worker // concurrent task learners
 	// Batch adapts run.batch_tasks tasks at a time as one batched network, in meta-training
 	// and meta-tests (a meta-test's remainder goes to the workers); nil when tasks are
-	// adapted one by one.
-	Batch   *learn.BatchWorker
+	// adapted one by one. It is Batches[0].
+	Batch *learn.BatchWorker
+	// Batches are the batch workers that adapt batches at once (run.batch_workers), with
+	// gate ordering their device work around CUDA graph captures (nil with one).
+	Batches []*learn.BatchWorker
+	gate    *learn.DeviceGate
 	Learner learn.MetaLearner
 	scope   *torch.Scope
 	opts    Options
@@ -168,16 +172,27 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 			t.Close()
 			return nil, usage("run.batch_tasks: meta.learner %s cannot take a batch; use reptile", cfg.Meta.Learner)
 		}
-		if t.Batch, err = learn.NewBatchWorker(cfg, dev, cfg.Run.BatchTasks); err != nil {
-			t.Close()
-			return nil, usage("run.batch_tasks: %v", err)
+		n := BatchWorkers(cfg)
+		if n > 1 {
+			t.gate = &learn.DeviceGate{}
 		}
-		if err := t.Batch.UseGraphs(cfg.Run.CUDAGraphs); err != nil {
-			t.Close()
-			return nil, usage("run.cuda_graphs: %v", err)
+		for range n {
+			b, err := learn.NewBatchWorker(cfg, dev, cfg.Run.BatchTasks)
+			if err != nil {
+				t.Close()
+				return nil, usage("run.batch_tasks: %v", err)
+			}
+			b.Gate = t.gate
+			t.Batches = append(t.Batches, b)
+			if err := b.UseGraphs(cfg.Run.CUDAGraphs); err != nil {
+				t.Close()
+				return nil, usage("run.cuda_graphs: %v", err)
+			}
 		}
+		t.Batch = t.Batches[0]
 	}
-	log.Info("setup", "device", dev.String(), "workers", workers, "threads_per_worker", threads, "batch_tasks", cfg.Run.BatchTasks, "cuda_graphs", cfg.Run.CUDAGraphs)
+	log.Info("setup", "device", dev.String(), "workers", workers, "threads_per_worker", threads, "batch_tasks", cfg.Run.BatchTasks,
+		"batch_workers", len(t.Batches), "cuda_graphs", cfg.Run.CUDAGraphs)
 	if opts.Resume != "" {
 		ck, err := LoadCheckpoint(opts.Resume, meta, w, &cfg)
 		if err != nil {
@@ -192,8 +207,8 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 
 // Close frees the run's tensors.
 func (t *Trainer) Close() {
-	if t.Batch != nil {
-		t.Batch.Close()
+	for _, b := range t.Batches {
+		b.Close()
 	}
 	t.Learner.Close()
 	for _, w := range t.Workers {
@@ -219,6 +234,15 @@ func Workers(cfg config.Config, dev torch.Device) int {
 	return max(1, min(n, max(cfg.Meta.MetaBatch, 1)))
 }
 
+// BatchWorkers returns how many batches run at once: run.batch_workers (0 and 1: one),
+// at most the batches of a meta-batch; 0 without run.batch_tasks.
+func BatchWorkers(cfg config.Config) int {
+	if cfg.Run.BatchTasks < 2 {
+		return 0
+	}
+	return max(1, min(cfg.Run.BatchWorkers, cfg.Meta.MetaBatch/cfg.Run.BatchTasks))
+}
+
 // taskSeed is the random stream of one task: a function of the run seed, the phase, the
 // meta-epoch and the task's position, never of the worker running it.
 func taskSeed(seed int64, phase, epoch, i int) uint64 {
@@ -232,6 +256,31 @@ func taskSeed(seed int64, phase, epoch, i int) uint64 {
 // so that what ordered accumulates does not depend on scheduling. It returns the first
 // error.
 func (t *Trainer) parallel(n int, f, ordered func(w *learn.Worker, i int) error) error {
+	return runOrdered(t, t.Workers, pool{threads: t.threads, streams: t.Dev.CUDA && t.Cfg.Run.Streams}, n, f, ordered)
+}
+
+// parallelBatches is parallel on the batch workers: batch i (of run.batch_tasks tasks) on
+// batch worker i mod W. With several, each has its own CUDA stream (their kernels
+// overlap) or its share of the CPU threads.
+func (t *Trainer) parallelBatches(n int, f, ordered func(b *learn.BatchWorker, i int) error) error {
+	p := pool{threads: max(1, t.threads*len(t.Workers)/len(t.Batches)), streams: t.Dev.CUDA && len(t.Batches) > 1, gate: t.gate}
+	if t.Dev.CUDA {
+		p.threads = 0
+	}
+	return runOrdered(t, t.Batches, p, n, f, ordered)
+}
+
+// pool is how runOrdered runs its workers.
+type pool struct {
+	threads int  // LibTorch threads of each worker's OS thread (0: left as they are)
+	streams bool // each worker on a CUDA stream of its own
+	gate    *learn.DeviceGate
+}
+
+// runOrdered runs f(w, i) for i in [0, n) on the workers ws (item i on worker i mod W),
+// each pinned to an OS thread set up as p says, and ordered(w, i) for each i in
+// increasing order, after f(w, i) and ordered(.., i-1). It returns the first error.
+func runOrdered[W any](t *Trainer, ws []W, p pool, n int, f, ordered func(w W, i int) error) error {
 	turn := make([]chan struct{}, n+1)
 	for i := range turn {
 		turn[i] = make(chan struct{})
@@ -239,29 +288,29 @@ func (t *Trainer) parallel(n int, f, ordered func(w *learn.Worker, i int) error)
 	close(turn[0])
 	errs := make([]error, n)
 	var wg sync.WaitGroup
-	W := len(t.Workers)
-	streams := t.Dev.CUDA && t.Cfg.Run.Streams
-	if streams {
+	if p.streams {
 		// The workers' streams must see what this thread queued (the meta-update).
 		if err := torch.Synchronize(t.Dev); err != nil {
 			return err
 		}
 	}
-	for wi, w := range t.Workers {
+	for wi, w := range ws {
 		wg.Add(1)
-		go func(wi int, w *learn.Worker) {
+		go func(wi int, w W) {
 			defer wg.Done()
 			// LibTorch's OpenMP thread count and current CUDA stream are per OS thread: pin
 			// the goroutine and set them.
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
-			torch.SetNumThreads(t.threads)
+			if p.threads > 0 {
+				torch.SetNumThreads(p.threads)
+			}
 			var serr error
-			if streams {
+			if p.streams {
 				serr = torch.UsePoolStream(t.Dev)
 				defer torch.UseDefaultStream(t.Dev)
 			}
-			for i := wi; i < n; i += W {
+			for i := wi; i < n; i += len(ws) {
 				err := serr
 				if err == nil {
 					err = f(w, i)
@@ -270,9 +319,9 @@ func (t *Trainer) parallel(n int, f, ordered func(w *learn.Worker, i int) error)
 				if err == nil && ordered != nil {
 					err = ordered(w, i)
 				}
-				if err == nil && streams {
+				if err == nil && p.streams {
 					// What ordered accumulated is read next on another worker's stream.
-					err = torch.SyncStream(t.Dev)
+					err = p.gate.Do(func() error { return torch.SyncStream(t.Dev) })
 				}
 				errs[i] = err
 				close(turn[i+1])
@@ -342,34 +391,26 @@ func (t *Trainer) adaptEach(epoch int, tasks []data.Task, ts learn.TaskSettings,
 	return results, err
 }
 
-// lockBatchThread pins the calling goroutine to its OS thread and gives that thread every
-// CPU thread of the workers (the batched network runs alone); call the result to unpin.
-func (t *Trainer) lockBatchThread() (unlock func()) {
-	runtime.LockOSThread()
-	if !t.Dev.CUDA {
-		torch.SetNumThreads(t.threads * len(t.Workers))
-	}
-	return runtime.UnlockOSThread
-}
-
-// adaptBatch adapts the tasks in batches of run.batch_tasks on the batched network and
-// adds each batch to the meta-learner, in task order.
+// adaptBatch adapts the tasks in batches of run.batch_tasks on the batch workers and adds
+// each batch to the meta-learner, in task order.
 func (t *Trainer) adaptBatch(epoch int, tasks []data.Task, ts learn.TaskSettings, alphas bool) ([]learn.AdaptResult, error) {
-	defer t.lockBatchThread()()
-	b := t.Batch
-	var results []learn.AdaptResult
-	for i := 0; i < len(tasks); i += b.Tasks {
+	bt := t.Batch.Tasks
+	results := make([]learn.AdaptResult, len(tasks))
+	err := t.parallelBatches(len(tasks)/bt, func(b *learn.BatchWorker, k int) error {
+		i := k * bt
 		if err := b.Load(t.Meta); err != nil {
-			return nil, err
+			return err
 		}
 		b.SeedTask(taskSeed(t.Cfg.Run.Seed, 0, epoch, i))
-		r, err := b.Adapt(tasks[i:i+b.Tasks], ts, alphas)
+		r, err := b.Adapt(tasks[i:i+bt], ts, alphas)
 		if err != nil {
-			return nil, fmt.Errorf("meta-epoch %d tasks %d-%d (batched): %w", epoch, i, i+b.Tasks-1, err)
+			return fmt.Errorf("meta-epoch %d tasks %d-%d (batched): %w", epoch, i, i+bt-1, err)
 		}
-		results = append(results, r...)
+		copy(results[i:], r)
+		return nil
+	}, func(b *learn.BatchWorker, _ int) error {
 		if err := t.Learner.(learn.BatchAdder).AddBatch(b); err != nil {
-			return nil, err
+			return err
 		}
 		if b.GraphErr != nil && !t.graphWarned {
 			t.log.Warn("cuda graphs off", "meta_epoch", epoch, "reason", b.GraphErr.Error())
@@ -379,6 +420,10 @@ func (t *Trainer) adaptBatch(epoch int, tasks []data.Task, ts learn.TaskSettings
 			t.log.Warn("cuda graphs not used", "meta_epoch", epoch, "reason", b.GraphSkip)
 			t.graphSkipWarned = true
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return results, nil
 }
@@ -450,31 +495,31 @@ func (t *Trainer) MetaTest(epoch, n int, perTask bool) (TestResult, error) {
 }
 
 // scoreBatches adapts and scores meta-test tasks 0 .. len(scores)-1 in batches on the
-// batched network.
+// batch workers.
 func (t *Trainer) scoreBatches(epoch int, sampler *data.Sampler, ts learn.TaskSettings, scores []learn.Score, progress func(int)) error {
-	defer t.lockBatchThread()()
-	b := t.Batch
 	cfg := t.Cfg
-	tasks := make([]data.Task, b.Tasks)
-	for i := 0; i < len(scores); i += b.Tasks {
-		for k := range tasks {
-			tasks[k] = sampler.Task(uint64(i + k))
+	bt := t.Batch.Tasks
+	return t.parallelBatches(len(scores)/bt, func(b *learn.BatchWorker, k int) error {
+		i := k * bt
+		tasks := make([]data.Task, bt)
+		for j := range tasks {
+			tasks[j] = sampler.Task(uint64(i + j))
 		}
 		if err := b.Load(t.Meta); err != nil {
 			return err
 		}
 		b.SeedTask(taskSeed(cfg.Run.Seed, 1, epoch, i))
 		if _, err := b.Adapt(tasks, ts, true); err != nil {
-			return fmt.Errorf("meta-test tasks %d-%d (batched): %w", i, i+b.Tasks-1, err)
+			return fmt.Errorf("meta-test tasks %d-%d (batched): %w", i, i+bt-1, err)
 		}
 		sc, err := b.Score(tasks, ts.Norm, cfg.Meta.TestPruneThreshold, cfg.Meta.EvalBN != config.BNEval)
 		if err != nil {
-			return fmt.Errorf("meta-test tasks %d-%d (batched): %w", i, i+b.Tasks-1, err)
+			return fmt.Errorf("meta-test tasks %d-%d (batched): %w", i, i+bt-1, err)
 		}
 		copy(scores[i:], sc)
-		progress(b.Tasks)
-	}
-	return nil
+		progress(bt)
+		return nil
+	}, nil)
 }
 
 // meanCI returns the mean and the half-width of its 95% confidence interval.
