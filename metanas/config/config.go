@@ -370,7 +370,8 @@ type RunConfig struct {
 	// BatchTasks > 1 adapts that many tasks of a meta-batch together as one batched
 	// network (grouped convolutions over the tasks) instead of one network per task, so
 	// that each step's per-op cost serves them all; it must divide meta.meta_batch and
-	// costs that many times a task's activation memory. 0 or 1 adapts task by task.
+	// costs that many times a task's activation memory. 0 or 1 adapts task by task (on
+	// CUDA, 0 also logs a hint that batches are much faster there; 1 does not).
 	// The search network with REPTILE and a reset task optimizer only. Meta-tests adapt
 	// their tasks in batches too (a remainder task by task).
 	BatchTasks int `yaml:"batch_tasks"`

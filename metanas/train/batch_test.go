@@ -303,3 +303,37 @@ func batchWorkersVsOne(t *testing.T, device string, rel float64, extra ...string
 			a.Accuracy, a.MeanParams, a.Distinct, b.Accuracy, b.MeanParams, b.Distinct)
 	}
 }
+
+// TestSpeedHint: on CUDA, task by task by default (run.batch_tasks: 0) and batches issued op
+// by op are noted with the settings to change; explicit task by task, batches from graphs,
+// what cannot be batched or replayed, and every CPU run are not.
+func TestSpeedHint(t *testing.T) {
+	cuda := torch.Device{CUDA: true}
+	for _, tc := range []struct {
+		sets []string
+		dev  torch.Device
+		want string // a field the hint names; "" for none
+	}{
+		{nil, cuda, "run.batch_tasks"},
+		{nil, torch.CPU, ""},
+		{[]string{"run.batch_tasks=1"}, cuda, ""},
+		{[]string{"model.kind=cnn"}, cuda, ""},
+		{[]string{"meta.learner=fomaml"}, cuda, ""},
+		{[]string{"task.optim_state=keep"}, cuda, ""},
+		{[]string{"run.batch_tasks=5"}, cuda, "run.cuda_graphs"},
+		{[]string{"run.batch_tasks=5", "arch.normalizer=gumbel_softmax"}, cuda, ""},
+		{[]string{"run.batch_tasks=5", "run.cuda_graphs=true"}, cuda, ""},
+		{[]string{"run.batch_tasks=5"}, torch.CPU, ""},
+	} {
+		cfg := config.Default()
+		for _, kv := range tc.sets {
+			if err := cfg.Set(kv); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h := SpeedHint(cfg, tc.dev)
+		if (tc.want == "") != (h == "") || !strings.Contains(h, tc.want) {
+			t.Errorf("%v on %v: hint %q, want one naming %q", tc.sets, tc.dev, h, tc.want)
+		}
+	}
+}

@@ -193,6 +193,9 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 	}
 	log.Info("setup", "device", dev.String(), "workers", workers, "threads_per_worker", threads, "batch_tasks", cfg.Run.BatchTasks,
 		"batch_workers", len(t.Batches), "cuda_graphs", cfg.Run.CUDAGraphs)
+	if h := SpeedHint(cfg, dev); h != "" {
+		log.Warn("slow settings", "hint", h)
+	}
 	if opts.Resume != "" {
 		ck, err := LoadCheckpoint(opts.Resume, meta, w, &cfg)
 		if err != nil {
@@ -232,6 +235,29 @@ func Workers(cfg config.Config, dev torch.Device) int {
 		n = 1
 	}
 	return max(1, min(n, max(cfg.Meta.MetaBatch, 1)))
+}
+
+// SpeedHint returns a note for runs on CUDA whose settings leave most of the speed
+// unused, "" for others: the presets adapt task by task (run.batch_tasks: 0), which on a
+// GPU is an order of magnitude slower than batches replayed from CUDA graphs (an og_metanas
+// warm-up meta-epoch took 70 s task by task and 4.2 s in batches of 10 with graphs on an
+// H200, BENCHMARKS.md). run.batch_tasks: 1 asks for task by task explicitly, without it.
+func SpeedHint(cfg config.Config, dev torch.Device) string {
+	if !dev.CUDA {
+		return ""
+	}
+	r := cfg.Run
+	switch {
+	case r.BatchTasks == 0 && cfg.Model.Kind == config.ModelSearch && cfg.Meta.Learner == config.LearnerReptile &&
+		cfg.Task.OptimState == config.OptimReset && cfg.Meta.MetaBatch > 1:
+		return fmt.Sprintf("run.batch_tasks is 0, so each task is adapted alone; on a GPU, batches replayed from CUDA graphs "+
+			"are about 17x faster: set run.batch_tasks to a divisor of meta.meta_batch (%d) that GPU memory allows "+
+			"(README, Performance settings) and run.cuda_graphs: true, or run.batch_tasks: 1 to keep task by task", cfg.Meta.MetaBatch)
+	case r.BatchTasks > 1 && !r.CUDAGraphs && cfg.Arch.Normalizer != config.NormGumbelSoftmax:
+		return "run.cuda_graphs is false, so the batched steps are issued op by op; graphs took 17 % off a batched " +
+			"og_metanas meta-epoch on an H200: set run.cuda_graphs: true"
+	}
+	return ""
 }
 
 // BatchWorkers returns how many batches run at once: run.batch_workers (0 and 1: one),
