@@ -146,7 +146,7 @@ func TestExperimentFields(t *testing.T) {
 }
 
 // TestUsageErrors: flags that cannot work are refused with exit code 2 and a message that
-// names them, before any case runs.
+// names them, before any case is measured.
 func TestUsageErrors(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -154,6 +154,8 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"--profile-ops", "-1"}, "--profile-ops"},
 		{[]string{"--kernel-trace-ops"}, "--kernel-trace-ops needs --kernel-trace"},
+		// Refused by the case's settings, before its network is built.
+		{[]string{"--configs", "../../configs", "--cases", "og_metanas", "--batch-workers", "2"}, "run.batch_workers: needs run.batch_tasks > 1"},
 	} {
 		code, _, errOut := testutil.Capture(t, func() int { return run(c.args) })
 		if code != 2 || !strings.Contains(errOut, c.want) {
