@@ -43,9 +43,14 @@ native:
 # parallel, and oversubscribed spinning threads make small-op workloads many times slower.
 # REQUIRE_PYTORCH=1: a parity test that finds no Python with torch fails instead of skipping.
 REQUIRE_PYTORCH ?= 1
+# The packages that adapt tasks and batches and load data on several goroutines are tested
+# under the race detector.
+RACE_PKGS := ./metanas/data ./metanas/learn ./metanas/train
+TEST_ENV := METANAS_TEST_REQUIRE_PYTORCH=$(REQUIRE_PYTORCH) OMP_NUM_THREADS=1 GOMP_SPINCOUNT=0
 test: deps native
 	$(GO) vet ./...
-	METANAS_TEST_REQUIRE_PYTORCH=$(REQUIRE_PYTORCH) OMP_NUM_THREADS=1 GOMP_SPINCOUNT=0 $(GO) test -count=1 -timeout 40m ./...
+	$(TEST_ENV) $(GO) test -count=1 -timeout 40m $$($(GO) list ./... | grep -v -x -e '.*/metanas/data' -e '.*/metanas/learn' -e '.*/metanas/train')
+	$(TEST_ENV) $(GO) test -race -count=1 -timeout 40m $(RACE_PKGS)
 
 train: deps native
 	$(GO) run ./cmd/train --config $(CONFIG) $(TRAIN_ARGS)
