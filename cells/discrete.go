@@ -36,24 +36,8 @@ func DefaultDiscreteConfig(classes int, g genotype.Genotype) DiscreteConfig {
 // Validate reports the first invalid field by name; genotype errors name the cell, node,
 // edge and offending op or index (they wrap the genotype package's sentinel errors).
 func (c DiscreteConfig) Validate() error {
-	switch {
-	case c.InChannels <= 0:
-		return fmt.Errorf("in_channels must be > 0, got %d", c.InChannels)
-	case c.Classes < 1:
-		return fmt.Errorf("classes must be >= 1, got %d", c.Classes)
-	case c.Channels <= 0:
-		return fmt.Errorf("channels must be > 0, got %d", c.Channels)
-	case c.Layers <= 0:
-		return fmt.Errorf("layers must be > 0, got %d", c.Layers)
-	case c.StemMultiplier <= 0:
-		return fmt.Errorf("stem_multiplier must be > 0, got %d", c.StemMultiplier)
-	case c.FeatureScaleRate <= 0:
-		return fmt.Errorf("feature_scale_rate must be > 0, got %d", c.FeatureScaleRate)
-	}
-	for _, r := range c.Reductions {
-		if r < 0 || r >= c.Layers {
-			return fmt.Errorf("reductions: cell index %d outside [0, %d)", r, c.Layers)
-		}
+	if err := validateNet(c.InChannels, c.Classes, c.Channels, c.Layers, c.StemMultiplier, c.FeatureScaleRate, c.Reductions); err != nil {
+		return err
 	}
 	if len(c.Reductions) > 0 && c.Channels%2 != 0 {
 		return fmt.Errorf("channels must be even when there are reduction cells (factorized reduce halves them), got %d", c.Channels)

@@ -37,36 +37,47 @@ func DefaultSearchConfig(classes int) SearchConfig {
 
 // Validate reports the first invalid field by name.
 func (c SearchConfig) Validate() error {
+	if err := validateNet(c.InChannels, c.Classes, c.Channels, c.Layers, c.StemMultiplier, c.FeatureScaleRate, c.Reductions); err != nil {
+		return err
+	}
 	switch {
-	case c.InChannels <= 0:
-		return fmt.Errorf("in_channels must be > 0, got %d", c.InChannels)
-	case c.Classes < 1:
-		return fmt.Errorf("classes must be >= 1, got %d", c.Classes)
-	case c.Channels <= 0:
-		return fmt.Errorf("channels must be > 0, got %d", c.Channels)
 	case c.Channels%2 != 0:
 		return fmt.Errorf("channels must be even (factorized reduce halves them), got %d", c.Channels)
-	case c.Layers <= 0:
-		return fmt.Errorf("layers must be > 0, got %d", c.Layers)
 	case c.Nodes <= 0:
 		return fmt.Errorf("nodes must be > 0, got %d", c.Nodes)
-	case c.StemMultiplier <= 0:
-		return fmt.Errorf("stem_multiplier must be > 0, got %d", c.StemMultiplier)
-	case c.FeatureScaleRate <= 0:
-		return fmt.Errorf("feature_scale_rate must be > 0, got %d", c.FeatureScaleRate)
 	case len(c.Primitives) == 0:
 		return errors.New("primitives: empty set")
 	case c.Tasks < 0:
 		return fmt.Errorf("tasks must be >= 0, got %d", c.Tasks)
 	}
-	for _, r := range c.Reductions {
-		if r < 0 || r >= c.Layers {
-			return fmt.Errorf("reductions: cell index %d outside [0, %d)", r, c.Layers)
-		}
-	}
 	for _, p := range c.Primitives {
 		if err := genotype.ValidateOp(p, genotype.KnownOps()); err != nil {
 			return fmt.Errorf("primitives: %w", err)
+		}
+	}
+	return nil
+}
+
+// validateNet checks the fields that search and discrete networks share, naming the first
+// invalid one.
+func validateNet(in, classes, channels, layers, stem, scale int, reductions []int) error {
+	switch {
+	case in <= 0:
+		return fmt.Errorf("in_channels must be > 0, got %d", in)
+	case classes < 1:
+		return fmt.Errorf("classes must be >= 1, got %d", classes)
+	case channels <= 0:
+		return fmt.Errorf("channels must be > 0, got %d", channels)
+	case layers <= 0:
+		return fmt.Errorf("layers must be > 0, got %d", layers)
+	case stem <= 0:
+		return fmt.Errorf("stem_multiplier must be > 0, got %d", stem)
+	case scale <= 0:
+		return fmt.Errorf("feature_scale_rate must be > 0, got %d", scale)
+	}
+	for _, r := range reductions {
+		if r < 0 || r >= layers {
+			return fmt.Errorf("reductions: cell index %d outside [0, %d)", r, layers)
 		}
 	}
 	return nil

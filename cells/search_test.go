@@ -156,3 +156,54 @@ func TestSearchCellSharesPools(t *testing.T) {
 		}
 	}
 }
+
+// TestNetConfigValidate: a search and a discrete network name the first invalid field they
+// share (validateNet), and the search network its own.
+func TestNetConfigValidate(t *testing.T) {
+	g, err := genotype.Lookup(genotype.MetaNASOmniglotV2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := []struct {
+		name string
+		set  func(in, classes, channels, layers, stem, scale *int, red *[]int)
+		want string
+	}{
+		{"in_channels", func(in, _, _, _, _, _ *int, _ *[]int) { *in = 0 }, "in_channels must be > 0, got 0"},
+		{"classes", func(_, k, _, _, _, _ *int, _ *[]int) { *k = 0 }, "classes must be >= 1, got 0"},
+		{"channels", func(_, _, c, _, _, _ *int, _ *[]int) { *c = -2 }, "channels must be > 0, got -2"},
+		{"layers", func(_, _, _, l, _, _ *int, _ *[]int) { *l = 0 }, "layers must be > 0, got 0"},
+		{"stem_multiplier", func(_, _, _, _, s, _ *int, _ *[]int) { *s = 0 }, "stem_multiplier must be > 0, got 0"},
+		{"feature_scale_rate", func(_, _, _, _, _, f *int, _ *[]int) { *f = 0 }, "feature_scale_rate must be > 0, got 0"},
+		{"reductions", func(_, _, _, _, _, _ *int, r *[]int) { *r = []int{1, 4} }, "reductions: cell index 4 outside [0, 4)"},
+		{"valid", func(_, _, _, _, _, _ *int, _ *[]int) {}, ""},
+	}
+	for _, tc := range shared {
+		sc := DefaultSearchConfig(5)
+		tc.set(&sc.InChannels, &sc.Classes, &sc.Channels, &sc.Layers, &sc.StemMultiplier, &sc.FeatureScaleRate, &sc.Reductions)
+		dc := DefaultDiscreteConfig(5, g)
+		tc.set(&dc.InChannels, &dc.Classes, &dc.Channels, &dc.Layers, &dc.StemMultiplier, &dc.FeatureScaleRate, &dc.Reductions)
+		for kind, err := range map[string]error{"search": sc.Validate(), "discrete": dc.Validate()} {
+			if (tc.want == "") != (err == nil) || (err != nil && err.Error() != tc.want) {
+				t.Errorf("%s network, %s: error %v, want %q", kind, tc.name, err, tc.want)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		set  func(c *SearchConfig)
+		want string
+	}{
+		{"odd channels", func(c *SearchConfig) { c.Channels = 27 }, "channels must be even"},
+		{"nodes", func(c *SearchConfig) { c.Nodes = 0 }, "nodes must be > 0"},
+		{"primitives", func(c *SearchConfig) { c.Primitives = nil }, "primitives: empty set"},
+		{"unknown primitive", func(c *SearchConfig) { c.Primitives = []string{"conv_9x9"} }, "primitives"},
+		{"tasks", func(c *SearchConfig) { c.Tasks = -1 }, "tasks must be >= 0"},
+	} {
+		c := DefaultSearchConfig(5)
+		tc.set(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+}
