@@ -88,7 +88,7 @@ func run(args []string) int {
 	traceOps := fs.Bool("kernel-trace-ops", false, "with --kernel-trace on CUDA, record the host's operators too, so that third_party/bench/trace_kernels.py names the operators that launched each eager kernel (larger traces, a slower host)")
 	trace := fs.String("kernel-trace", "", "write a Chrome trace (PyTorch's profiler) of each timed meta-epoch to PREFIX-<case>-epoch<N>.json: CUDA kernels with --device cuda, host operators on the CPU (slows every launch; needs a LibTorch with Kineto, as PyTorch's wheels have)")
 	configs := fs.String("configs", "configs", "folder of the presets")
-	memEpochs := fs.Int("memory-epochs", 0, "instead of timings: run this many meta-epochs of a small synthetic MetaNAS run (the smoke preset; with --batch-tasks and --cuda-graphs as given) and report resident and GPU memory at epoch 50 and at the end")
+	memEpochs := fs.Int("memory-epochs", 0, "instead of timings: run this many meta-epochs of a small synthetic MetaNAS run (the smoke preset; with --batch-tasks, --batch-workers and --cuda-graphs as given) and report resident and GPU memory at epoch 50 and at the end")
 	if code, done := cli.Parse(fs, prog, args); done {
 		return code
 	}
@@ -105,7 +105,7 @@ func run(args []string) int {
 		torch.ProfileOps()
 	}
 	if *memEpochs > 0 {
-		r, err := memory(*configs, *device, *memEpochs, *batchTasks, *graphs)
+		r, err := memory(*configs, *device, *memEpochs, *batchTasks, *batchWorkers, *graphs)
 		if err != nil {
 			return cli.Errorf(prog, cli.Fail, err)
 		}
@@ -369,6 +369,7 @@ type MemoryResult struct {
 	Device       string  `json:"device"`
 	Epochs       int     `json:"epochs"`
 	BatchTasks   int     `json:"batch_tasks,omitempty"`
+	BatchWorkers int     `json:"batch_workers,omitempty"`
 	CUDAGraphs   bool    `json:"cuda_graphs,omitempty"`
 	GraphReplays int64   `json:"graph_replays,omitempty"`
 	RSSAt50MiB   float64 `json:"rss_at_epoch_50_mib"`
@@ -445,9 +446,9 @@ func (g *phaseGrowth) add(epoch int, v float64, isBase bool) {
 
 // memory runs the smoke preset on synthetic data for n meta-epochs (warm-up for the first
 // half, search afterwards), batchTasks tasks at a time as one batched network (0: task by
-// task) and from CUDA graphs when graphs is set, and compares resident (and on CUDA, GPU)
-// memory at epoch 50 and at the end.
-func memory(dir, device string, n, batchTasks int, graphs bool) (*MemoryResult, error) {
+// task; batchWorkers such batches at once) and from CUDA graphs when graphs is set, and
+// compares resident (and on CUDA, GPU) memory at epoch 50 and at the end.
+func memory(dir, device string, n, batchTasks, batchWorkers int, graphs bool) (*MemoryResult, error) {
 	cfg, err := config.Load(dir + "/smoke.yaml")
 	if err != nil {
 		return nil, err
@@ -460,7 +461,7 @@ func memory(dir, device string, n, batchTasks int, graphs bool) (*MemoryResult, 
 	for _, kv := range []string{"data.dataset=synthetic", "data.synthetic.channels=1", "data.synthetic.size=28",
 		"data.synthetic.classes=20", "data.synthetic.per_class=8", "run.device=" + device, "run.out=" + out,
 		fmt.Sprintf("meta.epochs=%d", n), fmt.Sprintf("meta.warm_up_epochs=%d", n/2), "meta.test_every=0", "meta.test_tasks=1",
-		fmt.Sprintf("run.batch_tasks=%d", batchTasks), fmt.Sprintf("run.cuda_graphs=%t", graphs)} {
+		fmt.Sprintf("run.batch_tasks=%d", batchTasks), fmt.Sprintf("run.batch_workers=%d", batchWorkers), fmt.Sprintf("run.cuda_graphs=%t", graphs)} {
 		if err := cfg.Set(kv); err != nil {
 			return nil, err
 		}
@@ -477,7 +478,7 @@ func memory(dir, device string, n, batchTasks int, graphs bool) (*MemoryResult, 
 	if err != nil {
 		return nil, err
 	}
-	r := &MemoryResult{Case: "smoke-synthetic", Device: device, Epochs: n, BatchTasks: batchTasks, CUDAGraphs: graphs}
+	r := &MemoryResult{Case: "smoke-synthetic", Device: device, Epochs: n, BatchTasks: batchTasks, BatchWorkers: len(tr.Batches), CUDAGraphs: graphs}
 	dev := tr.Dev // parsed and checked by train.New
 	gpuMem := func() float64 {
 		if !dev.CUDA {

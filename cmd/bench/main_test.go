@@ -33,20 +33,20 @@ func TestParseGPUApps(t *testing.T) {
 	}
 }
 
-// TestMemoryBatched runs the memory benchmark for a few meta-epochs with two tasks at a
-// time as one batched network, and checks what it reports.
+// TestMemoryBatched runs the memory benchmark for a few meta-epochs with two batches of two
+// tasks side by side, each on a batched network, and checks what it reports.
 func TestMemoryBatched(t *testing.T) {
-	r, err := memory("../../configs", "cpu", 3, 2, false)
+	r, err := memory("../../configs", "cpu", 3, 2, 2, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Epochs != 3 || r.BatchTasks != 2 || r.CUDAGraphs || r.RSSAt50MiB <= 0 || r.RSSEndMiB <= 0 || r.GPUAt50MiB != 0 {
-		t.Errorf("memory result %+v: want 3 epochs of batches of 2 on the CPU, resident memory sampled", r)
+	if r.Epochs != 3 || r.BatchTasks != 2 || r.BatchWorkers != 2 || r.CUDAGraphs || r.RSSAt50MiB <= 0 || r.RSSEndMiB <= 0 || r.GPUAt50MiB != 0 {
+		t.Errorf("memory result %+v: want 3 epochs of two batches of 2 at once on the CPU, resident memory sampled", r)
 	}
 	if r.LiveTensors != 0 {
 		t.Errorf("%d tensor handles more after the run than after its first meta-epoch", r.LiveTensors)
 	}
-	if _, err := memory("../../configs", "cpu", 3, 3, false); err == nil || !strings.Contains(err.Error(), "run.batch_tasks") {
+	if _, err := memory("../../configs", "cpu", 3, 3, 0, false); err == nil || !strings.Contains(err.Error(), "run.batch_tasks") {
 		t.Errorf("batches of 3 of a meta-batch of 4: error %v, want one naming run.batch_tasks", err)
 	}
 }
