@@ -717,49 +717,38 @@ MT_AVX2_FMA inline double hsum_block(__m256 a, __m256 b, __m256 c, __m256 d) {
   return _mm_cvtsd_f64(_mm_add_sd(v, _mm_unpackhi_pd(v, v)));
 }
 
-// plane_sum_avx2 returns sum x over the plane.
-MT_AVX2_FMA double plane_sum_avx2(const float *p, int64_t n) {
-  double total = 0;
-  int64_t r = 0;
-  while (r < n) {
-    const int64_t end = std::min<int64_t>(n, r + 256);
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (; r + 32 <= end; r += 32) {
-      a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + r));
-      a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + r + 8));
-      a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + r + 16));
-      a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + r + 24));
-    }
-    for (; r + 8 <= end; r += 8) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + r));
-    double tail = 0;
-    for (; r < end; r++) tail += p[r];
-    total += hsum_block(a0, a1, a2, a3) + tail;
+// PlainTerm and SqDevTerm are what plane_reduce_avx2 sums: x itself, or (x - m)^2 (the
+// variance pass), added to a lane accumulator, with scalar forms for a plane's tail.
+struct PlainTerm {
+  MT_AVX2_FMA __m256 operator()(__m256 x, __m256 acc) const { return _mm256_add_ps(acc, x); }
+  double scalar(float x) const { return x; }
+};
+struct SqDevTerm {
+  float m;
+  MT_AVX2_FMA __m256 operator()(__m256 x, __m256 acc) const {
+    const __m256 d = _mm256_sub_ps(x, _mm256_set1_ps(m));
+    return _mm256_fmadd_ps(d, d, acc);
   }
-  return total;
-}
+  double scalar(float x) const { return static_cast<double>(x - m) * (x - m); }
+};
 
-// plane_sqdev_avx2 returns sum (x - m)^2 over the plane.
-MT_AVX2_FMA double plane_sqdev_avx2(const float *p, int64_t n, float m) {
-  const __m256 vm = _mm256_set1_ps(m);
+// plane_reduce_avx2 returns the sum of term over the plane.
+template <typename T>
+MT_AVX2_FMA double plane_reduce_avx2(const float *p, int64_t n, T term) {
   double total = 0;
   int64_t r = 0;
   while (r < n) {
     const int64_t end = std::min<int64_t>(n, r + 256);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (; r + 32 <= end; r += 32) {
-      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(p + r), vm), d1 = _mm256_sub_ps(_mm256_loadu_ps(p + r + 8), vm);
-      const __m256 d2 = _mm256_sub_ps(_mm256_loadu_ps(p + r + 16), vm), d3 = _mm256_sub_ps(_mm256_loadu_ps(p + r + 24), vm);
-      a0 = _mm256_fmadd_ps(d0, d0, a0);
-      a1 = _mm256_fmadd_ps(d1, d1, a1);
-      a2 = _mm256_fmadd_ps(d2, d2, a2);
-      a3 = _mm256_fmadd_ps(d3, d3, a3);
+      a0 = term(_mm256_loadu_ps(p + r), a0);
+      a1 = term(_mm256_loadu_ps(p + r + 8), a1);
+      a2 = term(_mm256_loadu_ps(p + r + 16), a2);
+      a3 = term(_mm256_loadu_ps(p + r + 24), a3);
     }
-    for (; r + 8 <= end; r += 8) {
-      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(p + r), vm);
-      a0 = _mm256_fmadd_ps(d, d, a0);
-    }
+    for (; r + 8 <= end; r += 8) a0 = term(_mm256_loadu_ps(p + r), a0);
     double tail = 0;
-    for (; r < end; r++) tail += static_cast<double>(p[r] - m) * (p[r] - m);
+    for (; r < end; r++) tail += term.scalar(p[r]);
     total += hsum_block(a0, a1, a2, a3) + tail;
   }
   return total;
@@ -838,7 +827,7 @@ struct BatchNormTrain : public torch::autograd::Function<BatchNormTrain> {
           const float *p = xp + (n * C + c) * S;
 #ifdef MT_HAVE_AVX2_PATHS
           if (avx2) {
-            sum += plane_sum_avx2(p, S);
+            sum += plane_reduce_avx2(p, S, PlainTerm{});
             continue;
           }
 #endif
@@ -850,7 +839,7 @@ struct BatchNormTrain : public torch::autograd::Function<BatchNormTrain> {
           const float *p = xp + (n * C + c) * S;
 #ifdef MT_HAVE_AVX2_PATHS
           if (avx2) {
-            var_sum += plane_sqdev_avx2(p, S, m);
+            var_sum += plane_reduce_avx2(p, S, SqDevTerm{m});
             continue;
           }
 #endif
