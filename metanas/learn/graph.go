@@ -116,39 +116,40 @@ func (b *BatchWorker) dropGraphs() {
 	}
 }
 
+// idleSlots returns the slots of the graphs an adaptation will not use: those of
+// fixed-alpha steps unless fixed is set, those of alpha steps unless arch is set.
+func (b *BatchWorker) idleSlots(fixed, arch bool) []**stepGraph {
+	var slots []**stepGraph
+	if !fixed {
+		slots = append(slots, &b.fixedG, &b.fixedR)
+	}
+	if !arch {
+		slots = append(slots, &b.archG, &b.archR)
+	}
+	return slots
+}
+
 // capturedIdle reports whether dropIdleGraphs(fixed, arch) would free a captured graph.
 func (b *BatchWorker) capturedIdle(fixed, arch bool) bool {
-	for _, k := range []struct {
-		keep bool
-		gs   []*stepGraph
-	}{{fixed, []*stepGraph{b.fixedG, b.fixedR}}, {arch, []*stepGraph{b.archG, b.archR}}} {
-		for _, g := range k.gs {
-			if !k.keep && g != nil && g.g != nil {
-				return true
-			}
+	for _, g := range b.idleSlots(fixed, arch) {
+		if *g != nil && (*g).g != nil {
+			return true
 		}
 	}
 	return false
 }
 
-// dropIdleGraphs frees the graphs (and buffers) of the kind an adaptation will not use:
-// those of fixed-alpha steps unless fixed is set, those of alpha steps unless arch is set.
-// A graph's memory pool stays reserved while the graph lives, and the eager steps before
-// the next capture would allocate beside it: meta-training runs warm-up adaptations
-// (fixed alphas only) and then search adaptations (alpha steps only), and a meta-test
-// needs both. On CUDA the freed pools go back to the device.
+// dropIdleGraphs frees the graphs (and buffers) in idleSlots(fixed, arch). A graph's memory
+// pool stays reserved while the graph lives, and the eager steps before the next capture
+// would allocate beside it: meta-training runs warm-up adaptations (fixed alphas only) and
+// then search adaptations (alpha steps only), and a meta-test needs both. On CUDA the freed
+// pools go back to the device.
 func (b *BatchWorker) dropIdleGraphs(fixed, arch bool) error {
-	dropped := false
-	for _, k := range []struct {
-		keep  bool
-		slots []**stepGraph
-	}{{fixed, []**stepGraph{&b.fixedG, &b.fixedR}}, {arch, []**stepGraph{&b.archG, &b.archR}}} {
-		for _, g := range k.slots {
-			if !k.keep && *g != nil {
-				dropped = dropped || (*g).g != nil
-				(*g).close()
-				*g = nil
-			}
+	dropped := b.capturedIdle(fixed, arch)
+	for _, g := range b.idleSlots(fixed, arch) {
+		if *g != nil {
+			(*g).close()
+			*g = nil
 		}
 	}
 	if dropped && b.Dev.CUDA {
