@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/metanas-go/metanas/torch"
 )
 
 // TestDeviceGate: an exclusive section waits for every other shared holder, holds off new
@@ -58,5 +60,81 @@ func TestDeviceGate(t *testing.T) {
 	}
 	if err := nilGate.Do(func() error { calls++; return errors.New("x") }); err == nil || calls != 2 {
 		t.Fatalf("nil gate: Do ran f %d times, error %v", calls, err)
+	}
+}
+
+// TestDeviceGateBatchWorkers: two batch workers sharing a gate adapt batches at once, each
+// trying a capture in every adaptation (on the CPU the capture fails at once, after its
+// exclusive hold, and the steps go on eagerly on the static buffers), without deadlock and
+// with what one batch worker adapting the same batches alone gives (within the last bits
+// that LibTorch's CPU kernels may round differently in another worker's buffers).
+func TestDeviceGateBatchWorkers(t *testing.T) {
+	cfg := tinyConfig(t)
+	// Three task steps: each minibatch shape (4 and 2 images) reaches its capture (after
+	// two eager steps of both) within an adaptation.
+	if err := cfg.Set("task.steps=3"); err != nil {
+		t.Fatal(err)
+	}
+	const T = 2
+	tasks := tinyTasks(t, cfg, 2*T)
+	ts := Settings(cfg, false)
+	s := torch.NewScope()
+	defer s.Close()
+	torch.ManualSeed(5)
+	meta, err := NewModel(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := &DeviceGate{}
+	pair := []*BatchWorker{newTestBatch(t, cfg, torch.CPU, T), newTestBatch(t, cfg, torch.CPU, T)}
+	alone := newTestBatch(t, cfg, torch.CPU, T)
+	alone.graphs = graphsStatic
+	adapt := func(b *BatchWorker, k int, search bool) ([][]float32, error) {
+		if err := b.Load(meta); err != nil {
+			return nil, err
+		}
+		b.SeedTask(uint64(70 + k))
+		if _, err := b.Adapt(tasks[k*T:(k+1)*T], ts, search); err != nil {
+			return nil, err
+		}
+		return host(t, append(b.Model.Weights(), b.Model.Alphas()...)), nil
+	}
+	for round, search := range []bool{false, true, true} {
+		got := make([][][]float32, len(pair))
+		errs := make([]error, len(pair))
+		done := make(chan int)
+		for k, b := range pair {
+			b.Gate, b.graphs, b.GraphErr = gate, graphsCUDA, nil
+			go func() {
+				got[k], errs[k] = adapt(b, k, search)
+				done <- k
+			}()
+		}
+		for range pair {
+			select {
+			case <-done:
+			case <-time.After(2 * time.Minute):
+				t.Fatalf("round %d: the batch workers did not finish (a deadlock on the gate?)", round)
+			}
+		}
+		for k, b := range pair {
+			if errs[k] != nil {
+				t.Fatalf("round %d, batch worker %d: %v", round, k, errs[k])
+			}
+			if b.GraphErr == nil || b.graphs != graphsStatic {
+				t.Fatalf("round %d, batch worker %d: no capture was tried (graph error %v)", round, k, b.GraphErr)
+			}
+			want, err := adapt(alone, k, search)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for p := range want {
+				for e := range want[p] {
+					if !closeTo(got[k][p][e], want[p][e], 1e-5) {
+						t.Fatalf("round %d, batch %d, tensor %d element %d: %g beside another batch, %g alone", round, k, p, e, got[k][p][e], want[p][e])
+					}
+				}
+			}
+		}
 	}
 }

@@ -220,7 +220,8 @@ func TestCUDABatchGraphsOwnPools(t *testing.T) {
 
 // TestBatchWorkersMatchOne: two batch workers (run.batch_workers), each adapting its own
 // batches at once, give the metrics, meta-model and meta-test results of one batch
-// worker adapting them in turn, drop-path on (its masks are seeded per batch).
+// worker adapting them in turn (to the last bits), drop-path on (its masks are seeded per
+// batch).
 func TestBatchWorkersMatchOne(t *testing.T) { batchWorkersVsOne(t, "cpu", 0) }
 
 // TestCUDABatchWorkersGraphs is TestBatchWorkersMatchOne on CUDA with graphs: two batch
@@ -236,8 +237,9 @@ func TestCUDABatchWorkersGraphs(t *testing.T) {
 
 // batchWorkersVsOne meta-trains a tiny batched run (batches of 2 of a meta-batch of 4; a
 // final meta-test of two batches and one task alone) on device with one and with two
-// batch workers and compares what they leave within rel (0: the metrics within
-// sameMetrics' 1e-6 and the meta-model bit for bit).
+// batch workers and compares what they leave within rel (0: the metrics and the
+// meta-model within 1e-6, the last bits LibTorch's CPU kernels may round differently, and
+// the final meta-test exactly).
 func batchWorkersVsOne(t *testing.T, device string, rel float64, extra ...string) {
 	dir := t.TempDir()
 	// One worker of one thread, so that one batch worker and each of two get one thread.
@@ -284,9 +286,13 @@ func batchWorkersVsOne(t *testing.T, device string, rel float64, extra ...string
 	if rel == 0 && (len(metrics[0]) != len(metrics[1]) || !sameMetrics(toAny(metrics[1]), toAny(metrics[0]))) {
 		t.Errorf("metrics with two batch workers:\n got %s\nwant %s", dump(metrics[1]), dump(metrics[0]))
 	}
+	tol := rel
+	if rel == 0 {
+		tol = 1e-6
+	}
 	for p := range metas[0] {
 		for k, want := range metas[0][p] {
-			if got := metas[1][p][k]; math.Abs(float64(got-want)) > rel*(1+math.Abs(float64(want))) {
+			if got := metas[1][p][k]; math.Abs(float64(got-want)) > tol*(1+math.Abs(float64(want))) {
 				t.Fatalf("meta tensor %d element %d: two batch workers %g, one %g", p, k, got, want)
 			}
 		}
