@@ -4,9 +4,11 @@ import (
 	"context"
 	"math"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/metanas-go/metanas/internal/testutil/torchtest"
 	"github.com/metanas-go/metanas/metanas/config"
@@ -258,7 +260,7 @@ func batchWorkersVsOne(t *testing.T, device string, rel float64, extra ...string
 			tr.Close()
 			t.Fatalf("run.batch_workers=%s: %d batch workers", bw, len(tr.Batches))
 		}
-		res, err := tr.Run(context.Background())
+		res, err := runWatched(t, tr, 2*time.Minute)
 		if err != nil {
 			tr.Close()
 			t.Fatal(err)
@@ -341,5 +343,29 @@ func TestSpeedHint(t *testing.T) {
 		if (tc.want == "") != (h == "") || !strings.Contains(h, tc.want) {
 			t.Errorf("%v on %v: hint %q, want one naming %q", tc.sets, tc.dev, h, tc.want)
 		}
+	}
+}
+
+// runWatched runs tr and fails the test with every goroutine's stack if the run has not
+// ended within limit (a deadlock between batch workers would otherwise hold the test
+// binary until its -test.timeout, and the GPU checks' later tests with it).
+func runWatched(t *testing.T, tr *Trainer, limit time.Duration) (*TestResult, error) {
+	t.Helper()
+	type result struct {
+		res *TestResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := tr.Run(context.Background())
+		done <- result{res, err}
+	}()
+	select {
+	case r := <-done:
+		return r.res, r.err
+	case <-time.After(limit):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("the run did not end within %v; goroutines:\n%s", limit, buf[:runtime.Stack(buf, true)])
+		return nil, nil
 	}
 }
