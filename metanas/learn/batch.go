@@ -209,16 +209,7 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 			return nil, err
 		}
 	}
-	keepFixed, keepArch := graphed && (!archOn || ts.ArchSteps < ts.Steps), graphed && archOn
-	drop := func() error { return b.dropIdleGraphs(keepFixed, keepArch) }
-	if b.capturedIdle(keepFixed, keepArch) {
-		// Freed graphs return their pools, and the cache goes back to the device: nothing
-		// else may run meanwhile.
-		err = b.Gate.exclusive(drop)
-	} else {
-		err = drop()
-	}
-	if err != nil {
+	if err := b.dropIdleGraphs(graphed && (!archOn || ts.ArchSteps < ts.Steps), graphed && archOn); err != nil {
 		return nil, err
 	}
 	// Full minibatches and, where the batch size does not divide the support set, the

@@ -143,19 +143,25 @@ func (b *BatchWorker) capturedIdle(fixed, arch bool) bool {
 // pool stays reserved while the graph lives, and the eager steps before the next capture
 // would allocate beside it: meta-training runs warm-up adaptations (fixed alphas only) and
 // then search adaptations (alpha steps only), and a meta-test needs both. On CUDA the freed
-// pools go back to the device.
+// pools go back to the device, with the gate held exclusively (the caller holds it shared).
 func (b *BatchWorker) dropIdleGraphs(fixed, arch bool) error {
-	dropped := b.capturedIdle(fixed, arch)
-	for _, g := range b.idleSlots(fixed, arch) {
-		if *g != nil {
-			(*g).close()
-			*g = nil
+	captured := b.capturedIdle(fixed, arch)
+	drop := func() error {
+		for _, g := range b.idleSlots(fixed, arch) {
+			if *g != nil {
+				(*g).close()
+				*g = nil
+			}
 		}
+		if captured && b.Dev.CUDA {
+			return torch.EmptyCache()
+		}
+		return nil
 	}
-	if dropped && b.Dev.CUDA {
-		return torch.EmptyCache()
+	if captured {
+		return b.Gate.exclusive(drop)
 	}
-	return nil
+	return drop()
 }
 
 // graphKey is what every capture depends on besides the network: the minibatch shape and
