@@ -25,13 +25,7 @@ func TestBatchWorkerMatchesWorkers(t *testing.T) {
 			const T = 3
 			tasks := tinyTasks(t, cfg, T)
 			ts := Settings(cfg, false)
-			s := torch.NewScope()
-			defer s.Close()
-			torch.ManualSeed(4)
-			meta, err := NewModel(s, torch.CPU, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			meta := newTestMeta(t, cfg, torch.CPU, 4)
 			w := newTestWorker(t, cfg)
 			single := NewReptile(meta)
 			defer single.Close()

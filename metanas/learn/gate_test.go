@@ -78,13 +78,7 @@ func TestDeviceGateBatchWorkers(t *testing.T) {
 	const T = 2
 	tasks := tinyTasks(t, cfg, 2*T)
 	ts := Settings(cfg, false)
-	s := torch.NewScope()
-	defer s.Close()
-	torch.ManualSeed(5)
-	meta, err := NewModel(s, torch.CPU, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta := newTestMeta(t, cfg, torch.CPU, 5)
 	gate := &DeviceGate{}
 	pair := []*BatchWorker{newTestBatch(t, cfg, torch.CPU, T), newTestBatch(t, cfg, torch.CPU, T)}
 	alone := newTestBatch(t, cfg, torch.CPU, T)

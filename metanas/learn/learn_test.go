@@ -57,6 +57,20 @@ func newTestWorker(t *testing.T, cfg config.Config) *Worker {
 	return w
 }
 
+// newTestMeta returns a meta-model for cfg on dev, initialised from LibTorch's generator
+// seeded with seed, freed when the test ends.
+func newTestMeta(t *testing.T, cfg config.Config, dev torch.Device, seed uint64) *Model {
+	t.Helper()
+	s := torch.NewScope()
+	t.Cleanup(s.Close)
+	torch.ManualSeed(seed)
+	m, err := NewModel(s, dev, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // newTestBatch returns a batch worker of n tasks for cfg on dev, closed when the test ends.
 func newTestBatch(t *testing.T, cfg config.Config, dev torch.Device, n int) *BatchWorker {
 	t.Helper()
