@@ -264,16 +264,15 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	}
 	fmt.Fprintf(os.Stderr, "bench: %s: warm-up meta-epoch %.2f s (%d of %d tasks measured, %d workers)\n", name, r.WarmUpEpochS, n, cfg.Meta.MetaBatch, len(tr.Workers))
 	for _, b := range tr.Batches {
-		if !o.graphs {
-			break
-		}
-		r.CUDAGraphs = true
-		r.GraphReplays += b.GraphReplays
-		if b.GraphErr != nil && r.GraphError == "" {
-			r.GraphError = b.GraphErr.Error()
-		}
-		if r.GraphSkip == "" {
-			r.GraphSkip = b.GraphSkip
+		if o.graphs {
+			r.CUDAGraphs = true
+			r.GraphReplays += b.GraphReplays
+			if b.GraphErr != nil && r.GraphError == "" {
+				r.GraphError = b.GraphErr.Error()
+			}
+			if r.GraphSkip == "" {
+				r.GraphSkip = b.GraphSkip
+			}
 		}
 	}
 	batches := (cfg.Data.Ways*cfg.Data.TrainShots + cfg.Task.BatchSize - 1) / cfg.Task.BatchSize

@@ -79,10 +79,9 @@ type Trainer struct {
 	// and meta-tests (a meta-test's remainder goes to the workers); nil when tasks are
 	// adapted one by one. It is Batches[0].
 	Batch *learn.BatchWorker
-	// Batches are the batch workers that adapt batches at once (run.batch_workers), with
-	// gate ordering their device work around CUDA graph captures (nil with one).
+	// Batches are the batch workers that adapt batches at once (run.batch_workers); with
+	// several, they share a gate (BatchWorker.Gate) around CUDA graph captures.
 	Batches []*learn.BatchWorker
-	gate    *learn.DeviceGate
 	Learner learn.MetaLearner
 	scope   *torch.Scope
 	opts    Options
@@ -173,8 +172,9 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 			return nil, usage("run.batch_tasks: meta.learner %s cannot take a batch; use reptile", cfg.Meta.Learner)
 		}
 		n := BatchWorkers(cfg)
+		var gate *learn.DeviceGate // none for one batch worker
 		if n > 1 {
-			t.gate = &learn.DeviceGate{}
+			gate = &learn.DeviceGate{}
 		}
 		for range n {
 			b, err := learn.NewBatchWorker(cfg, dev, cfg.Run.BatchTasks)
@@ -182,7 +182,7 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 				t.Close()
 				return nil, usage("run.batch_tasks: %v", err)
 			}
-			b.Gate = t.gate
+			b.Gate = gate
 			t.Batches = append(t.Batches, b)
 			if err := b.UseGraphs(cfg.Run.CUDAGraphs); err != nil {
 				t.Close()
@@ -289,7 +289,7 @@ func (t *Trainer) parallel(n int, f, ordered func(w *learn.Worker, i int) error)
 // batch worker i mod W. With several, each has its own CUDA stream (their kernels
 // overlap) or its share of the CPU threads.
 func (t *Trainer) parallelBatches(n int, f, ordered func(b *learn.BatchWorker, i int) error) error {
-	p := pool{threads: max(1, t.threads*len(t.Workers)/len(t.Batches)), streams: t.Dev.CUDA && len(t.Batches) > 1, gate: t.gate}
+	p := pool{threads: max(1, t.threads*len(t.Workers)/len(t.Batches)), streams: t.Dev.CUDA && len(t.Batches) > 1, gate: t.Batch.Gate}
 	if t.Dev.CUDA {
 		p.threads = 0
 	}
