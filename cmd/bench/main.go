@@ -42,6 +42,7 @@ type Result struct {
 	BatchWorkers   int     `json:"batch_workers,omitempty"` // batches adapted at once (run.batch_workers)
 	BatchStepMS    float64 `json:"batch_step_ms,omitempty"`
 	CUDAGraphs     bool    `json:"cuda_graphs,omitempty"`
+	Precision      string  `json:"precision"`     // run.precision
 	GraphReplays   int64   `json:"graph_replays"` // always shown: 0 with cuda_graphs on means nothing was replayed
 	GraphError     string  `json:"graph_error,omitempty"`
 	GraphSkip      string  `json:"graph_skip,omitempty"`
@@ -83,6 +84,7 @@ func run(args []string) int {
 	batchTasks := fs.Int("batch-tasks", 0, "meta-train this many tasks at a time as one batched network (run.batch_tasks; 0: task by task); measures whole meta-batches")
 	batchWorkers := fs.Int("batch-workers", 0, "with --batch-tasks: adapt this many batches at once, each on its own batched network (run.batch_workers; CUDA: one stream each)")
 	graphs := fs.Bool("cuda-graphs", false, "with --batch-tasks on CUDA: run the batched steps from captured CUDA graphs (run.cuda_graphs)")
+	precision := fs.String("precision", "", "float32 or bf16: autocast forward passes to bfloat16 (run.precision; empty: the preset's)")
 	countOps := fs.Bool("count-ops", false, "also count ATen operator calls per warm-up task step (aten_ops_per_step; slows every op, so the timings are not comparable)")
 	profTop := fs.Int("profile-ops", 0, "also time operator calls by self time and print the N costliest of each timed meta-epoch to stderr (slows every op)")
 	traceOps := fs.Bool("kernel-trace-ops", false, "with --kernel-trace on CUDA, record the host's operators too, so that third_party/bench/trace_kernels.py names the operators that launched each eager kernel (larger traces, a slower host)")
@@ -114,7 +116,7 @@ func run(args []string) int {
 		return cli.OK
 	}
 	for _, c := range strings.Split(*cases, ",") {
-		o := caseOpts{tasks: *tasks, testSteps: *testSteps, workers: *workers, streams: *streams, batchTasks: *batchTasks, batchWorkers: *batchWorkers, graphs: *graphs, profTop: *profTop, trace: *trace, traceOps: *traceOps}
+		o := caseOpts{tasks: *tasks, testSteps: *testSteps, workers: *workers, streams: *streams, batchTasks: *batchTasks, batchWorkers: *batchWorkers, graphs: *graphs, precision: *precision, profTop: *profTop, trace: *trace, traceOps: *traceOps}
 		r, err := measure(*configs, strings.TrimSpace(c), *device, o)
 		if err != nil {
 			if train.IsUsage(err) {
@@ -134,6 +136,7 @@ type caseOpts struct {
 	streams                   bool
 	batchTasks, batchWorkers  int
 	graphs                    bool
+	precision                 string // run.precision ("" for the preset's)
 	profTop                   int
 	trace                     string // kernel-trace file prefix ("" for none)
 	traceOps                  bool   // the kernel traces also record the host's operators
@@ -160,6 +163,9 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		"run.device=" + device, "run.out=" + out, fmt.Sprintf("run.workers=%d", workers), fmt.Sprintf("run.streams=%t", streams),
 		fmt.Sprintf("run.batch_tasks=%d", batchTasks), fmt.Sprintf("run.batch_workers=%d", o.batchWorkers), fmt.Sprintf("run.cuda_graphs=%t", o.graphs),
 		fmt.Sprintf("task.test_steps=%d", testSteps), fmt.Sprintf("task.test_arch_steps=%d", testSteps/2),
+	}
+	if o.precision != "" {
+		sets = append(sets, "run.precision="+o.precision)
 	}
 	for _, kv := range sets {
 		if err := cfg.Set(kv); err != nil {
@@ -234,7 +240,8 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		return time.Since(start).Seconds() * float64(cfg.Meta.MetaBatch) / float64(n), nil
 	}
 	r := &Result{Case: name, Device: device, Machine: machine(dev), Date: time.Now().UTC().Format("2006-01-02"), Commit: commit(),
-		Workers: len(tr.Workers), Streams: streams && dev.CUDA, BatchTasks: batchTasks, BatchWorkers: len(tr.Batches), MetaBatch: cfg.Meta.MetaBatch, MeasuredTasks: n, MetaTestSteps: testSteps}
+		Workers: len(tr.Workers), Streams: streams && dev.CUDA, BatchTasks: batchTasks, BatchWorkers: len(tr.Batches), MetaBatch: cfg.Meta.MetaBatch, MeasuredTasks: n, MetaTestSteps: testSteps,
+		Precision: string(cfg.Run.Precision)}
 	r.ThreadsPerWork = torch.NumThreads()
 	// peak records the CUDA allocator's peaks since the last call under part and starts
 	// new ones (the first call only starts them).

@@ -156,6 +156,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--kernel-trace-ops"}, "--kernel-trace-ops needs --kernel-trace"},
 		// Refused by the case's settings, before its network is built.
 		{[]string{"--configs", "../../configs", "--cases", "og_metanas", "--batch-workers", "2"}, "run.batch_workers: needs run.batch_tasks > 1"},
+		{[]string{"--configs", "../../configs", "--cases", "og_metanas", "--precision", "fp16"}, "run.precision: unknown value \"fp16\""},
 	} {
 		code, _, errOut := testutil.Capture(t, func() int { return run(c.args) })
 		if code != 2 || !strings.Contains(errOut, c.want) {

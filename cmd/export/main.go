@@ -136,6 +136,12 @@ func export(flags *config.Flags, ckpt, what, out string, force bool, taskIdx int
 	if err != nil {
 		return nil, usagef("--checkpoint: %v", err)
 	}
+	if cfg.Run.Precision != config.PrecisionFloat32 {
+		// The module computes in float32; so do the adaptation behind --what pruned and
+		// the check that compares the two.
+		fmt.Fprintf(os.Stderr, "export: run.precision is %s; the module, the task adaptation and the check compute in float32\n", cfg.Run.Precision)
+		cfg.Run.Precision = config.PrecisionFloat32
+	}
 	yaml, err := cfg.Marshal()
 	if err != nil {
 		return nil, err

@@ -85,6 +85,16 @@ func TestExportCommand(t *testing.T) {
 		t.Errorf("config.yaml of the module: %q (%v)", files["config.yaml"], err)
 	}
 
+	// A bfloat16 run's checkpoint: adapted, exported and checked in float32, as above.
+	code, stdout, stderr = runExport(t, "--checkpoint", ckpt, "--what", "pruned", "--task", "1", "--set", "run.precision=bf16", "--out", out("pruned16.pt"))
+	var sum16 summary
+	if code != 0 || json.Unmarshal([]byte(stdout), &sum16) != nil || !strings.Contains(stderr, "run.precision is bf16") {
+		t.Fatalf("pruned with run.precision=bf16: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if c := sum16.Check; c == nil || sum16.Genotype != want.Genotype || math.Abs(c.Accuracy-want.Accuracy) > 1e-9 || c.MaxLogitDiff > 1e-5 {
+		t.Errorf("pruned with run.precision=bf16: %+v, check %+v; float32 %+v", sum16, sum16.Check, want)
+	}
+
 	code, stdout, stderr = runExport(t, "--checkpoint", ckpt, "--what", "meta", "--out", out("meta.pt"), "--threshold", "0.2")
 	if code != 0 || !strings.Contains(stdout, `"kind": "search"`) || !strings.Contains(stdout, `"prune_threshold": 0.2`) {
 		t.Errorf("meta: exit %d\n%s%s", code, stdout, stderr)

@@ -289,6 +289,7 @@ func TestSet(t *testing.T) {
 		{"run.name='123'", func(c Config) bool { return c.Run.Name == "123" }},
 		{"run.name=123", func(c Config) bool { return c.Run.Name == "123" }},
 		{"run.seed=-3", func(c Config) bool { return c.Run.Seed == -3 }},
+		{"run.precision=bf16", func(c Config) bool { return c.Run.Precision == PrecisionBF16 }},
 		{"model.genotype=Genotype(normal=[[('conv_3x3', 0), ('skip_connect', 1)]], normal_concat=range(2, 3))",
 			func(c Config) bool {
 				return c.Model.Genotype == "Genotype(normal=[[('conv_3x3', 0), ('skip_connect', 1)]], normal_concat=range(2, 3))"
@@ -464,6 +465,7 @@ func TestValidate(t *testing.T) {
 		{"bad device index", func(c *Config) { c.Run.Device = "cuda:x" }, "run.device", "cpu, cuda or cuda:N"},
 		{"empty out", func(c *Config) { c.Run.Out = "" }, "run.out", "run directory"},
 		{"negative threads", func(c *Config) { c.Run.Threads = -1 }, "run.threads", "at least 0"},
+		{"unknown precision", func(c *Config) { c.Run.Precision = "fp16" }, "run.precision", "float32, bf16"},
 		{"zero log every", func(c *Config) { c.Run.LogEvery = 0 }, "run.log_every", "at least 1"},
 		{"negative image size", func(c *Config) { c.Data.ImageSize = -1 }, "data.image_size", "at least 0"},
 	}

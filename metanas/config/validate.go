@@ -302,6 +302,7 @@ func (v *validator) run() {
 	if v.atLeast("run.batch_workers", r.BatchWorkers, 0, "use 0 to adapt one batch at a time") && r.BatchWorkers > 1 && r.BatchTasks < 2 {
 		v.fail("run.batch_workers", "needs run.batch_tasks > 1 (it runs batches side by side), got %d; set run.batch_workers: 0", r.BatchTasks)
 	}
+	v.oneOf("run.precision", string(r.Precision), string(PrecisionFloat32), string(PrecisionBF16))
 	if r.CUDAGraphs {
 		switch {
 		case r.BatchTasks < 2:

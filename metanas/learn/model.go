@@ -18,7 +18,10 @@ type Model struct {
 	Kind   config.ModelKind
 	Reg    *cells.Registry
 	Search *cells.SearchNet // nil unless Kind is search
-	fwd    func(c *cells.Ctx, x *torch.Tensor) *torch.Tensor
+	// Autocast is the 16-bit type forward passes autocast to (run.precision bf16), or
+	// Float32 for none.
+	Autocast torch.DType
+	fwd      func(c *cells.Ctx, x *torch.Tensor) *torch.Tensor
 }
 
 // NewModel builds the network cfg describes in scope s on dev.
@@ -29,6 +32,22 @@ func NewModel(s *torch.Scope, dev torch.Device, cfg config.Config) (*Model, erro
 // newModel builds the network cfg describes for tasks batched tasks (a search network only
 // when tasks > 1).
 func newModel(s *torch.Scope, dev torch.Device, cfg config.Config, tasks int) (*Model, error) {
+	m, err := buildModel(s, dev, cfg, tasks)
+	if err != nil {
+		return nil, err
+	}
+	switch cfg.Run.Precision {
+	case config.PrecisionBF16:
+		m.Autocast = torch.BFloat16
+	case config.PrecisionFloat32, "":
+	default:
+		return nil, fmt.Errorf("run.precision %q: use float32 or bf16", cfg.Run.Precision)
+	}
+	return m, nil
+}
+
+// buildModel builds the network of newModel.
+func buildModel(s *torch.Scope, dev torch.Device, cfg config.Config, tasks int) (*Model, error) {
 	in, size := cfg.Data.InputShape()
 	m := cfg.Model
 	switch m.Kind {
@@ -96,22 +115,50 @@ type Arch struct {
 	Threshold float64
 }
 
-// Forward computes logits; for the search network it also returns the normalised weights
-// used (with their host copy). Precomputed weights w (from an earlier call, while the alphas
-// and the temperature have not changed) skip the normalisation and its host copy.
+// Forward computes logits (float32); for the search network it also returns the normalised
+// weights used (with their host copy). Precomputed weights w (from an earlier call, while the
+// alphas and the temperature have not changed) skip the normalisation and its host copy.
+// With Autocast set the network's forward pass (not the normalisation) autocasts to it.
 func (m *Model) Forward(c *cells.Ctx, x *torch.Tensor, a Arch, w ...*cells.ArchWeights) (*torch.Tensor, *cells.ArchWeights, error) {
-	if m.Search == nil {
-		y := m.fwd(c, x)
-		return y, nil, c.S.Err()
+	var aw *cells.ArchWeights
+	if m.Search != nil {
+		if len(w) > 0 && w[0] != nil {
+			aw = w[0]
+		} else {
+			var err error
+			if aw, err = m.Search.Normalize(c.S, a.Norm, a.Temp, c.Gen); err != nil {
+				return nil, nil, err
+			}
+		}
 	}
-	if len(w) > 0 && w[0] != nil {
-		y := m.Search.Forward(c, x, w[0], a.Threshold)
-		return y, w[0], c.S.Err()
+	y, err := m.network(c, x, aw, a.Threshold)
+	return y, aw, err
+}
+
+// network is the forward pass of Forward after the normalisation.
+func (m *Model) network(c *cells.Ctx, x *torch.Tensor, aw *cells.ArchWeights, threshold float64) (*torch.Tensor, error) {
+	run := func() *torch.Tensor {
+		if m.Search == nil {
+			return m.fwd(c, x)
+		}
+		return m.Search.Forward(c, x, aw, threshold)
 	}
-	w0, err := m.Search.Normalize(c.S, a.Norm, a.Temp, c.Gen)
+	if m.Autocast == torch.Float32 {
+		y := run()
+		return y, c.S.Err()
+	}
+	info, err := x.Info()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	y := m.Search.Forward(c, x, w0, a.Threshold)
-	return y, w0, c.S.Err()
+	restore, err := torch.Autocast(info.Device, m.Autocast)
+	if err != nil {
+		return nil, err
+	}
+	y := run()
+	restore()
+	// The logits of a linear layer come in the autocast type; the loss and the
+	// accuracy read float32.
+	y = c.S.To(y, torch.Float32, info.Device)
+	return y, c.S.Err()
 }

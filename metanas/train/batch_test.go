@@ -314,7 +314,7 @@ func batchWorkersVsOne(t *testing.T, device string, rel float64, extra ...string
 
 // TestSpeedHint: on CUDA, task by task by default (run.batch_tasks: 0) and batches issued op
 // by op are noted with the settings to change; explicit task by task, batches from graphs,
-// what cannot be batched or replayed, and every CPU run are not.
+// what cannot be batched or replayed, and CPU runs are not, except in bfloat16.
 func TestSpeedHint(t *testing.T) {
 	cuda := torch.Device{CUDA: true}
 	for _, tc := range []struct {
@@ -332,6 +332,8 @@ func TestSpeedHint(t *testing.T) {
 		{[]string{"run.batch_tasks=5", "arch.normalizer=gumbel_softmax"}, cuda, ""},
 		{[]string{"run.batch_tasks=5", "run.cuda_graphs=true"}, cuda, ""},
 		{[]string{"run.batch_tasks=5"}, torch.CPU, ""},
+		{[]string{"run.precision=bf16"}, torch.CPU, "run.precision"},
+		{[]string{"run.precision=bf16", "run.batch_tasks=1"}, cuda, ""},
 	} {
 		cfg := config.Default()
 		for _, kv := range tc.sets {

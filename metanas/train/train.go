@@ -237,16 +237,21 @@ func Workers(cfg config.Config, dev torch.Device) int {
 	return max(1, min(n, max(cfg.Meta.MetaBatch, 1)))
 }
 
-// SpeedHint returns a note for runs on CUDA whose settings leave most of the speed
-// unused, "" for others: the presets adapt task by task (run.batch_tasks: 0), which on a
+// SpeedHint returns a note for runs whose settings leave most of the speed unused, "" for
+// others: the presets adapt task by task (run.batch_tasks: 0), which on a
 // GPU is an order of magnitude slower than batches replayed from CUDA graphs (an og_metanas
 // warm-up meta-epoch took 70 s task by task and 4.2 s in batches of 10 with graphs on an
 // H200, BENCHMARKS.md). run.batch_tasks: 1 asks for task by task explicitly, without it.
+// On the CPU it notes run.precision bf16, which is slower there.
 func SpeedHint(cfg config.Config, dev torch.Device) string {
+	r := cfg.Run
 	if !dev.CUDA {
+		if r.Precision == config.PrecisionBF16 {
+			return "run.precision is bf16 on the CPU, where LibTorch's bfloat16 kernels replace the shim's float32 ones " +
+				"and are slower: set run.precision: float32 unless bfloat16 itself is what you test"
+		}
 		return ""
 	}
-	r := cfg.Run
 	switch {
 	case r.BatchTasks == 0 && cfg.Model.Kind == config.ModelSearch && cfg.Meta.Learner == config.LearnerReptile &&
 		cfg.Task.OptimState == config.OptimReset && cfg.Meta.MetaBatch > 1:

@@ -50,8 +50,11 @@ void mul_by(std::vector<at::Tensor> &ts, const at::Tensor &s);
 // env_is reports whether the environment variable name is set to value.
 bool env_is(const char *name, const char *value);
 
-// Faster CPU kernels (cpu_fast.cc); each returns an undefined tensor where it does not apply.
+// Faster CPU kernels (cpu_fast.cc); each returns an undefined tensor where it does not apply
+// (fast_cpu_ops is false while the thread autocasts on the CPU: they compute in float32).
 bool fast_cpu_ops();
+// autocast_cpu reports whether the calling thread autocasts on the CPU (autocast.cc).
+bool autocast_cpu();
 // cpu_avx2_fma reports a CPU with AVX2 and FMA (the kernels that use them check it first).
 bool cpu_avx2_fma();
 // embed_plane writes the H x W plane src into the Hp x Wp plane dst at row top and column

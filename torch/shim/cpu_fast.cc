@@ -942,7 +942,7 @@ void embed_plane(const float *src, int64_t H, int64_t W, int64_t top, int64_t le
 
 bool fast_cpu_ops() {
   static const bool on = !env_is("METANAS_FAST_CPU_OPS", "0");
-  return on;
+  return on && !autocast_cpu();
 }
 
 at::Tensor max_pool2d_cpu(const at::Tensor &x, int64_t k, int64_t s, int64_t p) {

@@ -34,6 +34,11 @@ void mt_set_cudnn_benchmark(bool on);
 // mt_set_allow_tf32 lets cuDNN convolutions and cuBLAS matrix products on CUDA use TF32 (a
 // 10-bit mantissa; LibTorch's default lets convolutions use it, matrix products not).
 void mt_set_allow_tf32(bool conv, bool matmul);
+// mt_autocast sets the calling thread's autocast on CUDA (cuda) or the CPU: with on, LibTorch
+// runs convolutions and matrix products in dtype (bfloat16 or float16), and some ops it
+// keeps in float32; cache false recomputes every cast (weights change in place between
+// steps and CUDA graph replays). The previous settings come back through prev_*.
+char *mt_autocast(bool cuda, bool on, int dtype, bool cache, bool *prev_on, int *prev_dtype, bool *prev_cache);
 // mt_trace_start records, with PyTorch's profiler (Kineto), the device's kernels and copies
 // (cuda; with host_ops the host's operator calls too) or the host's operator calls (!cuda)
 // until mt_trace_stop, which writes them to path as a Chrome trace (JSON). Diagnostics only.

@@ -1,0 +1,108 @@
+package learn
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/metanas-go/metanas/cells"
+	"github.com/metanas-go/metanas/torch"
+)
+
+// TestForwardBF16 compares one forward and backward pass of a search network with
+// run.precision bf16 against float32 from the same weights and input, one task and a batch
+// of 3: the logits come back float32 and within bfloat16's precision of float32's (but not
+// equal to them: the convolutions ran in bfloat16), and the gradients of the weights and of
+// the alphas point the same way (cosine similarity at least 0.99).
+func TestForwardBF16(t *testing.T) { forwardBF16(t, torch.CPU) }
+
+// TestCUDAForwardBF16 is TestForwardBF16 on CUDA (float32 there: TF32 convolutions).
+func TestCUDAForwardBF16(t *testing.T) {
+	if !torch.CUDAAvailable() {
+		t.Skip("no CUDA device (or LibTorch built without CUDA)")
+	}
+	forwardBF16(t, torch.Device{CUDA: true})
+}
+
+func forwardBF16(t *testing.T, dev torch.Device) {
+	for _, tasks := range []int{1, 3} {
+		t.Run(fmt.Sprintf("tasks=%d", tasks), func(t *testing.T) {
+			var logits [2][]float32
+			var grads [2][2][]float32 // [precision][weights, alphas]
+			for i, p := range []string{"float32", "bf16"} {
+				cfg := tinyConfig(t)
+				if err := cfg.Set("run.precision=" + p); err != nil {
+					t.Fatal(err)
+				}
+				s := torch.NewScope()
+				defer s.Close()
+				torch.ManualSeed(11)
+				m, err := newModel(s, dev, cfg, tasks)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := []torch.DType{torch.Float32, torch.BFloat16}[i]; m.Autocast != want {
+					t.Fatalf("%s: model autocasts to %v, want %v", p, m.Autocast, want)
+				}
+				x := s.Randn([]int64{4, int64(tasks), 8, 8}, dev, false)
+				y, _, err := m.Forward(&cells.Ctx{S: s, Train: true, Tasks: int64(tasks)}, x, Arch{Norm: cells.Softmax, Temp: 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if info, err := y.Info(); err != nil || info.DType != torch.Float32 {
+					t.Fatalf("%s: logits %v (%v), want float32", p, info.DType, err)
+				}
+				r := s.Randn(y.MustShape(), dev, false)
+				if err := s.Sum(s.Mul(y, r)).Backward(); err != nil {
+					t.Fatal(err)
+				}
+				logits[i] = hostFlat(t, []*torch.Tensor{y})
+				for k, ps := range [][]*torch.Tensor{m.Weights(), m.Alphas()} {
+					gs := make([]*torch.Tensor, len(ps))
+					for j, q := range ps {
+						if gs[j] = s.Grad(q); gs[j] == nil {
+							gs[j] = s.MulScalar(s.Detach(q), 0)
+						}
+					}
+					grads[i][k] = hostFlat(t, gs)
+				}
+			}
+			var top, worst float64
+			for k, a := range logits[0] {
+				top = max(top, math.Abs(float64(a)))
+				worst = max(worst, math.Abs(float64(logits[1][k]-a)))
+			}
+			t.Logf("logits: largest %.3g, largest difference %.3g", top, worst)
+			if worst == 0 || worst > 0.03*top {
+				t.Errorf("bf16 logits differ from float32's by up to %.3g (largest logit %.3g): want 0 < difference <= 3 %%", worst, top)
+			}
+			for k, name := range []string{"weights", "alphas"} {
+				c := cosine(grads[0][k], grads[1][k])
+				t.Logf("%s' gradients: cosine similarity %.5f", name, c)
+				if c < 0.99 {
+					t.Errorf("%s' gradients: cosine similarity %.4f between bf16 and float32, want >= 0.99", name, c)
+				}
+			}
+		})
+	}
+}
+
+// hostFlat copies ts to the host, one after the other.
+func hostFlat(t *testing.T, ts []*torch.Tensor) []float32 {
+	t.Helper()
+	var out []float32
+	for _, v := range host(t, ts) {
+		out = append(out, v...)
+	}
+	return out
+}
+
+func cosine(a, b []float32) float64 {
+	var ab, aa, bb float64
+	for i := range a {
+		ab += float64(a[i]) * float64(b[i])
+		aa += float64(a[i]) * float64(a[i])
+		bb += float64(b[i]) * float64(b[i])
+	}
+	return ab / math.Sqrt(aa*bb)
+}
