@@ -151,14 +151,22 @@ func (m *Model) network(c *cells.Ctx, x *torch.Tensor, aw *cells.ArchWeights, th
 	if err != nil {
 		return nil, err
 	}
-	restore, err := torch.Autocast(info.Device, m.Autocast)
+	y, err := autocast(info.Device, m.Autocast, run)
 	if err != nil {
 		return nil, err
 	}
-	y := run()
-	restore()
 	// The logits of a linear layer come in the autocast type; the loss and the
 	// accuracy read float32.
 	y = c.S.To(y, torch.Float32, info.Device)
 	return y, c.S.Err()
+}
+
+// autocast returns run() computed under torch.Autocast(dev, dt), restored however run ends.
+func autocast(dev torch.Device, dt torch.DType, run func() *torch.Tensor) (*torch.Tensor, error) {
+	restore, err := torch.Autocast(dev, dt)
+	if err != nil {
+		return nil, err
+	}
+	defer restore()
+	return run(), nil
 }
