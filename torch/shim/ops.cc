@@ -64,9 +64,11 @@ at::Tensor batch_norm(const at::Tensor &x, const at::Tensor &w, const at::Tensor
   auto some = [](const at::Tensor &t) { return t.defined() ? c10::optional<at::Tensor>(t) : c10::nullopt; };
   auto wt = some(w), bt = some(b);
   if (x.is_cuda() && !wt && !bt && x.dim() >= 2 && cudnn_batch_norm()) {
-    // LibTorch takes cuDNN's batch norm only with both affine tensors: the identity ones.
-    wt = at::ones({x.size(1)}, x.options().requires_grad(false));
-    bt = at::zeros({x.size(1)}, x.options().requires_grad(false));
+    // LibTorch takes cuDNN's batch norm only with both affine tensors: the identity ones,
+    // float32 for 16-bit inputs (as cuDNN and LibTorch's mixed-type batch norm want).
+    const auto pt = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    wt = at::ones({x.size(1)}, x.options().dtype(pt).requires_grad(false));
+    bt = at::zeros({x.size(1)}, x.options().dtype(pt).requires_grad(false));
   }
   return at::batch_norm(x, wt, bt, some(rm), some(rv), training, momentum, eps,
                         at::globalContext().userEnabledCuDNN());
