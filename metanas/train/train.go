@@ -192,7 +192,7 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 		t.Batch = t.Batches[0]
 	}
 	log.Info("setup", "device", dev.String(), "workers", workers, "threads_per_worker", threads, "batch_tasks", cfg.Run.BatchTasks,
-		"batch_workers", len(t.Batches), "cuda_graphs", cfg.Run.CUDAGraphs)
+		"batch_workers", len(t.Batches), "cuda_graphs", cfg.Run.CUDAGraphs, "precision", string(cfg.Run.Precision))
 	if h := SpeedHint(cfg, dev); h != "" {
 		log.Warn("slow settings", "hint", h)
 	}
