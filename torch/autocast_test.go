@@ -8,12 +8,23 @@ import (
 // TestAutocast checks autocast on the CPU with values whose rounding tells the types
 // apart: 1 + 2^-10 is a float32 but not a bfloat16 (8 bits of mantissa), so a 1x1
 // convolution by one returns it in float32 and 1 in bfloat16.
-func TestAutocast(t *testing.T) {
+func TestAutocast(t *testing.T) { autocastCheck(t, CPU) }
+
+// TestCUDAAutocast is TestAutocast on CUDA (1 + 2^-10 is a TF32 value too, so TF32
+// convolutions return it exactly), with LibTorch's mixed-type batch norm.
+func TestCUDAAutocast(t *testing.T) {
+	if !CUDAAvailable() {
+		t.Skip("no CUDA device (or LibTorch built without CUDA)")
+	}
+	autocastCheck(t, Device{CUDA: true})
+}
+
+func autocastCheck(t *testing.T, dev Device) {
 	s := NewScope()
 	defer s.Close()
 	const fine = 1 + 1.0/1024
-	x := s.FromFloat32([]float32{fine, 2, -3, fine}, []int64{1, 1, 2, 2}, CPU)
-	w := s.FromFloat32([]float32{1}, []int64{1, 1, 1, 1}, CPU)
+	x := s.FromFloat32([]float32{fine, 2, -3, fine}, []int64{1, 1, 2, 2}, dev)
+	w := s.FromFloat32([]float32{1}, []int64{1, 1, 1, 1}, dev)
 	if err := w.SetRequiresGrad(true); err != nil {
 		t.Fatal(err)
 	}
@@ -42,13 +53,13 @@ func TestAutocast(t *testing.T) {
 	rounded := []float32{1, 2, -3, 1}
 	conv("before", Float32, exact)
 
-	restore, err := Autocast(CPU, BFloat16)
+	restore, err := Autocast(dev, BFloat16)
 	if err != nil {
 		t.Fatal(err)
 	}
 	y := conv("inside", BFloat16, rounded)
 	// A nested autocast's restore leaves the outer one on.
-	inner, err := Autocast(CPU, BFloat16)
+	inner, err := Autocast(dev, BFloat16)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,8 +68,8 @@ func TestAutocast(t *testing.T) {
 
 	// A batch norm of the bfloat16 output: bfloat16 out, float32 running statistics
 	// moved by momentum 0.1 toward the batch mean (1+2-3+1)/4 = 0.25.
-	rm := s.Zeros([]int64{1}, CPU)
-	rv := s.Ones([]int64{1}, CPU)
+	rm := s.Zeros([]int64{1}, dev)
+	rv := s.Ones([]int64{1}, dev)
 	bn := s.BatchNorm(y, nil, nil, rm, rv, true, 0.1, 1e-5)
 	restore()
 	if info, err := bn.Info(); err != nil || info.DType != BFloat16 {
@@ -86,7 +97,7 @@ func TestAutocast(t *testing.T) {
 		t.Errorf("weight gradient = %v (%v), want [1]", v, err)
 	}
 
-	if _, err := Autocast(CPU, Float32); err == nil {
+	if _, err := Autocast(dev, Float32); err == nil {
 		t.Error("Autocast to float32: no error")
 	}
 }
