@@ -153,20 +153,31 @@ func TestMixedTasksGenericPath(t *testing.T) {
 }
 
 // TestClipGradNormTasks: each task's gradient slices are clipped by their own global norm.
-func TestClipGradNormTasks(t *testing.T) {
+func TestClipGradNormTasks(t *testing.T) { clipGradNormTasks(t, CPU) }
+
+// TestCUDAClipGradNormTasks is TestClipGradNormTasks on CUDA, where each task's rows are
+// scaled by one multi-tensor multiply (LibTorch >= 2.1).
+func TestCUDAClipGradNormTasks(t *testing.T) {
+	if !CUDAAvailable() {
+		t.Skip("no CUDA device (or LibTorch built without CUDA)")
+	}
+	clipGradNormTasks(t, Device{CUDA: true})
+}
+
+func clipGradNormTasks(t *testing.T, dev Device) {
 	s := NewScope()
 	defer s.Close()
-	a := s.Zeros([]int64{4}, CPU)    // tasks: [0:2], [2:4]
-	b := s.Zeros([]int64{2, 3}, CPU) // tasks: row 0, row 1
+	a := s.Zeros([]int64{4}, dev)    // tasks: [0:2], [2:4]
+	b := s.Zeros([]int64{2, 3}, dev) // tasks: row 0, row 1
 	for _, p := range []*Tensor{a, b} {
 		if err := p.SetRequiresGrad(true); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := a.SetGrad(s.FromFloat32([]float32{3, 0, 0.1, 0}, []int64{4}, CPU)); err != nil {
+	if err := a.SetGrad(s.FromFloat32([]float32{3, 0, 0.1, 0}, []int64{4}, dev)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.SetGrad(s.FromFloat32([]float32{0, 4, 0, 0, 0, 0}, []int64{2, 3}, CPU)); err != nil {
+	if err := b.SetGrad(s.FromFloat32([]float32{0, 4, 0, 0, 0, 0}, []int64{2, 3}, dev)); err != nil {
 		t.Fatal(err)
 	}
 	norms := s.ClipGradNormTasks([]*Tensor{a, b}, 2, 1)
