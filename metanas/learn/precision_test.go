@@ -3,9 +3,11 @@ package learn
 import (
 	"fmt"
 	"math"
+	"os"
 	"testing"
 
 	"github.com/metanas-go/metanas/cells"
+	"github.com/metanas-go/metanas/internal/testutil"
 	"github.com/metanas-go/metanas/torch"
 )
 
@@ -16,6 +18,16 @@ import (
 // the alphas point the same way (cosine similarity at least 0.99).
 func TestForwardBF16(t *testing.T) { forwardBF16(t, torch.CPU) }
 
+// TestForwardBF16CUDASwitches runs TestForwardBF16 again with CUDA's two default switches
+// on the CPU (METANAS_NODE_BATCH_NORM=1, METANAS_POINTWISE=matmul): the stacked node batch
+// norm and node sum, and the 1x1 convolutions as matrix products, under autocast.
+func TestForwardBF16CUDASwitches(t *testing.T) {
+	if os.Getenv("METANAS_NODE_BATCH_NORM") != "" || os.Getenv("METANAS_POINTWISE") != "" {
+		t.Skip("the switches are set in this process")
+	}
+	testutil.RerunWith(t, []string{"METANAS_NODE_BATCH_NORM=1", "METANAS_POINTWISE=matmul"}, "^TestForwardBF16$", "TestForwardBF16")
+}
+
 // TestCUDAForwardBF16 is TestForwardBF16 on CUDA (float32 there: TF32 convolutions).
 func TestCUDAForwardBF16(t *testing.T) {
 	if !torch.CUDAAvailable() {
@@ -25,6 +37,11 @@ func TestCUDAForwardBF16(t *testing.T) {
 }
 
 func forwardBF16(t *testing.T, dev torch.Device) {
+	// Under TestForwardBF16CUDASwitches: the switches took effect.
+	if os.Getenv("METANAS_NODE_BATCH_NORM") == "1" && !cells.NodeBatchNorm(dev) ||
+		os.Getenv("METANAS_POINTWISE") == "matmul" && !torch.PointwiseMatmul(dev) {
+		t.Fatal("METANAS_NODE_BATCH_NORM or METANAS_POINTWISE is set but not in effect")
+	}
 	for _, tasks := range []int{1, 3} {
 		t.Run(fmt.Sprintf("tasks=%d", tasks), func(t *testing.T) {
 			var logits [2][]float32
