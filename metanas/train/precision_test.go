@@ -3,6 +3,7 @@ package train
 import (
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/metanas-go/metanas/torch"
@@ -10,15 +11,20 @@ import (
 )
 
 // TestPrecisionBF16 meta-trains a tiny run in float32 and with run.precision bf16, task by
-// task and in batches of 2, from one seed. The bfloat16 runs must differ from float32 (the
+// task, in batches of 2 and in two batches of 2 side by side, from one seed. The bfloat16 runs must differ from float32 (the
 // forward passes did autocast) and stay near it: the meta-model within 10 % (relative norm
 // of the difference; Adam's steps are about the learning rate whatever the gradient's size,
 // so the small gradients that bfloat16 rounds differently move as far as the others: 2.6 %
 // here after four meta-epochs), the metrics finite. TestForwardBF16 (learn) compares one
 // pass closely.
 func TestPrecisionBF16(t *testing.T) {
-	for _, batch := range []string{"0", "2"} {
-		t.Run("batch_tasks="+batch, func(t *testing.T) { precisionRun(t, "cpu", "run.batch_tasks="+batch) })
+	for _, sets := range [][]string{
+		{"run.batch_tasks=0"},
+		{"run.batch_tasks=2"},
+		// Two batch workers side by side, each forward pass autocasting on its own thread.
+		{"run.batch_tasks=2", "run.batch_workers=2", "meta.meta_batch=4"},
+	} {
+		t.Run(strings.Join(sets, ","), func(t *testing.T) { precisionRun(t, "cpu", sets...) })
 	}
 }
 
