@@ -29,13 +29,18 @@ func TestPrecisionBF16(t *testing.T) {
 }
 
 // TestCUDAPrecisionBF16Graphs is TestPrecisionBF16 on CUDA in batches of 2 replayed from
-// CUDA graphs: the graphs captured with autocast replay (casts included) in every batch
-// worker of the bfloat16 run.
+// CUDA graphs, one batch worker and two side by side: the graphs captured with autocast
+// replay (casts included) in every batch worker of the bfloat16 runs.
 func TestCUDAPrecisionBF16Graphs(t *testing.T) {
 	if !torch.CUDAAvailable() {
 		t.Skip("no CUDA device (or LibTorch built without CUDA)")
 	}
-	precisionRun(t, "cuda", "run.batch_tasks=2", "run.cuda_graphs=true")
+	for _, sets := range [][]string{
+		{"run.batch_tasks=2", "run.cuda_graphs=true"},
+		{"run.batch_tasks=2", "run.cuda_graphs=true", "run.batch_workers=2", "meta.meta_batch=4"},
+	} {
+		t.Run(strings.Join(sets, ","), func(t *testing.T) { precisionRun(t, "cuda", sets...) })
+	}
 }
 
 // precisionRun runs TestPrecisionBF16's comparison on device with the settings extra.
