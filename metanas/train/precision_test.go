@@ -23,6 +23,8 @@ func TestPrecisionBF16(t *testing.T) {
 		{"run.batch_tasks=2"},
 		// Two batch workers side by side, each forward pass autocasting on its own thread.
 		{"run.batch_tasks=2", "run.batch_workers=2", "meta.meta_batch=4"},
+		// The CNN baseline (REPTILE's): no alphas, the same autocast.
+		{"model.kind=cnn", "model.cnn_channels=8", "model.cnn_blocks=2"},
 	} {
 		t.Run(strings.Join(sets, ","), func(t *testing.T) { precisionRun(t, "cpu", sets...) })
 	}
