@@ -129,7 +129,8 @@ if [ -x build/bin/bench ]; then
 
   if want trace && [ "${GPU_SESSION_TRACE:-1}" != 0 ]; then
     if [ "$(left)" -gt 90 ]; then
-      GPU_TRACE_TIMEOUT=${GPU_TRACE_TIMEOUT:-60} bash third_party/gpu-trace.sh >"$LOGS/session-trace.jsonl"
+      GPU_TRACE_TIMEOUT=${GPU_TRACE_TIMEOUT:-60} GPU_TRACE_BUDGET=$(($(left) + 20)) \
+        bash third_party/gpu-trace.sh >"$LOGS/session-trace.jsonl"
       trace=$?
       cat "$LOGS/session-trace.jsonl"
       say "gpu-trace exit $trace after $(elapsed) s"

@@ -14,8 +14,11 @@
 #                       `ways` images per meta-epoch and task (default 3)
 #   GPU_TRACE_VARIANTS  bench flag lists separated by ';' (default: batched eager, with the
 #                       host's operators recorded so that each kernel is named with the
-#                       operators that launched it; graphs)
+#                       operators that launched it; graphs; graphs in bfloat16)
 #   GPU_TRACE_TIMEOUT   seconds per variant (default 90)
+#   GPU_TRACE_BUDGET    seconds for all variants (default 0: no limit): a variant gets what
+#                       is left, up to GPU_TRACE_TIMEOUT, and is skipped (a JSON line says
+#                       so) when under 30 s are left
 #   GPU_TRACE_TOP       kernels listed per trace (default 25)
 # It runs bench through gpu-bench.sh (which builds the native libraries and sets the library
 # path), one variant at a time, with the trace flags added.
@@ -23,9 +26,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 CASE=${GPU_TRACE_CASE:-og_metanas}
 SHOTS=${GPU_TRACE_SHOTS:-3}
-VARIANTS=${GPU_TRACE_VARIANTS:-"--batch-tasks 10 --kernel-trace-ops;--batch-tasks 10 --cuda-graphs"}
+VARIANTS=${GPU_TRACE_VARIANTS:-"--batch-tasks 10 --kernel-trace-ops;--batch-tasks 10 --cuda-graphs;--batch-tasks 10 --cuda-graphs --precision bf16"}
 TIMEOUT=${GPU_TRACE_TIMEOUT:-90}
 TOP=${GPU_TRACE_TOP:-25}
+BUDGET=${GPU_TRACE_BUDGET:-0}
+t0=$(date +%s)
 log() { echo "gpu-trace: $*" >&2; }
 
 [ -f "configs/$CASE.yaml" ] || { echo "{\"error\":\"no preset configs/$CASE.yaml\"}"; exit 1; }
@@ -48,8 +53,18 @@ for v in "${vs[@]}"; do
   v=$(echo "$v" | xargs)
   [ -n "$v" ] || continue
   k=$((k + 1))
-  log "variant $k: $v"
-  b=$(GPU_BENCH_TIMEOUT=$TIMEOUT GPU_BENCH_VARIANTS="--configs $work --cases $CASE --test-steps 2 --kernel-trace $work/t$k $v" \
+  t=$TIMEOUT
+  if [ "$BUDGET" -gt 0 ]; then
+    left=$((BUDGET - ($(date +%s) - t0)))
+    if [ "$left" -lt 30 ]; then
+      log "variant $k ($v) skipped: $left s of GPU_TRACE_BUDGET left"
+      echo "{\"variant\":\"$v\",\"skipped\":\"$left s of the budget left\"}"
+      continue
+    fi
+    [ "$left" -lt "$t" ] && t=$left
+  fi
+  log "variant $k: $v (at most $t s)"
+  b=$(GPU_BENCH_TIMEOUT=$t GPU_BENCH_VARIANTS="--configs $work --cases $CASE --test-steps 2 --kernel-trace $work/t$k $v" \
     bash third_party/gpu-bench.sh | grep -m1 '^{')
   [[ -n $b && $b != *'"error"'* ]] || status=1
   found=0
