@@ -2,7 +2,10 @@ package torch
 
 import (
 	"math"
+	"os"
 	"testing"
+
+	"github.com/metanas-go/metanas/internal/testutil"
 )
 
 // nodeNormCase is the data of TestNodeBatchNorm: m op outputs [N, T*C, H, W] and running
@@ -261,5 +264,64 @@ func TestMixedTasksStacked(t *testing.T) {
 	same("node", gotNode, wantNode)
 	for i := range wantGrads {
 		same("gradient "+string(rune('0'+i)), gotGrads[i], wantGrads[i])
+	}
+}
+
+// TestNodeBatchNormProductGradients: a 1x1 product's output (under METANAS_POINTWISE=matmul
+// a view of the product's own [N, tasks, C, H*W] result) gets its gradient from the node
+// batch norm's stacked gradient without a copy (the stack's slice reaches the product as a
+// view), and the same gradients as when that output is an ordinary tensor (multiplied by
+// one), which the copy serves. Runs in a child process with the setting.
+func TestNodeBatchNormProductGradients(t *testing.T) {
+	if os.Getenv("METANAS_POINTWISE") != "matmul" {
+		testutil.RerunWith(t, []string{"METANAS_POINTWISE=matmul"}, "^TestNodeBatchNormProductGradients$", "TestNodeBatchNormProductGradients")
+		return
+	}
+	ProfileOps()
+	var grads [2][][]float32
+	var copies [2]int64
+	for k, plain := range []bool{false, true} {
+		s := NewScope()
+		ManualSeed(9)
+		x := s.Randn([]int64{nnN, nnT * nnC, 2, 2}, CPU, true)
+		w := s.Randn([]int64{nnT * nnC, nnC, 1, 1}, CPU, true)
+		y := s.Conv2d(x, w, nil, Conv{Groups: nnT})
+		if plain {
+			y = s.MulScalar(y, 1)
+		}
+		other := s.Relu(x)
+		rm := s.Zeros([]int64{nnT, 2, nnC}, CPU)
+		rv := s.Ones([]int64{nnT, 2, nnC}, CPU)
+		st := s.NodeBatchNorm([]*Tensor{y, other}, rm, rv, nil, nnT, true, 0.1, 1e-5)
+		r := s.Randn(st.MustShape(), CPU, false)
+		loss := s.Sum(s.Mul(st, r))
+		if _, err := OpProfile(true); err != nil {
+			t.Fatal(err)
+		}
+		if err := loss.Backward(); err != nil {
+			t.Fatal(err)
+		}
+		prof, err := OpProfile(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range prof {
+			if p.Name == "aten::clone" {
+				copies[k] += p.Calls
+			}
+		}
+		grads[k] = [][]float32{values(t, s.Grad(x)), values(t, s.Grad(w))}
+		s.Close()
+	}
+	for i, name := range []string{"input", "weight"} {
+		for j, want := range grads[1][i] {
+			if got := grads[0][i][j]; math.Abs(float64(got-want)) > 1e-5*(1+math.Abs(float64(want))) {
+				t.Fatalf("%s gradient[%d] = %g through the product's view, %g through a plain tensor", name, j, got, want)
+			}
+		}
+	}
+	t.Logf("copies in the backward pass: %d through the product's view, %d through a plain tensor", copies[0], copies[1])
+	if copies[0] >= copies[1] {
+		t.Errorf("backward copies: %d through the product's view, not fewer than %d through a plain tensor", copies[0], copies[1])
 	}
 }

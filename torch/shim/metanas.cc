@@ -34,6 +34,25 @@ at::Tensor device_copy(const E *data, std::vector<int64_t> shape, at::ScalarType
   return t;
 }
 
+// by_tasks returns t, an activation [N, tasks*C, ...], as [N, tasks, C*...]. Where t is a
+// contiguous view of the whole of a contiguous tensor, the view is taken of that tensor
+// instead: the same elements in the same order, but the gradient that comes back (a slice
+// of a stacked gradient, strided by the stack) then reaches that tensor through a view of
+// its own shape, where t's shape would need a copy. The 1x1 products' outputs
+// ([N, tasks, C, H*W] under their 4-d view) and the node sums' ([N*tasks, 1, C*H*W]) are
+// such tensors, so their backward passes (batched products) read the strided gradient as
+// it is.
+at::Tensor by_tasks(const at::Tensor &t, int64_t N, int64_t tasks) {
+  if (t.is_view() && t.is_contiguous()) {
+    const at::Tensor b(at::TensorBase(t._base()));
+    if (b.defined() && b.is_contiguous() && b.numel() == t.numel() && b.storage_offset() == t.storage_offset() &&
+        b.scalar_type() == t.scalar_type() && b.requires_grad() == t.requires_grad() && N * tasks > 0 &&
+        b.numel() % (N * tasks) == 0)
+      return b.view({N, tasks, -1});
+  }
+  return t.reshape({N, tasks, -1});
+}
+
 // node_sum_loop: METANAS_NODE_SUM=loop makes mt_mixed_tasks's non-CPU path sum the op
 // outputs term by term instead of through a stacked copy (an experiment: GPU memory).
 bool node_sum_loop() {
@@ -127,7 +146,7 @@ char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv,
     if (!ts[i].sizes().equals(sizes))
       throw std::invalid_argument("op output " + std::to_string(i) + " has shape " + std::string(c10::str(ts[i].sizes())) +
                                   ", output 0 " + std::string(c10::str(sizes)));
-    v.push_back(ts[i].reshape({N, tasks, -1}));
+    v.push_back(by_tasks(ts[i], N, tasks));
   }
   at::Tensor srm = bm, srv = bv, selT;
   if (sel != nullptr) {
@@ -208,7 +227,7 @@ char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor wp
                                   ", the node " + std::string(c10::str(at::IntArrayRef(sizes))));
     if (ts[i].dim() < 2 || ts[i].size(1) % tasks != 0)
       throw std::invalid_argument("op output channels do not hold " + std::to_string(tasks) + " tasks");
-    v.push_back(ts[i].reshape({ts[i].size(0), tasks, -1}));
+    v.push_back(by_tasks(ts[i], ts[i].size(0), tasks));
   }
   const int64_t N = sizes[0];
   at::Tensor mask;  // [N, tasks, m]: one drop-path draw per sample, task and op
