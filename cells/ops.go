@@ -222,6 +222,10 @@ func (f *FactorizedReduce) ForwardReLU(c *Ctx, y *torch.Tensor) *torch.Tensor {
 // forwardPreNorm is the op up to its batch norm, from y, the ReLU of its input (tailNorm).
 func (f *FactorizedReduce) forwardPreNorm(c *Ctx, _, y *torch.Tensor) *torch.Tensor {
 	s := c.S
+	if sh := y.MustShape(); len(sh) == 4 && sh[2]%2 == 0 && sh[3]%2 == 0 && torch.FactorizedReducePatch(deviceOf(y)) {
+		// The same halves, concatenated per task, from one convolution.
+		return s.FactorizedReduce(y, f.w1, f.w2, c.tasks())
+	}
 	st := torch.Conv{Stride: [2]int64{2, 2}}
 	a := c.conv(y, f.w1, st)
 	shifted := y

@@ -673,3 +673,52 @@ func TestBatchedForwardReturnsOpError(t *testing.T) {
 		t.Fatalf("scope error %v, want the stem convolution's", err)
 	}
 }
+
+// TestFactorizedReducePatch runs the PyTorch parity test and
+// TestBatchedSearchNetMatchesSingle again with METANAS_FACTORIZED_REDUCE=patch (CUDA's
+// default) on the CPU, where the networks' FactorizedReduce ops of even inputs (28x28 and
+// 14x14 in both tests) then run as one convolution each, and checks in that process that
+// they do: one convolution forward, where the halves take two.
+func TestFactorizedReducePatch(t *testing.T) {
+	switch os.Getenv("METANAS_FACTORIZED_REDUCE") {
+	case "":
+		testutil.RerunWith(t, []string{"METANAS_FACTORIZED_REDUCE=patch"},
+			"^(TestSearchNetParityWithPyTorch|TestBatchedSearchNetMatchesSingle|TestFactorizedReducePatch)$",
+			"TestBatchedSearchNetMatchesSingle", "TestFactorizedReducePatch")
+		return
+	case "patch":
+	default:
+		t.Skip("METANAS_FACTORIZED_REDUCE is set to another value in this process")
+	}
+	if !torch.FactorizedReducePatch(torch.CPU) {
+		t.Fatal("METANAS_FACTORIZED_REDUCE=patch is not in effect")
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	r := NewRegistry(s, torch.CPU)
+	op, err := NewOp(r, "skip_connect", 4, 2, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	torch.ProfileOps()
+	if _, err := torch.OpProfile(true); err != nil {
+		t.Fatal(err)
+	}
+	y := op.Forward(&Ctx{S: s, Train: true}, s.Randn([]int64{2, 4, 6, 6}, torch.CPU, false))
+	if sh := y.MustShape(); len(sh) != 4 || sh[1] != 4 || sh[2] != 3 || sh[3] != 3 {
+		t.Fatalf("output shape %v, want [2 4 3 3]", sh)
+	}
+	prof, err := torch.OpProfile(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var convs int64
+	for _, p := range prof {
+		if p.Name == "aten::convolution" {
+			convs += p.Calls
+		}
+	}
+	if convs != 1 {
+		t.Errorf("a FactorizedReduce of a 6x6 input ran %d convolutions, want 1", convs)
+	}
+}

@@ -67,6 +67,21 @@ func (s *Scope) Conv2d(x, w, b *Tensor, c Conv) *Tensor {
 	return s.res(e, *out)
 }
 
+// FactorizedReduce computes the two halves of a FactorizedReduce of x ([N, C, H, W], H and W
+// even) at once: the bias-free 1x1 convolutions at stride 2 of x by w1 and of x shifted by
+// one pixel down and right by w2 (each [groups*co, C/groups, 1, 1]), as one 2x2
+// convolution at stride 2 whose kernels hold w1 at tap (0, 0) and w2 at tap (1, 1). The
+// result [N, groups*2*co, H/2, W/2] holds each group's w1 outputs, then its w2 outputs:
+// the halves concatenated per group. See FactorizedReducePatch for where the network
+// uses it.
+func (s *Scope) FactorizedReduce(x, w1, w2 *Tensor, groups int64) *Tensor {
+	if !s.ok("factorized_reduce", x, w1, w2) {
+		return &Tensor{}
+	}
+	out := s.out()
+	return s.res(C.mt_factorized_reduce(x.h, w1.h, w2.h, C.int64_t(groups), out), *out)
+}
+
 // BatchNorm normalises x over (N,H,W) per channel. weight, bias and the running statistics
 // may be nil. In training mode the batch statistics are used and the running ones updated
 // in place with momentum; in eval mode the running statistics are used.

@@ -374,6 +374,16 @@ func (s *Scope) FromGotorch(g gotorch.Tensor) *Tensor {
 // CPU); METANAS_POINTWISE=matmul or =conv, read once per process, sets it for both.
 func PointwiseMatmul(dev Device) bool { return bool(C.mt_pointwise_matmul(C.bool(dev.CUDA))) }
 
+// FactorizedReducePatch reports whether networks on dev compute a FactorizedReduce of an
+// input of even height and width as one convolution (Scope.FactorizedReduce) instead of two
+// convolutions of the input and its shifted slice, a copy of the slice for cuDNN, two zero
+// fills and copies in the backward pass and an addition of the two input gradients: by
+// default on CUDA only (on the CPU the shim's strided 1x1 kernel runs the halves);
+// METANAS_FACTORIZED_REDUCE=patch or =split, read once per process, sets it for both.
+func FactorizedReducePatch(dev Device) bool {
+	return bool(C.mt_factorized_reduce_patch(C.bool(dev.CUDA)))
+}
+
 // SetAllowTF32 lets CUDA convolutions (cuDNN) and matrix products (cuBLAS) compute in TF32,
 // with a 10-bit mantissa. LibTorch's default allows it for convolutions, not for matrix
 // products. It has no effect on the CPU.

@@ -122,6 +122,30 @@ char *mt_mixed_node(mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
   MT_CATCH("mixed_node", wops, wpair, m > 0 ? outs[0] : nullptr)
 }
 
+char *mt_factorized_reduce(mt_tensor x, mt_tensor w1, mt_tensor w2, int64_t groups, mt_tensor *out) {
+  MT_TRY
+  const auto &a = T(w1), &b = T(w2), &in = T(x);
+  if (groups < 1 || a.dim() != 4 || !a.sizes().equals(b.sizes()) || a.size(2) != 1 || a.size(3) != 1 ||
+      a.size(0) % groups != 0)
+    throw std::invalid_argument("weights " + std::string(c10::str(a.sizes())) + " and " + std::string(c10::str(b.sizes())) +
+                                " are not two equal [groups*co, ci, 1, 1] 1x1 kernels of " + std::to_string(groups) + " groups");
+  if (in.dim() != 4 || in.size(2) % 2 != 0 || in.size(3) % 2 != 0)
+    throw std::invalid_argument("input " + std::string(c10::str(in.sizes())) + " is not [N, C, H, W] of even height and width");
+  const int64_t co = a.size(0) / groups, ci = a.size(1);
+  // The kernels [groups, 2*co, ci, 2*2]: each group's co kernels of w1, then its co of w2,
+  // times a constant mask that puts the first at tap (0, 0) and the second at tap (1, 1).
+  std::vector<float> taps(2 * co * 4, 0.f);
+  for (int64_t o = 0; o < co; o++) {
+    taps[o * 4] = 1.f;
+    taps[(co + o) * 4 + 3] = 1.f;
+  }
+  auto mask = device_copy(taps.data(), {1, 2 * co, 1, 4}, a.scalar_type(), a.device());
+  auto k = at::cat({a.view({groups, co, ci, 1}), b.view({groups, co, ci, 1})}, 1) * mask;
+  *out = wrap(at::conv2d(in, k.view({groups * 2 * co, ci, 2, 2}), c10::optional<at::Tensor>(), at::IntArrayRef{2, 2},
+                         at::IntArrayRef{0, 0}, at::IntArrayRef{1, 1}, groups));
+  MT_CATCH("factorized_reduce", x, w1, w2)
+}
+
 char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv, const int64_t *sel,
                          int64_t tasks, bool training, double momentum, double eps, mt_tensor *out) {
   MT_TRY

@@ -51,6 +51,22 @@ at::Tensor pointwise_matmul(const at::Tensor &x, const at::Tensor &w, const c10:
   return y.view({n, groups * co, h, wd});
 }
 
+// reduce_mode reads METANAS_FACTORIZED_REDUCE once: 1 for "patch" (always), 2 for "split"
+// (never), 0 when unset (on CUDA only: one convolution instead of two, a copy, two zero
+// fills and an addition; on the CPU the shim's strided 1x1 kernel runs the halves). Another
+// value is reported and read as unset.
+int reduce_mode() {
+  static const int mode = [] {
+    const char *e = std::getenv("METANAS_FACTORIZED_REDUCE");
+    if (e == nullptr || *e == '\0') return 0;
+    if (std::strcmp(e, "patch") == 0) return 1;
+    if (std::strcmp(e, "split") == 0) return 2;
+    std::fprintf(stderr, "metanas: METANAS_FACTORIZED_REDUCE=%s is neither patch nor split; using the default (patch on CUDA)\n", e);
+    return 0;
+  }();
+  return mode;
+}
+
 }  // namespace
 
 namespace mt {
@@ -79,6 +95,12 @@ at::Tensor batch_norm(const at::Tensor &x, const at::Tensor &w, const at::Tensor
 extern "C" {
 
 bool mt_pointwise_matmul(bool cuda) { return pointwise_on(cuda); }
+
+bool mt_factorized_reduce_patch(bool cuda) {
+  const int m = reduce_mode();
+  return m == 1 || (m == 0 && cuda);
+}
+
 
 char *mt_conv2d(mt_tensor x, mt_tensor w, mt_tensor b, int64_t sh, int64_t sw, int64_t ph,
                 int64_t pw, int64_t dh, int64_t dw, int64_t groups, mt_tensor *out) {

@@ -157,6 +157,16 @@ char *mt_to_string(mt_tensor t, char **out);
 // stride 1 on a device of this kind (cuda or CPU) as batched matrix products
 // (METANAS_POINTWISE: matmul always, conv never, unset on CUDA only).
 bool mt_pointwise_matmul(bool cuda);
+// mt_factorized_reduce_patch reports whether FactorizedReduce on a device of this kind runs
+// as mt_factorized_reduce (METANAS_FACTORIZED_REDUCE: patch always, split never, unset on
+// CUDA only).
+bool mt_factorized_reduce_patch(bool cuda);
+// mt_factorized_reduce computes FactorizedReduce's two bias-free 1x1 convolutions at stride
+// 2 of x ([N, C, H, W], H and W even), w1 on x and w2 on x shifted by one pixel down and
+// right, each [groups*co, ci, 1, 1], as one 2x2 convolution at stride 2 whose kernels hold
+// w1 at tap (0, 0) and w2 at tap (1, 1): out [N, groups*2*co, H/2, W/2], each group's w1
+// outputs before its w2 outputs (the halves concatenated per group).
+char *mt_factorized_reduce(mt_tensor x, mt_tensor w1, mt_tensor w2, int64_t groups, mt_tensor *out);
 char *mt_conv2d(mt_tensor x, mt_tensor w, mt_tensor b, int64_t sh, int64_t sw, int64_t ph,
                 int64_t pw, int64_t dh, int64_t dw, int64_t groups, mt_tensor *out);
 char *mt_batch_norm(mt_tensor x, mt_tensor w, mt_tensor b, mt_tensor rm, mt_tensor rv,

@@ -1,0 +1,84 @@
+package torch
+
+import (
+	"fmt"
+	"math"
+	"testing"
+)
+
+// TestFactorizedReduce checks Scope.FactorizedReduce against its definition, two 1x1
+// convolutions at stride 2 of x and of x shifted by one pixel down and right, concatenated
+// per group: the output and the gradients of x, w1 and w2 of sum(y * r), for one group and
+// for three; and refuses odd sizes and unequal weights.
+func TestFactorizedReduce(t *testing.T) {
+	for _, g := range []int64{1, 3} {
+		t.Run(fmt.Sprintf("groups=%d", g), func(t *testing.T) {
+			s := NewScope()
+			defer s.Close()
+			ManualSeed(4)
+			const n, ci, co, h, w = 2, 3, 2, 4, 6
+			x := s.Randn([]int64{n, g * ci, h, w}, CPU, true)
+			w1 := s.Randn([]int64{g * co, ci, 1, 1}, CPU, true)
+			w2 := s.Randn([]int64{g * co, ci, 1, 1}, CPU, true)
+			r := s.Randn([]int64{n, g * 2 * co, h / 2, w / 2}, CPU, false)
+			run := func(patch bool) (y []float32, grads [][]float32) {
+				c := s.Child()
+				defer c.Close()
+				var out *Tensor
+				if patch {
+					out = c.FactorizedReduce(x, w1, w2, g)
+				} else {
+					st := Conv{Stride: [2]int64{2, 2}, Groups: g}
+					a := c.Conv2d(x, w1, nil, st)
+					b := c.Conv2d(c.Slice(c.Slice(x, 2, 1, h, 1), 3, 1, w, 1), w2, nil, st)
+					// Per group: its co outputs of a, then its co of b.
+					ab := c.Cat([]*Tensor{c.Reshape(a, n, g, co, h/2, w/2), c.Reshape(b, n, g, co, h/2, w/2)}, 2)
+					out = c.Reshape(ab, n, g*2*co, h/2, w/2)
+				}
+				if err := c.Sum(c.Mul(out, r)).Backward(); err != nil {
+					t.Fatal(err)
+				}
+				y = values(t, out)
+				for _, p := range []*Tensor{x, w1, w2} {
+					grads = append(grads, values(t, c.Grad(p)))
+					if err := p.SetGrad(nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return y, grads
+			}
+			wantY, wantG := run(false)
+			gotY, gotG := run(true)
+			near := func(what string, got, want []float32) {
+				t.Helper()
+				if len(got) != len(want) {
+					t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+				}
+				for i := range want {
+					if math.Abs(float64(got[i]-want[i])) > 1e-5*(1+math.Abs(float64(want[i]))) {
+						t.Fatalf("%s[%d] = %g, want %g", what, i, got[i], want[i])
+					}
+				}
+			}
+			near("output", gotY, wantY)
+			for i, name := range []string{"x", "w1", "w2"} {
+				near("gradient of "+name, gotG[i], wantG[i])
+			}
+		})
+	}
+	s := NewScope()
+	defer s.Close()
+	w := s.Zeros([]int64{4, 3, 1, 1}, CPU)
+	for _, c := range []struct {
+		x, w2 *Tensor
+		want  string
+	}{
+		{s.Zeros([]int64{1, 3, 5, 4}, CPU), w, "even height and width"},
+		{s.Zeros([]int64{1, 3, 4, 4}, CPU), s.Zeros([]int64{4, 3, 3, 3}, CPU), "1x1 kernels"},
+	} {
+		bad := s.Child()
+		bad.FactorizedReduce(c.x, w, c.w2, 1)
+		wantErrContains(t, bad.Err(), "factorized_reduce", c.want)
+		bad.Close()
+	}
+}
