@@ -138,22 +138,11 @@ func TestNodeBatchNorm(t *testing.T) {
 				t.Fatal(err)
 			}
 			wy, wm, wv, wg := nodeNormWant(c, tc.sel, tc.training)
-			near := func(what string, got, want []float32) {
-				t.Helper()
-				if len(got) != len(want) {
-					t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
-				}
-				for i := range want {
-					if math.Abs(float64(got[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
-						t.Fatalf("%s[%d] = %g, want %g", what, i, got[i], want[i])
-					}
-				}
-			}
-			near("normalised", values(t, y), wy)
-			near("running mean", values(t, rm), wm)
-			near("running var", values(t, rv), wv)
+			near(t, "normalised", values(t, y), wy, 1e-4)
+			near(t, "running mean", values(t, rm), wm, 1e-4)
+			near(t, "running var", values(t, rv), wv, 1e-4)
 			for i, o := range outs {
-				near("gradient of output "+string(rune('0'+i)), values(t, s.Grad(o)), wg[i])
+				near(t, "gradient of output "+string(rune('0'+i)), values(t, s.Grad(o)), wg[i], 1e-4)
 			}
 		})
 	}
@@ -314,11 +303,7 @@ func TestNodeBatchNormProductGradients(t *testing.T) {
 		s.Close()
 	}
 	for i, name := range []string{"input", "weight"} {
-		for j, want := range grads[1][i] {
-			if got := grads[0][i][j]; math.Abs(float64(got-want)) > 1e-5*(1+math.Abs(float64(want))) {
-				t.Fatalf("%s gradient[%d] = %g through the product's view, %g through a plain tensor", name, j, got, want)
-			}
-		}
+		near(t, name+" gradient through the product's view (want: through a plain tensor)", grads[0][i], grads[1][i], 1e-5)
 	}
 	t.Logf("copies in the backward pass: %d through the product's view, %d through a plain tensor", copies[0], copies[1])
 	if copies[0] >= copies[1] {

@@ -2,7 +2,6 @@ package torch
 
 import (
 	"fmt"
-	"math"
 	"testing"
 )
 
@@ -62,20 +61,9 @@ func factorizedReduceCheck(t *testing.T, dev Device) {
 			}
 			wantY, wantG := run(false)
 			gotY, gotG := run(true)
-			near := func(what string, got, want []float32) {
-				t.Helper()
-				if len(got) != len(want) {
-					t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
-				}
-				for i := range want {
-					if math.Abs(float64(got[i]-want[i])) > 1e-5*(1+math.Abs(float64(want[i]))) {
-						t.Fatalf("%s[%d] = %g, want %g", what, i, got[i], want[i])
-					}
-				}
-			}
-			near("output", gotY, wantY)
+			near(t, "output", gotY, wantY, 1e-5)
 			for i, name := range []string{"x", "w1", "w2"} {
-				near("gradient of "+name, gotG[i], wantG[i])
+				near(t, "gradient of "+name, gotG[i], wantG[i], 1e-5)
 			}
 		})
 	}

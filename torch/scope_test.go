@@ -2,6 +2,7 @@ package torch
 
 import (
 	"errors"
+	"math"
 	"runtime"
 	"sync"
 	"testing"
@@ -15,6 +16,19 @@ func values(t *testing.T, x *Tensor) []float32 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// near fails the test at the first value of got farther than tol*(1+|want|) from want.
+func near(t *testing.T, what string, got, want []float32, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range want {
+		if math.Abs(float64(got[i]-want[i])) > tol*(1+math.Abs(float64(want[i]))) {
+			t.Fatalf("%s[%d] = %g, want %g", what, i, got[i], want[i])
+		}
+	}
 }
 
 func TestScopeCloseFreesEverything(t *testing.T) {

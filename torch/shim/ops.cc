@@ -14,27 +14,33 @@ bool cudnn_batch_norm() {
   return on;
 }
 
-// pointwise_mode reads METANAS_POINTWISE once: 1 for "matmul" (always), 2 for "conv" (never),
-// 0 when unset (on CUDA only; on an H200 it took 16 % off a batched og_metanas step, while on
-// the CPU the shim's own 1x1 kernel is faster). Another value is reported and read as unset.
+// cuda_default_switch reads the switch name once per call site (the caller keeps the
+// result): on is the value that turns it on everywhere, off the one that turns it off; unset,
+// it is on for CUDA only. It returns 1 for on, 2 for off, 0 for unset; another value is
+// reported and read as unset.
+int cuda_default_switch(const char *name, const char *on, const char *off) {
+  const char *e = std::getenv(name);
+  if (e == nullptr || *e == '\0') return 0;
+  if (std::strcmp(e, on) == 0) return 1;
+  if (std::strcmp(e, off) == 0) return 2;
+  std::fprintf(stderr, "metanas: %s=%s is neither %s nor %s; using the default (%s on CUDA)\n", name, e, on, off, on);
+  return 0;
+}
+
+// switch_on reports whether a cuda_default_switch of mode m is on for a device of this kind.
+bool switch_on(int m, bool cuda) { return m == 1 || (m == 0 && cuda); }
+
+// pointwise_mode is METANAS_POINTWISE: matmul or conv (on CUDA by default: on an H200 the
+// products took 16 % off a batched og_metanas step, while on the CPU the shim's own 1x1
+// kernel is faster).
 int pointwise_mode() {
-  static const int mode = [] {
-    const char *e = std::getenv("METANAS_POINTWISE");
-    if (e == nullptr || *e == '\0') return 0;
-    if (std::strcmp(e, "matmul") == 0) return 1;
-    if (std::strcmp(e, "conv") == 0) return 2;
-    std::fprintf(stderr, "metanas: METANAS_POINTWISE=%s is neither matmul nor conv; using the default (matmul on CUDA)\n", e);
-    return 0;
-  }();
+  static const int mode = cuda_default_switch("METANAS_POINTWISE", "matmul", "conv");
   return mode;
 }
 
 // pointwise_on reports whether 1x1 convolutions on a device of this kind (cuda) run as
 // matrix products (see pointwise_matmul).
-bool pointwise_on(bool cuda) {
-  const int m = pointwise_mode();
-  return m == 1 || (m == 0 && cuda);
-}
+bool pointwise_on(bool cuda) { return switch_on(pointwise_mode(), cuda); }
 
 // pointwise_matmul: where pointwise_on, bias-free 1x1 convolutions at stride 1 and without
 // padding run as one batched matrix product, [g, Co, Ci] x [N, g, Ci, H*W] = [N, g, Co, H*W]
@@ -51,19 +57,11 @@ at::Tensor pointwise_matmul(const at::Tensor &x, const at::Tensor &w, const c10:
   return y.view({n, groups * co, h, wd});
 }
 
-// reduce_mode reads METANAS_FACTORIZED_REDUCE once: 1 for "patch" (always), 2 for "split"
-// (never), 0 when unset (on CUDA only: one convolution instead of two, a copy, two zero
-// fills and an addition; on the CPU the shim's strided 1x1 kernel runs the halves). Another
-// value is reported and read as unset.
+// reduce_mode is METANAS_FACTORIZED_REDUCE: patch or split (on CUDA by default: one
+// convolution instead of two, a copy, two zero fills and an addition; on the CPU the shim's
+// strided 1x1 kernel runs the halves).
 int reduce_mode() {
-  static const int mode = [] {
-    const char *e = std::getenv("METANAS_FACTORIZED_REDUCE");
-    if (e == nullptr || *e == '\0') return 0;
-    if (std::strcmp(e, "patch") == 0) return 1;
-    if (std::strcmp(e, "split") == 0) return 2;
-    std::fprintf(stderr, "metanas: METANAS_FACTORIZED_REDUCE=%s is neither patch nor split; using the default (patch on CUDA)\n", e);
-    return 0;
-  }();
+  static const int mode = cuda_default_switch("METANAS_FACTORIZED_REDUCE", "patch", "split");
   return mode;
 }
 
@@ -96,10 +94,7 @@ extern "C" {
 
 bool mt_pointwise_matmul(bool cuda) { return pointwise_on(cuda); }
 
-bool mt_factorized_reduce_patch(bool cuda) {
-  const int m = reduce_mode();
-  return m == 1 || (m == 0 && cuda);
-}
+bool mt_factorized_reduce_patch(bool cuda) { return switch_on(reduce_mode(), cuda); }
 
 
 char *mt_conv2d(mt_tensor x, mt_tensor w, mt_tensor b, int64_t sh, int64_t sw, int64_t ph,
