@@ -712,12 +712,7 @@ func TestFactorizedReducePatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var convs int64
-	for _, p := range prof {
-		if p.Name == "aten::convolution" {
-			convs += p.Calls
-		}
-	}
+	convs := torch.CallsOf(prof, "aten::convolution")
 	if convs != 1 {
 		t.Errorf("a FactorizedReduce of a 6x6 input ran %d convolutions, want 1", convs)
 	}

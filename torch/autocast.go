@@ -31,8 +31,9 @@ func Autocast(d Device, dt DType) (restore func(), err error) {
 	return func() {
 		var a, b C.bool
 		var c C.int
-		// Restoring settings LibTorch returned cannot fail on a valid type; a float32
-		// previous type (never set) stands for LibTorch's default.
+		// The previous settings came from LibTorch (a 16-bit type where autocast was on),
+		// so restoring them cannot fail; a type the shim has no code for (-1) is replaced
+		// by one it has.
 		if prev < 0 {
 			prev = C.int(BFloat16)
 		}

@@ -216,6 +216,17 @@ type OpStat struct {
 // it slows every op down and cannot be stopped: for diagnostics.
 func ProfileOps() { C.mt_profile_ops() }
 
+// CallsOf returns the calls of the operator named name in stats (0 when absent).
+func CallsOf(stats []OpStat, name string) int64 {
+	var n int64
+	for _, st := range stats {
+		if st.Name == name {
+			n += st.Calls
+		}
+	}
+	return n
+}
+
 // OpProfile returns the operator times since ProfileOps (or the last reset), largest self
 // time first, and starts a new table when reset is true.
 func OpProfile(reset bool) ([]OpStat, error) {

@@ -270,18 +270,11 @@ func batchWorkersVsOne(t *testing.T, device string, rel float64, extra ...string
 			if b.Adapted == 0 {
 				t.Errorf("run.batch_workers=%s: batch worker %d adapted no batch", bw, k)
 			}
-			if device == "cuda" && (b.GraphErr != nil || b.GraphReplays == 0) {
-				t.Errorf("run.batch_workers=%s, batch worker %d: %d graph replays, error %v", bw, k, b.GraphReplays, b.GraphErr)
-			}
 		}
-		for _, p := range append(tr.Meta.Weights(), tr.Meta.Alphas()...) {
-			v, err := p.Float32s()
-			if err != nil {
-				tr.Close()
-				t.Fatal(err)
-			}
-			metas[i] = append(metas[i], v)
+		if device == "cuda" {
+			checkReplays(t, tr, "run.batch_workers="+bw)
 		}
+		metas[i] = metaHost(t, tr)
 		tr.Close()
 		metrics[i] = readMetrics(t, filepath.Join(out, "metrics.jsonl"))
 	}
@@ -346,6 +339,33 @@ func TestSpeedHint(t *testing.T) {
 			t.Errorf("%v on %v: hint %q, want one naming %q", tc.sets, tc.dev, h, tc.want)
 		}
 	}
+}
+
+// checkReplays fails the test (naming label) for each batch worker of tr that replayed no
+// graph or holds a graph error.
+func checkReplays(t *testing.T, tr *Trainer, label string) {
+	t.Helper()
+	for k, b := range tr.Batches {
+		if b.GraphErr != nil || b.GraphReplays == 0 {
+			t.Errorf("%s, batch worker %d: %d graph replays, error %v", label, k, b.GraphReplays, b.GraphErr)
+		}
+	}
+}
+
+// metaHost copies tr's meta-model (weights, then alphas) to the host, a slice per tensor;
+// on failure it closes tr and ends the test.
+func metaHost(t *testing.T, tr *Trainer) [][]float32 {
+	t.Helper()
+	var out [][]float32
+	for _, p := range append(tr.Meta.Weights(), tr.Meta.Alphas()...) {
+		v, err := p.Float32s()
+		if err != nil {
+			tr.Close()
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // runWatched runs tr and fails the test with every goroutine's stack if the run has not

@@ -65,18 +65,9 @@ func precisionRun(t *testing.T, device string, extra ...string) {
 			t.Errorf("%s: final meta-test %+v", p, res)
 		}
 		if device == "cuda" {
-			for k, b := range tr.Batches {
-				if b.GraphErr != nil || b.GraphReplays == 0 {
-					t.Errorf("%s, batch worker %d: %d graph replays, error %v", p, k, b.GraphReplays, b.GraphErr)
-				}
-			}
+			checkReplays(t, tr, p)
 		}
-		for _, w := range append(tr.Meta.Weights(), tr.Meta.Alphas()...) {
-			v, err := w.Float32s()
-			if err != nil {
-				tr.Close()
-				t.Fatal(err)
-			}
+		for _, v := range metaHost(t, tr) {
 			metas[i] = append(metas[i], v...)
 		}
 		tr.Close()

@@ -43,7 +43,8 @@ extern "C" {
 char *mt_autocast(bool cuda, bool on, int dtype, bool cache, bool *prev_on, int *prev_dtype, bool *prev_cache) {
   MT_TRY
   const auto st = mt::dtype(dtype);
-  if (st != at::kBFloat16 && st != at::kHalf) throw std::invalid_argument("autocast lowers to bfloat16 or float16 only");
+  // Turning it off (a restore) takes any type, so that it cannot fail there.
+  if (on && st != at::kBFloat16 && st != at::kHalf) throw std::invalid_argument("autocast lowers to bfloat16 or float16 only");
   *prev_on = autocast_on(cuda);
   *prev_dtype = mt::dtype_code(autocast_type(cuda));
   *prev_cache = at::autocast::is_autocast_cache_enabled();
