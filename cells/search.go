@@ -94,8 +94,11 @@ type edge struct {
 type SearchCell struct {
 	Reduction bool
 	cellPreproc
-	nodes  [][]edge    // nodes[i][j]: edge from input j into node i
-	norms  []*nodeNorm // node i's grouped batch norm (NodeBatchNorm), nil per node or for all
+	nodes [][]edge    // nodes[i][j]: edge from input j into node i
+	norms []*nodeNorm // node i's grouped batch norm (NodeBatchNorm), nil per node or for all
+	// groups[j][k] runs op k of the edges that read state j at once (StateFusion); nil per
+	// state, per op or for all.
+	groups [][]*stateGroup
 	stride func(j int) int64
 	out    int64 // output channels of one node
 }
@@ -205,6 +208,11 @@ func NewSearchNet(s *torch.Scope, dev torch.Device, cfg SearchConfig) (*SearchNe
 			return nil, fmt.Errorf("search network: %w", err)
 		}
 	}
+	if StateFusion(dev) {
+		if err := groupStates(r, n.cells); err != nil {
+			return nil, fmt.Errorf("search network: %w", err)
+		}
+	}
 	return n, nil
 }
 
@@ -277,9 +285,27 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 	T := c.tasks()
 	states := cell.preprocess(c, s0, s1)
 	shared := newStateCache(len(cell.nodes) + 2)
+	onDevice := w.HostOps == nil // NormalizeOnDevice: every op runs, the device prunes
+	K := len(cell.nodes[0][0].ops)
+	// active[i][j*K+k]: some task needs op k on input j of node i: above thr, on an input
+	// of a pair above thr (nil: every op runs).
+	active := make([][]bool, len(cell.nodes))
+	for i := range cell.nodes {
+		if !onDevice {
+			var hostPairs []float32
+			if w.Pairs != nil && w.HostPairs != nil {
+				hostPairs = w.HostPairs[i]
+			}
+			active[i] = activeTasks(w.HostOps[i], hostPairs, int(T), i+2, K, thr)
+		}
+	}
+	keep := func(i, j, k int) bool { return active[i] == nil || active[i][j*K+k] }
+	var fused *fusedOutputs
+	if cell.groups != nil && torch.BranchStreams() < 2 {
+		fused = &fusedOutputs{out: make([][][]*torch.Tensor, len(cell.groups))}
+	}
 	for i, row := range cell.nodes {
 		nIn := i + 2
-		K := len(row[0].ops)
 		var hostPairs []float32
 		var wp *torch.Tensor
 		if w.Pairs != nil {
@@ -288,17 +314,14 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 				hostPairs = w.HostPairs[i]
 			}
 		}
-		onDevice := w.HostOps == nil // NormalizeOnDevice: every op runs, the device prunes
-		var active []bool
-		if !onDevice {
-			// An op runs when some task needs it: above thr, on an input of a pair above thr.
-			active = activeTasks(w.HostOps[i], hostPairs, int(T), nIn, K, thr)
-		}
 		var norm *nodeNorm
 		if cell.norms != nil && T > 1 {
 			norm = cell.norms[i]
 		}
-		o := nodeOps(c, row, states, shared, norm, func(j, k int) bool { return onDevice || active[j*K+k] })
+		if fused != nil {
+			cell.runGroups(c, fused, shared, states, i, keep)
+		}
+		o := nodeOps(c, row, states, shared, norm, fused, i, func(j, k int) bool { return keep(i, j, k) })
 		var node *torch.Tensor
 		switch {
 		case len(o.outs)+len(o.normed) == 0:
@@ -406,10 +429,12 @@ func (sc *stateCache) prepare(c *Ctx, op Op, j int, x *torch.Tensor) {
 // nodeOps runs the ops of a node's edges whose column (input j, op k) keep selects, with the
 // ReLUs and pools of the states shared through the cell's cache, which it fills first. The
 // members of norm (nil: none) stop before their batch norm, which the node applies to them
-// all at once. With branch streams on (CUDA, METANAS_BRANCH_STREAMS) the ops are dealt out
-// to the branches in turn after what they read from the cache is queued on the trunk, and
-// the trunk waits for them all before the node sum.
-func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, norm *nodeNorm, keep func(j, k int) bool) nodeOutputs {
+// all at once. Ops that ran in their state's group (fused, for node `node`; nil: none) take
+// their output from there, up to their batch norm. With branch streams on (CUDA,
+// METANAS_BRANCH_STREAMS) the ops are dealt out to the branches in turn after what they
+// read from the cache is queued on the trunk, and the trunk waits for them all before the
+// node sum.
+func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, norm *nodeNorm, fused *fusedOutputs, node int, keep func(j, k int) bool) nodeOutputs {
 	K := len(row[0].ops)
 	for j := range row {
 		for k, op := range row[j].ops {
@@ -432,6 +457,22 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 				pre = shared.pools[j][p.kind()]
 			}
 			normed := norm != nil && norm.member[col] >= 0
+			if y := fused.take(node, j, k); y != nil {
+				// The op ran in its state's group (fused holds nothing with branch streams).
+				if normed {
+					o.normed = append(o.normed, y)
+					o.normIdx = append(o.normIdx, col)
+					o.sel = append(o.sel, int64(norm.member[col]))
+					o.own = append(o.own, y)
+					continue
+				}
+				out := op.(tailNorm).tailBN().Forward(c, y)
+				o.outs = append(o.outs, out)
+				o.own = append(o.own, y, out)
+				o.idx = append(o.idx, col)
+				o.drop = append(o.drop, true)
+				continue
+			}
 			if normed && pre != nil {
 				// A pool's output joins the node's batch norm as it is: no op to run.
 				o.normed = append(o.normed, pre)

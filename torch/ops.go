@@ -4,6 +4,7 @@ package torch
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"unsafe"
 )
@@ -164,6 +165,41 @@ func (s *Scope) Cat(ts []*Tensor, dim int64) *Tensor {
 	return s.list("cat", ts, func(h *C.mt_tensor, n C.int64_t, o *C.mt_tensor) *C.char { return C.mt_cat(h, n, C.int64_t(dim), o) })
 }
 
+// AdjacentCat concatenates ts along their first dimension. Where they lie back to back in
+// one storage (contiguous, in order: see Scope.Adjacent) the result reads that storage
+// without a copy, and its backward pass hands each input its slice of the gradient;
+// otherwise it is Cat.
+func (s *Scope) AdjacentCat(ts []*Tensor) *Tensor {
+	return s.list("adjacent_cat", ts, func(h *C.mt_tensor, n C.int64_t, o *C.mt_tensor) *C.char { return C.mt_adjacent_cat(h, n, o) })
+}
+
+// Adjacent returns copies of ts (same values, shapes and requires-grad setting; detached
+// leaves) that lie back to back in one new storage, in order, so that AdjacentCat of them
+// needs no copy while they keep it (in-place updates keep it; replacing a tensor does not).
+func (s *Scope) Adjacent(ts []*Tensor) []*Tensor {
+	out := make([]*Tensor, len(ts))
+	for i := range out {
+		out[i] = &Tensor{}
+	}
+	if !s.ok("adjacent", ts...) {
+		return out
+	}
+	if len(ts) == 0 {
+		s.fail(errors.New("adjacent: no tensors"))
+		return out
+	}
+	hs := handles(ts)
+	res := make([]C.mt_tensor, len(ts))
+	if e := C.mt_adjacent_leaves(&hs[0], C.int64_t(len(hs)), &res[0]); e != nil {
+		s.fail(cerr(e))
+		return out
+	}
+	for i, h := range res {
+		out[i] = s.adopt(h)
+	}
+	return out
+}
+
 // Stack stacks along a new dim.
 func (s *Scope) Stack(ts []*Tensor, dim int64) *Tensor {
 	return s.list("stack", ts, func(h *C.mt_tensor, n C.int64_t, o *C.mt_tensor) *C.char { return C.mt_stack(h, n, C.int64_t(dim), o) })
@@ -181,6 +217,40 @@ func (s *Scope) Narrow(x *Tensor, dim, start, length int64) *Tensor {
 	return s.unary("narrow", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char {
 		return C.mt_narrow(a, C.int64_t(dim), C.int64_t(start), C.int64_t(length), o)
 	})
+}
+
+// RepeatChannels returns x ([N, C, ...]) repeated r times along its channels: [N, r*C, ...],
+// copy i at channels [i*C, (i+1)*C). One copy forward; the backward pass sums the copies'
+// gradients in one reduction (where r readers of x would add r gradients).
+func (s *Scope) RepeatChannels(x *Tensor, r int64) *Tensor {
+	return s.unary("repeat_channels", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char {
+		return C.mt_repeat_channels(a, C.int64_t(r), o)
+	})
+}
+
+// SplitChannels returns x ([N, parts*C, ...]) as parts views [N, C, ...] along its channels,
+// made by one split: the parts' gradients come back as one concatenation, where a narrow
+// per part would spread each part's gradient over zeros of x's size and add them up.
+func (s *Scope) SplitChannels(x *Tensor, parts int64) []*Tensor {
+	out := make([]*Tensor, max(parts, 0))
+	for i := range out {
+		out[i] = &Tensor{}
+	}
+	if !s.ok("split_channels", x) || parts < 1 {
+		if parts < 1 {
+			s.setErr(fmt.Errorf("split_channels: parts must be >= 1, got %d", parts))
+		}
+		return out
+	}
+	hs := make([]C.mt_tensor, parts)
+	if e := C.mt_split_channels(x.h, C.int64_t(parts), &hs[0]); e != nil {
+		s.fail(cerr(e))
+		return out
+	}
+	for i, h := range hs {
+		out[i] = s.adopt(h)
+	}
+	return out
 }
 
 func (s *Scope) shaped(op string, x *Tensor, shape []int64, f func(C.mt_tensor, *C.int64_t, C.int, *C.mt_tensor) *C.char) *Tensor {

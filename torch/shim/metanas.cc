@@ -60,6 +60,51 @@ bool node_sum_loop() {
   return on;
 }
 
+// adjacent reports whether ts are contiguous tensors that lie back to back in one storage,
+// in order, with equal trailing dimensions: their concatenation along the first dimension
+// is then that storage's range as it is.
+bool adjacent(at::TensorList ts) {
+  const auto &a = ts[0];
+  if (a.dim() < 1 || !a.is_contiguous()) return false;
+  for (size_t i = 1; i < ts.size(); i++) {
+    const auto &p = ts[i - 1], &t = ts[i];
+    if (!t.is_contiguous() || t.scalar_type() != a.scalar_type() || t.device() != a.device() ||
+        t.dim() != a.dim() || !t.storage().is_alias_of(a.storage()) ||
+        t.storage_offset() != p.storage_offset() + p.numel() || t.sizes().slice(1) != a.sizes().slice(1))
+      return false;
+  }
+  return true;
+}
+
+// AdjacentCat is the concatenation along the first dimension of tensors that lie back to
+// back in one storage (adjacent), made without a copy: a tensor over their range of the
+// storage. Its backward pass gives each input its slice of the gradient (contiguous slices
+// of a contiguous gradient, which become the inputs' gradients as they are).
+struct AdjacentCat : public torch::autograd::Function<AdjacentCat> {
+  static at::Tensor forward(torch::autograd::AutogradContext *ctx, at::TensorList ts) {
+    std::vector<int64_t> sizes;
+    int64_t rows = 0;
+    for (const auto &t : ts) {
+      sizes.push_back(t.size(0));
+      rows += t.size(0);
+    }
+    ctx->saved_data["sizes"] = sizes;
+    auto shape = ts[0].sizes().vec();
+    shape[0] = rows;
+    std::vector<int64_t> strides(shape.size(), 1);
+    for (int64_t d = static_cast<int64_t>(shape.size()) - 2; d >= 0; d--) strides[d] = strides[d + 1] * shape[d + 1];
+    auto out = at::empty({0}, ts[0].options());
+    out.set_(ts[0].storage(), ts[0].storage_offset(), shape, strides);
+    return out;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto g = grads[0].contiguous();
+    return g.split_with_sizes(ctx->saved_data["sizes"].toIntVector(), 0);
+  }
+};
+
 }  // namespace
 
 extern "C" {
@@ -311,6 +356,35 @@ char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor wp
   }
   *out = wrap(node.view(sizes));
   MT_CATCH("mixed_tasks", wops, wpair, stacked != nullptr ? stacked : (m > 0 ? outs[0] : nullptr))
+}
+
+}  // extern "C"
+
+extern "C" {
+
+char *mt_adjacent_cat(mt_tensor *ts, int64_t n, mt_tensor *out) {
+  MT_TRY
+  auto xs = mt::tensors(ts, n);
+  if (xs.empty()) throw std::invalid_argument("adjacent_cat: no tensors");
+  *out = wrap(adjacent(xs) ? AdjacentCat::apply(at::TensorList(xs)) : at::cat(xs, 0));
+  MT_CATCH("adjacent_cat", n > 0 ? ts[0] : nullptr, n > 1 ? ts[1] : nullptr)
+}
+
+char *mt_adjacent_leaves(mt_tensor *ts, int64_t n, mt_tensor *outs) {
+  MT_TRY
+  auto xs = mt::tensors(ts, n);
+  if (xs.empty()) throw std::invalid_argument("adjacent_leaves: no tensors");
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> flat;
+  std::vector<int64_t> sizes;
+  for (const auto &x : xs) {
+    if (x.dim() < 1) throw std::invalid_argument("adjacent_leaves: a 0-dim tensor");
+    flat.push_back(x.detach());
+    sizes.push_back(x.size(0));
+  }
+  auto parts = at::cat(flat, 0).split_with_sizes(sizes, 0);
+  for (int64_t i = 0; i < n; i++) outs[i] = wrap(parts[i].detach().requires_grad_(xs[i].requires_grad()));
+  MT_CATCH("adjacent_leaves", n > 0 ? ts[0] : nullptr, n > 1 ? ts[1] : nullptr)
 }
 
 }  // extern "C"

@@ -195,6 +195,34 @@ char *mt_narrow(mt_tensor x, int64_t dim, int64_t start, int64_t length, mt_tens
   MT_CATCH("narrow", x)
 }
 
+// mt_repeat_channels returns x ([N, C, ...]) repeated r times along its channels, [N, r*C,
+// ...] in copy-major order, as one copy; its backward pass sums the r copies' gradients in
+// one reduction.
+char *mt_repeat_channels(mt_tensor x, int64_t r, mt_tensor *out) {
+  MT_TRY
+  const auto &t = T(x);
+  if (t.dim() < 2 || r < 1) throw std::invalid_argument("repeat_channels: needs [N, C, ...] and r >= 1");
+  auto sizes = t.sizes().vec();
+  sizes.insert(sizes.begin() + 1, r);
+  auto flat = t.sizes().vec();
+  flat[1] *= r;
+  *out = wrap(t.unsqueeze(1).expand(sizes).reshape(flat));
+  MT_CATCH("repeat_channels", x)
+}
+
+// mt_split_channels writes to outs the parts views of x ([N, parts*C, ...]) along its
+// channels, [N, C, ...] each, made by one split: their gradients come back as one
+// concatenation (separate narrows would each spread theirs over zeros of x's size).
+char *mt_split_channels(mt_tensor x, int64_t parts, mt_tensor *outs) {
+  MT_TRY
+  const auto &t = T(x);
+  if (t.dim() < 2 || parts < 1 || t.size(1) % parts != 0)
+    throw std::invalid_argument("split_channels: needs [N, parts*C, ...] and parts >= 1");
+  auto ys = t.split(t.size(1) / parts, 1);
+  for (int64_t i = 0; i < parts; i++) outs[i] = wrap(ys[i]);
+  MT_CATCH("split_channels", x)
+}
+
 char *mt_reshape(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out) {
   MT_TRY
   *out = wrap(T(x).reshape(at::IntArrayRef(shape, ndim)));

@@ -183,10 +183,18 @@ char *mt_cross_entropy(mt_tensor logits, mt_tensor target, mt_tensor *out);
 
 // Shape operations.
 char *mt_cat(mt_tensor *ts, int64_t n, int64_t dim, mt_tensor *out);
+// mt_adjacent_cat: the concatenation of ts along dim 0, without a copy where they lie back to
+// back in one storage (contiguous, in order); otherwise a copy, as mt_cat.
+char *mt_adjacent_cat(mt_tensor *ts, int64_t n, mt_tensor *out);
+// mt_adjacent_leaves writes to outs copies of ts (same values and requires_grad, detached)
+// that lie back to back in one new storage, for mt_adjacent_cat.
+char *mt_adjacent_leaves(mt_tensor *ts, int64_t n, mt_tensor *outs);
 char *mt_stack(mt_tensor *ts, int64_t n, int64_t dim, mt_tensor *out);
 char *mt_slice(mt_tensor x, int64_t dim, int64_t start, int64_t end, int64_t step,
                mt_tensor *out);
 char *mt_narrow(mt_tensor x, int64_t dim, int64_t start, int64_t length, mt_tensor *out);
+char *mt_repeat_channels(mt_tensor x, int64_t r, mt_tensor *out);
+char *mt_split_channels(mt_tensor x, int64_t parts, mt_tensor *outs);
 char *mt_reshape(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
 char *mt_view(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
 char *mt_flatten(mt_tensor x, int64_t start, int64_t end, mt_tensor *out);

@@ -1,0 +1,292 @@
+package cells
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/metanas-go/metanas/torch"
+)
+
+// stateFusionSetting is METANAS_STATE_FUSION, read once: 1 on, 0 off, -1 unset (or not 0
+// or 1, which is reported).
+var stateFusionSetting = sync.OnceValue(func() int {
+	switch v := os.Getenv("METANAS_STATE_FUSION"); v {
+	case "1":
+		return 1
+	case "0":
+		return 0
+	case "":
+		return -1
+	default:
+		fmt.Fprintf(os.Stderr, "metanas: METANAS_STATE_FUSION=%s is neither 0 nor 1; using the default (on for CUDA)\n", v)
+		return -1
+	}
+})
+
+// StateFusion reports whether search networks on dev run each convolutional op type of a
+// cell once per state for all the edges that read that state (see stateGroup): by default
+// on CUDA only, where a replayed step's time follows its kernel count (on the CPU the shim's
+// ungrouped 1x5 and 5x1 kernels would give way to LibTorch's grouped convolution);
+// METANAS_STATE_FUSION=1 or =0 sets it for both.
+func StateFusion(dev torch.Device) bool {
+	if v := stateFusionSetting(); v >= 0 {
+		return v == 1
+	}
+	return dev.CUDA
+}
+
+// stateGroup is op k of the R edges that read one state of a search cell (node i reads
+// state j when j < i+2: a cell's two inputs feed every node, node i's output the nodes
+// after it), run as one op of R times the tasks. The edges' weights are concatenated along
+// their first dimension edge by edge (each edge's weight stacks its tasks' copies the same
+// way), so the concatenation is the weight of a network of R*tasks tasks in edge-major
+// order, and the state's ReLU, repeated R times along its channels, that network's input:
+// one chain of kernels per op type and state instead of R, and one reduction of the
+// repeated input's gradient instead of R-1 additions. Each edge's output is a narrow view
+// of the group's. The gradients of the concatenated weights come back as contiguous slices
+// that become the edges' gradients as they are. sep_conv's middle batch norm runs once over
+// all the edges' channels: its running statistics live side by side in the blocks midMean
+// and midVar, [R*tasks*C], and each edge's BatchNorm holds a view of its slice (as the
+// registry does).
+type stateGroup struct {
+	ops             []Op // op k of each reader, first node first
+	midMean, midVar *torch.Tensor
+}
+
+// stateGroupRuns counts the groups run (for tests: a switch that silently did nothing
+// would otherwise pass every comparison).
+var stateGroupRuns atomic.Int64
+
+// firstReader returns the first node that reads state j.
+func firstReader(j int) int { return max(0, j-1) }
+
+// fusable reports whether ops (op k of the readers of one state) can run as a group: the
+// same convolutional op type, without affine batch norms.
+func fusable(ops []Op) bool {
+	for _, op := range ops {
+		switch o := op.(type) {
+		case *sepConv:
+			if _, ok := ops[0].(*sepConv); !ok || o.a.bn.Weight != nil {
+				return false
+			}
+		case *dilConv:
+			if _, ok := ops[0].(*dilConv); !ok {
+				return false
+			}
+		case *facConv:
+			if _, ok := ops[0].(*facConv); !ok {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// groupStates gives every cell its state groups: for each state read by two or more nodes
+// and each op column that fusable accepts. sep_conv's middle running statistics move into
+// the group's blocks (the registry's entries become the views).
+func groupStates(r *Registry, cells []*SearchCell) error {
+	s := r.s
+	for ci, cell := range cells {
+		nodes := len(cell.nodes)
+		K := len(cell.nodes[0][0].ops)
+		cell.groups = make([][]*stateGroup, nodes+1)
+		for j := range cell.groups {
+			first := firstReader(j)
+			if nodes-first < 2 {
+				continue
+			}
+			cell.groups[j] = make([]*stateGroup, K)
+			for k := 0; k < K; k++ {
+				var ops []Op
+				for i := first; i < nodes; i++ {
+					ops = append(ops, cell.nodes[i][j].ops[k])
+				}
+				if !fusable(ops) {
+					continue
+				}
+				g := &stateGroup{ops: ops}
+				// Each weight slot's tensors move to one storage, edge after edge, where the
+				// group reads them as one tensor without a copy (Scope.AdjacentCat).
+				for _, slot := range weightSlots(ops[0]) {
+					old := make([]*torch.Tensor, len(ops))
+					for e, op := range ops {
+						old[e] = *slot(op)
+					}
+					leaves := s.Adjacent(old)
+					if err := s.Err(); err != nil {
+						return fmt.Errorf("cell %d state %d: %w", ci, j, err)
+					}
+					for e, op := range ops {
+						if !r.replace(old[e], leaves[e]) {
+							return fmt.Errorf("cell %d state %d: a weight is not registered", ci, j)
+						}
+						*slot(op) = leaves[e]
+					}
+				}
+				if _, ok := ops[0].(*sepConv); ok {
+					var means, vars []*torch.Tensor
+					for _, op := range ops {
+						bn := op.(*sepConv).a.bn
+						means, vars = append(means, bn.RunMean), append(vars, bn.RunVar)
+					}
+					g.midMean, g.midVar = s.Detach(s.Cat(means, 0)), s.Detach(s.Cat(vars, 0))
+					for e, op := range ops {
+						bn := op.(*sepConv).a.bn
+						n := bn.RunMean.Numel()
+						mean, vars := s.Narrow(g.midMean, 0, int64(e)*n, n), s.Narrow(g.midVar, 0, int64(e)*n, n)
+						if err := s.Err(); err != nil {
+							return fmt.Errorf("cell %d state %d: %w", ci, j, err)
+						}
+						if !r.replace(bn.RunMean, mean) || !r.replace(bn.RunVar, vars) {
+							return fmt.Errorf("cell %d state %d: a middle batch norm's statistics are not registered", ci, j)
+						}
+						bn.RunMean, bn.RunVar = mean, vars
+					}
+				}
+				cell.groups[j][k] = g
+			}
+		}
+	}
+	return s.Err()
+}
+
+// weightSlots returns accessors of the weights of an op of op's type (a fusable one).
+func weightSlots(op Op) []func(Op) **torch.Tensor {
+	switch op.(type) {
+	case *sepConv:
+		return []func(Op) **torch.Tensor{
+			func(o Op) **torch.Tensor { return &o.(*sepConv).a.dw },
+			func(o Op) **torch.Tensor { return &o.(*sepConv).a.pw },
+			func(o Op) **torch.Tensor { return &o.(*sepConv).b.dw },
+			func(o Op) **torch.Tensor { return &o.(*sepConv).b.pw },
+		}
+	case *dilConv:
+		return []func(Op) **torch.Tensor{
+			func(o Op) **torch.Tensor { return &o.(*dilConv).dw },
+			func(o Op) **torch.Tensor { return &o.(*dilConv).pw },
+		}
+	case *facConv:
+		return []func(Op) **torch.Tensor{
+			func(o Op) **torch.Tensor { return &o.(*facConv).w1 },
+			func(o Op) **torch.Tensor { return &o.(*facConv).w2 },
+		}
+	}
+	return nil
+}
+
+// catWeights concatenates the weights that get picks from each of ops along their first
+// dimension: without a copy while they keep the storage groupStates gave them.
+func catWeights(c *Ctx, ops []Op, get func(Op) *torch.Tensor) *torch.Tensor {
+	ws := make([]*torch.Tensor, len(ops))
+	for e, op := range ops {
+		ws[e] = get(op)
+	}
+	return c.S.AdjacentCat(ws)
+}
+
+// fusedDil is the dilConv of the group's ops (picked from each by get) with their weights
+// concatenated and bn as its batch norm.
+func fusedDil(c *Ctx, ops []Op, get func(Op) *dilConv, bn *BatchNorm) *dilConv {
+	d := *get(ops[0])
+	d.dw = catWeights(c, ops, func(op Op) *torch.Tensor { return get(op).dw })
+	d.pw = catWeights(c, ops, func(op Op) *torch.Tensor { return get(op).pw })
+	d.bn = bn
+	return &d
+}
+
+// run applies the group's ops up to their tail batch norms to rep, the state's ReLU
+// repeated once per reader along its channels, and returns each reader's output (views made
+// by one split, whose backward pass concatenates the readers' gradients in one copy).
+func (g *stateGroup) run(c *Ctx, rep *torch.Tensor) []*torch.Tensor {
+	s := c.S
+	R := int64(len(g.ops))
+	fc := *c
+	fc.Tasks = R * c.tasks()
+	var y *torch.Tensor
+	switch op := g.ops[0].(type) {
+	case *sepConv:
+		mid := &BatchNorm{RunMean: g.midMean, RunVar: g.midVar, Eps: op.a.bn.Eps, Momentum: op.a.bn.Momentum}
+		f := &sepConv{
+			a: fusedDil(&fc, g.ops, func(o Op) *dilConv { return o.(*sepConv).a }, mid),
+			b: fusedDil(&fc, g.ops, func(o Op) *dilConv { return o.(*sepConv).b }, nil),
+		}
+		y = f.forwardPreNorm(&fc, nil, rep)
+		if c.Train {
+			for _, o := range g.ops {
+				o.(*sepConv).a.bn.count++
+			}
+		}
+	case *dilConv:
+		y = fusedDil(&fc, g.ops, func(o Op) *dilConv { return o.(*dilConv) }, nil).forwardPreNorm(&fc, nil, rep)
+	case *facConv:
+		f := *op
+		f.w1 = catWeights(&fc, g.ops, func(o Op) *torch.Tensor { return o.(*facConv).w1 })
+		f.w2 = catWeights(&fc, g.ops, func(o Op) *torch.Tensor { return o.(*facConv).w2 })
+		y = f.forwardPreNorm(&fc, nil, rep)
+	}
+	stateGroupRuns.Add(1)
+	if s.Err() != nil {
+		return make([]*torch.Tensor, R)
+	}
+	outs := s.SplitChannels(y, R)
+	y.Free() // the views hold its memory
+	return outs
+}
+
+// fusedOutputs holds a cell's state groups' outputs until their readers take them:
+// out[j][k][e] is reader e's output of op k on state j (nil where not grouped this pass).
+type fusedOutputs struct {
+	out [][][]*torch.Tensor
+}
+
+// take returns node i's output of op k on state j, or nil where no group ran for it.
+func (f *fusedOutputs) take(i, j, k int) *torch.Tensor {
+	if f == nil || j >= len(f.out) || f.out[j] == nil || f.out[j][k] == nil {
+		return nil
+	}
+	e := i - firstReader(j)
+	y := f.out[j][k][e]
+	f.out[j][k][e] = nil
+	return y
+}
+
+// runGroups runs, when node i is state j's first reader, the groups of state j whose ops
+// every reader keeps (keep(i, j, k) for each reader i), from the state's shared ReLU.
+func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, states []*torch.Tensor, i int, keep func(i, j, k int) bool) {
+	for j := range states {
+		if j >= len(cell.groups) || cell.groups[j] == nil || firstReader(j) != i {
+			continue
+		}
+		var rep *torch.Tensor
+		for k, g := range cell.groups[j] {
+			if g == nil {
+				continue
+			}
+			all := true
+			for r := firstReader(j); r < len(cell.nodes); r++ {
+				all = all && keep(r, j, k)
+			}
+			if !all {
+				continue
+			}
+			if rep == nil {
+				if shared.relu[j] == nil {
+					shared.relu[j] = c.S.Relu(states[j])
+				}
+				rep = c.S.RepeatChannels(shared.relu[j], int64(len(g.ops)))
+			}
+			if f.out[j] == nil {
+				f.out[j] = make([][]*torch.Tensor, len(cell.groups[j]))
+			}
+			f.out[j][k] = g.run(c, rep)
+		}
+		if rep != nil {
+			rep.Free() // autograd keeps what the groups' backward passes read
+		}
+	}
+}

@@ -1,0 +1,172 @@
+package cells
+
+import (
+	"os"
+	"testing"
+
+	"github.com/metanas-go/metanas/cells/genotype"
+	"github.com/metanas-go/metanas/internal/testutil"
+	"github.com/metanas-go/metanas/torch"
+)
+
+// TestBatchedSearchNetStateFusion reruns, with METANAS_STATE_FUSION=1 (CUDA's default), the PyTorch parity
+// test, the batched network against single ones, the device's pruning against the host's
+// (with host pruning a group runs only where every reader keeps its op) and
+// TestStateGroups; then the batched tests again with CUDA's other switches forced on the CPU
+// (the node batch norm, the 1x1 products, the one-convolution FactorizedReduce). With a CUDA
+// device it also runs the batched test with =0.
+func TestBatchedSearchNetStateFusion(t *testing.T) {
+	if os.Getenv("METANAS_STATE_FUSION") != "" {
+		t.Skip("this process sets METANAS_STATE_FUSION")
+	}
+	t.Run("on", func(t *testing.T) {
+		testutil.RerunWith(t, []string{"METANAS_STATE_FUSION=1"},
+			"^(TestSearchNetParityWithPyTorch|TestBatchedSearchNetMatchesSingle|TestNormalizeOnDevice|TestStateGroups)$",
+			"TestSearchNetParityWithPyTorch", "TestBatchedSearchNetMatchesSingle", "TestNormalizeOnDevice", "TestStateGroups")
+	})
+	t.Run("with CUDA's switches", func(t *testing.T) {
+		testutil.RerunWith(t, []string{"METANAS_STATE_FUSION=1", "METANAS_NODE_BATCH_NORM=1", "METANAS_POINTWISE=matmul",
+			"METANAS_FACTORIZED_REDUCE=patch"},
+			"^(TestBatchedSearchNetMatchesSingle|TestNormalizeOnDevice|TestStateGroups)$",
+			"TestBatchedSearchNetMatchesSingle", "TestNormalizeOnDevice", "TestStateGroups")
+	})
+	if torch.CUDAAvailable() {
+		t.Run("off", func(t *testing.T) {
+			testutil.RerunWith(t, []string{"METANAS_STATE_FUSION=0"}, "^TestBatchedSearchNetMatchesSingle$",
+				"TestBatchedSearchNetMatchesSingle")
+		})
+	}
+}
+
+// TestStateFusionSetting checks METANAS_STATE_FUSION's meaning for the CPU and CUDA: unset,
+// on CUDA only; 1, everywhere; 0, nowhere; another value is reported and read as unset.
+func TestStateFusionSetting(t *testing.T) {
+	want := map[string][2]bool{"": {false, true}, "1": {true, true}, "0": {false, false}, "on": {false, true}}
+	env := testutil.EachSetting(t, "METANAS_STATE_FUSION", "TestStateFusionSetting", "1", "0", "on")
+	w, ok := want[env]
+	if !ok {
+		t.Skipf("METANAS_STATE_FUSION=%s is not one of this test's values", env)
+	}
+	if got := [2]bool{StateFusion(torch.CPU), StateFusion(torch.Device{CUDA: true})}; got != w {
+		t.Errorf("METANAS_STATE_FUSION=%q: fused on (CPU, CUDA) = %v, want %v", env, got, w)
+	}
+}
+
+// TestStateGroups: a one-cell network of 3 nodes (one task and a batch of 2) groups, where
+// StateFusion is on, op k of the edges that read each of states 0, 1 (three nodes) and 2
+// (two) for the four convolutional few-shot ops, and nothing for state 3 (one reader). Its
+// registry holds the group's weights and sep_conv's middle statistics, the weights lie back
+// to back, and one forward pass runs the convolutions of 4 edges instead of 9 (counted in a
+// child process with LibTorch's convolutions, METANAS_FAST_CPU_OPS=0). Without the switch
+// nothing is grouped and all 9 edges run theirs.
+func TestStateGroups(t *testing.T) {
+	if os.Getenv("METANAS_FAST_CPU_OPS") != "0" {
+		testutil.RerunWith(t, []string{"METANAS_FAST_CPU_OPS=0"}, "^TestStateGroups$", "TestStateGroups")
+		return
+	}
+	for _, tasks := range []int{0, 2} {
+		s := torch.NewScope()
+		cfg := SearchConfig{InChannels: 1, Classes: 2, Channels: 4, Layers: 1, Nodes: 3, StemMultiplier: 3,
+			FeatureScaleRate: 1, Primitives: genotype.FewShot, Pairwise: true, AlphaInitStd: 1e-3, Tasks: tasks}
+		n, err := NewSearchNet(s, torch.CPU, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cell := n.cells[0]
+		on := StateFusion(torch.CPU)
+		if !on && cell.groups != nil {
+			t.Fatal("state groups with the switch off")
+		}
+		if on {
+			for j := 0; j < 5; j++ {
+				groups := 0
+				if j < len(cell.groups) {
+					for _, g := range cell.groups[j] {
+						if g != nil {
+							groups++
+							if want := 3 - firstReader(j); len(g.ops) != want {
+								t.Fatalf("state %d: a group of %d readers, want %d", j, len(g.ops), want)
+							}
+						}
+					}
+				}
+				if want := map[bool]int{true: 4, false: 0}[j < 3]; groups != want {
+					t.Fatalf("state %d: %d groups, want %d", j, groups, want)
+				}
+			}
+			// sep_conv_3x3 (column 5) on state 2, read by nodes 1 and 2.
+			g := cell.groups[2][5]
+			sep := g.ops[1].(*sepConv)
+			e, ok := n.Reg.Lookup("net.cells.0.dag.2.2._ops.5.0.net.0.net.2.weight")
+			if !ok || e.Tensor != sep.a.pw {
+				t.Fatal("the registry does not hold node 2's grouped sep_conv weight")
+			}
+			m, ok := n.Reg.Lookup("net.cells.0.dag.2.2._ops.5.0.net.0.net.3.running_var")
+			if !ok || m.Tensor != sep.a.bn.RunVar {
+				t.Fatal("the registry does not hold node 2's middle statistics view")
+			}
+			// The group reads its weights where they lie: a change to one shows in the
+			// concatenation.
+			cs := torch.NewScope()
+			cat := catWeights(&Ctx{S: cs}, g.ops, func(o Op) *torch.Tensor { return o.(*sepConv).b.dw })
+			if err := sep.b.dw.Fill_(3); err != nil {
+				t.Fatal(err)
+			}
+			v := hostValues(t, cs, cat)
+			if v[len(v)-1] != 3 || v[0] == 3 {
+				t.Fatalf("the concatenated weights do not read the weights (first %g, last %g)", v[0], v[len(v)-1])
+			}
+			cs.Close()
+			if err := m.Tensor.Fill_(5); err != nil {
+				t.Fatal(err)
+			}
+			block := hostValues(t, s, g.midVar) // [2 readers * tasks * 4]
+			per := len(block) / 2
+			for i, v := range block {
+				if want := map[bool]float32{true: 5, false: 1}[i >= per]; v != want {
+					t.Fatalf("middle variance block %d = %g, want %g", i, v, want)
+				}
+			}
+		}
+		w, err := n.Normalize(s, Softmax, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc := int64(max(1, tasks))
+		x := s.Randn([]int64{2, tc, 6, 6}, torch.CPU, false)
+		torch.ProfileOps()
+		if _, err := torch.OpProfile(true); err != nil {
+			t.Fatal(err)
+		}
+		runs := stateGroupRuns.Load()
+		y := n.Forward(&Ctx{S: s, Train: true, Tasks: int64(tasks)}, x, w, 0)
+		prof, err := torch.OpProfile(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if sh := y.MustShape(); sh[len(sh)-1] != 2 {
+			t.Fatalf("logits %v", sh)
+		}
+		// Per edge: conv_1x5_5x1 2, conv_3x3 2, sep_conv 4, dil_conv 2 convolutions (6
+		// without the 1x1s, which are matrix products under METANAS_POINTWISE=matmul); the
+		// stem 1 and the preprocessing 2 (1x1s).
+		perEdge, fixed := int64(10), int64(3)
+		if torch.PointwiseMatmul(torch.CPU) {
+			perEdge, fixed = 6, 1
+		}
+		edges, groupRuns := int64(9), int64(0)
+		if on {
+			edges, groupRuns = 4, 12 // 3 states' groups, and state 3's one edge
+		}
+		if got, want := torch.CallsOf(prof, "aten::convolution"), edges*perEdge+fixed; got != want {
+			t.Errorf("tasks %d: %d convolutions, want %d", tasks, got, want)
+		}
+		if got := stateGroupRuns.Load() - runs; got != groupRuns {
+			t.Errorf("tasks %d: %d groups ran, want %d", tasks, got, groupRuns)
+		}
+		s.Close()
+	}
+}

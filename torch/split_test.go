@@ -1,0 +1,149 @@
+package torch
+
+import (
+	"slices"
+	"testing"
+)
+
+// TestRepeatSplitChannels: RepeatChannels copies x's channels r times, copy-major;
+// SplitChannels gives equal views along the channels; gradients through both are the
+// hand-computed sums, the split's parts coming back through one concatenation.
+func TestRepeatSplitChannels(t *testing.T) {
+	s := NewScope()
+	defer s.Close()
+	x := s.Detach(s.Reshape(s.To(s.Arange(12, CPU), Float32, CPU), 2, 3, 2)) // x[n, c, l] = 6n + 2c + l
+	if err := x.SetRequiresGrad(true); err != nil {
+		t.Fatal(err)
+	}
+	y := s.RepeatChannels(x, 2)
+	if sh := y.MustShape(); len(sh) != 3 || sh[0] != 2 || sh[1] != 6 || sh[2] != 2 {
+		t.Fatalf("repeated shape %v, want [2 6 2]", sh)
+	}
+	var want []float32
+	for n := 0; n < 2; n++ {
+		for ch := 0; ch < 6; ch++ {
+			for l := 0; l < 2; l++ {
+				want = append(want, float32(6*n+2*(ch%3)+l))
+			}
+		}
+	}
+	near(t, "repeated", values(t, s.Contiguous(y)), want, 0)
+	parts := s.SplitChannels(y, 3)
+	if len(parts) != 3 {
+		t.Fatalf("%d parts, want 3", len(parts))
+	}
+	// loss = sum_p (p+1) * sum(part p): part p holds channels 2p and 2p+1 of y.
+	var loss *Tensor
+	for p, part := range parts {
+		if sh := part.MustShape(); len(sh) != 3 || sh[1] != 2 {
+			t.Fatalf("part %d shape %v, want [2 2 2]", p, sh)
+		}
+		near(t, "part", values(t, s.Contiguous(part)), []float32{
+			want[4*p], want[4*p+1], want[4*p+2], want[4*p+3], want[12+4*p], want[12+4*p+1], want[12+4*p+2], want[12+4*p+3]}, 0)
+		term := s.Sum(s.MulScalar(part, float64(p+1)))
+		if loss == nil {
+			loss = term
+		} else {
+			loss = s.Add(loss, term)
+		}
+	}
+	ProfileOps()
+	if _, err := OpProfile(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := loss.Backward(); err != nil {
+		t.Fatal(err)
+	}
+	prof, err := OpProfile(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// y's channel ch has gradient ch/2 + 1; x's channel c sums channels c and c+3.
+	g := []float32{3, 3, 4, 4, 5, 5}
+	near(t, "x gradient", values(t, s.Grad(x)), append(g, g...), 0)
+	if n := CallsOf(prof, "aten::cat"); n != 1 {
+		t.Errorf("the parts' gradients took %d concatenations, want 1", n)
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.SplitChannels(x, 2) // 3 channels do not split in 2
+	if s.Err() == nil {
+		t.Error("splitting 3 channels in 2 parts did not fail")
+	}
+}
+
+// TestAdjacentCat: Adjacent's copies keep values, shapes and requires-grad; AdjacentCat of
+// them reads their storage (an in-place change of one shows in the concatenation), and of
+// tensors out of storage order copies (Cat); both hand each input its slice of the gradient.
+func TestAdjacentCat(t *testing.T) {
+	s := NewScope()
+	defer s.Close()
+	a := s.Detach(s.Reshape(s.To(s.Arange(4, CPU), Float32, CPU), 2, 2)) // [[0 1] [2 3]]
+	b := s.Detach(s.Reshape(s.To(s.Arange(2, CPU), Float32, CPU), 1, 2)) // [[0 1]]
+	b = s.AddScalar(b, 10)                                               // [[10 11]]
+	if err := a.SetRequiresGrad(true); err != nil {
+		t.Fatal(err)
+	}
+	leaves := s.Adjacent([]*Tensor{a, b})
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	near(t, "first copy", values(t, leaves[0]), []float32{0, 1, 2, 3}, 0)
+	near(t, "second copy", values(t, leaves[1]), []float32{10, 11}, 0)
+	i0, err0 := leaves[0].Info()
+	i1, err1 := leaves[1].Info()
+	if err0 != nil || err1 != nil {
+		t.Fatal(err0, err1)
+	}
+	if !i0.RequiresGrad || i1.RequiresGrad {
+		t.Fatal("Adjacent changed which tensors require gradients")
+	}
+	if err := leaves[1].SetRequiresGrad(true); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		in     []*Tensor
+		shared bool
+	}{
+		{"in storage order", leaves, true},
+		{"out of order", []*Tensor{leaves[1], leaves[0]}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewScope()
+			defer s.Close()
+			cat := s.AdjacentCat(tc.in)
+			if sh := cat.MustShape(); len(sh) != 2 || sh[0] != 3 || sh[1] != 2 {
+				t.Fatalf("shape %v, want [3 2]", sh)
+			}
+			want := slices.Concat(values(t, tc.in[0]), values(t, tc.in[1]))
+			near(t, "concatenation", values(t, cat), want, 0)
+			r := s.Detach(s.To(s.Arange(6, CPU), Float32, CPU))
+			if err := s.Sum(s.Mul(cat, s.Reshape(r, 3, 2))).Backward(); err != nil {
+				t.Fatal(err)
+			}
+			n0 := tc.in[0].Numel()
+			near(t, "first gradient", values(t, s.Grad(tc.in[0])), values(t, s.Narrow(r, 0, 0, n0)), 0)
+			near(t, "second gradient", values(t, s.Grad(tc.in[1])), values(t, s.Narrow(r, 0, n0, 6-n0)), 0)
+			if err := ZeroGrad(tc.in, true); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Err(); err != nil {
+				t.Fatal(err)
+			}
+			// An in-place change of an input shows in the concatenation only where it
+			// shares the storage.
+			if err := tc.in[0].Fill_(-1); err != nil {
+				t.Fatal(err)
+			}
+			got := values(t, cat)[0]
+			if shared := got == -1; shared != tc.shared {
+				t.Errorf("the concatenation reads its inputs' storage: %v, want %v", shared, tc.shared)
+			}
+			if err := tc.in[0].Copy_(s.Narrow(s.Reshape(s.To(s.Arange(4, CPU), Float32, CPU), 2, 2), 0, 0, tc.in[0].MustShape()[0])); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
