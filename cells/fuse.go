@@ -37,21 +37,23 @@ func StateFusion(dev torch.Device) bool {
 	return dev.CUDA
 }
 
-// stateGroup is op k of the R edges that read one state of a search cell (node i reads
-// state j when j < i+2: a cell's two inputs feed every node, node i's output the nodes
-// after it), run as one op of R times the tasks. The edges' weights are concatenated along
-// their first dimension edge by edge (each edge's weight stacks its tasks' copies the same
-// way), so the concatenation is the weight of a network of R*tasks tasks in edge-major
-// order, and the state's ReLU, repeated R times along its channels, that network's input:
-// one chain of kernels per op type and state instead of R, and one reduction of the
-// repeated input's gradient instead of R-1 additions. Each edge's output is a narrow view
+// stateGroup is op k of the R edges that read the states that node i reads first (node i
+// reads state j when j < i+2: the first node both of the cell's inputs, which feed every
+// node, and node i > 0 the output of node i-1, which feeds the nodes from i on), run as one
+// op of R times the tasks when node i's turn comes. The edges' weights are concatenated
+// along their first dimension edge by edge (each edge's weight stacks its tasks' copies the
+// same way), so the concatenation is the weight of a network of R*tasks tasks in
+// edge-major order, and the states' ReLUs, each repeated once per reader along the
+// channels, that network's input: one chain of kernels per op type for all the edges of
+// the states node i reads first instead of one per edge, and one reduction of each
+// repeated ReLU's gradient instead of an addition per reader. Each edge's output is a view
 // of the group's. The gradients of the concatenated weights come back as contiguous slices
 // that become the edges' gradients as they are. sep_conv's middle batch norm runs once over
 // all the edges' channels: its running statistics live side by side in the blocks midMean
 // and midVar, [R*tasks*C], and each edge's BatchNorm holds a view of its slice (as the
 // registry does).
 type stateGroup struct {
-	ops             []Op // op k of each reader, first node first
+	ops             []Op // op k of each edge of groupEdges, in its order
 	midMean, midVar *torch.Tensor
 }
 
@@ -61,6 +63,32 @@ var stateGroupRuns atomic.Int64
 
 // firstReader returns the first node that reads state j.
 func firstReader(j int) int { return max(0, j-1) }
+
+// groupStates returns the states that node i (of a cell of nodes nodes) reads first.
+func firstStates(i int) []int {
+	if i == 0 {
+		return []int{0, 1}
+	}
+	return []int{i + 1}
+}
+
+// groupEdges returns the edges (node, state) of the states node i reads first, state by
+// state, and each state's readers from node i on: the order of a group's edges.
+func groupEdges(i, nodes int) [][2]int {
+	var out [][2]int
+	for _, j := range firstStates(i) {
+		for r := i; r < nodes; r++ {
+			out = append(out, [2]int{r, j})
+		}
+	}
+	return out
+}
+
+// edgeIndex returns the index of edge (node, state j) in its group's edges.
+func edgeIndex(node, j, nodes int) int {
+	i := firstReader(j)
+	return (j-firstStates(i)[0])*(nodes-i) + node - i
+}
 
 // fusable reports whether ops (op k of the readers of one state) can run as a group: the
 // same convolutional op type, without affine batch norms.
@@ -86,25 +114,26 @@ func fusable(ops []Op) bool {
 	return true
 }
 
-// groupStates gives every cell its state groups: for each state read by two or more nodes
-// and each op column that fusable accepts. sep_conv's middle running statistics move into
-// the group's blocks (the registry's entries become the views).
-func groupStates(r *Registry, cells []*SearchCell) error {
+// buildGroups gives every cell its state groups: for each node whose first-read states
+// have two or more edges, and each op column that fusable accepts. The weights of a
+// group's edges move to one storage per weight slot, and sep_conv's middle running
+// statistics into the group's blocks (the registry's entries become the new tensors).
+func buildGroups(r *Registry, cells []*SearchCell) error {
 	s := r.s
 	for ci, cell := range cells {
 		nodes := len(cell.nodes)
 		K := len(cell.nodes[0][0].ops)
-		cell.groups = make([][]*stateGroup, nodes+1)
+		cell.groups = make([][]*stateGroup, nodes)
 		for j := range cell.groups {
-			first := firstReader(j)
-			if nodes-first < 2 {
+			edges := groupEdges(j, nodes)
+			if len(edges) < 2 {
 				continue
 			}
 			cell.groups[j] = make([]*stateGroup, K)
 			for k := 0; k < K; k++ {
 				var ops []Op
-				for i := first; i < nodes; i++ {
-					ops = append(ops, cell.nodes[i][j].ops[k])
+				for _, e := range edges {
+					ops = append(ops, cell.nodes[e[0]][e[1]].ops[k])
 				}
 				if !fusable(ops) {
 					continue
@@ -119,11 +148,11 @@ func groupStates(r *Registry, cells []*SearchCell) error {
 					}
 					leaves := s.Adjacent(old)
 					if err := s.Err(); err != nil {
-						return fmt.Errorf("cell %d state %d: %w", ci, j, err)
+						return fmt.Errorf("cell %d node %d's group: %w", ci, j, err)
 					}
 					for e, op := range ops {
 						if !r.replace(old[e], leaves[e]) {
-							return fmt.Errorf("cell %d state %d: a weight is not registered", ci, j)
+							return fmt.Errorf("cell %d node %d's group: a weight is not registered", ci, j)
 						}
 						*slot(op) = leaves[e]
 					}
@@ -140,10 +169,10 @@ func groupStates(r *Registry, cells []*SearchCell) error {
 						n := bn.RunMean.Numel()
 						mean, vars := s.Narrow(g.midMean, 0, int64(e)*n, n), s.Narrow(g.midVar, 0, int64(e)*n, n)
 						if err := s.Err(); err != nil {
-							return fmt.Errorf("cell %d state %d: %w", ci, j, err)
+							return fmt.Errorf("cell %d node %d's group: %w", ci, j, err)
 						}
 						if !r.replace(bn.RunMean, mean) || !r.replace(bn.RunVar, vars) {
-							return fmt.Errorf("cell %d state %d: a middle batch norm's statistics are not registered", ci, j)
+							return fmt.Errorf("cell %d node %d's group: a middle batch norm's statistics are not registered", ci, j)
 						}
 						bn.RunMean, bn.RunVar = mean, vars
 					}
@@ -199,8 +228,8 @@ func fusedDil(c *Ctx, ops []Op, get func(Op) *dilConv, bn *BatchNorm) *dilConv {
 	return &d
 }
 
-// run applies the group's ops up to their tail batch norms to rep, the state's ReLU
-// repeated once per reader along its channels, and returns each reader's output (views made
+// run applies the group's ops up to their tail batch norms to rep, the states' ReLUs
+// each repeated once per reader along the channels, and returns each reader's output (views made
 // by one split, whose backward pass concatenates the readers' gradients in one copy).
 func (g *stateGroup) run(c *Ctx, rep *torch.Tensor) []*torch.Tensor {
 	s := c.S
@@ -238,55 +267,63 @@ func (g *stateGroup) run(c *Ctx, rep *torch.Tensor) []*torch.Tensor {
 	return outs
 }
 
-// fusedOutputs holds a cell's state groups' outputs until their readers take them:
-// out[j][k][e] is reader e's output of op k on state j (nil where not grouped this pass).
+// fusedOutputs holds a cell's groups' outputs until their edges' nodes take them:
+// out[i][k][e] is edge e's output of op k in node i's group (nil where it did not run).
 type fusedOutputs struct {
-	out [][][]*torch.Tensor
+	nodes int
+	out   [][][]*torch.Tensor
 }
 
-// take returns node i's output of op k on state j, or nil where no group ran for it.
+// take returns node i's output of op k on state j, or nil where no group ran it.
 func (f *fusedOutputs) take(i, j, k int) *torch.Tensor {
-	if f == nil || j >= len(f.out) || f.out[j] == nil || f.out[j][k] == nil {
+	if f == nil {
 		return nil
 	}
-	e := i - firstReader(j)
-	y := f.out[j][k][e]
-	f.out[j][k][e] = nil
+	g := firstReader(j)
+	if f.out[g] == nil || f.out[g][k] == nil {
+		return nil
+	}
+	e := edgeIndex(i, j, f.nodes)
+	y := f.out[g][k][e]
+	f.out[g][k][e] = nil
 	return y
 }
 
-// runGroups runs, when node i is state j's first reader, the groups of state j whose ops
-// every reader keeps (keep(i, j, k) for each reader i), from the state's shared ReLU.
+// runGroups runs node i's groups whose ops every edge keeps (keep(node, state, k)), from
+// the shared ReLUs of the states node i reads first.
 func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, states []*torch.Tensor, i int, keep func(i, j, k int) bool) {
-	for j := range states {
-		if j >= len(cell.groups) || cell.groups[j] == nil || firstReader(j) != i {
+	if cell.groups[i] == nil {
+		return
+	}
+	edges := groupEdges(i, len(cell.nodes))
+	var rep *torch.Tensor
+	for k, g := range cell.groups[i] {
+		if g == nil {
 			continue
 		}
-		var rep *torch.Tensor
-		for k, g := range cell.groups[j] {
-			if g == nil {
-				continue
-			}
-			all := true
-			for r := firstReader(j); r < len(cell.nodes); r++ {
-				all = all && keep(r, j, k)
-			}
-			if !all {
-				continue
-			}
-			if rep == nil {
+		all := true
+		for _, e := range edges {
+			all = all && keep(e[0], e[1], k)
+		}
+		if !all {
+			continue
+		}
+		if rep == nil {
+			var relus []*torch.Tensor
+			for _, j := range firstStates(i) {
 				if shared.relu[j] == nil {
 					shared.relu[j] = c.S.Relu(states[j])
 				}
-				rep = c.S.RepeatChannels(shared.relu[j], int64(len(g.ops)))
+				relus = append(relus, shared.relu[j])
 			}
-			if f.out[j] == nil {
-				f.out[j] = make([][]*torch.Tensor, len(cell.groups[j]))
-			}
-			f.out[j][k] = g.run(c, rep)
+			rep = c.S.RepeatStates(relus, int64(len(cell.nodes)-i))
 		}
-		if rep != nil {
-			rep.Free() // autograd keeps what the groups' backward passes read
+		if f.out[i] == nil {
+			f.out[i] = make([][]*torch.Tensor, len(cell.groups[i]))
 		}
+		f.out[i][k] = g.run(c, rep)
+	}
+	if rep != nil {
+		rep.Free() // autograd keeps what the groups' backward passes read
 	}
 }

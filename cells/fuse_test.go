@@ -2,6 +2,7 @@ package cells
 
 import (
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/metanas-go/metanas/cells/genotype"
@@ -53,10 +54,11 @@ func TestStateFusionSetting(t *testing.T) {
 }
 
 // TestStateGroups: a one-cell network of 3 nodes (one task and a batch of 2) groups, where
-// StateFusion is on, op k of the edges that read each of states 0, 1 (three nodes) and 2
-// (two) for the four convolutional few-shot ops, and nothing for state 3 (one reader). Its
+// StateFusion is on, op k of the edges of the states each node reads first, for the four
+// convolutional few-shot ops: node 0's group has the 6 edges of states 0 and 1 (each read by
+// all three nodes), node 1's the 2 of state 2, and node 2 none (state 3's one edge). Its
 // registry holds the group's weights and sep_conv's middle statistics, the weights lie back
-// to back, and one forward pass runs the convolutions of 4 edges instead of 9 (counted in a
+// to back, and one forward pass runs the convolutions of 3 edges instead of 9 (counted in a
 // child process with LibTorch's convolutions, METANAS_FAST_CPU_OPS=0). Without the switch
 // nothing is grouped and all 9 edges run theirs.
 func TestStateGroups(t *testing.T) {
@@ -78,24 +80,38 @@ func TestStateGroups(t *testing.T) {
 			t.Fatal("state groups with the switch off")
 		}
 		if on {
-			for j := 0; j < 5; j++ {
+			if len(cell.groups) != 3 {
+				t.Fatalf("%d nodes' groups, want 3", len(cell.groups))
+			}
+			for i, edges := range []int{6, 2, 0} {
 				groups := 0
-				if j < len(cell.groups) {
-					for _, g := range cell.groups[j] {
-						if g != nil {
-							groups++
-							if want := 3 - firstReader(j); len(g.ops) != want {
-								t.Fatalf("state %d: a group of %d readers, want %d", j, len(g.ops), want)
-							}
+				for _, g := range cell.groups[i] {
+					if g != nil {
+						groups++
+						if len(g.ops) != edges {
+							t.Fatalf("node %d: a group of %d edges, want %d", i, len(g.ops), edges)
 						}
 					}
 				}
-				if want := map[bool]int{true: 4, false: 0}[j < 3]; groups != want {
-					t.Fatalf("state %d: %d groups, want %d", j, groups, want)
+				if want := map[bool]int{true: 4, false: 0}[edges > 0]; groups != want {
+					t.Fatalf("node %d: %d groups, want %d", i, groups, want)
 				}
 			}
-			// sep_conv_3x3 (column 5) on state 2, read by nodes 1 and 2.
-			g := cell.groups[2][5]
+			// The edges of node 0's group, state by state, and their indexes.
+			want := [][2]int{{0, 0}, {1, 0}, {2, 0}, {0, 1}, {1, 1}, {2, 1}}
+			if got := groupEdges(0, 3); !slices.Equal(got, want) {
+				t.Fatalf("node 0's group edges %v, want %v", got, want)
+			}
+			for e, ed := range want {
+				if got := edgeIndex(ed[0], ed[1], 3); got != e {
+					t.Fatalf("edge %v has index %d, want %d", ed, got, e)
+				}
+			}
+			if got := edgeIndex(2, 2, 3); got != 1 {
+				t.Fatalf("edge (2, 2) has index %d, want 1", got)
+			}
+			// sep_conv_3x3 (column 5) on state 2, read by nodes 1 and 2 (node 1's group).
+			g := cell.groups[1][5]
 			sep := g.ops[1].(*sepConv)
 			e, ok := n.Reg.Lookup("net.cells.0.dag.2.2._ops.5.0.net.0.net.2.weight")
 			if !ok || e.Tensor != sep.a.pw {
@@ -159,7 +175,7 @@ func TestStateGroups(t *testing.T) {
 		}
 		edges, groupRuns := int64(9), int64(0)
 		if on {
-			edges, groupRuns = 4, 12 // 3 states' groups, and state 3's one edge
+			edges, groupRuns = 3, 8 // nodes 0 and 1's groups, and state 3's one edge
 		}
 		if got, want := torch.CallsOf(prof, "aten::convolution"), edges*perEdge+fixed; got != want {
 			t.Errorf("tasks %d: %d convolutions, want %d", tasks, got, want)

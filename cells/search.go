@@ -96,8 +96,8 @@ type SearchCell struct {
 	cellPreproc
 	nodes [][]edge    // nodes[i][j]: edge from input j into node i
 	norms []*nodeNorm // node i's grouped batch norm (NodeBatchNorm), nil per node or for all
-	// groups[j][k] runs op k of the edges that read state j at once (StateFusion); nil per
-	// state, per op or for all.
+	// groups[i][k] runs op k of the edges of the states node i reads first at once
+	// (StateFusion); nil per node, per op or for all.
 	groups [][]*stateGroup
 	stride func(j int) int64
 	out    int64 // output channels of one node
@@ -209,7 +209,7 @@ func NewSearchNet(s *torch.Scope, dev torch.Device, cfg SearchConfig) (*SearchNe
 		}
 	}
 	if StateFusion(dev) {
-		if err := groupStates(r, n.cells); err != nil {
+		if err := buildGroups(r, n.cells); err != nil {
 			return nil, fmt.Errorf("search network: %w", err)
 		}
 	}
@@ -302,7 +302,7 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 	keep := func(i, j, k int) bool { return active[i] == nil || active[i][j*K+k] }
 	var fused *fusedOutputs
 	if cell.groups != nil && torch.BranchStreams() < 2 {
-		fused = &fusedOutputs{out: make([][][]*torch.Tensor, len(cell.groups))}
+		fused = &fusedOutputs{nodes: len(cell.nodes), out: make([][][]*torch.Tensor, len(cell.groups))}
 	}
 	for i, row := range cell.nodes {
 		nIn := i + 2

@@ -219,12 +219,13 @@ func (s *Scope) Narrow(x *Tensor, dim, start, length int64) *Tensor {
 	})
 }
 
-// RepeatChannels returns x ([N, C, ...]) repeated r times along its channels: [N, r*C, ...],
-// copy i at channels [i*C, (i+1)*C). One copy forward; the backward pass sums the copies'
-// gradients in one reduction (where r readers of x would add r gradients).
-func (s *Scope) RepeatChannels(x *Tensor, r int64) *Tensor {
-	return s.unary("repeat_channels", x, func(a C.mt_tensor, o *C.mt_tensor) *C.char {
-		return C.mt_repeat_channels(a, C.int64_t(r), o)
+// RepeatStates returns xs ([N, C, ...] each, one shape) each repeated r times along the
+// channels: [N, len(xs)*r*C, ...], copy i of tensor m at channels [(m*r+i)*C, (m*r+i+1)*C).
+// One copy forward; the backward pass sums each tensor's copies' gradients in one reduction
+// (where r readers would add r gradients).
+func (s *Scope) RepeatStates(xs []*Tensor, r int64) *Tensor {
+	return s.list("repeat_states", xs, func(h *C.mt_tensor, n C.int64_t, o *C.mt_tensor) *C.char {
+		return C.mt_repeat_states(h, n, C.int64_t(r), o)
 	})
 }
 

@@ -5,32 +5,38 @@ import (
 	"testing"
 )
 
-// TestRepeatSplitChannels: RepeatChannels copies x's channels r times, copy-major;
-// SplitChannels gives equal views along the channels; gradients through both are the
-// hand-computed sums, the split's parts coming back through one concatenation.
-func TestRepeatSplitChannels(t *testing.T) {
+// TestRepeatStatesSplitChannels: RepeatStates copies each tensor's channels r times,
+// tensor-major then copy-major; SplitChannels gives equal views along the channels;
+// gradients through both are the hand-computed sums, the split's parts coming back through
+// one concatenation.
+func TestRepeatStatesSplitChannels(t *testing.T) {
 	s := NewScope()
 	defer s.Close()
-	x := s.Detach(s.Reshape(s.To(s.Arange(12, CPU), Float32, CPU), 2, 3, 2)) // x[n, c, l] = 6n + 2c + l
-	if err := x.SetRequiresGrad(true); err != nil {
-		t.Fatal(err)
+	a := s.Detach(s.Reshape(s.To(s.Arange(12, CPU), Float32, CPU), 2, 3, 2)) // a[n, c, l] = 6n + 2c + l
+	b := s.Detach(s.AddScalar(a, 100))
+	for _, x := range []*Tensor{a, b} {
+		if err := x.SetRequiresGrad(true); err != nil {
+			t.Fatal(err)
+		}
 	}
-	y := s.RepeatChannels(x, 2)
-	if sh := y.MustShape(); len(sh) != 3 || sh[0] != 2 || sh[1] != 6 || sh[2] != 2 {
-		t.Fatalf("repeated shape %v, want [2 6 2]", sh)
+	y := s.RepeatStates([]*Tensor{a, b}, 2)
+	if sh := y.MustShape(); len(sh) != 3 || sh[0] != 2 || sh[1] != 12 || sh[2] != 2 {
+		t.Fatalf("repeated shape %v, want [2 12 2]", sh)
 	}
 	var want []float32
 	for n := 0; n < 2; n++ {
-		for ch := 0; ch < 6; ch++ {
+		for ch := 0; ch < 12; ch++ { // tensor ch/6, copy ch%6/3, channel ch%3
 			for l := 0; l < 2; l++ {
-				want = append(want, float32(6*n+2*(ch%3)+l))
+				want = append(want, float32(100*(ch/6)+6*n+2*(ch%3)+l))
 			}
 		}
 	}
 	near(t, "repeated", values(t, s.Contiguous(y)), want, 0)
-	parts := s.SplitChannels(y, 3)
-	if len(parts) != 3 {
-		t.Fatalf("%d parts, want 3", len(parts))
+	one := s.RepeatStates([]*Tensor{a}, 2)
+	near(t, "one repeated", values(t, s.Contiguous(one)), slices.Concat(want[:12], want[24:36]), 0)
+	parts := s.SplitChannels(y, 6)
+	if len(parts) != 6 {
+		t.Fatalf("%d parts, want 6", len(parts))
 	}
 	// loss = sum_p (p+1) * sum(part p): part p holds channels 2p and 2p+1 of y.
 	var loss *Tensor
@@ -38,8 +44,7 @@ func TestRepeatSplitChannels(t *testing.T) {
 		if sh := part.MustShape(); len(sh) != 3 || sh[1] != 2 {
 			t.Fatalf("part %d shape %v, want [2 2 2]", p, sh)
 		}
-		near(t, "part", values(t, s.Contiguous(part)), []float32{
-			want[4*p], want[4*p+1], want[4*p+2], want[4*p+3], want[12+4*p], want[12+4*p+1], want[12+4*p+2], want[12+4*p+3]}, 0)
+		near(t, "part", values(t, s.Contiguous(part)), slices.Concat(want[4*p:4*p+4], want[24+4*p:24+4*p+4]), 0)
 		term := s.Sum(s.MulScalar(part, float64(p+1)))
 		if loss == nil {
 			loss = term
@@ -58,16 +63,18 @@ func TestRepeatSplitChannels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// y's channel ch has gradient ch/2 + 1; x's channel c sums channels c and c+3.
-	g := []float32{3, 3, 4, 4, 5, 5}
-	near(t, "x gradient", values(t, s.Grad(x)), append(g, g...), 0)
+	// y's channel ch has gradient ch/2 + 1; channel c of a sums channels c and c+3, of b
+	// channels 6+c and 9+c.
+	ga, gb := []float32{3, 3, 4, 4, 5, 5}, []float32{9, 9, 10, 10, 11, 11}
+	near(t, "a gradient", values(t, s.Grad(a)), slices.Concat(ga, ga), 0)
+	near(t, "b gradient", values(t, s.Grad(b)), slices.Concat(gb, gb), 0)
 	if n := CallsOf(prof, "aten::cat"); n != 1 {
 		t.Errorf("the parts' gradients took %d concatenations, want 1", n)
 	}
 	if err := s.Err(); err != nil {
 		t.Fatal(err)
 	}
-	s.SplitChannels(x, 2) // 3 channels do not split in 2
+	s.SplitChannels(a, 2) // 3 channels do not split in 2
 	if s.Err() == nil {
 		t.Error("splitting 3 channels in 2 parts did not fail")
 	}

@@ -195,19 +195,26 @@ char *mt_narrow(mt_tensor x, int64_t dim, int64_t start, int64_t length, mt_tens
   MT_CATCH("narrow", x)
 }
 
-// mt_repeat_channels returns x ([N, C, ...]) repeated r times along its channels, [N, r*C,
-// ...] in copy-major order, as one copy; its backward pass sums the r copies' gradients in
-// one reduction.
-char *mt_repeat_channels(mt_tensor x, int64_t r, mt_tensor *out) {
+// mt_repeat_states returns xs (n tensors [N, C, ...] of one shape) each repeated r times
+// along the channels, [N, n*r*C, ...] in the order (tensor, copy, channel), as one copy; its
+// backward pass sums each tensor's r copies' gradients in one reduction per tensor.
+char *mt_repeat_states(mt_tensor *xs, int64_t n, int64_t r, mt_tensor *out) {
   MT_TRY
-  const auto &t = T(x);
-  if (t.dim() < 2 || r < 1) throw std::invalid_argument("repeat_channels: needs [N, C, ...] and r >= 1");
-  auto sizes = t.sizes().vec();
-  sizes.insert(sizes.begin() + 1, r);
-  auto flat = t.sizes().vec();
-  flat[1] *= r;
-  *out = wrap(t.unsqueeze(1).expand(sizes).reshape(flat));
-  MT_CATCH("repeat_channels", x)
+  auto ts = mt::tensors(xs, n);
+  if (ts.empty() || ts[0].dim() < 2 || r < 1)
+    throw std::invalid_argument("repeat_states: needs tensors [N, C, ...] and r >= 1");
+  // Each tensor as [N, r, C, ...] (an expanded view), concatenated along the copies (one
+  // copy kernel): backward, each view's gradient is summed over its copies.
+  std::vector<at::Tensor> views;
+  for (const auto &t : ts) {
+    auto sizes = t.sizes().vec();
+    sizes.insert(sizes.begin() + 1, r);
+    views.push_back(t.unsqueeze(1).expand(sizes));
+  }
+  auto flat = ts[0].sizes().vec();
+  flat[1] *= n * r;
+  *out = wrap(at::cat(views, 1).view(flat));
+  MT_CATCH("repeat_states", n > 0 ? xs[0] : nullptr, n > 1 ? xs[1] : nullptr)
 }
 
 // mt_split_channels writes to outs the parts views of x ([N, parts*C, ...]) along its

@@ -193,7 +193,7 @@ char *mt_stack(mt_tensor *ts, int64_t n, int64_t dim, mt_tensor *out);
 char *mt_slice(mt_tensor x, int64_t dim, int64_t start, int64_t end, int64_t step,
                mt_tensor *out);
 char *mt_narrow(mt_tensor x, int64_t dim, int64_t start, int64_t length, mt_tensor *out);
-char *mt_repeat_channels(mt_tensor x, int64_t r, mt_tensor *out);
+char *mt_repeat_states(mt_tensor *xs, int64_t n, int64_t r, mt_tensor *out);
 char *mt_split_channels(mt_tensor x, int64_t parts, mt_tensor *outs);
 char *mt_reshape(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
 char *mt_view(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
