@@ -1,6 +1,7 @@
 package cells
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"testing"
@@ -184,5 +185,97 @@ func TestStateGroups(t *testing.T) {
 			t.Errorf("tasks %d: %d groups ran, want %d", tasks, got, groupRuns)
 		}
 		s.Close()
+	}
+}
+
+// TestStateGroupsMatchSeparate: two networks of the same weights, one with its groups built
+// (buildGroups, whatever the switch) and one without, agree over three training steps
+// (forward, backward of sum(logits * r), SGD on weights and alphas, running statistics
+// updated): the logits of every step, and at the end every weight, alpha, running
+// statistic and batch counter, within float rounding (closeTo). One task and a batch of 3; drop-path off and
+// every op kept. In a process where the switch builds the groups already it skips.
+func TestStateGroupsMatchSeparate(t *testing.T) {
+	for _, tasks := range []int{0, 3} {
+		t.Run(fmt.Sprint("tasks=", tasks), func(t *testing.T) {
+			s := torch.NewScope()
+			defer s.Close()
+			cfg := SearchConfig{InChannels: 2, Classes: 3, Channels: 4, Layers: 3, Nodes: 3, Reductions: []int{1},
+				StemMultiplier: 3, FeatureScaleRate: 1, Primitives: genotype.FewShot, Pairwise: true, AlphaInitStd: 1.5,
+				Tasks: tasks}
+			nets := make([]*SearchNet, 2)
+			for i := range nets {
+				torch.ManualSeed(5)
+				n, err := NewSearchNet(s, torch.CPU, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				nets[i] = n
+			}
+			if nets[0].cells[0].groups != nil {
+				t.Skip("the switch groups every network of this process")
+			}
+			if err := buildGroups(nets[1].Reg, nets[1].cells); err != nil {
+				t.Fatal(err)
+			}
+			tc := int64(max(1, tasks))
+			const N, H, lr = 4, 8, 0.05
+			runs := stateGroupRuns.Load()
+			for step := 0; step < 3; step++ {
+				torch.ManualSeed(uint64(40 + step))
+				x := s.Randn([]int64{N, 2 * tc, H, H}, torch.CPU, false)
+				var logits [2][]float32
+				for i, n := range nets {
+					w, err := n.Normalize(s, Softmax, 0.5)
+					if err != nil {
+						t.Fatal(err)
+					}
+					y := n.Forward(&Ctx{S: s, Train: true, Tasks: int64(tasks)}, x, w, 0)
+					torch.ManualSeed(uint64(60 + step))
+					r := s.Randn(y.MustShape(), torch.CPU, false)
+					if err := s.Sum(s.Mul(y, r)).Backward(); err != nil {
+						t.Fatal(err)
+					}
+					logits[i] = hostValues(t, s, y)
+					params := append(n.Weights(), n.Alphas()...)
+					for _, p := range params {
+						if g := s.Grad(p); g != nil {
+							if err := p.Add_(g, -lr); err != nil {
+								t.Fatal(err)
+							}
+						}
+					}
+					if err := torch.ZeroGrad(params, true); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for k, v := range logits[1] {
+					if !closeTo(v, logits[0][k]) {
+						t.Fatalf("step %d logit %d: %g grouped, %g separate", step, k, v, logits[0][k])
+					}
+				}
+			}
+			if got := stateGroupRuns.Load() - runs; got != 3*3*8 {
+				t.Errorf("%d groups ran, want %d (3 steps, 3 cells, 8 groups)", got, 3*3*8)
+			}
+			a, err := nets[0].Reg.StateDict() // batch counters included
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := nets[1].Reg.StateDict()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k := range a {
+				if a[k].Name != b[k].Name {
+					t.Fatalf("entry %d: %s against %s", k, b[k].Name, a[k].Name)
+				}
+				want, got := hostValues(t, s, a[k].Tensor), hostValues(t, s, b[k].Tensor)
+				for i := range want {
+					if !closeTo(got[i], want[i]) {
+						t.Fatalf("%s[%d]: %g grouped, %g separate", a[k].Name, i, got[i], want[i])
+					}
+				}
+			}
+		})
 	}
 }
