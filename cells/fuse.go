@@ -228,9 +228,11 @@ func fusedDil(c *Ctx, ops []Op, get func(Op) *dilConv, bn *BatchNorm) *dilConv {
 	return &d
 }
 
-// run applies the group's ops up to their tail batch norms to rep, the states' ReLUs
-// each repeated once per reader along the channels, and returns each reader's output (views made
-// by one split, whose backward pass concatenates the readers' gradients in one copy).
+// run applies the group's ops up to their tail batch norms to rep, the states' ReLUs each
+// repeated once per reader along the channels, and returns each edge's output as [N,
+// tasks, C, H, W] (views made by one split, whose backward pass concatenates the edges'
+// gradients in one copy; a node batch norm takes them so, and their gradients, slices of
+// its stacked one, strided along the tasks, reach that concatenation without a copy each).
 func (g *stateGroup) run(c *Ctx, rep *torch.Tensor) []*torch.Tensor {
 	s := c.S
 	R := int64(len(g.ops))
@@ -262,7 +264,7 @@ func (g *stateGroup) run(c *Ctx, rep *torch.Tensor) []*torch.Tensor {
 	if s.Err() != nil {
 		return make([]*torch.Tensor, R)
 	}
-	outs := s.SplitChannels(y, R)
+	outs := s.SplitChannels(y, R, c.tasks())
 	y.Free() // the views hold its memory
 	return outs
 }

@@ -466,9 +466,10 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 					o.own = append(o.own, y)
 					continue
 				}
-				out := op.(tailNorm).tailBN().Forward(c, y)
+				flat := c.S.Flatten(y, 1, 2) // [N, tasks*C, H, W]
+				out := op.(tailNorm).tailBN().Forward(c, flat)
 				o.outs = append(o.outs, out)
-				o.own = append(o.own, y, out)
+				o.own = append(o.own, y, flat, out)
 				o.idx = append(o.idx, col)
 				o.drop = append(o.drop, true)
 				continue

@@ -163,11 +163,14 @@ func TestNodeBatchNormErrors(t *testing.T) {
 	}{
 		{"block of 3 channels", func(s *Scope) {
 			s.NodeBatchNorm([]*Tensor{x}, s.Zeros([]int64{2, 2, 3}, CPU), s.Ones([]int64{2, 2, 3}, CPU), []int64{0}, 2, true, 0.1, 1e-5)
-		}, "not contiguous blocks [2, members, 2]"},
+		}, "is neither [N, 2*3, ...] nor [N, 2, 3, ...]"},
 		{"members not rising", func(s *Scope) { s.NodeBatchNorm([]*Tensor{x, x}, rm, rv, []int64{1, 1}, 2, true, 0.1, 1e-5) }, "must rise"},
 		{"member out of range", func(s *Scope) { s.NodeBatchNorm([]*Tensor{x}, rm, rv, []int64{2}, 2, true, 0.1, 1e-5) }, "must rise"},
 		{"outputs not the members", func(s *Scope) { s.NodeBatchNorm([]*Tensor{x}, rm, rv, nil, 2, true, 0.1, 1e-5) }, "1 op outputs for 2 members"},
-		{"channels not of the tasks", func(s *Scope) { s.NodeBatchNorm([]*Tensor{x}, rm, rv, []int64{0}, 3, true, 0.1, 1e-5) }, "does not hold 3 tasks"},
+		{"channels not of the tasks", func(s *Scope) {
+			s.NodeBatchNorm([]*Tensor{x}, s.Zeros([]int64{3, 2, 2}, CPU), s.Ones([]int64{3, 2, 2}, CPU), []int64{0}, 3, true, 0.1, 1e-5)
+		}, "is neither [N, 3*2, ...] nor [N, 3, 2, ...]"},
+		{"blocks not of the tasks", func(s *Scope) { s.NodeBatchNorm([]*Tensor{x}, rm, rv, []int64{0}, 3, true, 0.1, 1e-5) }, "not contiguous blocks [3, members, C]"},
 		{"selection of the wrong length", func(s *Scope) { s.NodeBatchNorm([]*Tensor{x}, rm, rv, []int64{0, 1}, 2, true, 0.1, 1e-5) }, "1 outputs, 2 members selected"},
 	}
 	for _, tc := range cases {

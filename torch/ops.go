@@ -231,8 +231,10 @@ func (s *Scope) RepeatStates(xs []*Tensor, r int64) *Tensor {
 
 // SplitChannels returns x ([N, parts*C, ...]) as parts views [N, C, ...] along its channels,
 // made by one split: the parts' gradients come back as one concatenation, where a narrow
-// per part would spread each part's gradient over zeros of x's size and add them up.
-func (s *Scope) SplitChannels(x *Tensor, parts int64) []*Tensor {
+// per part would spread each part's gradient over zeros of x's size and add them up. With
+// tasks > 0 each part is [N, tasks, C/tasks, ...] instead (see NodeBatchNorm, which takes
+// such parts: their gradients, strided along the tasks, then need no copy).
+func (s *Scope) SplitChannels(x *Tensor, parts, tasks int64) []*Tensor {
 	out := make([]*Tensor, max(parts, 0))
 	for i := range out {
 		out[i] = &Tensor{}
@@ -244,7 +246,7 @@ func (s *Scope) SplitChannels(x *Tensor, parts int64) []*Tensor {
 		return out
 	}
 	hs := make([]C.mt_tensor, parts)
-	if e := C.mt_split_channels(x.h, C.int64_t(parts), &hs[0]); e != nil {
+	if e := C.mt_split_channels(x.h, C.int64_t(parts), C.int64_t(tasks), &hs[0]); e != nil {
 		s.fail(cerr(e))
 		return out
 	}

@@ -34,7 +34,7 @@ func TestRepeatStatesSplitChannels(t *testing.T) {
 	near(t, "repeated", values(t, s.Contiguous(y)), want, 0)
 	one := s.RepeatStates([]*Tensor{a}, 2)
 	near(t, "one repeated", values(t, s.Contiguous(one)), slices.Concat(want[:12], want[24:36]), 0)
-	parts := s.SplitChannels(y, 6)
+	parts := s.SplitChannels(y, 6, 0)
 	if len(parts) != 6 {
 		t.Fatalf("%d parts, want 6", len(parts))
 	}
@@ -74,7 +74,7 @@ func TestRepeatStatesSplitChannels(t *testing.T) {
 	if err := s.Err(); err != nil {
 		t.Fatal(err)
 	}
-	s.SplitChannels(a, 2) // 3 channels do not split in 2
+	s.SplitChannels(a, 2, 0) // 3 channels do not split in 2
 	if s.Err() == nil {
 		t.Error("splitting 3 channels in 2 parts did not fail")
 	}
@@ -152,5 +152,50 @@ func TestAdjacentCat(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestNodeBatchNormTaskParts: the node batch norm of a split output's parts as [N, tasks, C,
+// H, W] (SplitChannels with tasks) equals that of the same parts as [N, tasks*C, H, W], in
+// value and in the split tensor's gradient, and their gradients reach the split's
+// concatenation without the copy each 4-d part needs (counted).
+func TestNodeBatchNormTaskParts(t *testing.T) {
+	const N, T, C, parts = 3, 2, 4, 2
+	var outs, grads [2][]float32
+	var copies [2]int64
+	ProfileOps()
+	for k, tasks := range []int64{0, T} {
+		s := NewScope()
+		ManualSeed(4)
+		y := s.Randn([]int64{N, parts * T * C, 3, 3}, CPU, true)
+		rm := s.Zeros([]int64{T, parts, C}, CPU)
+		rv := s.Ones([]int64{T, parts, C}, CPU)
+		st := s.NodeBatchNorm(s.SplitChannels(y, parts, tasks), rm, rv, nil, T, true, 0.1, 1e-5)
+		if sh := st.MustShape(); len(sh) != 6 || sh[0] != N || sh[1] != T || sh[2] != parts || sh[3] != C {
+			t.Fatalf("tasks %d: stacked shape %v, want [%d %d %d %d 3 3]", tasks, sh, N, T, parts, C)
+		}
+		r := s.Randn(st.MustShape(), CPU, false)
+		loss := s.Sum(s.Mul(st, r))
+		if _, err := OpProfile(true); err != nil {
+			t.Fatal(err)
+		}
+		if err := loss.Backward(); err != nil {
+			t.Fatal(err)
+		}
+		prof, err := OpProfile(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copies[k] = CallsOf(prof, "aten::clone")
+		outs[k], grads[k] = values(t, s.Contiguous(st)), values(t, s.Grad(y))
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	near(t, "normalised", outs[1], outs[0], 1e-6)
+	near(t, "gradient", grads[1], grads[0], 1e-5)
+	if copies[0] != parts || copies[1] != 0 {
+		t.Errorf("gradient copies: %d with 4-d parts (want %d), %d with task parts (want 0)", copies[0], parts, copies[1])
 	}
 }

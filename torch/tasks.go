@@ -43,7 +43,8 @@ func (s *Scope) MixedTasksStacked(stacked *Tensor, outs []*Tensor, wpair, wops *
 	return s.res(e, *out)
 }
 
-// NodeBatchNorm normalises the outputs outs ([N, tasks*C, H, W], all of one shape) of a
+// NodeBatchNorm normalises the outputs outs ([N, tasks*C, H, W], or [N, tasks, C, H, W] as
+// SplitChannels with tasks gives them: one geometry) of a
 // batched network's node with one batch norm without affine tensors, each (task, op,
 // channel) over its samples and positions as the ops' own batch norms would, and returns
 // them stacked, [N, tasks, len(outs), C, H, W] (MixedTasksStacked's input). runMean and

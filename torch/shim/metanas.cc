@@ -197,25 +197,35 @@ char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv,
   if (m <= 0) throw std::invalid_argument("no op outputs");
   if (tasks < 1) throw std::invalid_argument("tasks must be >= 1");
   std::vector<at::Tensor> ts = mt::tensors(outs, m);
-  const auto sizes = ts[0].sizes();
-  if (sizes.size() < 2 || sizes[1] % tasks != 0)
-    throw std::invalid_argument("op output 0 of shape " + std::string(c10::str(sizes)) + " does not hold " +
-                                std::to_string(tasks) + " tasks in its channels");
-  const int64_t N = sizes[0], C = sizes[1] / tasks;
   const auto &bm = T(rm), &bv = T(rv);
-  if (bm.dim() != 3 || bm.size(0) != tasks || bm.size(2) != C || !bm.is_contiguous() ||
-      !bv.sizes().equals(bm.sizes()) || !bv.is_contiguous())
+  if (bm.dim() != 3 || bm.size(0) != tasks || !bm.is_contiguous() || !bv.sizes().equals(bm.sizes()) ||
+      !bv.is_contiguous())
     throw std::invalid_argument("running statistics " + std::string(c10::str(bm.sizes())) + " and " +
                                 std::string(c10::str(bv.sizes())) + " are not contiguous blocks [" +
-                                std::to_string(tasks) + ", members, " + std::to_string(C) + "]");
-  const int64_t members = bm.size(1);
+                                std::to_string(tasks) + ", members, C]");
+  const int64_t C = bm.size(2), members = bm.size(1);
+  // Each output as [N, tasks, C, ...]: given so (a group's piece, whose gradient then comes
+  // back strided as it is), or as [N, tasks*C, ...].
+  auto given = [&](const at::Tensor &t) { return t.dim() >= 3 && t.size(1) == tasks && t.size(2) == C; };
+  auto split = [&](const at::Tensor &t) {
+    if (given(t)) return t;
+    if (t.dim() >= 2 && t.size(1) == tasks * C) return t.unflatten(1, {tasks, C});
+    throw std::invalid_argument("op output of shape " + std::string(c10::str(t.sizes())) + " is neither [N, " +
+                                std::to_string(tasks) + "*" + std::to_string(C) + ", ...] nor [N, " +
+                                std::to_string(tasks) + ", " + std::to_string(C) + ", ...]");
+  };
+  const auto geom = split(ts[0]).sizes().vec();  // [N, tasks, C, ...]
+  std::vector<int64_t> sizes{geom[0], tasks * C};
+  sizes.insert(sizes.end(), geom.begin() + 3, geom.end());
+  const int64_t N = geom[0];
   std::vector<at::Tensor> v;
   v.reserve(m);
   for (int64_t i = 0; i < m; i++) {
-    if (!ts[i].sizes().equals(sizes))
+    const auto g = split(ts[i]);
+    if (!g.sizes().equals(geom))
       throw std::invalid_argument("op output " + std::to_string(i) + " has shape " + std::string(c10::str(ts[i].sizes())) +
-                                  ", output 0 " + std::string(c10::str(sizes)));
-    v.push_back(by_tasks(ts[i], N, tasks));
+                                  ", output 0 " + std::string(c10::str(ts[0].sizes())));
+    v.push_back(given(ts[i]) ? ts[i].reshape({N, tasks, -1}) : by_tasks(ts[i], N, tasks));
   }
   at::Tensor srm = bm, srv = bv, selT;
   if (sel != nullptr) {

@@ -194,7 +194,7 @@ char *mt_slice(mt_tensor x, int64_t dim, int64_t start, int64_t end, int64_t ste
                mt_tensor *out);
 char *mt_narrow(mt_tensor x, int64_t dim, int64_t start, int64_t length, mt_tensor *out);
 char *mt_repeat_states(mt_tensor *xs, int64_t n, int64_t r, mt_tensor *out);
-char *mt_split_channels(mt_tensor x, int64_t parts, mt_tensor *outs);
+char *mt_split_channels(mt_tensor x, int64_t parts, int64_t tasks, mt_tensor *outs);
 char *mt_reshape(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
 char *mt_view(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
 char *mt_flatten(mt_tensor x, int64_t start, int64_t end, mt_tensor *out);
