@@ -54,7 +54,7 @@ cd "$(dirname "$0")/.." || exit 1
 LOGS=build/gpu-check
 mkdir -p "$LOGS"
 export GPU_CHECK_TESTS=${GPU_CHECK_TESTS:-"torch.test cells.test metanas_learn.test metanas_train.test"}
-export GPU_CHECK_RUN=${GPU_CHECK_RUN:-CUDA|Batched|Graph}
+export GPU_CHECK_RUN=${GPU_CHECK_RUN:-CUDA|Batched|Graph|StateGroupsMatch}
 export GPU_CHECK_OPBENCH=${GPU_CHECK_OPBENCH:-0}
 export GPU_BENCH_TIMEOUT=${GPU_BENCH_TIMEOUT:-100}
 # The bench variants of a session: the batched og_metanas and in_metanas steps from graphs.

@@ -57,12 +57,14 @@ type Result struct {
 	StepsPerTask   int     `json:"steps_per_task"`
 	PeakRSSMiB     float64 `json:"peak_rss_mib"`
 	CPUPool        bool    `json:"cpu_pool"` // CPU tensors from the shim's pool (torch.CPUPool)
-	// The GPU switches in effect (README: on CUDA the node batch norm and the 1x1 products
-	// are on unless switched off, branch streams off unless switched on), so that a line
-	// says what it measured.
+	// The GPU switches in effect (README: on CUDA the node batch norm, the 1x1 products and
+	// the grouped ops of a cell's states are on unless switched off, branch streams off
+	// unless switched on, and they turn the grouping off), so that a line says what it
+	// measured.
 	BranchStreams   int     `json:"branch_streams,omitempty"`
 	PointwiseMatmul bool    `json:"pointwise_matmul,omitempty"`
 	NodeBatchNorm   bool    `json:"node_batch_norm,omitempty"`
+	StateFusion     bool    `json:"state_fusion,omitempty"`
 	HostSyncsPerStp float64 `json:"host_syncs_per_step"`
 	// On CUDA, LibTorch's allocator at its peak in each part of the run (untimed warming
 	// passes and graph captures included): "warmup", "search" and "meta_test".
@@ -330,6 +332,7 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	r.CPUPool = torch.CPUPool().Enabled
 	r.BranchStreams, r.PointwiseMatmul = torch.BranchStreams(), torch.PointwiseMatmul(tr.Dev)
 	r.NodeBatchNorm = cfg.Run.BatchTasks > 1 && cells.NodeBatchNorm(tr.Dev)
+	r.StateFusion = cells.StateFusion(tr.Dev) && r.BranchStreams < 2
 	return r, nil
 }
 

@@ -117,16 +117,21 @@ func TestTraceKernelsScript(t *testing.T) {
 }
 
 // TestExperimentFields runs a short smoke case in batches of 2 tasks on the CPU and checks
-// that its line names the GPU switches in effect: none here (the CPU's defaults), and in a
-// child process with METANAS_BRANCH_STREAMS=3, METANAS_POINTWISE=matmul and
-// METANAS_NODE_BATCH_NORM=1, all three.
+// that its line names the GPU switches in effect: none here (the CPU's defaults); in a
+// child process with METANAS_BRANCH_STREAMS=3, METANAS_POINTWISE=matmul,
+// METANAS_NODE_BATCH_NORM=1 and METANAS_STATE_FUSION=1, the first three (branch streams
+// turn the grouping off); in one with METANAS_STATE_FUSION=1 alone, the grouping.
 func TestExperimentFields(t *testing.T) {
 	want := map[string]any{}
-	if os.Getenv("METANAS_BRANCH_STREAMS") == "3" {
+	switch {
+	case os.Getenv("METANAS_BRANCH_STREAMS") == "3":
 		want = map[string]any{"branch_streams": 3.0, "pointwise_matmul": true, "node_batch_norm": true}
-	} else {
-		testutil.RerunWith(t, []string{"METANAS_BRANCH_STREAMS=3", "METANAS_POINTWISE=matmul", "METANAS_NODE_BATCH_NORM=1"},
-			"^TestExperimentFields$", "TestExperimentFields")
+	case os.Getenv("METANAS_STATE_FUSION") == "1":
+		want = map[string]any{"state_fusion": true}
+	default:
+		testutil.RerunWith(t, []string{"METANAS_BRANCH_STREAMS=3", "METANAS_POINTWISE=matmul", "METANAS_NODE_BATCH_NORM=1",
+			"METANAS_STATE_FUSION=1"}, "^TestExperimentFields$", "TestExperimentFields")
+		testutil.RerunWith(t, []string{"METANAS_STATE_FUSION=1"}, "^TestExperimentFields$", "TestExperimentFields")
 	}
 	code, out, errOut := testutil.Capture(t, func() int {
 		return run([]string{"--configs", "../../configs", "--cases", "smoke", "--batch-tasks", "2", "--test-steps", "2"})
@@ -138,7 +143,7 @@ func TestExperimentFields(t *testing.T) {
 	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &line); err != nil {
 		t.Fatalf("bench line %q: %v", out, err)
 	}
-	for _, k := range []string{"branch_streams", "pointwise_matmul", "node_batch_norm"} {
+	for _, k := range []string{"branch_streams", "pointwise_matmul", "node_batch_norm", "state_fusion"} {
 		if got, w := line[k], want[k]; got != w {
 			t.Errorf("%s = %v, want %v (METANAS_BRANCH_STREAMS=%q)", k, got, w, os.Getenv("METANAS_BRANCH_STREAMS"))
 		}
