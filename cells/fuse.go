@@ -49,12 +49,74 @@ func StateFusion(dev torch.Device) bool {
 // repeated ReLU's gradient instead of an addition per reader. Each edge's output is a view
 // of the group's. The gradients of the concatenated weights come back as contiguous slices
 // that become the edges' gradients as they are. sep_conv's middle batch norm runs once over
-// all the edges' channels: its running statistics live side by side in the blocks midMean
-// and midVar, [R*tasks*C], and each edge's BatchNorm holds a view of its slice (as the
-// registry does).
+// all the edges' channels, and so do the ops' last batch norms where no node batch norm
+// applies them (groupNorm).
 type stateGroup struct {
-	ops             []Op // op k of each edge of groupEdges, in its order
-	midMean, midVar *torch.Tensor
+	ops []Op // op k of each edge of groupEdges, in its order
+	// mid is the batch norm over every edge's channels of sep_conv's middle one, tail that of
+	// the ops' last ones where no node batch norm applies them (nil: none).
+	mid, tail *groupNorm
+}
+
+// groupNorm is one batch norm without affine tensors over the channels of a group's edges:
+// the running statistics of the edges' own batch norms (members) live side by side in the
+// blocks mean and vars, [R*tasks*C], and each member holds views of its slice (as the
+// registry does).
+type groupNorm struct {
+	members     []*BatchNorm
+	mean, vars  *torch.Tensor
+	eps, moment float64
+}
+
+// blockNorms moves the running statistics of the batch norms that get picks from ops into
+// one groupNorm's blocks (the registry's entries become the views).
+func blockNorms(r *Registry, ops []Op, get func(Op) *BatchNorm) (*groupNorm, error) {
+	s := r.s
+	g := &groupNorm{}
+	var means, vars []*torch.Tensor
+	for _, op := range ops {
+		bn := get(op)
+		if bn.Weight != nil {
+			return nil, fmt.Errorf("an affine batch norm")
+		}
+		if len(g.members) > 0 && (bn.Eps != g.eps || bn.Momentum != g.moment) {
+			return nil, fmt.Errorf("batch norms of different momentum or eps")
+		}
+		g.members = append(g.members, bn)
+		g.eps, g.moment = bn.Eps, bn.Momentum
+		means, vars = append(means, bn.RunMean), append(vars, bn.RunVar)
+	}
+	g.mean, g.vars = s.Detach(s.Cat(means, 0)), s.Detach(s.Cat(vars, 0))
+	var off int64
+	for _, bn := range g.members {
+		n := bn.RunMean.Numel()
+		mean, vars := s.Narrow(g.mean, 0, off, n), s.Narrow(g.vars, 0, off, n)
+		off += n
+		if err := s.Err(); err != nil {
+			return nil, err
+		}
+		if !r.replace(bn.RunMean, mean) || !r.replace(bn.RunVar, vars) {
+			return nil, fmt.Errorf("running statistics not registered")
+		}
+		bn.RunMean, bn.RunVar = mean, vars
+	}
+	return g, s.Err()
+}
+
+// forward applies the group's batch norm to x, [N, R*tasks*C, H, W], counting a batch for
+// every member in training.
+func (g *groupNorm) forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
+	if c.Train {
+		for _, bn := range g.members {
+			bn.count++
+		}
+	}
+	return c.S.BatchNorm(x, nil, nil, g.mean, g.vars, c.Train, g.moment, g.eps)
+}
+
+// norm returns a BatchNorm that applies g (for an op's batch norm field).
+func (g *groupNorm) norm() *BatchNorm {
+	return &BatchNorm{RunMean: g.mean, RunVar: g.vars, Eps: g.eps, Momentum: g.moment}
 }
 
 // stateGroupRuns counts the groups run (for tests: a switch that silently did nothing
@@ -158,23 +220,19 @@ func buildGroups(r *Registry, cells []*SearchCell) error {
 					}
 				}
 				if _, ok := ops[0].(*sepConv); ok {
-					var means, vars []*torch.Tensor
-					for _, op := range ops {
-						bn := op.(*sepConv).a.bn
-						means, vars = append(means, bn.RunMean), append(vars, bn.RunVar)
+					var err error
+					g.mid, err = blockNorms(r, ops, func(o Op) *BatchNorm { return o.(*sepConv).a.bn })
+					if err != nil {
+						return fmt.Errorf("cell %d node %d's group: middle batch norms: %w", ci, j, err)
 					}
-					g.midMean, g.midVar = s.Detach(s.Cat(means, 0)), s.Detach(s.Cat(vars, 0))
-					for e, op := range ops {
-						bn := op.(*sepConv).a.bn
-						n := bn.RunMean.Numel()
-						mean, vars := s.Narrow(g.midMean, 0, int64(e)*n, n), s.Narrow(g.midVar, 0, int64(e)*n, n)
-						if err := s.Err(); err != nil {
-							return fmt.Errorf("cell %d node %d's group: %w", ci, j, err)
-						}
-						if !r.replace(bn.RunMean, mean) || !r.replace(bn.RunVar, vars) {
-							return fmt.Errorf("cell %d node %d's group: a middle batch norm's statistics are not registered", ci, j)
-						}
-						bn.RunMean, bn.RunVar = mean, vars
+				}
+				if cell.norms == nil {
+					// No node batch norm takes the outputs: the group applies the edges'
+					// own batch norms, at once.
+					var err error
+					g.tail, err = blockNorms(r, ops, func(o Op) *BatchNorm { return o.(tailNorm).tailBN() })
+					if err != nil {
+						return fmt.Errorf("cell %d node %d's group: batch norms: %w", ci, j, err)
 					}
 				}
 				cell.groups[j][k] = g
@@ -228,7 +286,8 @@ func fusedDil(c *Ctx, ops []Op, get func(Op) *dilConv, bn *BatchNorm) *dilConv {
 	return &d
 }
 
-// run applies the group's ops up to their tail batch norms to rep, the states' ReLUs each
+// run applies the group's ops (up to their last batch norms where a node batch norm applies
+// those) to rep, the states' ReLUs each
 // repeated once per reader along the channels, and returns each edge's output as [N,
 // tasks, C, H, W] (views made by one split, whose backward pass concatenates the edges'
 // gradients in one copy; a node batch norm takes them so, and their gradients, slices of
@@ -241,15 +300,14 @@ func (g *stateGroup) run(c *Ctx, rep *torch.Tensor) []*torch.Tensor {
 	var y *torch.Tensor
 	switch op := g.ops[0].(type) {
 	case *sepConv:
-		mid := &BatchNorm{RunMean: g.midMean, RunVar: g.midVar, Eps: op.a.bn.Eps, Momentum: op.a.bn.Momentum}
 		f := &sepConv{
-			a: fusedDil(&fc, g.ops, func(o Op) *dilConv { return o.(*sepConv).a }, mid),
+			a: fusedDil(&fc, g.ops, func(o Op) *dilConv { return o.(*sepConv).a }, g.mid.norm()),
 			b: fusedDil(&fc, g.ops, func(o Op) *dilConv { return o.(*sepConv).b }, nil),
 		}
 		y = f.forwardPreNorm(&fc, nil, rep)
 		if c.Train {
-			for _, o := range g.ops {
-				o.(*sepConv).a.bn.count++
+			for _, bn := range g.mid.members {
+				bn.count++
 			}
 		}
 	case *dilConv:
@@ -259,6 +317,11 @@ func (g *stateGroup) run(c *Ctx, rep *torch.Tensor) []*torch.Tensor {
 		f.w1 = catWeights(&fc, g.ops, func(o Op) *torch.Tensor { return o.(*facConv).w1 })
 		f.w2 = catWeights(&fc, g.ops, func(o Op) *torch.Tensor { return o.(*facConv).w2 })
 		y = f.forwardPreNorm(&fc, nil, rep)
+	}
+	if g.tail != nil && s.Err() == nil {
+		normed := g.tail.forward(c, y)
+		y.Free() // the batch norm's backward pass reads its input through autograd
+		y = normed
 	}
 	stateGroupRuns.Add(1)
 	if s.Err() != nil {
@@ -270,25 +333,28 @@ func (g *stateGroup) run(c *Ctx, rep *torch.Tensor) []*torch.Tensor {
 }
 
 // fusedOutputs holds a cell's groups' outputs until their edges' nodes take them:
-// out[i][k][e] is edge e's output of op k in node i's group (nil where it did not run).
+// out[i][k][e] is edge e's output of op k in node i's group (nil where it did not run),
+// whole (after the op's last batch norm) where whole[i][k].
 type fusedOutputs struct {
 	nodes int
 	out   [][][]*torch.Tensor
+	whole [][]bool
 }
 
-// take returns node i's output of op k on state j, or nil where no group ran it.
-func (f *fusedOutputs) take(i, j, k int) *torch.Tensor {
+// take returns node i's output of op k on state j, or nil where no group ran it, and
+// whether it is the op's whole output (else it stops before the op's last batch norm).
+func (f *fusedOutputs) take(i, j, k int) (*torch.Tensor, bool) {
 	if f == nil {
-		return nil
+		return nil, false
 	}
 	g := firstReader(j)
 	if f.out[g] == nil || f.out[g][k] == nil {
-		return nil
+		return nil, false
 	}
 	e := edgeIndex(i, j, f.nodes)
 	y := f.out[g][k][e]
 	f.out[g][k][e] = nil
-	return y
+	return y, f.whole[g][k]
 }
 
 // runGroups runs node i's groups whose ops every edge keeps (keep(node, state, k)), from
@@ -322,8 +388,9 @@ func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, s
 		}
 		if f.out[i] == nil {
 			f.out[i] = make([][]*torch.Tensor, len(cell.groups[i]))
+			f.whole[i] = make([]bool, len(cell.groups[i]))
 		}
-		f.out[i][k] = g.run(c, rep)
+		f.out[i][k], f.whole[i][k] = g.run(c, rep), g.tail != nil
 	}
 	if rep != nil {
 		rep.Free() // autograd keeps what the groups' backward passes read

@@ -137,7 +137,7 @@ func TestStateGroups(t *testing.T) {
 			if err := m.Tensor.Fill_(5); err != nil {
 				t.Fatal(err)
 			}
-			block := hostValues(t, s, g.midVar) // [2 readers * tasks * 4]
+			block := hostValues(t, s, g.mid.vars) // [2 readers * tasks * 4]
 			per := len(block) / 2
 			for i, v := range block {
 				if want := map[bool]float32{true: 5, false: 1}[i >= per]; v != want {

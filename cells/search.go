@@ -302,7 +302,8 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 	keep := func(i, j, k int) bool { return active[i] == nil || active[i][j*K+k] }
 	var fused *fusedOutputs
 	if cell.groups != nil && torch.BranchStreams() < 2 {
-		fused = &fusedOutputs{nodes: len(cell.nodes), out: make([][][]*torch.Tensor, len(cell.groups))}
+		fused = &fusedOutputs{nodes: len(cell.nodes), out: make([][][]*torch.Tensor, len(cell.groups)),
+			whole: make([][]bool, len(cell.groups))}
 	}
 	for i, row := range cell.nodes {
 		nIn := i + 2
@@ -457,8 +458,16 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 				pre = shared.pools[j][p.kind()]
 			}
 			normed := norm != nil && norm.member[col] >= 0
-			if y := fused.take(node, j, k); y != nil {
+			if y, whole := fused.take(node, j, k); y != nil {
 				// The op ran in its state's group (fused holds nothing with branch streams).
+				if whole {
+					flat := c.S.Flatten(y, 1, 2) // [N, tasks*C, H, W]
+					o.outs = append(o.outs, flat)
+					o.own = append(o.own, y, flat)
+					o.idx = append(o.idx, col)
+					o.drop = append(o.drop, true)
+					continue
+				}
 				if normed {
 					o.normed = append(o.normed, y)
 					o.normIdx = append(o.normIdx, col)

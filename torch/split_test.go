@@ -1,6 +1,7 @@
 package torch
 
 import (
+	"os"
 	"slices"
 	"testing"
 )
@@ -197,5 +198,48 @@ func TestNodeBatchNormTaskParts(t *testing.T) {
 	near(t, "gradient", grads[1], grads[0], 1e-5)
 	if copies[0] != parts || copies[1] != 0 {
 		t.Errorf("gradient copies: %d with 4-d parts (want %d), %d with task parts (want 0)", copies[0], parts, copies[1])
+	}
+}
+
+// TestMixedNodeStridedRows: the CPU's one-pass node sum takes op outputs whose samples are
+// rows one stride apart (the parts of a split) as they are: the same sum and gradients as
+// from contiguous copies, and its own backward pass runs for them (no stacked fallback).
+func TestMixedNodeStridedRows(t *testing.T) {
+	var outs, gy, gw [2][]float32
+	var runs [2]int64
+	ProfileOps()
+	for k, copyParts := range []bool{false, true} {
+		s := NewScope()
+		ManualSeed(8)
+		y := s.Randn([]int64{3, 8, 2, 2}, CPU, true)
+		w := s.Randn([]int64{2, 1}, CPU, true)
+		parts := s.SplitChannels(y, 2, 0)
+		if copyParts {
+			parts = []*Tensor{s.Contiguous(parts[0]), s.Contiguous(parts[1])}
+		}
+		out := s.MixedNode(parts, nil, w, nil, 2, []int64{0, 1}, []bool{false, false}, 0, nil)
+		r := s.Randn(out.MustShape(), CPU, false)
+		if _, err := OpProfile(true); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Sum(s.Mul(out, r)).Backward(); err != nil {
+			t.Fatal(err)
+		}
+		prof, err := OpProfile(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs[k] = CallsOf(prof, "torch::autograd::CppNode<mt::(anonymous namespace)::MixedSum>")
+		outs[k], gy[k], gw[k] = values(t, out), values(t, s.Grad(y)), values(t, s.Grad(w))
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	near(t, "sum", outs[0], outs[1], 1e-6)
+	near(t, "output gradient", gy[0], gy[1], 1e-6)
+	near(t, "weight gradient", gw[0], gw[1], 1e-5)
+	if os.Getenv("METANAS_FAST_CPU_OPS") != "0" && (runs[0] != 1 || runs[1] != 1) {
+		t.Errorf("one-pass node sum backward ran %d times for strided parts, %d for copies; want 1 and 1", runs[0], runs[1])
 	}
 }

@@ -628,7 +628,8 @@ double sum_f(int64_t n, F f) {
 // over each sample, without stacking the m tensors into one [m, N, ...] buffer. Its backward
 // pass gives each t_i its gradient g * f[i, n] and each weight sum_r g[n, r] * t_i[n, r],
 // reading every tensor once. fshape is the shape of the weights as given ([m] or [m, N]) so
-// that their gradient has it.
+// that their gradient has it. Each t_i's samples are contiguous rows, one row stride apart
+// (stride(0): a grouped op's output part has rows of its group's width).
 struct MixedSum : public torch::autograd::Function<MixedSum> {
   static at::Tensor forward(AutogradContext *ctx, const at::Tensor &f, at::TensorList ts) {
     const int64_t m = static_cast<int64_t>(ts.size()), N = ts[0].size(0);
@@ -636,18 +637,19 @@ struct MixedSum : public torch::autograd::Function<MixedSum> {
     auto fe = (f.dim() == 1 ? f.unsqueeze(1).expand({m, N}) : f).contiguous();
     auto out = at::empty(ts[0].sizes(), ts[0].options());
     std::vector<const float *> tp(m);
-    for (int64_t i = 0; i < m; i++) tp[i] = ts[i].data_ptr<float>();
+    std::vector<int64_t> rs(m);
+    for (int64_t i = 0; i < m; i++) tp[i] = ts[i].data_ptr<float>(), rs[i] = ts[i].stride(0);
     const float *fp = fe.data_ptr<float>();
     float *op = out.data_ptr<float>();
     at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
       for (int64_t n = b; n < e; n++) {
         float *o = op + n * R;
         const float f0 = fp[n];
-        const float *t0 = tp[0] + n * R;
+        const float *t0 = tp[0] + n * rs[0];
         for (int64_t r = 0; r < R; r++) o[r] = f0 * t0[r];
         for (int64_t i = 1; i < m; i++) {
           const float fi = fp[i * N + n];
-          const float *ti = tp[i] + n * R;
+          const float *ti = tp[i] + n * rs[i];
           for (int64_t r = 0; r < R; r++) o[r] += fi * ti[r];
         }
       }
@@ -669,8 +671,10 @@ struct MixedSum : public torch::autograd::Function<MixedSum> {
     tensor_list out(m + 1);
     std::vector<float *> gtp(m, nullptr);
     std::vector<const float *> tp(m);
+    std::vector<int64_t> rs(m);
     for (int64_t i = 0; i < m; i++) {
       tp[i] = saved[i + 1].data_ptr<float>();
+      rs[i] = saved[i + 1].stride(0);
       if (ctx->needs_input_grad(i + 1)) {
         out[i + 1] = at::empty(saved[i + 1].sizes(), g.options());
         gtp[i] = out[i + 1].data_ptr<float>();
@@ -684,7 +688,7 @@ struct MixedSum : public torch::autograd::Function<MixedSum> {
         const float *gn = gp + n * R;
         for (int64_t i = 0; i < m; i++) {
           const float fi = fp[i * N + n];
-          const float *ti = tp[i] + n * R;
+          const float *ti = tp[i] + n * rs[i];
           if (gtp[i] != nullptr) {
             float *d = gtp[i] + n * R;
             for (int64_t r = 0; r < R; r++) d[r] = gn[r] * fi;
@@ -991,8 +995,10 @@ at::Tensor mixed_sum_cpu(const at::Tensor &f, const std::vector<at::Tensor> &ts)
   const auto &t0 = ts[0];
   if (t0.dim() < 1 || t0.size(0) == 0 || t0.numel() == 0) return at::Tensor();
   for (const auto &t : ts) {
+    // Samples as contiguous rows (the tensor contiguous, or its rows one stride apart).
     if (!t.device().is_cpu() || t.scalar_type() != at::kFloat || t.layout() != at::kStrided ||
-        !t.is_contiguous() || t.sizes() != t0.sizes())
+        t.sizes() != t0.sizes() || !(t.is_contiguous() || t.select(0, 0).is_contiguous()) ||
+        (t.size(0) > 1 && t.stride(0) < t.numel() / t.size(0)))
       return at::Tensor();
   }
   const bool per_task = f.dim() == 1 && f.size(0) == m;
