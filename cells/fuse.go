@@ -2,40 +2,20 @@ package cells
 
 import (
 	"fmt"
-	"os"
-	"sync"
 	"sync/atomic"
 
 	"github.com/metanas-go/metanas/torch"
 )
 
-// stateFusionSetting is METANAS_STATE_FUSION, read once: 1 on, 0 off, -1 unset (or not 0
-// or 1, which is reported).
-var stateFusionSetting = sync.OnceValue(func() int {
-	switch v := os.Getenv("METANAS_STATE_FUSION"); v {
-	case "1":
-		return 1
-	case "0":
-		return 0
-	case "":
-		return -1
-	default:
-		fmt.Fprintf(os.Stderr, "metanas: METANAS_STATE_FUSION=%s is neither 0 nor 1; using the default (on for CUDA)\n", v)
-		return -1
-	}
-})
+// stateFusionSetting is METANAS_STATE_FUSION (onOffSetting).
+var stateFusionSetting = onOffSetting("METANAS_STATE_FUSION")
 
 // StateFusion reports whether search networks on dev run each convolutional op type of a
-// cell once per state for all the edges that read that state (see stateGroup): by default
+// cell once for all the edges of the states a node reads first (see stateGroup): by default
 // on CUDA only, where a replayed step's time follows its kernel count (on the CPU the shim's
 // ungrouped 1x5 and 5x1 kernels would give way to LibTorch's grouped convolution);
 // METANAS_STATE_FUSION=1 or =0 sets it for both.
-func StateFusion(dev torch.Device) bool {
-	if v := stateFusionSetting(); v >= 0 {
-		return v == 1
-	}
-	return dev.CUDA
-}
+func StateFusion(dev torch.Device) bool { return onForCUDA(stateFusionSetting, dev) }
 
 // stateGroup is op k of the R edges that read the states that node i reads first (node i
 // reads state j when j < i+2: the first node both of the cell's inputs, which feed every

@@ -9,33 +9,41 @@ import (
 	"github.com/metanas-go/metanas/torch"
 )
 
-// nodeBatchNormSetting is METANAS_NODE_BATCH_NORM, read once: 1 on, 0 off, -1 unset (or
-// not 0 or 1, which is reported).
-var nodeBatchNormSetting = sync.OnceValue(func() int {
-	switch v := os.Getenv("METANAS_NODE_BATCH_NORM"); v {
-	case "1":
-		return 1
-	case "0":
-		return 0
-	case "":
-		return -1
-	default:
-		fmt.Fprintf(os.Stderr, "metanas: METANAS_NODE_BATCH_NORM=%s is neither 0 nor 1; using the default (on for CUDA)\n", v)
-		return -1
+// onOffSetting returns the reader of the environment switch name, read once: 1 for "1", 0
+// for "0", -1 unset (or another value, which is reported, naming CUDA's default on).
+func onOffSetting(name string) func() int {
+	return sync.OnceValue(func() int {
+		switch v := os.Getenv(name); v {
+		case "1":
+			return 1
+		case "0":
+			return 0
+		case "":
+			return -1
+		default:
+			fmt.Fprintf(os.Stderr, "metanas: %s=%s is neither 0 nor 1; using the default (on for CUDA)\n", name, v)
+			return -1
+		}
+	})
+}
+
+// onForCUDA reports a switch of onOffSetting for dev: as set, else on for CUDA only.
+func onForCUDA(setting func() int, dev torch.Device) bool {
+	if v := setting(); v >= 0 {
+		return v == 1
 	}
-})
+	return dev.CUDA
+}
+
+// nodeBatchNormSetting is METANAS_NODE_BATCH_NORM (onOffSetting).
+var nodeBatchNormSetting = onOffSetting("METANAS_NODE_BATCH_NORM")
 
 // NodeBatchNorm reports whether batched search networks (SearchConfig.Tasks > 1) on dev
 // normalise the ops of a node that end in a batch norm with one batch norm over all of them
 // (og_metanas has 228 such batch norms per forward pass, 12 grouped, so far fewer and wider
 // kernels): by default on CUDA only (on the CPU it is a few percent slower);
 // METANAS_NODE_BATCH_NORM=1 or =0 sets it for both.
-func NodeBatchNorm(dev torch.Device) bool {
-	if v := nodeBatchNormSetting(); v >= 0 {
-		return v == 1
-	}
-	return dev.CUDA
-}
+func NodeBatchNorm(dev torch.Device) bool { return onForCUDA(nodeBatchNormSetting, dev) }
 
 // tailNorm is implemented by ops whose last layer is a batch norm without affine tensors:
 // forwardPreNorm applies the op up to that batch norm, from its input x or, for ops that

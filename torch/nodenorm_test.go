@@ -287,16 +287,7 @@ func TestNodeBatchNormProductGradients(t *testing.T) {
 		st := s.NodeBatchNorm([]*Tensor{y, other}, rm, rv, nil, nnT, true, 0.1, 1e-5)
 		r := s.Randn(st.MustShape(), CPU, false)
 		loss := s.Sum(s.Mul(st, r))
-		if _, err := OpProfile(true); err != nil {
-			t.Fatal(err)
-		}
-		if err := loss.Backward(); err != nil {
-			t.Fatal(err)
-		}
-		prof, err := OpProfile(true)
-		if err != nil {
-			t.Fatal(err)
-		}
+		prof := profiledBackward(t, loss)
 		copies[k] = CallsOf(prof, "aten::clone")
 		grads[k] = [][]float32{values(t, s.Grad(x)), values(t, s.Grad(w))}
 		s.Close()

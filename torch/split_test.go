@@ -54,16 +54,7 @@ func TestRepeatStatesSplitChannels(t *testing.T) {
 		}
 	}
 	ProfileOps()
-	if _, err := OpProfile(true); err != nil {
-		t.Fatal(err)
-	}
-	if err := loss.Backward(); err != nil {
-		t.Fatal(err)
-	}
-	prof, err := OpProfile(true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	prof := profiledBackward(t, loss)
 	// y's channel ch has gradient ch/2 + 1; channel c of a sums channels c and c+3, of b
 	// channels 6+c and 9+c.
 	ga, gb := []float32{3, 3, 4, 4, 5, 5}, []float32{9, 9, 10, 10, 11, 11}
@@ -177,16 +168,7 @@ func TestNodeBatchNormTaskParts(t *testing.T) {
 		}
 		r := s.Randn(st.MustShape(), CPU, false)
 		loss := s.Sum(s.Mul(st, r))
-		if _, err := OpProfile(true); err != nil {
-			t.Fatal(err)
-		}
-		if err := loss.Backward(); err != nil {
-			t.Fatal(err)
-		}
-		prof, err := OpProfile(true)
-		if err != nil {
-			t.Fatal(err)
-		}
+		prof := profiledBackward(t, loss)
 		copies[k] = CallsOf(prof, "aten::clone")
 		outs[k], grads[k] = values(t, s.Contiguous(st)), values(t, s.Grad(y))
 		if err := s.Err(); err != nil {
@@ -219,16 +201,7 @@ func TestMixedNodeStridedRows(t *testing.T) {
 		}
 		out := s.MixedNode(parts, nil, w, nil, 2, []int64{0, 1}, []bool{false, false}, 0, nil)
 		r := s.Randn(out.MustShape(), CPU, false)
-		if _, err := OpProfile(true); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Sum(s.Mul(out, r)).Backward(); err != nil {
-			t.Fatal(err)
-		}
-		prof, err := OpProfile(true)
-		if err != nil {
-			t.Fatal(err)
-		}
+		prof := profiledBackward(t, s.Sum(s.Mul(out, r)))
 		runs[k] = CallsOf(prof, "torch::autograd::CppNode<mt::(anonymous namespace)::MixedSum>")
 		outs[k], gy[k], gw[k] = values(t, out), values(t, s.Grad(y)), values(t, s.Grad(w))
 		if err := s.Err(); err != nil {
@@ -242,4 +215,22 @@ func TestMixedNodeStridedRows(t *testing.T) {
 	if os.Getenv("METANAS_FAST_CPU_OPS") != "0" && (runs[0] != 1 || runs[1] != 1) {
 		t.Errorf("one-pass node sum backward ran %d times for strided parts, %d for copies; want 1 and 1", runs[0], runs[1])
 	}
+}
+
+// profiledBackward runs loss's backward pass with the op profile on (ProfileOps) and
+// returns that pass's operator counts.
+func profiledBackward(t *testing.T, loss *Tensor) []OpStat {
+	t.Helper()
+	ProfileOps()
+	if _, err := OpProfile(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := loss.Backward(); err != nil {
+		t.Fatal(err)
+	}
+	prof, err := OpProfile(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return prof
 }
