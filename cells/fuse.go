@@ -158,20 +158,21 @@ func fusable(ops []Op) bool {
 
 // buildGroups gives every cell its state groups: for each node whose first-read states
 // have two or more edges, and each op column that fusable accepts. The weights of a
-// group's edges move to one storage per weight slot, and sep_conv's middle running
-// statistics into the group's blocks (the registry's entries become the new tensors).
+// group's edges move to one storage per weight slot, and the running statistics of
+// sep_conv's middle batch norms (and of the ops' last ones where no node batch norm applies
+// them) into the group's blocks (the registry's entries become the new tensors).
 func buildGroups(r *Registry, cells []*SearchCell) error {
 	s := r.s
 	for ci, cell := range cells {
 		nodes := len(cell.nodes)
 		K := len(cell.nodes[0][0].ops)
 		cell.groups = make([][]*stateGroup, nodes)
-		for j := range cell.groups {
-			edges := groupEdges(j, nodes)
+		for i := range cell.groups {
+			edges := groupEdges(i, nodes)
 			if len(edges) < 2 {
 				continue
 			}
-			cell.groups[j] = make([]*stateGroup, K)
+			cell.groups[i] = make([]*stateGroup, K)
 			for k := 0; k < K; k++ {
 				var ops []Op
 				for _, e := range edges {
@@ -190,11 +191,11 @@ func buildGroups(r *Registry, cells []*SearchCell) error {
 					}
 					leaves := s.Adjacent(old)
 					if err := s.Err(); err != nil {
-						return fmt.Errorf("cell %d node %d's group: %w", ci, j, err)
+						return fmt.Errorf("cell %d node %d's group: %w", ci, i, err)
 					}
 					for e, op := range ops {
 						if !r.replace(old[e], leaves[e]) {
-							return fmt.Errorf("cell %d node %d's group: a weight is not registered", ci, j)
+							return fmt.Errorf("cell %d node %d's group: a weight is not registered", ci, i)
 						}
 						*slot(op) = leaves[e]
 					}
@@ -203,7 +204,7 @@ func buildGroups(r *Registry, cells []*SearchCell) error {
 					var err error
 					g.mid, err = blockNorms(r, ops, func(o Op) *BatchNorm { return o.(*sepConv).a.bn })
 					if err != nil {
-						return fmt.Errorf("cell %d node %d's group: middle batch norms: %w", ci, j, err)
+						return fmt.Errorf("cell %d node %d's group: middle batch norms: %w", ci, i, err)
 					}
 				}
 				if cell.norms == nil {
@@ -212,10 +213,10 @@ func buildGroups(r *Registry, cells []*SearchCell) error {
 					var err error
 					g.tail, err = blockNorms(r, ops, func(o Op) *BatchNorm { return o.(tailNorm).tailBN() })
 					if err != nil {
-						return fmt.Errorf("cell %d node %d's group: batch norms: %w", ci, j, err)
+						return fmt.Errorf("cell %d node %d's group: batch norms: %w", ci, i, err)
 					}
 				}
-				cell.groups[j][k] = g
+				cell.groups[i][k] = g
 			}
 		}
 	}

@@ -192,8 +192,8 @@ func TestStateGroups(t *testing.T) {
 // (buildGroups, whatever the switch) and one without, agree over three training steps
 // (forward, backward of sum(logits * r), SGD on weights and alphas, running statistics
 // updated): the logits of every step, and at the end every weight, alpha, running
-// statistic and batch counter, within float rounding (closeTo; ten times looser on CUDA,
-// TF32 off). One task and a batch of 3; drop-path off and every op kept. On the CPU, and
+// statistic and batch counter, within float rounding (closeTo after the first step, ten
+// times looser after the third; all ten times looser on CUDA, TF32 off). One task and a batch of 3; drop-path off and every op kept. On the CPU, and
 // with a CUDA device on it too; where the switch groups every network of the process (CUDA's
 // default) it runs in a child process with METANAS_STATE_FUSION=0.
 func TestStateGroupsMatchSeparate(t *testing.T) {
@@ -283,29 +283,43 @@ func stateGroupsMatch(t *testing.T, dev torch.Device) {
 						t.Fatalf("step %d logit %d: %g grouped, %g separate", step, k, v, logits[0][k])
 					}
 				}
+				if step == 0 {
+					sameState(t, s, nets, loose, "after one step")
+				}
 			}
 			if got := stateGroupRuns.Load() - runs; got != 3*3*8 {
 				t.Errorf("%d groups ran, want %d (3 steps, 3 cells, 8 groups)", got, 3*3*8)
 			}
-			a, err := nets[0].Reg.StateDict() // batch counters included
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := nets[1].Reg.StateDict()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for k := range a {
-				if a[k].Name != b[k].Name {
-					t.Fatalf("entry %d: %s against %s", k, b[k].Name, a[k].Name)
-				}
-				want, got := hostValues(t, s, a[k].Tensor), hostValues(t, s, b[k].Tensor)
-				for i := range want {
-					if !closeTo(got[i], want[i], loose) {
-						t.Fatalf("%s[%d]: %g grouped, %g separate", a[k].Name, i, got[i], want[i])
-					}
-				}
-			}
+			// A max pool's choice between nearly equal values can flip with rounding and send
+			// a gradient elsewhere; over three steps that moves a few weights by up to about
+			// 5e-4 of their size (seen with one thread), so the end state is compared ten
+			// times looser than the first step's.
+			sameState(t, s, nets, 10*loose, "after three steps")
 		})
+	}
+}
+
+// sameState fails the test unless nets[1]'s state_dict (batch counters included) equals
+// nets[0]'s within closeTo(loose).
+func sameState(t *testing.T, s *torch.Scope, nets []*SearchNet, loose float64, when string) {
+	t.Helper()
+	a, err := nets[0].Reg.StateDict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := nets[1].Reg.StateDict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range a {
+		if a[k].Name != b[k].Name {
+			t.Fatalf("entry %d: %s against %s", k, b[k].Name, a[k].Name)
+		}
+		want, got := hostValues(t, s, a[k].Tensor), hostValues(t, s, b[k].Tensor)
+		for i := range want {
+			if !closeTo(got[i], want[i], loose) {
+				t.Fatalf("%s: %s[%d]: %g grouped, %g separate", when, a[k].Name, i, got[i], want[i])
+			}
+		}
 	}
 }
