@@ -2,6 +2,7 @@ package cells
 
 import (
 	"fmt"
+	"reflect"
 	"sync/atomic"
 
 	"github.com/metanas-go/metanas/torch"
@@ -132,24 +133,23 @@ func edgeIndex(node, j, nodes int) int {
 	return (j-firstStates(i)[0])*(nodes-i) + node - i
 }
 
-// fusable reports whether ops (op k of the readers of one state) can run as a group: the
-// same convolutional op type, without affine batch norms.
+// fusable reports whether ops (op k of a group's edges) can run as a group: one
+// convolutional op type (sep_conv, dil_conv or conv_3x3, conv_1x5_5x1), without affine
+// batch norms (search cells have none).
 func fusable(ops []Op) bool {
 	for _, op := range ops {
+		var affine bool
 		switch o := op.(type) {
 		case *sepConv:
-			if _, ok := ops[0].(*sepConv); !ok || o.a.bn.Weight != nil {
-				return false
-			}
+			affine = o.a.bn.Weight != nil || o.b.bn.Weight != nil
 		case *dilConv:
-			if _, ok := ops[0].(*dilConv); !ok {
-				return false
-			}
+			affine = o.bn.Weight != nil
 		case *facConv:
-			if _, ok := ops[0].(*facConv); !ok {
-				return false
-			}
+			affine = o.bn.Weight != nil
 		default:
+			return false
+		}
+		if affine || reflect.TypeOf(op) != reflect.TypeOf(ops[0]) {
 			return false
 		}
 	}
@@ -248,7 +248,7 @@ func weightSlots(op Op) []func(Op) **torch.Tensor {
 }
 
 // catWeights concatenates the weights that get picks from each of ops along their first
-// dimension: without a copy while they keep the storage groupStates gave them.
+// dimension: without a copy while they keep the storage buildGroups gave them.
 func catWeights(c *Ctx, ops []Op, get func(Op) *torch.Tensor) *torch.Tensor {
 	ws := make([]*torch.Tensor, len(ops))
 	for e, op := range ops {
@@ -268,11 +268,11 @@ func fusedDil(c *Ctx, ops []Op, get func(Op) *dilConv, bn *BatchNorm) *dilConv {
 }
 
 // run applies the group's ops (up to their last batch norms where a node batch norm applies
-// those) to rep, the states' ReLUs each
-// repeated once per reader along the channels, and returns each edge's output as [N,
-// tasks, C, H, W] (views made by one split, whose backward pass concatenates the edges'
-// gradients in one copy; a node batch norm takes them so, and their gradients, slices of
-// its stacked one, strided along the tasks, reach that concatenation without a copy each).
+// those) to rep, the states' ReLUs each repeated once per reader along the channels, and
+// returns each edge's output as [N, tasks, C, H, W] (views made by one split, whose
+// backward pass concatenates the edges' gradients in one copy; a node batch norm takes them
+// so, and their gradients, slices of its stacked one, strided along the tasks, reach that
+// concatenation without a copy each).
 func (g *stateGroup) run(c *Ctx, rep *torch.Tensor) []*torch.Tensor {
 	s := c.S
 	R := int64(len(g.ops))

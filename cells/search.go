@@ -459,16 +459,10 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 			}
 			normed := norm != nil && norm.member[col] >= 0
 			if y, whole := fused.take(node, j, k); y != nil {
-				// The op ran in its state's group (fused holds nothing with branch streams).
-				if whole {
-					flat := c.S.Flatten(y, 1, 2) // [N, tasks*C, H, W]
-					o.outs = append(o.outs, flat)
-					o.own = append(o.own, y, flat)
-					o.idx = append(o.idx, col)
-					o.drop = append(o.drop, true)
-					continue
-				}
-				if normed {
+				// The op ran in its state's group (fused holds nothing with branch streams):
+				// whole, or up to its last batch norm where the cell has node batch norms,
+				// whose members all grouped ops are (buildGroups).
+				if !whole {
 					o.normed = append(o.normed, y)
 					o.normIdx = append(o.normIdx, col)
 					o.sel = append(o.sel, int64(norm.member[col]))
@@ -476,9 +470,8 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 					continue
 				}
 				flat := c.S.Flatten(y, 1, 2) // [N, tasks*C, H, W]
-				out := op.(tailNorm).tailBN().Forward(c, flat)
-				o.outs = append(o.outs, out)
-				o.own = append(o.own, y, flat, out)
+				o.outs = append(o.outs, flat)
+				o.own = append(o.own, y, flat)
 				o.idx = append(o.idx, col)
 				o.drop = append(o.drop, true)
 				continue

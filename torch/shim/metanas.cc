@@ -368,10 +368,6 @@ char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor wp
   MT_CATCH("mixed_tasks", wops, wpair, stacked != nullptr ? stacked : (m > 0 ? outs[0] : nullptr))
 }
 
-}  // extern "C"
-
-extern "C" {
-
 char *mt_adjacent_cat(mt_tensor *ts, int64_t n, mt_tensor *out) {
   MT_TRY
   auto xs = mt::tensors(ts, n);
