@@ -287,16 +287,19 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 	shared := newStateCache(len(cell.nodes) + 2)
 	onDevice := w.HostOps == nil // NormalizeOnDevice: every op runs, the device prunes
 	K := len(cell.nodes[0][0].ops)
+	// hostPairs returns node i's host copy of its pair weights (nil: none).
+	hostPairs := func(i int) []float32 {
+		if w.Pairs == nil || w.HostPairs == nil {
+			return nil
+		}
+		return w.HostPairs[i]
+	}
 	// active[i][j*K+k]: some task needs op k on input j of node i: above thr, on an input
 	// of a pair above thr (nil: every op runs).
 	active := make([][]bool, len(cell.nodes))
 	for i := range cell.nodes {
 		if !onDevice {
-			var hostPairs []float32
-			if w.Pairs != nil && w.HostPairs != nil {
-				hostPairs = w.HostPairs[i]
-			}
-			active[i] = activeTasks(w.HostOps[i], hostPairs, int(T), i+2, K, thr)
+			active[i] = activeTasks(w.HostOps[i], hostPairs(i), int(T), i+2, K, thr)
 		}
 	}
 	keep := func(i, j, k int) bool { return active[i] == nil || active[i][j*K+k] }
@@ -307,13 +310,9 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 	}
 	for i, row := range cell.nodes {
 		nIn := i + 2
-		var hostPairs []float32
 		var wp *torch.Tensor
 		if w.Pairs != nil {
 			wp = w.Pairs[i]
-			if w.HostPairs != nil {
-				hostPairs = w.HostPairs[i]
-			}
 		}
 		var norm *nodeNorm
 		if cell.norms != nil && T > 1 {
@@ -346,7 +345,8 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 		default:
 			var inc []float32
 			if wp != nil {
-				inc = incidence(nIn, func(p int) bool { return hostPairs[p] > thr })
+				hp := hostPairs(i)
+				inc = incidence(nIn, func(p int) bool { return hp[p] > thr })
 			}
 			node = s.MixedNode(o.outs, wp, w.Ops[i], inc, nIn, o.idx, o.drop, c.dropProb(), c.Gen)
 		}

@@ -177,20 +177,33 @@ func (s *Scope) AdjacentCat(ts []*Tensor) *Tensor {
 // leaves) that lie back to back in one new storage, in order, so that AdjacentCat of them
 // needs no copy while they keep it (in-place updates keep it; replacing a tensor does not).
 func (s *Scope) Adjacent(ts []*Tensor) []*Tensor {
-	out := make([]*Tensor, len(ts))
+	var err error
+	if len(ts) == 0 {
+		err = errors.New("adjacent: no tensors")
+	}
+	return s.outputs("adjacent", ts, len(ts), err, func(res *C.mt_tensor) *C.char {
+		hs := handles(ts)
+		return C.mt_adjacent_leaves(&hs[0], C.int64_t(len(hs)), res)
+	})
+}
+
+// outputs runs a shim op of inputs ins that writes n output handles (f gets room for
+// them) and returns them adopted; after a failure (of the scope, an input, pre, or the op)
+// it returns n empty tensors and the scope holds the error.
+func (s *Scope) outputs(op string, ins []*Tensor, n int, pre error, f func(*C.mt_tensor) *C.char) []*Tensor {
+	out := make([]*Tensor, max(n, 0))
 	for i := range out {
 		out[i] = &Tensor{}
 	}
-	if !s.ok("adjacent", ts...) {
+	if !s.ok(op, ins...) {
 		return out
 	}
-	if len(ts) == 0 {
-		s.fail(errors.New("adjacent: no tensors"))
+	if pre != nil {
+		s.fail(pre)
 		return out
 	}
-	hs := handles(ts)
-	res := make([]C.mt_tensor, len(ts))
-	if e := C.mt_adjacent_leaves(&hs[0], C.int64_t(len(hs)), &res[0]); e != nil {
+	res := make([]C.mt_tensor, n)
+	if e := f(&res[0]); e != nil {
 		s.fail(cerr(e))
 		return out
 	}
@@ -235,25 +248,13 @@ func (s *Scope) RepeatStates(xs []*Tensor, r int64) *Tensor {
 // tasks > 0 each part is [N, tasks, C/tasks, ...] instead (see NodeBatchNorm, which takes
 // such parts: their gradients, strided along the tasks, then need no copy).
 func (s *Scope) SplitChannels(x *Tensor, parts, tasks int64) []*Tensor {
-	out := make([]*Tensor, max(parts, 0))
-	for i := range out {
-		out[i] = &Tensor{}
+	var err error
+	if parts < 1 {
+		err = fmt.Errorf("split_channels: parts must be >= 1, got %d", parts)
 	}
-	if !s.ok("split_channels", x) || parts < 1 {
-		if parts < 1 {
-			s.setErr(fmt.Errorf("split_channels: parts must be >= 1, got %d", parts))
-		}
-		return out
-	}
-	hs := make([]C.mt_tensor, parts)
-	if e := C.mt_split_channels(x.h, C.int64_t(parts), C.int64_t(tasks), &hs[0]); e != nil {
-		s.fail(cerr(e))
-		return out
-	}
-	for i, h := range hs {
-		out[i] = s.adopt(h)
-	}
-	return out
+	return s.outputs("split_channels", []*Tensor{x}, int(parts), err, func(res *C.mt_tensor) *C.char {
+		return C.mt_split_channels(x.h, C.int64_t(parts), C.int64_t(tasks), res)
+	})
 }
 
 func (s *Scope) shaped(op string, x *Tensor, shape []int64, f func(C.mt_tensor, *C.int64_t, C.int, *C.mt_tensor) *C.char) *Tensor {
