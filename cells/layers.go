@@ -23,6 +23,10 @@ type Ctx struct {
 	// H, W], and its weights the tasks' copies stacked along their first dimension, so
 	// that every convolution is one grouped convolution over all tasks.
 	Tasks int64
+	// coefs are the node weights a search network's forward pass computed (nil outside
+	// one): cells of one type share their architecture weights, so a later cell of the type
+	// reuses what an earlier one computed for the same op columns.
+	coefs map[coefKey]*torch.Tensor
 }
 
 // dropProb returns the drop-path probability of the pass (0 outside training).

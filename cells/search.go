@@ -248,6 +248,9 @@ func (n *SearchNet) ForwardCells(c *Ctx, x *torch.Tensor, w *ArchWeights, thresh
 
 func (n *SearchNet) forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold float64, cellOut func(*torch.Tensor)) *torch.Tensor {
 	s := c.S
+	shared := *c
+	shared.coefs = make(map[coefKey]*torch.Tensor)
+	c = &shared
 	h := stemForward(c, x, n.stemW, n.stemB)
 	s0, s1 := h, h
 	for _, cell := range n.cells {
@@ -340,8 +343,8 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 			for k := range drop {
 				drop[k] = true
 			}
-			node = s.MixedTasksStacked(stacked, o.outs, wp, w.Ops[i], inc, nIn, slices.Concat(o.normIdx, o.idx),
-				append(drop, o.drop...), c.dropProb(), c.Gen, float64(thr), T)
+			coefs := c.nodeCoefs(wp, w.Ops[i], inc, nIn, slices.Concat(o.normIdx, o.idx), thr, T)
+			node = s.MixedTasksCoefs(stacked, o.outs, coefs, append(drop, o.drop...), c.dropProb(), c.Gen, T)
 		default:
 			var inc []float32
 			if wp != nil {

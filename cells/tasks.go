@@ -178,3 +178,33 @@ func copyRows(dst, src [][]float32) error {
 	}
 	return nil
 }
+
+// shareNodeCoefs turns the sharing of node weights between cells of a type on (tests
+// compare against it off).
+var shareNodeCoefs = true
+
+// coefKey identifies a node's weights within a forward pass: the node's op and pair
+// weights (tensors of one cell type and node), the op columns it sums, its pair incidence and the
+// pruning threshold.
+type coefKey struct {
+	ops, pairs *torch.Tensor
+	idx, inc   string
+	thr        float32
+}
+
+// nodeCoefs returns torch.Scope.NodeCoefs of its arguments, computed once per forward pass
+// for all the cells of a type that sum the same columns: the first cell's tensor serves
+// the later ones, and autograd adds their gradients before the one backward pass through
+// it (about 20 kernels fewer per node of each later cell).
+func (c *Ctx) nodeCoefs(wpair, wops *torch.Tensor, inc []float32, nIn int, idx []int64, thr float32, tasks int64) *torch.Tensor {
+	if c.coefs == nil || !shareNodeCoefs {
+		return c.S.NodeCoefs(wpair, wops, inc, nIn, idx, float64(thr), tasks)
+	}
+	k := coefKey{ops: wops, pairs: wpair, idx: fmt.Sprint(idx), inc: fmt.Sprint(inc), thr: thr}
+	if t, ok := c.coefs[k]; ok {
+		return t
+	}
+	t := c.S.NodeCoefs(wpair, wops, inc, nIn, idx, float64(thr), tasks)
+	c.coefs[k] = t
+	return t
+}

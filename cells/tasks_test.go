@@ -717,3 +717,67 @@ func TestFactorizedReducePatch(t *testing.T) {
 		t.Errorf("a FactorizedReduce of a 6x6 input ran %d convolutions, want 1", convs)
 	}
 }
+
+// TestNodeCoefsShared: in a batched network with two normal cells, the second reuses the
+// first's node weights: a forward pass computes them for 6 nodes instead of 9 (each one
+// threshold test of the op weights and one of the pair weights: 12 aten::gt calls instead
+// of 18), with the same logits and alpha gradients as when every cell computes its own.
+func TestNodeCoefsShared(t *testing.T) {
+	cfg := SearchConfig{InChannels: 1, Classes: 3, Channels: 4, Layers: 3, Nodes: 3, Reductions: []int{1},
+		StemMultiplier: 3, FeatureScaleRate: 1, Primitives: genotype.FewShot, Pairwise: true, AlphaInitStd: 1.5, Tasks: 2}
+	s := torch.NewScope()
+	defer s.Close()
+	torch.ManualSeed(3)
+	n, err := NewSearchNet(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := s.Randn([]int64{3, 2, 6, 6}, torch.CPU, false)
+	run := func(share bool) (logits []float32, grads [][]float32, gts int64) {
+		t.Helper()
+		defer func(old bool) { shareNodeCoefs = old }(shareNodeCoefs)
+		shareNodeCoefs = share
+		cs := s.Child()
+		defer cs.Close()
+		if err := torch.ZeroGrad(n.Alphas(), true); err != nil {
+			t.Fatal(err)
+		}
+		w, err := n.Normalize(cs, Softmax, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		torch.ProfileOps()
+		if _, err := torch.OpProfile(true); err != nil {
+			t.Fatal(err)
+		}
+		y := n.Forward(&Ctx{S: cs, Train: true, Tasks: 2}, x, w, 0.05)
+		prof, err := torch.OpProfile(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cs.Sum(cs.Mul(y, y)).Backward(); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range n.Alphas() {
+			grads = append(grads, hostValues(t, cs, cs.Grad(a)))
+		}
+		return hostValues(t, cs, y), grads, torch.CallsOf(prof, "aten::gt")
+	}
+	y0, g0, gt0 := run(false)
+	y1, g1, gt1 := run(true)
+	if gt0 != 18 || gt1 != 12 {
+		t.Errorf("threshold tests per forward: %d separate, %d shared; want 18 and 12", gt0, gt1)
+	}
+	for i := range y0 {
+		if y0[i] != y1[i] {
+			t.Fatalf("logit %d: %g shared, %g separate", i, y1[i], y0[i])
+		}
+	}
+	for a := range g0 {
+		for i := range g0[a] {
+			if !closeTo(g1[a][i], g0[a][i]) {
+				t.Fatalf("alpha %d gradient %d: %g shared, %g separate", a, i, g1[a][i], g0[a][i])
+			}
+		}
+	}
+}

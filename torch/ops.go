@@ -510,24 +510,42 @@ func (s *Scope) mixedArgs(op string, stacked *Tensor, outs []*Tensor, wpair, wop
 		s.fail(fmt.Errorf("%s: %d outputs, %d indices, %d drop flags", op, len(outs), len(idx), len(droppable)))
 		return mixedCall{}, false
 	}
-	var a mixedCall
-	if wpair != nil {
-		if nIn <= 0 || len(inc)%nIn != 0 || len(inc) == 0 {
-			s.fail(fmt.Errorf("%s: incidence of %d values for %d inputs", op, len(inc), nIn))
-			return mixedCall{}, false
-		}
-		a.p = len(inc) / nIn
-		a.inc = (*C.float)(unsafe.Pointer(&inc[0]))
+	inc0, p, err := incidenceArg(wpair, inc, nIn)
+	if err != nil {
+		s.fail(fmt.Errorf("%s: %w", op, err))
+		return mixedCall{}, false
 	}
-	a.drop = make([]C.uint8_t, m)
+	return mixedCall{hs: outHandles(outs), inc: inc0, p: p, drop: dropFlags(droppable)}, true
+}
+
+// incidenceArg converts a node's pair incidence for C: nil and 0 pairs without pair
+// weights, else inc must be pairs rows of nIn values.
+func incidenceArg(wpair *Tensor, inc []float32, nIn int) (*C.float, int, error) {
+	if wpair == nil {
+		return nil, 0, nil
+	}
+	if nIn <= 0 || len(inc)%nIn != 0 || len(inc) == 0 {
+		return nil, 0, fmt.Errorf("incidence of %d values for %d inputs", len(inc), nIn)
+	}
+	return (*C.float)(unsafe.Pointer(&inc[0])), len(inc) / nIn, nil
+}
+
+// dropFlags converts drop-path flags for C.
+func dropFlags(droppable []bool) []C.uint8_t {
+	drop := make([]C.uint8_t, len(droppable))
 	for i, d := range droppable {
 		if d {
-			a.drop[i] = 1
+			drop[i] = 1
 		}
 	}
-	a.hs = handles(outs)
-	if len(a.hs) == 0 {
-		a.hs = []C.mt_tensor{nil} // &a.hs[0] stays valid; the shim reads none
+	return drop
+}
+
+// outHandles returns the handles of outs, or one nil handle when there are none (so that
+// &hs[0] stays valid; the shim then reads none).
+func outHandles(outs []*Tensor) []C.mt_tensor {
+	if hs := handles(outs); len(hs) > 0 {
+		return hs
 	}
-	return a, true
+	return []C.mt_tensor{nil}
 }

@@ -30,16 +30,57 @@ func (s *Scope) MixedTasks(outs []*Tensor, wpair, wops *Tensor, inc []float32, n
 // returns them: idx and droppable list stacked's ops first, then those of outs. stacked
 // may be nil (MixedTasks) and outs empty.
 func (s *Scope) MixedTasksStacked(stacked *Tensor, outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool, dropProb float64, gen *Generator, threshold float64, tasks int64) *Tensor {
+	if !s.ok("mixed_tasks", outs...) || !s.okOpt("mixed_tasks", stacked) {
+		return &Tensor{}
+	}
+	coefs := s.NodeCoefs(wpair, wops, inc, nIn, idx, threshold, tasks)
+	if s.Err() != nil {
+		return &Tensor{}
+	}
+	return s.MixedTasksCoefs(stacked, outs, coefs, droppable, dropProb, gen, tasks)
+}
+
+// NodeCoefs returns the weights [tasks, len(idx)] with which a batched node sums its op
+// columns idx (j*K+k): per task, op k's weight on input j (wops [tasks*nIn, K]) times,
+// with pair weights wpair [tasks, pairs] (or nil), the summed weights of the pairs that
+// hold input j (inc: every pair of nIn inputs, as for MixedTasks); weights at or below
+// threshold count as zero for their task. The weights depend only on the architecture, so
+// cells of one type that run the same columns can share them (MixedTasksCoefs).
+func (s *Scope) NodeCoefs(wpair, wops *Tensor, inc []float32, nIn int, idx []int64, threshold float64, tasks int64) *Tensor {
+	if !s.ok("node_coefs", wops) || !s.okOpt("node_coefs", wpair) {
+		return &Tensor{}
+	}
+	if tasks < 1 || len(idx) == 0 {
+		return s.fail(fmt.Errorf("node_coefs: %d tasks, %d op columns", tasks, len(idx)))
+	}
+	inc0, p, err := incidenceArg(wpair, inc, nIn)
+	if err != nil {
+		return s.fail(fmt.Errorf("node_coefs: %w", err))
+	}
+	out := s.out()
+	e := C.mt_node_coefs(optH(wpair), wops.h, inc0, C.int64_t(p), C.int64_t(nIn), (*C.int64_t)(unsafe.Pointer(&idx[0])),
+		C.int64_t(len(idx)), C.double(threshold), C.int64_t(tasks), out)
+	return s.res(e, *out)
+}
+
+// MixedTasksCoefs is MixedTasksStacked with the node's weights given: coefs [tasks, m]
+// (NodeCoefs) for the m columns that stacked (or nil) and then outs hold, droppable their
+// drop-path flags.
+func (s *Scope) MixedTasksCoefs(stacked *Tensor, outs []*Tensor, coefs *Tensor, droppable []bool, dropProb float64, gen *Generator, tasks int64) *Tensor {
 	if tasks < 1 {
 		return s.fail(fmt.Errorf("mixed_tasks: tasks must be >= 1, got %d", tasks))
 	}
-	a, ok := s.mixedArgs("mixed_tasks", stacked, outs, wpair, wops, inc, nIn, idx, droppable)
-	if !ok {
+	if !s.ok("mixed_tasks", outs...) || !s.ok("mixed_tasks", coefs) || !s.okOpt("mixed_tasks", stacked) {
 		return &Tensor{}
 	}
+	m := len(droppable)
+	if m == 0 || (stacked == nil && len(outs) != m) {
+		return s.fail(fmt.Errorf("mixed_tasks: %d outputs, %d drop flags", len(outs), m))
+	}
+	drop, hs := dropFlags(droppable), outHandles(outs)
 	out := s.out()
-	e := C.mt_mixed_tasks(optH(stacked), &a.hs[0], C.int64_t(len(idx)), optH(wpair), wops.h, a.inc, C.int64_t(a.p), C.int64_t(nIn),
-		(*C.int64_t)(unsafe.Pointer(&idx[0])), &a.drop[0], C.double(dropProb), gen.handle(), C.double(threshold), C.int64_t(tasks), out)
+	e := C.mt_mixed_tasks(optH(stacked), &hs[0], C.int64_t(m), coefs.h, &drop[0], C.double(dropProb), gen.handle(),
+		C.int64_t(tasks), out)
 	return s.res(e, *out)
 }
 

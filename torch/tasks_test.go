@@ -98,7 +98,13 @@ func TestMixedTasks(t *testing.T) {
 	bad := s.Child()
 	defer bad.Close()
 	bad.MixedTasks(outs, wpair, wops, inc, nIn, idx, []bool{true, true, true, true}, 0, nil, thr, 4)
-	wantErrContains(t, bad.Err(), "mixed_tasks")
+	wantErrContains(t, bad.Err(), "node_coefs")
+	// Weights of the wrong shape for the outputs: named by the sum.
+	bad2 := s.Child()
+	defer bad2.Close()
+	coefs := bad2.NodeCoefs(wpair, wops, inc, nIn, idx[:3], thr, T)
+	bad2.MixedTasksCoefs(nil, outs, coefs, []bool{true, true, true, true}, 0, nil, T)
+	wantErrContains(t, bad2.Err(), "coefficients of shape [2, 3] are not [2, 4]")
 }
 
 // TestMixedTasksDropPath: each (sample, task) draws its own masks: values are drop-path

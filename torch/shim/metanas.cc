@@ -259,9 +259,8 @@ char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv,
   MT_CATCH("node_batch_norm", rm, rv, m > 0 ? outs[0] : nullptr)
 }
 
-char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
-                     const float *inc, int64_t p, int64_t n_in, const int64_t *idx, const uint8_t *droppable,
-                     double drop_prob, mt_generator gen, double threshold, int64_t tasks, mt_tensor *out) {
+char *mt_node_coefs(mt_tensor wpair, mt_tensor wops, const float *inc, int64_t p, int64_t n_in, const int64_t *idx,
+                    int64_t m, double threshold, int64_t tasks, mt_tensor *out) {
   MT_TRY
   if (m <= 0) throw std::invalid_argument("no active ops");
   if (tasks < 1) throw std::invalid_argument("tasks must be >= 1");
@@ -279,7 +278,20 @@ char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor wp
     coef = w * at::matmul(wp, incT).unsqueeze(2);
   }
   auto idxT = device_copy(idx, {m}, torch::kLong, dev);
-  auto cm = coef.reshape({tasks, -1}).index_select(1, idxT);  // [tasks, m]
+  *out = wrap(coef.reshape({tasks, -1}).index_select(1, idxT));  // [tasks, m]
+  MT_CATCH("node_coefs", wops, wpair)
+}
+
+char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor coefs, const uint8_t *droppable,
+                     double drop_prob, mt_generator gen, int64_t tasks, mt_tensor *out) {
+  MT_TRY
+  if (m <= 0) throw std::invalid_argument("no active ops");
+  if (tasks < 1) throw std::invalid_argument("tasks must be >= 1");
+  const auto &cm = T(coefs);  // [tasks, m]
+  if (cm.dim() != 2 || cm.size(0) != tasks || cm.size(1) != m)
+    throw std::invalid_argument("coefficients of shape " + std::string(c10::str(cm.sizes())) + " are not [" +
+                                std::to_string(tasks) + ", " + std::to_string(m) + "]");
+  const auto dev = cm.device();
   // The first ms columns come stacked ([N, tasks, ms, C, ...], mt_node_batch_norm's
   // output), the other m - ms as outputs [N, tasks*C, ...].
   at::Tensor S;
@@ -314,7 +326,7 @@ char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor wp
     const double keep = 1.0 - drop_prob;
     c10::optional<at::Generator> g;
     if (gen != nullptr) g = *static_cast<at::Generator *>(gen);
-    mask = at::empty({N, tasks, m}, w0.options().requires_grad(false)).bernoulli_(keep, g).div_(keep);
+    mask = at::empty({N, tasks, m}, cm.options().requires_grad(false)).bernoulli_(keep, g).div_(keep);
     bool all = true;
     for (int64_t i = 0; i < m; i++) all = all && droppable[i];
     if (!all) mask = at::where(device_copy(droppable, {m}, torch::kBool, dev), mask, 1.0);
@@ -365,7 +377,7 @@ char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor wp
     node = at::baddbmm(node, f.narrow(2, ms, m - ms), at::stack(rest, 2).view({N * tasks, m - ms, -1}));
   }
   *out = wrap(node.view(sizes));
-  MT_CATCH("mixed_tasks", wops, wpair, stacked != nullptr ? stacked : (m > 0 ? outs[0] : nullptr))
+  MT_CATCH("mixed_tasks", coefs, stacked != nullptr ? stacked : (m > 0 ? outs[0] : nullptr))
 }
 
 char *mt_adjacent_cat(mt_tensor *ts, int64_t n, mt_tensor *out) {

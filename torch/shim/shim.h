@@ -314,14 +314,18 @@ void mt_tree_free(mt_tree t);
 // Batched tasks (tasks.cc): parameters stack the tasks' copies along dimension 0,
 // activations their channels side by side.
 char *mt_matmul(mt_tensor a, mt_tensor b, mt_tensor *out);
-// mt_mixed_tasks is mt_mixed_node for a batched network: op weights wops [tasks*n_in, K],
-// pair weights wpair [tasks, p] (or NULL), op outputs [N, tasks*C, ...]; weights at or
-// below threshold count as zero for their task; one drop-path mask per sample, task and op.
-// stacked (or NULL) holds the first ms of the m columns of idx and droppable, as
+// mt_node_coefs returns the weights [tasks, m] with which a batched network's node sums the
+// op columns idx (j*K+k) of its inputs: op weights wops [tasks*n_in, K] times, with pair
+// weights wpair [tasks, p] (or NULL), the summed weights of the pairs (incidence inc
+// [p, n_in]) holding input j; weights at or below threshold count as zero for their task.
+char *mt_node_coefs(mt_tensor wpair, mt_tensor wops, const float *inc, int64_t p, int64_t n_in, const int64_t *idx,
+                    int64_t m, double threshold, int64_t tasks, mt_tensor *out);
+// mt_mixed_tasks is mt_mixed_node for a batched network: op outputs [N, tasks*C, ...]
+// weighted by coefs [tasks, m] (mt_node_coefs); one drop-path mask per sample, task and op.
+// stacked (or NULL) holds the first ms of the m columns of coefs and droppable, as
 // mt_node_batch_norm returns them ([N, tasks, ms, C, ...]); outs the other m - ms.
-char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor wpair, mt_tensor wops,
-                     const float *inc, int64_t p, int64_t n_in, const int64_t *idx, const uint8_t *droppable,
-                     double drop_prob, mt_generator gen, double threshold, int64_t tasks, mt_tensor *out);
+char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor coefs, const uint8_t *droppable,
+                     double drop_prob, mt_generator gen, int64_t tasks, mt_tensor *out);
 // mt_node_batch_norm stacks the m op outputs outs ([N, tasks*C, ...]) of a batched network's
 // node as [N, tasks, m, C, ...] and normalises them with one batch norm without affine
 // tensors: each (task, op, channel) over its samples and positions, as the ops' own batch
