@@ -370,11 +370,14 @@ char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor co
   }
   // The stacked block is already [N*tasks, ms, F] in memory: one product for it, and one
   // more, accumulated into the first, for the outputs that came apart.
+  // The factor's two parts come from one split (backward: one concatenation; two narrows
+  // would each spread their gradient over zeros of the whole and add them).
   auto f = factor.expand({N, tasks, 1, m}).reshape({N * tasks, 1, m});
-  auto node = at::bmm(f.narrow(2, 0, ms), S.reshape({N * tasks, ms, -1}));
+  auto fs = m > ms ? f.split_with_sizes({ms, m - ms}, 2) : std::vector<at::Tensor>{f};
+  auto node = at::bmm(fs[0], S.reshape({N * tasks, ms, -1}));
   if (m > ms) {
     std::vector<at::Tensor> rest(v.begin() + ms, v.end());
-    node = at::baddbmm(node, f.narrow(2, ms, m - ms), at::stack(rest, 2).view({N * tasks, m - ms, -1}));
+    node = at::baddbmm(node, fs[1], at::stack(rest, 2).view({N * tasks, m - ms, -1}));
   }
   *out = wrap(node.view(sizes));
   MT_CATCH("mixed_tasks", coefs, stacked != nullptr ? stacked : (m > 0 ? outs[0] : nullptr))
