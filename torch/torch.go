@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -399,3 +400,23 @@ func FactorizedReducePatch(dev Device) bool {
 // with a 10-bit mantissa. LibTorch's default allows it for convolutions, not for matrix
 // products. It has no effect on the CPU.
 func SetAllowTF32(conv, matmul bool) { C.mt_set_allow_tf32(C.bool(conv), C.bool(matmul)) }
+
+// tf32Matmul caches METANAS_TF32_MATMUL.
+var tf32Matmul = sync.OnceValue(func() bool {
+	switch v := os.Getenv("METANAS_TF32_MATMUL"); v {
+	case "", "0":
+		return false
+	case "1":
+		return true
+	default:
+		fmt.Fprintf(os.Stderr, "metanas: METANAS_TF32_MATMUL=%s is neither 0 nor 1; matrix products stay float32\n", v)
+		return false
+	}
+})
+
+// TF32Matmul reports METANAS_TF32_MATMUL=1, an experiment for CUDA (off by default): the
+// trainer then lets cuBLAS's matrix products compute in TF32 as cuDNN's convolutions do by
+// default. On CUDA a batched network's 1x1 convolutions are such products (PointwiseMatmul),
+// which the reference runs as cuDNN convolutions, in TF32; the node sums and the
+// classifier become TF32 products too (inputs rounded to a 10-bit mantissa, float32 sums).
+func TF32Matmul() bool { return tf32Matmul() }

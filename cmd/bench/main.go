@@ -65,6 +65,7 @@ type Result struct {
 	PointwiseMatmul bool    `json:"pointwise_matmul,omitempty"`
 	NodeBatchNorm   bool    `json:"node_batch_norm,omitempty"`
 	StateFusion     bool    `json:"state_fusion,omitempty"`
+	TF32Matmul      bool    `json:"tf32_matmul,omitempty"` // METANAS_TF32_MATMUL=1 on CUDA
 	HostSyncsPerStp float64 `json:"host_syncs_per_step"`
 	// On CUDA, LibTorch's allocator at its peak in each part of the run (untimed warming
 	// passes and graph captures included): "warmup", "search" and "meta_test".
@@ -333,6 +334,7 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	r.BranchStreams, r.PointwiseMatmul = torch.BranchStreams(), torch.PointwiseMatmul(tr.Dev)
 	r.NodeBatchNorm = cfg.Run.BatchTasks > 1 && cells.NodeBatchNorm(tr.Dev)
 	r.StateFusion = cells.StateFusion(tr.Dev) && r.BranchStreams < 2
+	r.TF32Matmul = tr.Dev.CUDA && torch.TF32Matmul()
 	return r, nil
 }
 

@@ -119,6 +119,9 @@ func New(cfg config.Config, opts Options) (*Trainer, error) {
 	torch.SetNumThreads(threads)
 	if dev.CUDA {
 		torch.SetCuDNNBenchmark(true)
+		if torch.TF32Matmul() {
+			torch.SetAllowTF32(true, true)
+		}
 	}
 	log := opts.Log
 	if log == nil {
