@@ -45,6 +45,27 @@ var nodeBatchNormSetting = onOffSetting("METANAS_NODE_BATCH_NORM")
 // METANAS_NODE_BATCH_NORM=1 or =0 sets it for both.
 func NodeBatchNorm(dev torch.Device) bool { return onForCUDA(nodeBatchNormSetting, dev) }
 
+// nodeRecompute caches METANAS_NODE_RECOMPUTE: 1 turns it on, 0 or unset leaves it off.
+var nodeRecompute = sync.OnceValue(func() bool {
+	switch v := os.Getenv("METANAS_NODE_RECOMPUTE"); v {
+	case "", "0":
+		return false
+	case "1":
+		return true
+	default:
+		fmt.Fprintf(os.Stderr, "metanas: METANAS_NODE_RECOMPUTE=%s is neither 0 nor 1; off\n", v)
+		return false
+	}
+})
+
+// NodeRecompute reports METANAS_NODE_RECOMPUTE=1 (off by default): in training, a node
+// batch norm's members are normalised inside the node sum, whose backward pass keeps them
+// as they were before the norm, with the norm's statistics, and normalises them again
+// where the node's weights need gradients, instead of keeping a normalised copy from the
+// forward pass to the backward (about a fifth of a batched search step's activations,
+// for one more kernel per node in the backward pass and a few small ones in the forward).
+func NodeRecompute() bool { return nodeRecompute() }
+
 // tailNorm is implemented by ops whose last layer is a batch norm without affine tensors:
 // forwardPreNorm applies the op up to that batch norm, from its input x or, for ops that
 // begin with a ReLU (reluInput), from rx, the ReLU of x.
@@ -148,8 +169,10 @@ func groupNodeNorms(r *Registry, cells []*SearchCell, tasks int64) error {
 var nodeNormCalls [2]atomic.Int64
 
 // normalize applies the node's batch norm to normed, the pre-norm outputs of the members
-// sel (rising), and returns them stacked for MixedTasksStacked.
-func (g *nodeNorm) normalize(c *Ctx, normed []*torch.Tensor, sel []int64) *torch.Tensor {
+// sel (rising), and returns them stacked for MixedTasksCoefs, with nil statistics; with
+// NodeRecompute in training, it returns them stacked before the norm, and the norm's
+// statistics.
+func (g *nodeNorm) normalize(c *Ctx, normed []*torch.Tensor, sel []int64) (stacked, stats *torch.Tensor) {
 	if c.Train {
 		for _, k := range sel {
 			g.members[k].count++
@@ -161,5 +184,8 @@ func (g *nodeNorm) normalize(c *Ctx, normed []*torch.Tensor, sel []int64) *torch
 	} else {
 		nodeNormCalls[1].Add(1)
 	}
-	return c.S.NodeBatchNorm(normed, g.mean, g.vars, sel, c.tasks(), c.Train, g.momentum, g.eps)
+	if NodeRecompute() {
+		return c.S.NodeBatchNormStats(normed, g.mean, g.vars, sel, c.tasks(), c.Train, g.momentum, g.eps)
+	}
+	return c.S.NodeBatchNorm(normed, g.mean, g.vars, sel, c.tasks(), c.Train, g.momentum, g.eps), nil
 }

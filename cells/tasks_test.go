@@ -568,6 +568,41 @@ func TestBatchedSearchNetNodeBatchNorm(t *testing.T) {
 	}
 }
 
+// TestBatchedSearchNetNodeRecompute reruns, with METANAS_NODE_RECOMPUTE=1 and the node
+// batch norm on (also with CUDA's other switches), the batched network against single
+// networks (logits, gradients, running statistics) and the device's pruning against the
+// host's: the node sums that normalise their members themselves must compute the same.
+// With a CUDA device the first rerun runs there too.
+func TestBatchedSearchNetNodeRecompute(t *testing.T) {
+	if os.Getenv("METANAS_NODE_RECOMPUTE") != "" {
+		t.Skip("this process sets METANAS_NODE_RECOMPUTE")
+	}
+	t.Run("on", func(t *testing.T) {
+		testutil.RerunWith(t, []string{"METANAS_NODE_RECOMPUTE=1", "METANAS_NODE_BATCH_NORM=1"},
+			"^(TestBatchedSearchNetMatchesSingle|TestNormalizeOnDevice|TestNodeRecomputeSetting)$",
+			"TestBatchedSearchNetMatchesSingle", "TestNormalizeOnDevice", "TestNodeRecomputeSetting")
+	})
+	t.Run("with CUDA's switches", func(t *testing.T) {
+		testutil.RerunWith(t, []string{"METANAS_NODE_RECOMPUTE=1", "METANAS_NODE_BATCH_NORM=1", "METANAS_STATE_FUSION=1",
+			"METANAS_POINTWISE=matmul", "METANAS_FACTORIZED_REDUCE=patch"},
+			"^(TestBatchedSearchNetMatchesSingle|TestNormalizeOnDevice)$",
+			"TestBatchedSearchNetMatchesSingle", "TestNormalizeOnDevice")
+	})
+}
+
+// TestNodeRecomputeSetting: METANAS_NODE_RECOMPUTE is on only where set to 1.
+func TestNodeRecomputeSetting(t *testing.T) {
+	want := map[string]bool{"": false, "1": true, "0": false, "yes": false}
+	env := testutil.EachSetting(t, "METANAS_NODE_RECOMPUTE", "TestNodeRecomputeSetting", "1", "0", "yes")
+	w, ok := want[env]
+	if !ok {
+		t.Skipf("METANAS_NODE_RECOMPUTE=%s is not one of this test's values", env)
+	}
+	if got := NodeRecompute(); got != w {
+		t.Errorf("METANAS_NODE_RECOMPUTE=%q: NodeRecompute() = %v, want %v", env, got, w)
+	}
+}
+
 // TestNodeBatchNormSetting checks METANAS_NODE_BATCH_NORM's meaning for the CPU and CUDA:
 // unset, grouped on CUDA only; 1, everywhere; 0, nowhere; another value is reported and
 // read as unset. The process reads the setting once, so each value runs in a child process.

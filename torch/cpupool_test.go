@@ -275,3 +275,34 @@ func TestCPUPoolConcurrent(t *testing.T) {
 		t.Errorf("bytes in use after all scopes closed: %+d, want 0", got)
 	}
 }
+
+// TestCPUPoolPeak: the peak counts the most bytes handed out at once since its reset: two
+// 1 MiB tensors alive together count twice, one freed before the next once; a reset
+// starts the next period at the bytes in use then.
+func TestCPUPoolPeak(t *testing.T) {
+	poolOn(t)
+	s := NewScope()
+	defer s.Close()
+	const mib = 1 << 20
+	shape := []int64{mib / 4} // 1 MiB of float32: a 1 MiB class
+	CPUPoolPeak(true)
+	base := CPUPool().InUseBytes
+	a := s.Zeros(shape, CPU)
+	b := s.Zeros(shape, CPU)
+	if got := CPUPoolPeak(true) - base; got < 2*mib || got > 2*mib+mib/8 {
+		t.Errorf("peak with two tensors alive: %d bytes above the start, want 2 MiB", got)
+	}
+	a.Free()
+	b.Free()
+	CPUPoolPeak(true) // the next period starts with both freed
+	base = CPUPool().InUseBytes
+	for i := 0; i < 3; i++ {
+		s.Zeros(shape, CPU).Free()
+	}
+	if got := CPUPoolPeak(false) - base; got < mib || got > mib+mib/8 {
+		t.Errorf("peak with one tensor alive at a time: %d bytes above the start, want 1 MiB", got)
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+}

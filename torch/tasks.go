@@ -37,7 +37,7 @@ func (s *Scope) MixedTasksStacked(stacked *Tensor, outs []*Tensor, wpair, wops *
 	if s.Err() != nil {
 		return &Tensor{}
 	}
-	return s.MixedTasksCoefs(stacked, outs, coefs, droppable, dropProb, gen, tasks)
+	return s.MixedTasksCoefs(stacked, nil, outs, coefs, droppable, dropProb, gen, tasks)
 }
 
 // NodeCoefs returns the weights [tasks, len(idx)] with which a batched node sums its op
@@ -65,12 +65,12 @@ func (s *Scope) NodeCoefs(wpair, wops *Tensor, inc []float32, nIn int, idx []int
 
 // MixedTasksCoefs is MixedTasksStacked with the node's weights given: coefs [tasks, m]
 // (NodeCoefs) for the m columns that stacked (or nil) and then outs hold, droppable their
-// drop-path flags.
-func (s *Scope) MixedTasksCoefs(stacked *Tensor, outs []*Tensor, coefs *Tensor, droppable []bool, dropProb float64, gen *Generator, tasks int64) *Tensor {
+// drop-path flags. With stats, stacked and stats are what NodeBatchNormStats returned.
+func (s *Scope) MixedTasksCoefs(stacked, stats *Tensor, outs []*Tensor, coefs *Tensor, droppable []bool, dropProb float64, gen *Generator, tasks int64) *Tensor {
 	if tasks < 1 {
 		return s.fail(fmt.Errorf("mixed_tasks: tasks must be >= 1, got %d", tasks))
 	}
-	if !s.ok("mixed_tasks", outs...) || !s.ok("mixed_tasks", coefs) || !s.okOpt("mixed_tasks", stacked) {
+	if !s.ok("mixed_tasks", outs...) || !s.ok("mixed_tasks", coefs) || !s.okOpt("mixed_tasks", stacked, stats) {
 		return &Tensor{}
 	}
 	m := len(droppable)
@@ -79,8 +79,8 @@ func (s *Scope) MixedTasksCoefs(stacked *Tensor, outs []*Tensor, coefs *Tensor, 
 	}
 	drop, hs := dropFlags(droppable), outHandles(outs)
 	out := s.out()
-	e := C.mt_mixed_tasks(optH(stacked), &hs[0], C.int64_t(m), coefs.h, &drop[0], C.double(dropProb), gen.handle(),
-		C.int64_t(tasks), out)
+	e := C.mt_mixed_tasks(optH(stacked), optH(stats), &hs[0], C.int64_t(m), coefs.h, &drop[0], C.double(dropProb),
+		gen.handle(), C.int64_t(tasks), out)
 	return s.res(e, *out)
 }
 
@@ -93,21 +93,46 @@ func (s *Scope) MixedTasksCoefs(stacked *Tensor, outs []*Tensor, coefs *Tensor, 
 // used when not training and updated when training; sel lists the member of each output
 // (rising), or is nil when outs are all the members in order.
 func (s *Scope) NodeBatchNorm(outs []*Tensor, runMean, runVar *Tensor, sel []int64, tasks int64, training bool, momentum, eps float64) *Tensor {
+	y, _ := s.nodeBatchNorm(outs, runMean, runVar, sel, tasks, training, momentum, eps, false)
+	return y
+}
+
+// NodeBatchNormStats is NodeBatchNorm in training that leaves the normalising to the node
+// sum: it returns the outputs stacked as they are, [N, tasks, len(outs), C, H, W], and
+// their batch mean and invstd [2, tasks*len(outs)*C] (the running statistics updated as
+// NodeBatchNorm updates them), which MixedTasksCoefs takes together; the sum's backward
+// pass then keeps the stack instead of a normalised copy of it. Not training, it is
+// NodeBatchNorm, with nil statistics.
+func (s *Scope) NodeBatchNormStats(outs []*Tensor, runMean, runVar *Tensor, sel []int64, tasks int64, training bool, momentum, eps float64) (stacked, stats *Tensor) {
+	return s.nodeBatchNorm(outs, runMean, runVar, sel, tasks, training, momentum, eps, true)
+}
+
+func (s *Scope) nodeBatchNorm(outs []*Tensor, runMean, runVar *Tensor, sel []int64, tasks int64, training bool, momentum, eps float64, withStats bool) (*Tensor, *Tensor) {
 	if !s.ok("node_batch_norm", outs...) || !s.ok("node_batch_norm", runMean, runVar) {
-		return &Tensor{}
+		return &Tensor{}, nil
 	}
 	if len(outs) == 0 || (sel != nil && len(sel) != len(outs)) {
-		return s.fail(fmt.Errorf("node_batch_norm: %d outputs, %d members selected", len(outs), len(sel)))
+		return s.fail(fmt.Errorf("node_batch_norm: %d outputs, %d members selected", len(outs), len(sel))), nil
 	}
 	var selP *C.int64_t
 	if sel != nil {
 		selP = (*C.int64_t)(unsafe.Pointer(&sel[0]))
 	}
 	hs := handles(outs)
-	out := s.out()
+	var y, st C.mt_tensor
+	var stp *C.mt_tensor
+	if withStats {
+		stp = &st
+	}
 	e := C.mt_node_batch_norm(&hs[0], C.int64_t(len(hs)), runMean.h, runVar.h, selP, C.int64_t(tasks), C.bool(training),
-		C.double(momentum), C.double(eps), out)
-	return s.res(e, *out)
+		C.double(momentum), C.double(eps), &y, stp)
+	if e != nil {
+		return s.fail(cerr(e)), nil
+	}
+	if st == nil {
+		return s.adopt(y), nil
+	}
+	return s.adopt(y), s.adopt(st)
 }
 
 // ClipGradNormTasks clips each task's slice of the gradients of params (stacked along

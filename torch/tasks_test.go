@@ -103,7 +103,7 @@ func TestMixedTasks(t *testing.T) {
 	bad2 := s.Child()
 	defer bad2.Close()
 	coefs := bad2.NodeCoefs(wpair, wops, inc, nIn, idx[:3], thr, T)
-	bad2.MixedTasksCoefs(nil, outs, coefs, []bool{true, true, true, true}, 0, nil, T)
+	bad2.MixedTasksCoefs(nil, nil, outs, coefs, []bool{true, true, true, true}, 0, nil, T)
 	wantErrContains(t, bad2.Err(), "coefficients of shape [2, 3] are not [2, 4]")
 }
 

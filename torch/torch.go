@@ -290,6 +290,12 @@ func CPUPool() CPUPoolStats {
 	return CPUPoolStats{Enabled: bool(C.mt_cpu_pool_enabled()), CachedBytes: int64(c), InUseBytes: int64(u), Hits: int64(h), Misses: int64(m)}
 }
 
+// CPUPoolPeak returns the most bytes of tensors the CPU pool had handed out at once since
+// the last reset (or the start): the CPU's counterpart of CUDA's allocated peak, without
+// the pool's cached blocks or the C heap's. With reset, the next period starts at the bytes
+// handed out now.
+func CPUPoolPeak(reset bool) int64 { return int64(C.mt_cpu_pool_peak(C.bool(reset))) }
+
 // SetCPUPool makes the pool (on) or LibTorch's own allocator (off) serve new CPU tensors;
 // tensors allocated before keep their allocator. Meant for start-up and for measuring.
 func SetCPUPool(on bool) { C.mt_cpu_pool_enable(C.bool(on)) }

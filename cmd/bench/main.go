@@ -65,11 +65,18 @@ type Result struct {
 	PointwiseMatmul bool    `json:"pointwise_matmul,omitempty"`
 	NodeBatchNorm   bool    `json:"node_batch_norm,omitempty"`
 	StateFusion     bool    `json:"state_fusion,omitempty"`
-	TF32Matmul      bool    `json:"tf32_matmul,omitempty"` // METANAS_TF32_MATMUL=1 on CUDA
+	TF32Matmul      bool    `json:"tf32_matmul,omitempty"`    // METANAS_TF32_MATMUL=1 on CUDA
+	NodeRecompute   bool    `json:"node_recompute,omitempty"` // METANAS_NODE_RECOMPUTE=1 with the node batch norm
 	HostSyncsPerStp float64 `json:"host_syncs_per_step"`
 	// On CUDA, LibTorch's allocator at its peak in each part of the run (untimed warming
 	// passes and graph captures included): "warmup", "search" and "meta_test".
-	GPUPeaks       map[string]GPUPeak `json:"gpu_peak_mib,omitempty"`
+	GPUPeaks map[string]GPUPeak `json:"gpu_peak_mib,omitempty"`
+	// On the CPU, resident memory at its peak in each part of the run ("warmup", "search",
+	// "meta_test", as gpu_peak_mib), where Linux lets the process reset its peak.
+	RSSPeaks map[string]float64 `json:"rss_peak_mib,omitempty"`
+	// On the CPU with the tensor pool, the most tensor memory it had handed out at once in
+	// each part (the counterpart of gpu_peak_mib's allocated; no cached blocks, no heap).
+	PoolPeaks      map[string]float64 `json:"cpu_pool_peak_mib,omitempty"`
 	AtenOpsPerStep float64            `json:"aten_ops_per_step,omitempty"`
 }
 
@@ -248,8 +255,23 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	r.ThreadsPerWork = torch.NumThreads()
 	// peak records the CUDA allocator's peaks since the last call under part and starts
 	// new ones (the first call only starts them).
+	var rssMax float64 // the process's peak before each reset
 	peak := func(part string) error {
 		if !dev.CUDA {
+			if pk := float64(torch.CPUPoolPeak(true)) / (1 << 20); part != "" && torch.CPUPool().Enabled {
+				if r.PoolPeaks == nil {
+					r.PoolPeaks = map[string]float64{}
+				}
+				r.PoolPeaks[part] = pk
+			}
+			v := peakRSS()
+			rssMax = max(rssMax, v)
+			if resetPeakRSS() && part != "" {
+				if r.RSSPeaks == nil {
+					r.RSSPeaks = map[string]float64{}
+				}
+				r.RSSPeaks[part] = v
+			}
 			return nil
 		}
 		m, err := torch.CUDAMemoryStats(dev, true)
@@ -329,12 +351,13 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	if err := peak("meta_test"); err != nil {
 		return nil, err
 	}
-	r.PeakRSSMiB = peakRSS()
+	r.PeakRSSMiB = max(rssMax, peakRSS())
 	r.CPUPool = torch.CPUPool().Enabled
 	r.BranchStreams, r.PointwiseMatmul = torch.BranchStreams(), torch.PointwiseMatmul(tr.Dev)
 	r.NodeBatchNorm = cfg.Run.BatchTasks > 1 && cells.NodeBatchNorm(tr.Dev)
 	r.StateFusion = cells.StateFusion(tr.Dev) && r.BranchStreams < 2
 	r.TF32Matmul = tr.Dev.CUDA && torch.TF32Matmul()
+	r.NodeRecompute = r.NodeBatchNorm && cells.NodeRecompute()
 	return r, nil
 }
 
@@ -603,6 +626,12 @@ func currentRSS() float64 { return procStatus("VmRSS") }
 
 // peakRSS reads the process's peak resident memory (VmHWM) in MiB.
 func peakRSS() float64 { return procStatus("VmHWM") }
+
+// resetPeakRSS sets the process's peak resident memory (VmHWM) to its current resident
+// memory, so that the next peakRSS covers what runs after; false where Linux refuses.
+func resetPeakRSS() bool {
+	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+}
 
 func procStatus(field string) float64 {
 	f, err := os.Open("/proc/self/status")

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/metanas-go/metanas/internal/testutil"
+	"github.com/metanas-go/metanas/torch"
 )
 
 func TestParseGPUApps(t *testing.T) {
@@ -146,6 +147,27 @@ func TestExperimentFields(t *testing.T) {
 	for _, k := range []string{"branch_streams", "pointwise_matmul", "node_batch_norm", "state_fusion"} {
 		if got, w := line[k], want[k]; got != w {
 			t.Errorf("%s = %v, want %v (METANAS_BRANCH_STREAMS=%q)", k, got, w, os.Getenv("METANAS_BRANCH_STREAMS"))
+		}
+	}
+	// On the CPU each part's peak of the tensor pool, below the part's resident peak, and
+	// each part's resident peak, at most the whole run's (where Linux lets the process
+	// reset its peak).
+	pool, _ := line["cpu_pool_peak_mib"].(map[string]any)
+	rss, _ := line["rss_peak_mib"].(map[string]any)
+	for _, part := range []string{"warmup", "search", "meta_test"} {
+		v, ok := pool[part].(float64)
+		if r, _ := rss[part].(float64); torch.CPUPool().Enabled && (!ok || v <= 0 || (r > 0 && v >= r)) {
+			t.Errorf("cpu_pool_peak_mib %v: %s missing or outside (0, its rss_peak_mib %v)", pool, part, rss[part])
+		}
+	}
+	if !resetPeakRSS() {
+		return
+	}
+	peaks, _ := line["rss_peak_mib"].(map[string]any)
+	total, _ := line["peak_rss_mib"].(float64)
+	for _, part := range []string{"warmup", "search", "meta_test"} {
+		if v, ok := peaks[part].(float64); !ok || v <= 0 || v > total {
+			t.Errorf("rss_peak_mib %v: %s missing or outside (0, peak_rss_mib %g]", peaks, part, total)
 		}
 	}
 }

@@ -83,6 +83,9 @@ struct Pool {
   FreeList lists[kClasses];
   std::atomic<int64_t> cached{0};       // bytes in the shared free lists
   std::atomic<int64_t> gone_in_use{0};  // in_use changes on threads whose cache is gone
+  // Bytes handed out over all threads, and their highest value since the last reset
+  // (mt_cpu_pool_peak).
+  std::atomic<int64_t> total{0}, peak{0};
   int64_t max_cached = int64_t{2048} << 20;
   std::mutex reg_mu;                 // guards threads, locals and retired
   std::vector<Counters *> threads;   // live threads' counters
@@ -187,6 +190,7 @@ void release(void *data) {
   Header *h = header(data);
   auto bytes = static_cast<int64_t>(h->bytes);
   int cls = h->cls;
+  p.total.fetch_sub(bytes, std::memory_order_relaxed);
   if (l == nullptr) {
     p.gone_in_use.fetch_sub(bytes, std::memory_order_relaxed);
   } else {
@@ -248,6 +252,10 @@ void *acquire(size_t n) {
       data = fresh_block(cap, cls);
     }
     TORCH_CHECK(data != nullptr, "CPU pool: out of memory allocating ", n, " bytes");
+  }
+  const int64_t now = p.total.fetch_add(static_cast<int64_t>(cap), std::memory_order_relaxed) + static_cast<int64_t>(cap);
+  for (int64_t pk = p.peak.load(std::memory_order_relaxed);
+       now > pk && !p.peak.compare_exchange_weak(pk, now, std::memory_order_relaxed);) {
   }
   if (l == nullptr) {
     p.gone_in_use.fetch_add(static_cast<int64_t>(cap), std::memory_order_relaxed);
@@ -317,6 +325,13 @@ int64_t mt_cpu_pool_trim(void) {
     freed += l->drop();
   }
   return freed;
+}
+
+int64_t mt_cpu_pool_peak(bool reset) {
+  mt::Pool &p = mt::pool();
+  const int64_t pk = p.peak.load();
+  if (reset) p.peak.store(p.total.load());
+  return pk;
 }
 
 void mt_cpu_pool_stats(int64_t *cached, int64_t *in_use, int64_t *hits, int64_t *misses) {

@@ -105,6 +105,44 @@ struct AdjacentCat : public torch::autograd::Function<AdjacentCat> {
   }
 };
 
+// NormedSum is the weighted sum over the members of a node's batch norm, bmm(f, S) with S
+// = (X - mean) * invstd per (task, member, channel), that keeps X and the statistics for
+// its backward pass instead of S: S is made again there, and only where f needs a
+// gradient. X is [N, T, m, C, HW] (the stacked members before the norm), f [N*T, 1, m],
+// mean and invstd [1, T, m, C, 1]; the output is [N*T, 1, C*HW]. The gradient of X is the
+// batch norm's in training mode (through the batch statistics too).
+struct NormedSum : public torch::autograd::Function<NormedSum> {
+  static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &x, const at::Tensor &f,
+                            const at::Tensor &mean, const at::Tensor &invstd) {
+    ctx->save_for_backward({x, f, mean, invstd});
+    const int64_t nt = f.size(0), m = f.size(2);
+    return at::bmm(f, normed(x, mean, invstd).view({nt, m, -1}));
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &f = saved[1], &mean = saved[2], &invstd = saved[3];
+    const auto &g = grads[0];  // [N*T, 1, F]
+    const int64_t nt = f.size(0), m = f.size(2), N = x.size(0);
+    at::Tensor gx, gf;
+    if (ctx->needs_input_grad(0)) {
+      auto gs = at::bmm(f.transpose(1, 2), g);  // [N*T, m, F]
+      const int64_t ch = mean.numel();
+      auto r = at::native_batch_norm_backward(gs.view({N, ch, -1}), x.view({N, ch, -1}), c10::nullopt, c10::nullopt,
+                                              c10::nullopt, mean.view({ch}), invstd.view({ch}), true, 0.0,
+                                              {true, false, false});
+      gx = std::get<0>(r).view(x.sizes());
+    }
+    if (ctx->needs_input_grad(1)) gf = at::bmm(g, normed(x, mean, invstd).view({nt, m, -1}).transpose(1, 2));
+    return {gx, gf, at::Tensor(), at::Tensor()};
+  }
+
+  static at::Tensor normed(const at::Tensor &x, const at::Tensor &mean, const at::Tensor &invstd) {
+    return (x - mean).mul_(invstd);
+  }
+};
+
 }  // namespace
 
 extern "C" {
@@ -192,7 +230,7 @@ char *mt_factorized_reduce(mt_tensor x, mt_tensor w1, mt_tensor w2, int64_t grou
 }
 
 char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv, const int64_t *sel,
-                         int64_t tasks, bool training, double momentum, double eps, mt_tensor *out) {
+                         int64_t tasks, bool training, double momentum, double eps, mt_tensor *out, mt_tensor *stats) {
   MT_TRY
   if (m <= 0) throw std::invalid_argument("no op outputs");
   if (tasks < 1) throw std::invalid_argument("tasks must be >= 1");
@@ -248,14 +286,32 @@ char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv,
     flat.push_back(sizes[d]);
     out_shape.push_back(sizes[d]);
   }
-  auto y = mt::batch_norm(stacked.view(flat), at::Tensor(), at::Tensor(), srm.view({-1}), srv.view({-1}), training,
-                          momentum, eps);
+  if (stats != nullptr && training) {
+    // The batch statistics only (NormedSum normalises): per (task, member, channel) over
+    // the samples and positions, and the running statistics updated as a batch norm would
+    // (the variance unbiased).
+    at::NoGradGuard guard;
+    const int64_t ch = tasks * m * C;
+    auto xs = stacked.view({N, ch, -1});
+    auto vm = at::var_mean(xs, at::IntArrayRef{0, 2}, /*unbiased=*/false, /*keepdim=*/false);
+    auto var = std::get<0>(vm), mean = std::get<1>(vm);
+    const int64_t count = xs.size(0) * xs.size(2);
+    auto rmv = srm.view({-1}), rvv = srv.view({-1});
+    rmv.mul_(1 - momentum).add_(mean, momentum);
+    rvv.mul_(1 - momentum).add_(var, momentum * count / std::max<int64_t>(count - 1, 1));
+    *stats = wrap(at::stack({mean, (var + eps).rsqrt_()}));
+  } else {
+    auto y = mt::batch_norm(stacked.view(flat), at::Tensor(), at::Tensor(), srm.view({-1}), srv.view({-1}), training,
+                            momentum, eps);
+    stacked = y;
+    if (stats != nullptr) *stats = nullptr;
+  }
   if (sel != nullptr && training) {
     at::NoGradGuard guard;
     bm.index_copy_(1, selT, srm);
     bv.index_copy_(1, selT, srv);
   }
-  *out = wrap(y.view(out_shape));
+  *out = wrap(stacked.view(out_shape));
   MT_CATCH("node_batch_norm", rm, rv, m > 0 ? outs[0] : nullptr)
 }
 
@@ -282,8 +338,8 @@ char *mt_node_coefs(mt_tensor wpair, mt_tensor wops, const float *inc, int64_t p
   MT_CATCH("node_coefs", wops, wpair)
 }
 
-char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor coefs, const uint8_t *droppable,
-                     double drop_prob, mt_generator gen, int64_t tasks, mt_tensor *out) {
+char *mt_mixed_tasks(mt_tensor stacked, mt_tensor stats, mt_tensor *outs, int64_t m, mt_tensor coefs,
+                     const uint8_t *droppable, double drop_prob, mt_generator gen, int64_t tasks, mt_tensor *out) {
   MT_TRY
   if (m <= 0) throw std::invalid_argument("no active ops");
   if (tasks < 1) throw std::invalid_argument("tasks must be >= 1");
@@ -374,7 +430,19 @@ char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor co
   // would each spread their gradient over zeros of the whole and add them).
   auto f = factor.expand({N, tasks, 1, m}).reshape({N * tasks, 1, m});
   auto fs = m > ms ? f.split_with_sizes({ms, m - ms}, 2) : std::vector<at::Tensor>{f};
-  auto node = at::bmm(fs[0], S.reshape({N * tasks, ms, -1}));
+  at::Tensor node;
+  if (stats != nullptr) {
+    // S holds the members before their batch norm, stats its mean and invstd [2, tasks*ms*C].
+    const auto &st = T(stats);
+    const int64_t C = S.size(3);
+    if (st.dim() != 2 || st.size(0) != 2 || st.size(1) != tasks * ms * C)
+      throw std::invalid_argument("batch statistics of shape " + std::string(c10::str(st.sizes())) + " are not [2, " +
+                                  std::to_string(tasks * ms * C) + "]");
+    auto x = S.reshape({S.size(0), tasks, ms, C, -1});
+    node = NormedSum::apply(x, fs[0], st[0].view({1, tasks, ms, C, 1}), st[1].view({1, tasks, ms, C, 1}));
+  } else {
+    node = at::bmm(fs[0], S.reshape({N * tasks, ms, -1}));
+  }
   if (m > ms) {
     std::vector<at::Tensor> rest(v.begin() + ms, v.end());
     node = at::baddbmm(node, fs[1], at::stack(rest, 2).view({N * tasks, m - ms, -1}));

@@ -111,6 +111,9 @@ void mt_cpu_pool_enable(bool on);
 bool mt_cpu_pool_enabled(void);
 int64_t mt_cpu_pool_trim(void);
 void mt_cpu_pool_stats(int64_t *cached, int64_t *in_use, int64_t *hits, int64_t *misses);
+// mt_cpu_pool_peak returns the most bytes the pool had handed out at once since the last
+// reset (or the start); reset starts the next period at the bytes handed out now.
+int64_t mt_cpu_pool_peak(bool reset);
 // mt_cpu_pool_selftest checks the size classes and, with the pool on, block alignment and
 // reuse; NULL when all hold, else what failed.
 char *mt_cpu_pool_selftest(void);
@@ -324,16 +327,22 @@ char *mt_node_coefs(mt_tensor wpair, mt_tensor wops, const float *inc, int64_t p
 // weighted by coefs [tasks, m] (mt_node_coefs); one drop-path mask per sample, task and op.
 // stacked (or NULL) holds the first ms of the m columns of coefs and droppable, as
 // mt_node_batch_norm returns them ([N, tasks, ms, C, ...]); outs the other m - ms.
-char *mt_mixed_tasks(mt_tensor stacked, mt_tensor *outs, int64_t m, mt_tensor coefs, const uint8_t *droppable,
-                     double drop_prob, mt_generator gen, int64_t tasks, mt_tensor *out);
+// With stats (or NULL: stacked is normalised), stacked holds the members before their
+// batch norm and stats [2, tasks*ms*C] its batch mean and invstd (mt_node_batch_norm with
+// stats): the sum keeps those for its backward pass instead of the normalised members.
+char *mt_mixed_tasks(mt_tensor stacked, mt_tensor stats, mt_tensor *outs, int64_t m, mt_tensor coefs,
+                     const uint8_t *droppable, double drop_prob, mt_generator gen, int64_t tasks, mt_tensor *out);
 // mt_node_batch_norm stacks the m op outputs outs ([N, tasks*C, ...]) of a batched network's
 // node as [N, tasks, m, C, ...] and normalises them with one batch norm without affine
 // tensors: each (task, op, channel) over its samples and positions, as the ops' own batch
 // norms would. rm and rv are the running statistics of the node's members, contiguous
 // blocks [tasks, members, C] updated in training; sel (m rising member indices, or NULL when
 // the outputs are the members in order) says whose statistics each output uses.
+// With stats (or NULL) in training, it returns the stacked outputs before the norm and in
+// *stats their batch mean and invstd [2, tasks*m*C] (running statistics updated alike), for
+// mt_mixed_tasks to normalise; otherwise *stats is NULL.
 char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv, const int64_t *sel,
-                         int64_t tasks, bool training, double momentum, double eps, mt_tensor *out);
+                         int64_t tasks, bool training, double momentum, double eps, mt_tensor *out, mt_tensor *stats);
 // mt_clip_grad_norm_tasks clips each task's slice of the gradients to global norm max_norm
 // and returns the norms before clipping [tasks].
 char *mt_clip_grad_norm_tasks(mt_tensor *ts, int64_t n, int64_t tasks, double max_norm, mt_tensor *norms);

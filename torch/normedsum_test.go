@@ -1,0 +1,112 @@
+package torch
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestNormedSum: a node sum over a batch norm's members computed from their statistics
+// (NodeBatchNormStats, then MixedTasksCoefs with them) equals the sum over the normalised
+// members (NodeBatchNorm, MixedTasksCoefs): the node, the running statistics, and the
+// gradients of the members, of an identity summed beside them and of the op weights, with
+// drop-path masks from generators of one seed, for all members and for a selection. After
+// the forward pass it holds less memory, about the normalised members' bytes (counted by
+// the CPU tensor pool where it is on). Not training, it is NodeBatchNorm.
+func TestNormedSum(t *testing.T) {
+	const T, N, C, nIn, K = 2, 4, 3, 2, 3
+	for _, tc := range []struct {
+		name string
+		sel  []int64
+	}{{"all members", nil}, {"members 0 and 2", []int64{0, 2}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewScope()
+			defer s.Close()
+			ManualSeed(13)
+			members := int64(3)
+			m := members
+			if tc.sel != nil {
+				m = int64(len(tc.sel))
+			}
+			var outs []*Tensor
+			for i := int64(0); i < m; i++ {
+				o := s.AddScalar(s.MulScalar(s.Randn([]int64{N, T * C, 6, 6}, CPU, false), float64(i+1)), float64(2*i))
+				outs = append(outs, s.Detach(o))
+			}
+			rest := s.Detach(s.Randn([]int64{N, T * C, 6, 6}, CPU, false))
+			wops := s.Detach(s.Rand([]int64{T * nIn, K}, CPU))
+			for _, x := range append([]*Tensor{rest, wops}, outs...) {
+				if err := x.SetRequiresGrad(true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			idx := append([]int64{0, 1, 4}[:m], 5)              // the members' columns, then the identity's
+			drop := append([]bool{true, true, true}[:m], false) // the identity has no drop-path
+			r := s.Randn([]int64{N, T * C, 6, 6}, CPU, false)
+			type result struct {
+				node, mean, vars []float32
+				grads            [][]float32
+				held             int64
+			}
+			run := func(withStats, training bool) result {
+				t.Helper()
+				rm := s.Zeros([]int64{T, members, C}, CPU)
+				rv := s.Ones([]int64{T, members, C}, CPU)
+				g, err := NewGenerator(3, CPU)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer g.Close()
+				cs := s.Child()
+				defer cs.Close()
+				before := CPUPool().InUseBytes
+				var stacked, stats *Tensor
+				if withStats {
+					stacked, stats = cs.NodeBatchNormStats(outs, rm, rv, tc.sel, T, training, 0.1, 1e-5)
+					if training != (stats != nil) {
+						t.Fatalf("training %v: statistics %v", training, stats != nil)
+					}
+				} else {
+					stacked = cs.NodeBatchNorm(outs, rm, rv, tc.sel, T, training, 0.1, 1e-5)
+				}
+				coefs := cs.NodeCoefs(nil, wops, nil, nIn, idx, 0.1, T)
+				node := cs.MixedTasksCoefs(stacked, stats, []*Tensor{rest}, coefs, drop, 0.3, g, T)
+				stacked.Free()
+				if err := cs.Err(); err != nil {
+					t.Fatal(err)
+				}
+				var res result
+				res.held = CPUPool().InUseBytes - before
+				res.node = values(t, node)
+				res.mean, res.vars = values(t, rm), values(t, rv)
+				if err := cs.Sum(cs.Mul(node, r)).Backward(); err != nil {
+					t.Fatal(err)
+				}
+				all := append([]*Tensor{rest, wops}, outs...)
+				for _, x := range all {
+					res.grads = append(res.grads, values(t, cs.Grad(x)))
+				}
+				if err := ZeroGrad(all, true); err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			for _, training := range []bool{true, false} {
+				want, got := run(false, training), run(true, training)
+				near(t, "node", got.node, want.node, 1e-4)
+				near(t, "running mean", got.mean, want.mean, 1e-5)
+				near(t, "running var", got.vars, want.vars, 1e-5)
+				for i := range want.grads {
+					near(t, fmt.Sprintf("gradient %d", i), got.grads[i], want.grads[i], 1e-4)
+				}
+				if !training || !CPUPool().Enabled {
+					continue
+				}
+				normed := int64(N * T * C * 36 * 4 * m)
+				if want.held-got.held < normed*9/10 {
+					t.Errorf("held after the forward pass: %d bytes with the statistics, %d without; want at least %d fewer",
+						got.held, want.held, normed*9/10)
+				}
+			}
+		})
+	}
+}
