@@ -101,8 +101,8 @@ func (s *Scope) NodeBatchNorm(outs []*Tensor, runMean, runVar *Tensor, sel []int
 // sum: it returns the outputs stacked as they are, [N, tasks, len(outs), C, H, W], and
 // their batch mean and invstd [2, tasks*len(outs)*C] (the running statistics updated as
 // NodeBatchNorm updates them), which MixedTasksCoefs takes together; the sum's backward
-// pass then keeps the stack instead of a normalised copy of it. Not training, it is
-// NodeBatchNorm, with nil statistics.
+// pass then keeps the stack instead of a normalised copy of it. Not training, or for
+// outputs other than float32, it is NodeBatchNorm, with nil statistics.
 func (s *Scope) NodeBatchNormStats(outs []*Tensor, runMean, runVar *Tensor, sel []int64, tasks int64, training bool, momentum, eps float64) (stacked, stats *Tensor) {
 	return s.nodeBatchNorm(outs, runMean, runVar, sel, tasks, training, momentum, eps, true)
 }

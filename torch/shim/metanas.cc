@@ -286,10 +286,10 @@ char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv,
     flat.push_back(sizes[d]);
     out_shape.push_back(sizes[d]);
   }
-  if (stats != nullptr && training) {
+  if (stats != nullptr && training && stacked.scalar_type() == at::kFloat) {
     // The batch statistics only (NormedSum normalises): per (task, member, channel) over
     // the samples and positions, and the running statistics updated as a batch norm would
-    // (the variance unbiased).
+    // (the variance unbiased). Float32 only (autocast's 16-bit members take the batch norm).
     at::NoGradGuard guard;
     const int64_t ch = tasks * m * C;
     auto xs = stacked.view({N, ch, -1});
