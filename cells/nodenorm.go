@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/metanas-go/metanas/internal/envswitch"
 	"github.com/metanas-go/metanas/torch"
 )
 
@@ -45,18 +46,8 @@ var nodeBatchNormSetting = onOffSetting("METANAS_NODE_BATCH_NORM")
 // METANAS_NODE_BATCH_NORM=1 or =0 sets it for both.
 func NodeBatchNorm(dev torch.Device) bool { return onForCUDA(nodeBatchNormSetting, dev) }
 
-// nodeRecompute caches METANAS_NODE_RECOMPUTE: 1 turns it on, 0 or unset leaves it off.
-var nodeRecompute = sync.OnceValue(func() bool {
-	switch v := os.Getenv("METANAS_NODE_RECOMPUTE"); v {
-	case "", "0":
-		return false
-	case "1":
-		return true
-	default:
-		fmt.Fprintf(os.Stderr, "metanas: METANAS_NODE_RECOMPUTE=%s is neither 0 nor 1; off\n", v)
-		return false
-	}
-})
+// nodeRecompute reads METANAS_NODE_RECOMPUTE.
+var nodeRecompute = envswitch.New("METANAS_NODE_RECOMPUTE", "0", "1", false, "off")
 
 // NodeRecompute reports METANAS_NODE_RECOMPUTE=1 (off by default): in training, a node
 // batch norm's members are normalised inside the node sum, whose backward pass keeps them

@@ -24,7 +24,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -32,6 +31,7 @@ import (
 
 	// Before gotorch's init: see the package's doc.
 	_ "github.com/metanas-go/metanas/internal/earlyinit"
+	"github.com/metanas-go/metanas/internal/envswitch"
 )
 
 func init() {
@@ -407,18 +407,8 @@ func FactorizedReducePatch(dev Device) bool {
 // products. It has no effect on the CPU.
 func SetAllowTF32(conv, matmul bool) { C.mt_set_allow_tf32(C.bool(conv), C.bool(matmul)) }
 
-// tf32Matmul caches METANAS_TF32_MATMUL.
-var tf32Matmul = sync.OnceValue(func() bool {
-	switch v := os.Getenv("METANAS_TF32_MATMUL"); v {
-	case "", "0":
-		return false
-	case "1":
-		return true
-	default:
-		fmt.Fprintf(os.Stderr, "metanas: METANAS_TF32_MATMUL=%s is neither 0 nor 1; matrix products stay float32\n", v)
-		return false
-	}
-})
+// tf32Matmul reads METANAS_TF32_MATMUL.
+var tf32Matmul = envswitch.New("METANAS_TF32_MATMUL", "0", "1", false, "matrix products stay float32")
 
 // TF32Matmul reports METANAS_TF32_MATMUL=1, an experiment for CUDA (off by default): the
 // trainer then lets cuBLAS's matrix products compute in TF32 as cuDNN's convolutions do by

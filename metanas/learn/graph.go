@@ -2,10 +2,9 @@ package learn
 
 import (
 	"fmt"
-	"os"
-	"sync"
 
 	"github.com/metanas-go/metanas/cells"
+	"github.com/metanas-go/metanas/internal/envswitch"
 	"github.com/metanas-go/metanas/torch"
 )
 
@@ -23,34 +22,16 @@ const (
 // and copy the forward pass's index arrays to the device, none of which a capture may do.
 const captureAfter = 2
 
-// envSwitch reads the two-way setting name once: off or on (an unset variable is def),
-// and any other value is reported and read as def, with what that means.
-func envSwitch(name, off, on string, def bool, meaning string) func() bool {
-	return sync.OnceValue(func() bool {
-		switch v := os.Getenv(name); v {
-		case "":
-			return def
-		case off:
-			return false
-		case on:
-			return true
-		default:
-			fmt.Fprintf(os.Stderr, "metanas: %s=%s is neither %s nor %s; %s\n", name, v, off, on, meaning)
-			return def
-		}
-	})
-}
-
 // ownGraphPools reports METANAS_GRAPH_POOLS=own: each captured graph keeps a memory pool
 // of its own instead of sharing one with the worker's other graphs (more GPU memory; a
 // diagnostic for branch streams, whose graph tests failed on an H200 only where two
 // minibatch shapes shared a pool).
-var ownGraphPools = envSwitch("METANAS_GRAPH_POOLS", "shared", "own", false, "the graphs share a pool")
+var ownGraphPools = envswitch.New("METANAS_GRAPH_POOLS", "shared", "own", false, "the graphs share a pool")
 
 // graphWait reports METANAS_GRAPH_WAIT: unless it is 0, a graph of one minibatch shape
 // waits for the other shape's eager steps before its capture (captureReady); with 0 each
 // shape is captured after its own, as before (an A/B of GPU memory).
-var graphWait = envSwitch("METANAS_GRAPH_WAIT", "0", "1", true, "graphs wait for both minibatch shapes")
+var graphWait = envswitch.New("METANAS_GRAPH_WAIT", "0", "1", true, "graphs wait for both minibatch shapes")
 
 // stepGraph is what a captured step reads and writes besides the network, its optimizer
 // state and the worker's accumulators; all of it lives across replays.
