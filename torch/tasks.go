@@ -30,14 +30,9 @@ func (s *Scope) MixedTasks(outs []*Tensor, wpair, wops *Tensor, inc []float32, n
 // returns them: idx and droppable list stacked's ops first, then those of outs. stacked
 // may be nil (MixedTasks) and outs empty.
 func (s *Scope) MixedTasksStacked(stacked *Tensor, outs []*Tensor, wpair, wops *Tensor, inc []float32, nIn int, idx []int64, droppable []bool, dropProb float64, gen *Generator, threshold float64, tasks int64) *Tensor {
-	if !s.ok("mixed_tasks", outs...) || !s.okOpt("mixed_tasks", stacked) {
-		return &Tensor{}
-	}
-	coefs := s.NodeCoefs(wpair, wops, inc, nIn, idx, threshold, tasks)
-	if s.Err() != nil {
-		return &Tensor{}
-	}
-	return s.MixedTasksCoefs(stacked, nil, outs, coefs, droppable, dropProb, gen, tasks)
+	// A failure of NodeCoefs stays the scope's error; MixedTasksCoefs then returns at once.
+	return s.MixedTasksCoefs(stacked, nil, outs, s.NodeCoefs(wpair, wops, inc, nIn, idx, threshold, tasks), droppable,
+		dropProb, gen, tasks)
 }
 
 // NodeCoefs returns the weights [tasks, len(idx)] with which a batched node sums its op
