@@ -44,14 +44,7 @@ func TestBatchedSearchNetStateFusion(t *testing.T) {
 // on CUDA only; 1, everywhere; 0, nowhere; another value is reported and read as unset.
 func TestStateFusionSetting(t *testing.T) {
 	want := map[string][2]bool{"": {false, true}, "1": {true, true}, "0": {false, false}, "on": {false, true}}
-	env := testutil.EachSetting(t, "METANAS_STATE_FUSION", "TestStateFusionSetting", "1", "0", "on")
-	w, ok := want[env]
-	if !ok {
-		t.Skipf("METANAS_STATE_FUSION=%s is not one of this test's values", env)
-	}
-	if got := [2]bool{StateFusion(torch.CPU), StateFusion(torch.Device{CUDA: true})}; got != w {
-		t.Errorf("METANAS_STATE_FUSION=%q: fused on (CPU, CUDA) = %v, want %v", env, got, w)
-	}
+	testutil.CheckSetting(t, "METANAS_STATE_FUSION", "TestStateFusionSetting", want, "fused on (CPU, CUDA)", func() [2]bool { return [2]bool{StateFusion(torch.CPU), StateFusion(torch.Device{CUDA: true})} })
 }
 
 // TestStateGroups: a one-cell network of 3 nodes (one task and a batch of 2) groups, where

@@ -593,14 +593,7 @@ func TestBatchedSearchNetNodeRecompute(t *testing.T) {
 // TestNodeRecomputeSetting: METANAS_NODE_RECOMPUTE is on only where set to 1.
 func TestNodeRecomputeSetting(t *testing.T) {
 	want := map[string]bool{"": false, "1": true, "0": false, "yes": false}
-	env := testutil.EachSetting(t, "METANAS_NODE_RECOMPUTE", "TestNodeRecomputeSetting", "1", "0", "yes")
-	w, ok := want[env]
-	if !ok {
-		t.Skipf("METANAS_NODE_RECOMPUTE=%s is not one of this test's values", env)
-	}
-	if got := NodeRecompute(); got != w {
-		t.Errorf("METANAS_NODE_RECOMPUTE=%q: NodeRecompute() = %v, want %v", env, got, w)
-	}
+	testutil.CheckSetting(t, "METANAS_NODE_RECOMPUTE", "TestNodeRecomputeSetting", want, "NodeRecompute()", NodeRecompute)
 }
 
 // TestNodeBatchNormSetting checks METANAS_NODE_BATCH_NORM's meaning for the CPU and CUDA:
@@ -608,14 +601,7 @@ func TestNodeRecomputeSetting(t *testing.T) {
 // read as unset. The process reads the setting once, so each value runs in a child process.
 func TestNodeBatchNormSetting(t *testing.T) {
 	want := map[string][2]bool{"": {false, true}, "1": {true, true}, "0": {false, false}, "yes": {false, true}}
-	env := testutil.EachSetting(t, "METANAS_NODE_BATCH_NORM", "TestNodeBatchNormSetting", "1", "0", "yes")
-	w, ok := want[env]
-	if !ok {
-		t.Skipf("METANAS_NODE_BATCH_NORM=%s is not one of this test's values", env)
-	}
-	if got := [2]bool{NodeBatchNorm(torch.CPU), NodeBatchNorm(torch.Device{CUDA: true})}; got != w {
-		t.Errorf("METANAS_NODE_BATCH_NORM=%q: grouped on (CPU, CUDA) = %v, want %v", env, got, w)
-	}
+	testutil.CheckSetting(t, "METANAS_NODE_BATCH_NORM", "TestNodeBatchNormSetting", want, "grouped on (CPU, CUDA)", func() [2]bool { return [2]bool{NodeBatchNorm(torch.CPU), NodeBatchNorm(torch.Device{CUDA: true})} })
 }
 
 // TestNodeBatchNormGroups: with METANAS_NODE_BATCH_NORM=1 a batched CPU search network groups,
@@ -814,5 +800,84 @@ func TestNodeCoefsShared(t *testing.T) {
 				t.Fatalf("alpha %d gradient %d: %g shared, %g separate", a, i, g1[a][i], g0[a][i])
 			}
 		}
+	}
+}
+
+// viewOps are ATen calls that launch no kernel on a GPU (views, reshapes that copy
+// nothing, empties, same-device conversions); kernelCalls counts the others.
+var viewOps = map[string]bool{"aten::view": true, "aten::reshape": true, "aten::_reshape_alias": true,
+	"aten::as_strided": true, "aten::select": true, "aten::slice": true, "aten::narrow": true, "aten::unsqueeze": true,
+	"aten::expand": true, "aten::transpose": true, "aten::permute": true, "aten::empty": true, "aten::empty_strided": true,
+	"aten::empty_like": true, "aten::resolve_conj": true, "aten::to": true, "aten::_to_copy": true, "aten::detach": true,
+	"aten::t": true, "aten::unflatten": true, "aten::_unsafe_view": true, "aten::view_as": true, "aten::split": true,
+	"aten::split_with_sizes": true, "aten::squeeze": true, "aten::alias": true, "aten::set_": true}
+
+func kernelCalls(prof []torch.OpStat) int64 {
+	var n int64
+	for _, st := range prof {
+		if strings.HasPrefix(st.Name, "aten::") && !viewOps[st.Name] {
+			n += st.Calls
+		}
+	}
+	return n
+}
+
+// TestBatchedPassOpCount counts, with CUDA's switches on the CPU (in a child process), the
+// ATen calls that are kernels on a GPU in a forward and backward pass of a batched network
+// of og_metanas's shape (4 cells, reductions 1 and 3, 3 nodes, pair weights; the count
+// does not depend on sizes or tasks): at most 2,505 (BENCHMARKS.md, "Node weights once per
+// cell type"), and sharing node weights between the cells of a type saves at least 150.
+func TestBatchedPassOpCount(t *testing.T) {
+	env := []string{"METANAS_NODE_BATCH_NORM=1", "METANAS_POINTWISE=matmul", "METANAS_FACTORIZED_REDUCE=patch",
+		"METANAS_FAST_CPU_OPS=0", "METANAS_CPU_POOL=0", "METANAS_STATE_FUSION=1"}
+	if os.Getenv("METANAS_FAST_CPU_OPS") != "0" {
+		testutil.RerunWith(t, env, "^TestBatchedPassOpCount$", "TestBatchedPassOpCount")
+		return
+	}
+	for _, e := range env {
+		if kv := strings.SplitN(e, "=", 2); os.Getenv(kv[0]) != kv[1] {
+			t.Skipf("this process sets %s=%s", kv[0], os.Getenv(kv[0]))
+		}
+	}
+	cfg := SearchConfig{InChannels: 1, Classes: 3, Channels: 4, Layers: 4, Nodes: 3, Reductions: []int{1, 3},
+		StemMultiplier: 3, FeatureScaleRate: 1, Primitives: genotype.FewShot, Pairwise: true, AlphaInitStd: 1.5, Tasks: 2}
+	s := torch.NewScope()
+	defer s.Close()
+	n, err := NewSearchNet(s, torch.CPU, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := s.Randn([]int64{3, 2, 8, 8}, torch.CPU, false)
+	count := func(share bool) int64 {
+		t.Helper()
+		defer func(old bool) { shareNodeCoefs = old }(shareNodeCoefs)
+		shareNodeCoefs = share
+		if err := torch.ZeroGrad(append(n.Weights(), n.Alphas()...), true); err != nil {
+			t.Fatal(err)
+		}
+		cs := s.Child()
+		defer cs.Close()
+		w, err := n.Normalize(cs, Softmax, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		torch.ProfileOps()
+		if _, err := torch.OpProfile(true); err != nil {
+			t.Fatal(err)
+		}
+		y := n.Forward(&Ctx{S: cs, Train: true, Tasks: 2}, x, w, 0)
+		if err := cs.Sum(cs.Mul(y, y)).Backward(); err != nil {
+			t.Fatal(err)
+		}
+		prof, err := torch.OpProfile(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kernelCalls(prof)
+	}
+	separate, shared := count(false), count(true)
+	t.Logf("kernel-launching ATen calls per forward and backward pass: %d, %d with node weights shared", separate, shared)
+	if shared > 2505 || separate-shared < 150 {
+		t.Errorf("%d calls (%d without sharing node weights), want at most 2,505 and at least 150 fewer", shared, separate)
 	}
 }

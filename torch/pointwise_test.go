@@ -132,12 +132,5 @@ func TestConv2dPointwiseMatmul(t *testing.T) {
 // child process.
 func TestPointwiseMatmulSetting(t *testing.T) {
 	want := map[string][2]bool{"": {false, true}, "matmul": {true, true}, "conv": {false, false}, "sideways": {false, true}}
-	env := testutil.EachSetting(t, "METANAS_POINTWISE", "TestPointwiseMatmulSetting", "matmul", "conv", "sideways")
-	w, ok := want[env]
-	if !ok {
-		t.Skipf("METANAS_POINTWISE=%s is not one of this test's values", env)
-	}
-	if got := [2]bool{PointwiseMatmul(CPU), PointwiseMatmul(Device{CUDA: true})}; got != w {
-		t.Errorf("METANAS_POINTWISE=%q: products on (CPU, CUDA) = %v, want %v", env, got, w)
-	}
+	testutil.CheckSetting(t, "METANAS_POINTWISE", "TestPointwiseMatmulSetting", want, "products on (CPU, CUDA)", func() [2]bool { return [2]bool{PointwiseMatmul(CPU), PointwiseMatmul(Device{CUDA: true})} })
 }

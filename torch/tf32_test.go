@@ -10,14 +10,7 @@ import (
 // keep matrix products in float32).
 func TestTF32MatmulSetting(t *testing.T) {
 	want := map[string]bool{"": false, "1": true, "0": false, "on": false}
-	env := testutil.EachSetting(t, "METANAS_TF32_MATMUL", "TestTF32MatmulSetting", "1", "0", "on")
-	w, ok := want[env]
-	if !ok {
-		t.Skipf("METANAS_TF32_MATMUL=%s is not one of this test's values", env)
-	}
-	if got := TF32Matmul(); got != w {
-		t.Errorf("METANAS_TF32_MATMUL=%q: TF32Matmul() = %v, want %v", env, got, w)
-	}
+	testutil.CheckSetting(t, "METANAS_TF32_MATMUL", "TestTF32MatmulSetting", want, "TF32Matmul()", TF32Matmul)
 }
 
 // TestCUDATF32Matmul: on a GPU, SetAllowTF32's matmul switch reaches cuBLAS's batched

@@ -3,6 +3,7 @@ package testutil
 import (
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -40,4 +41,27 @@ func EachSetting(t *testing.T, name, test string, values ...string) string {
 		}
 	}
 	return env
+}
+
+// CheckSetting tests a setting read once per process (the environment variable name):
+// for each value of want ("" for unset), what got reports must be want's entry. The set
+// values run in child processes of test (EachSetting), in sorted order; a value outside
+// want, set by whoever ran the test, skips it. what names got's result in messages.
+func CheckSetting[T comparable](t *testing.T, name, test string, want map[string]T, what string, got func() T) {
+	t.Helper()
+	var values []string
+	for v := range want {
+		if v != "" {
+			values = append(values, v)
+		}
+	}
+	sort.Strings(values)
+	env := EachSetting(t, name, test, values...)
+	w, ok := want[env]
+	if !ok {
+		t.Skipf("%s=%s is not one of this test's values", name, env)
+	}
+	if g := got(); g != w {
+		t.Errorf("%s=%q: %s = %v, want %v", name, env, what, g, w)
+	}
 }

@@ -316,14 +316,7 @@ func TestCaptureReady(t *testing.T) {
 // a child process, as the setting is read once.
 func TestGraphWaitSetting(t *testing.T) {
 	want := map[string]bool{"": true, "1": true, "0": false, "no": true}
-	env := testutil.EachSetting(t, "METANAS_GRAPH_WAIT", "TestGraphWaitSetting", "1", "0", "no")
-	w, ok := want[env]
-	if !ok {
-		t.Skipf("METANAS_GRAPH_WAIT=%s is not one of this test's values", env)
-	}
-	if got := graphWait(); got != w {
-		t.Errorf("METANAS_GRAPH_WAIT=%q: graphWait() = %v, want %v", env, got, w)
-	}
+	testutil.CheckSetting(t, "METANAS_GRAPH_WAIT", "TestGraphWaitSetting", want, "graphWait()", graphWait)
 }
 
 // TestCUDABatchWorkerGraphsCaptureTogether: with two full minibatches and a smaller last
