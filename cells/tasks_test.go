@@ -756,33 +756,12 @@ func TestNodeCoefsShared(t *testing.T) {
 	x := s.Randn([]int64{3, 2, 6, 6}, torch.CPU, false)
 	run := func(share bool) (logits []float32, grads [][]float32, gts int64) {
 		t.Helper()
-		defer func(old bool) { shareNodeCoefs = old }(shareNodeCoefs)
-		shareNodeCoefs = share
-		cs := s.Child()
+		cs, y, fwd, _ := profiledPass(t, s, n, x, share, 0.05)
 		defer cs.Close()
-		if err := torch.ZeroGrad(n.Alphas(), true); err != nil {
-			t.Fatal(err)
-		}
-		w, err := n.Normalize(cs, Softmax, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		torch.ProfileOps()
-		if _, err := torch.OpProfile(true); err != nil {
-			t.Fatal(err)
-		}
-		y := n.Forward(&Ctx{S: cs, Train: true, Tasks: 2}, x, w, 0.05)
-		prof, err := torch.OpProfile(true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cs.Sum(cs.Mul(y, y)).Backward(); err != nil {
-			t.Fatal(err)
-		}
 		for _, a := range n.Alphas() {
 			grads = append(grads, hostValues(t, cs, cs.Grad(a)))
 		}
-		return hostValues(t, cs, y), grads, torch.CallsOf(prof, "aten::gt")
+		return hostValues(t, cs, y), grads, torch.CallsOf(fwd, "aten::gt")
 	}
 	y0, g0, gt0 := run(false)
 	y1, g1, gt1 := run(true)
@@ -801,6 +780,39 @@ func TestNodeCoefsShared(t *testing.T) {
 			}
 		}
 	}
+}
+
+// profiledPass runs a training forward pass of the batched network n (2 tasks) on x at
+// threshold thr, with node weights shared between the cells of a type or not, and the
+// backward pass of sum(y*y), from gradients set to none; it returns the pass's scope (the
+// caller closes it), the logits and the op profiles of the forward and the backward pass.
+func profiledPass(t *testing.T, s *torch.Scope, n *SearchNet, x *torch.Tensor, share bool, thr float64) (cs *torch.Scope, y *torch.Tensor, fwd, bwd []torch.OpStat) {
+	t.Helper()
+	defer func(old bool) { shareNodeCoefs = old }(shareNodeCoefs)
+	shareNodeCoefs = share
+	if err := torch.ZeroGrad(append(n.Weights(), n.Alphas()...), true); err != nil {
+		t.Fatal(err)
+	}
+	cs = s.Child()
+	w, err := n.Normalize(cs, Softmax, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	torch.ProfileOps()
+	if _, err := torch.OpProfile(true); err != nil {
+		t.Fatal(err)
+	}
+	y = n.Forward(&Ctx{S: cs, Train: true, Tasks: 2}, x, w, thr)
+	if fwd, err = torch.OpProfile(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.Sum(cs.Mul(y, y)).Backward(); err != nil {
+		t.Fatal(err)
+	}
+	if bwd, err = torch.OpProfile(true); err != nil {
+		t.Fatal(err)
+	}
+	return cs, y, fwd, bwd
 }
 
 // viewOps are ATen calls that launch no kernel on a GPU (views, reshapes that copy
@@ -850,30 +862,9 @@ func TestBatchedPassOpCount(t *testing.T) {
 	x := s.Randn([]int64{3, 2, 8, 8}, torch.CPU, false)
 	count := func(share bool) int64 {
 		t.Helper()
-		defer func(old bool) { shareNodeCoefs = old }(shareNodeCoefs)
-		shareNodeCoefs = share
-		if err := torch.ZeroGrad(append(n.Weights(), n.Alphas()...), true); err != nil {
-			t.Fatal(err)
-		}
-		cs := s.Child()
-		defer cs.Close()
-		w, err := n.Normalize(cs, Softmax, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		torch.ProfileOps()
-		if _, err := torch.OpProfile(true); err != nil {
-			t.Fatal(err)
-		}
-		y := n.Forward(&Ctx{S: cs, Train: true, Tasks: 2}, x, w, 0)
-		if err := cs.Sum(cs.Mul(y, y)).Backward(); err != nil {
-			t.Fatal(err)
-		}
-		prof, err := torch.OpProfile(true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return kernelCalls(prof)
+		cs, _, fwd, bwd := profiledPass(t, s, n, x, share, 0)
+		cs.Close()
+		return kernelCalls(fwd) + kernelCalls(bwd)
 	}
 	separate, shared := count(false), count(true)
 	t.Logf("kernel-launching ATen calls per forward and backward pass: %d, %d with node weights shared", separate, shared)
