@@ -838,7 +838,8 @@ func kernelCalls(prof []torch.OpStat) int64 {
 // ATen calls that are kernels on a GPU in a forward and backward pass of a batched network
 // of og_metanas's shape (4 cells, reductions 1 and 3, 3 nodes, pair weights; the count
 // does not depend on sizes or tasks): at most 2,505 (BENCHMARKS.md, "Node weights once per
-// cell type"), and sharing node weights between the cells of a type saves at least 150.
+// cell type"), and sharing node weights between the cells of a type saves at least 150. It
+// also bounds the bytes the pass's ATen calls read and write (maxPassBytes).
 func TestBatchedPassOpCount(t *testing.T) {
 	env := []string{"METANAS_NODE_BATCH_NORM=1", "METANAS_POINTWISE=matmul", "METANAS_FACTORIZED_REDUCE=patch",
 		"METANAS_FAST_CPU_OPS=0", "METANAS_CPU_POOL=0", "METANAS_STATE_FUSION=1"}
@@ -860,15 +861,37 @@ func TestBatchedPassOpCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := s.Randn([]int64{3, 2, 8, 8}, torch.CPU, false)
-	count := func(share bool) int64 {
+	torch.ProfileBytes()
+	// count returns the pass's kernel-launching calls and the bytes its ATen calls moved.
+	count := func(share bool) (calls, bytes int64) {
 		t.Helper()
+		if _, err := torch.BytesProfile(true); err != nil {
+			t.Fatal(err)
+		}
 		cs, _, fwd, bwd := profiledPass(t, s, n, x, share, 0)
 		cs.Close()
-		return kernelCalls(fwd) + kernelCalls(bwd)
+		prof, err := torch.BytesProfile(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range prof {
+			bytes += p.Bytes
+		}
+		return kernelCalls(fwd) + kernelCalls(bwd), bytes
 	}
-	separate, shared := count(false), count(true)
-	t.Logf("kernel-launching ATen calls per forward and backward pass: %d, %d with node weights shared", separate, shared)
+	separate, _ := count(false)
+	shared, bytes := count(true)
+	t.Logf("kernel-launching ATen calls per forward and backward pass: %d, %d with node weights shared; %d bytes read and written", separate, shared, bytes)
 	if shared > 2505 || separate-shared < 150 {
 		t.Errorf("%d calls (%d without sharing node weights), want at most 2,505 and at least 150 fewer", shared, separate)
 	}
+	// The memory-traffic floor of this pass (torch.ProfileBytes; BENCHMARKS.md, "Memory
+	// traffic per batched step"): a change that copies activations more raises it.
+	if bytes > maxPassBytes {
+		t.Errorf("the pass read and wrote %d bytes, want at most %d", bytes, maxPassBytes)
+	}
 }
+
+// maxPassBytes bounds TestBatchedPassOpCount's traffic: its count with Debian's LibTorch
+// 1.13 on 2026-12-07 (the same on every run; the sizes are the test's, not og_metanas's).
+const maxPassBytes = 18_667_064

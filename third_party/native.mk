@@ -8,7 +8,9 @@ include $(BUILD)/libtorch.mk
 # LibTorch 2.12 and later need C++20 for their headers; older ones build with C++17.
 LT_STD   := $(shell echo '$(LT_VERSION)' | awk -F. '{ print ($$1 > 2 || ($$1 == 2 && $$2 + 0 >= 12)) ? "c++20" : "c++17" }')
 CXX      ?= g++
-CXXFLAGS := -std=$(LT_STD) -fPIC -O2 -g0 -D_GLIBCXX_USE_CXX11_ABI=$(LT_ABI) $(LT_INC) -I$(BUILD)/include -Wno-deprecated-declarations
+# -DNDEBUG as LibTorch's release builds: some of its classes have debug-only members
+# (RecordFunction's inputs_valid_), so without it our inline reads of them are misplaced.
+CXXFLAGS := -std=$(LT_STD) -fPIC -O2 -g0 -DNDEBUG -D_GLIBCXX_USE_CXX11_ABI=$(LT_ABI) $(LT_INC) -I$(BUILD)/include -Wno-deprecated-declarations
 LDLIBS   := -L$(LT_LIBDIR) -Wl,-rpath,$(LT_LIBDIR) -ltorch -ltorch_cpu -lc10
 TORCH_LIBS := libtorch.so libtorch_cpu.so libc10.so
 ifeq ($(LT_CUDA),1)
@@ -38,11 +40,11 @@ $(BUILD)/include/cgotorch/%.h: $(GOTORCH)/cgotorch/%.h
 	@mkdir -p $(dir $@)
 	cp $< $@ && chmod u+w $@
 
-$(BUILD)/obj/cgotorch/%.o: $(GOTORCH)/cgotorch/%.cc $(CG_HDRS) $(BUILD)/libtorch.stamp
+$(BUILD)/obj/cgotorch/%.o: $(GOTORCH)/cgotorch/%.cc $(CG_HDRS) $(BUILD)/libtorch.stamp third_party/native.mk
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
-$(BUILD)/obj/shim/%.o: torch/shim/%.cc $(SH_HDRS) $(BUILD)/libtorch.stamp
+$(BUILD)/obj/shim/%.o: torch/shim/%.cc $(SH_HDRS) $(BUILD)/libtorch.stamp third_party/native.mk
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -Wall -c $< -o $@
 

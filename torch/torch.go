@@ -253,6 +253,48 @@ func OpProfile(reset bool) ([]OpStat, error) {
 	return out, nil
 }
 
+// OpBytes is the memory traffic of one ATen operator under ProfileBytes.
+type OpBytes struct {
+	Name  string // e.g. "aten::cat"
+	Calls int64  // calls made outside another ATen operator since ProfileBytes (or the last reset)
+	Bytes int64  // bytes of the tensors those calls read and wrote
+}
+
+// ProfileBytes starts counting, for every ATen operator that our code or an autograd node
+// calls (not the operators those call in turn), the bytes of the tensors it reads and
+// writes: a tensor's elements, at most its storage (an expanded tensor is read from cache);
+// none for a view; a copy, fill or zeroing writes its destination without reading it. The
+// sum is a floor of the memory traffic that the calls' kernels need, as kernels that pass
+// over their data twice (a batch norm) or stage it (convolutions) move more. Like
+// ProfileOps it slows every op down (each call's arguments are kept for the count) and
+// cannot be stopped: for diagnostics.
+func ProfileBytes() { C.mt_profile_bytes() }
+
+// BytesProfile returns the operators' traffic since ProfileBytes (or the last reset), most
+// bytes first, and starts a new table when reset is true.
+func BytesProfile(reset bool) ([]OpBytes, error) {
+	p := C.mt_bytes_profile(C.bool(reset))
+	text := C.GoString(p)
+	C.free(unsafe.Pointer(p))
+	var out []OpBytes
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		if line == "" {
+			continue
+		}
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
+			return nil, fmt.Errorf("bytes profile: malformed line %q", line)
+		}
+		calls, err1 := strconv.ParseInt(f[1], 10, 64)
+		bytes, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("bytes profile: malformed line %q", line)
+		}
+		out = append(out, OpBytes{Name: f[0], Calls: calls, Bytes: bytes})
+	}
+	return out, nil
+}
+
 // HostHeap reports the C heap (glibc malloc, all arenas) that LibTorch's CPU tensors and our
 // handles live in: bytes in use and bytes free but still held by malloc. Resident memory
 // that grows while inUse stays flat is fragmentation, which TrimHostHeap can give back.

@@ -78,6 +78,10 @@ type Result struct {
 	// each part (the counterpart of gpu_peak_mib's allocated; no cached blocks, no heap).
 	PoolPeaks      map[string]float64 `json:"cpu_pool_peak_mib,omitempty"`
 	AtenOpsPerStep float64            `json:"aten_ops_per_step,omitempty"`
+	// With --profile-bytes, the bytes that the ATen calls of each timed meta-epoch
+	// ("warmup", "search") read and wrote, GiB (torch.ProfileBytes: a floor of the memory
+	// traffic their kernels need, whatever the device).
+	TrafficGiB map[string]float64 `json:"traffic_gib,omitempty"`
 }
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -97,6 +101,7 @@ func run(args []string) int {
 	precision := fs.String("precision", "", "float32 or bf16: autocast forward passes to bfloat16 (run.precision; empty: the preset's)")
 	countOps := fs.Bool("count-ops", false, "also count ATen operator calls per warm-up task step (aten_ops_per_step; slows every op, so the timings are not comparable)")
 	profTop := fs.Int("profile-ops", 0, "also time operator calls by self time and print the N costliest of each timed meta-epoch to stderr (slows every op)")
+	bytesTop := fs.Int("profile-bytes", 0, "also count the bytes that ATen calls read and write (traffic_gib per timed meta-epoch) and print the N operators that moved most to stderr (slows every op)")
 	traceOps := fs.Bool("kernel-trace-ops", false, "with --kernel-trace on CUDA, record the host's operators too, so that third_party/bench/trace_kernels.py names the operators that launched each eager kernel (larger traces, a slower host)")
 	trace := fs.String("kernel-trace", "", "write a Chrome trace (PyTorch's profiler) of each timed meta-epoch to PREFIX-<case>-epoch<N>.json: CUDA kernels with --device cuda, host operators on the CPU (slows every launch; needs a LibTorch with Kineto, as PyTorch's wheels have)")
 	configs := fs.String("configs", "configs", "folder of the presets")
@@ -109,6 +114,12 @@ func run(args []string) int {
 	}
 	if *profTop < 0 {
 		return cli.Errorf(prog, cli.Usage, fmt.Errorf("--profile-ops must be >= 0, got %d", *profTop))
+	}
+	if *bytesTop < 0 {
+		return cli.Errorf(prog, cli.Usage, fmt.Errorf("--profile-bytes must be >= 0, got %d", *bytesTop))
+	}
+	if *bytesTop > 0 {
+		torch.ProfileBytes()
 	}
 	if *traceOps && *trace == "" {
 		return cli.Errorf(prog, cli.Usage, fmt.Errorf("--kernel-trace-ops needs --kernel-trace PREFIX (the trace it adds to)"))
@@ -126,7 +137,7 @@ func run(args []string) int {
 		return cli.OK
 	}
 	for _, c := range strings.Split(*cases, ",") {
-		o := caseOpts{tasks: *tasks, testSteps: *testSteps, workers: *workers, streams: *streams, batchTasks: *batchTasks, batchWorkers: *batchWorkers, graphs: *graphs, precision: *precision, profTop: *profTop, trace: *trace, traceOps: *traceOps}
+		o := caseOpts{tasks: *tasks, testSteps: *testSteps, workers: *workers, streams: *streams, batchTasks: *batchTasks, batchWorkers: *batchWorkers, graphs: *graphs, precision: *precision, profTop: *profTop, bytesTop: *bytesTop, trace: *trace, traceOps: *traceOps}
 		r, err := measure(*configs, strings.TrimSpace(c), *device, o)
 		if err != nil {
 			if train.IsUsage(err) {
@@ -148,6 +159,7 @@ type caseOpts struct {
 	graphs                    bool
 	precision                 string // run.precision ("" for the preset's)
 	profTop                   int
+	bytesTop                  int    // with ProfileBytes on: operators printed by traffic
 	trace                     string // kernel-trace file prefix ("" for none)
 	traceOps                  bool   // the kernel traces also record the host's operators
 }
@@ -199,7 +211,8 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		return nil, err
 	}
 	batch := sampler.Batch(0, n)
-	dev := tr.Dev // parsed and checked by train.New
+	dev := tr.Dev       // parsed and checked by train.New
+	var traffic float64 // GiB moved in the last timed meta-epoch (with o.bytesTop)
 	timeEpoch := func(epoch int) (float64, error) {
 		warm := batch[:min(len(batch), len(tr.Workers))] // one task per worker warms caches
 		steps := tr.Cfg.Task.Steps
@@ -217,6 +230,11 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		}
 		if profTop > 0 {
 			if _, err := torch.OpProfile(true); err != nil {
+				return 0, err
+			}
+		}
+		if o.bytesTop > 0 {
+			if _, err := torch.BytesProfile(true); err != nil {
 				return 0, err
 			}
 		}
@@ -244,6 +262,11 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		}
 		if profTop > 0 {
 			if err := printProfile(fmt.Sprintf("%s meta-epoch %d", name, epoch), time.Since(start), profTop); err != nil {
+				return 0, err
+			}
+		}
+		if o.bytesTop > 0 {
+			if traffic, err = printTraffic(fmt.Sprintf("%s meta-epoch %d", name, epoch), o.bytesTop); err != nil {
 				return 0, err
 			}
 		}
@@ -294,6 +317,15 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	if err := peak("warmup"); err != nil {
 		return nil, err
 	}
+	addTraffic := func(part string) {
+		if o.bytesTop > 0 {
+			if r.TrafficGiB == nil {
+				r.TrafficGiB = map[string]float64{}
+			}
+			r.TrafficGiB[part] = traffic
+		}
+	}
+	addTraffic("warmup")
 	fmt.Fprintf(os.Stderr, "bench: %s: warm-up meta-epoch %.2f s (%d of %d tasks measured, %d workers)\n", name, r.WarmUpEpochS, n, cfg.Meta.MetaBatch, len(tr.Workers))
 	for _, b := range tr.Batches {
 		if o.graphs {
@@ -325,6 +357,7 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "bench: %s: search meta-epoch %.2f s\n", name, r.SearchEpochS)
+	addTraffic("search")
 	if err := peak("search"); err != nil {
 		return nil, err
 	}
@@ -381,6 +414,31 @@ func printProfile(label string, wall time.Duration, top int) error {
 		fmt.Fprintf(os.Stderr, "  %-44s %10d %10.2f %8.1f %7.1f\n", s.Name, s.Calls, s.SelfUS/1e6, s.SelfUS/float64(max(s.Calls, 1)), 100*s.SelfUS/1e6/wall.Seconds())
 	}
 	return nil
+}
+
+// printTraffic writes the top operators by bytes moved since the last reset to stderr, and
+// returns the total in GiB.
+func printTraffic(label string, top int) (float64, error) {
+	stats, err := torch.BytesProfile(true)
+	if err != nil {
+		return 0, err
+	}
+	var total, calls int64
+	for _, s := range stats {
+		total += s.Bytes
+		calls += s.Calls
+	}
+	const gib = 1 << 30
+	fmt.Fprintf(os.Stderr, "%s: %.2f GiB read and written by %d outermost ATen calls\n", label, float64(total)/gib, calls)
+	fmt.Fprintf(os.Stderr, "  %-44s %10s %10s %10s %7s\n", "operator", "calls", "GiB", "MiB/call", "% bytes")
+	for i, s := range stats {
+		if i == top {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "  %-44s %10d %10.3f %10.2f %7.1f\n", s.Name, s.Calls, float64(s.Bytes)/gib,
+			float64(s.Bytes)/float64(max(s.Calls, 1))/(1<<20), 100*float64(s.Bytes)/float64(max(total, 1)))
+	}
+	return float64(total) / gib, nil
 }
 
 // cHeap returns the C heap in use and free-but-kept, in MiB.

@@ -287,6 +287,114 @@ char *mt_op_profile(bool reset) {
   }
   return mt::dup(o.str());
 }
+namespace {
+// Memory-traffic profile: per ATen operator called outside another ATen operator (by our
+// code or by an autograd node; what they call inside is theirs), the bytes of the tensors
+// it read and wrote. A tensor counts as its elements, at most its storage (an expanded
+// tensor is read from cache); a view (an output aliasing an input of an op that is not
+// in place) moves nothing; a copy, fill or zeroing writes its first argument without
+// reading it. A floor of the memory traffic: kernels that pass over their data more than
+// once (a batch norm's statistics, then its normalisation) or stage it (convolutions) move
+// more.
+struct ByteStat {
+  int64_t calls = 0;
+  int64_t bytes = 0;
+};
+struct ByteFrame {
+  const char *name;
+  bool top;                    // called outside another ATen operator
+  std::vector<at::Tensor> ins;  // a top-level call's tensor arguments (readable at its start only)
+  bool unread = false;          // its arguments were not recorded
+};
+thread_local std::vector<ByteFrame> byte_stack;
+std::mutex bytes_mu;
+std::unordered_map<std::string, ByteStat> byte_stats;
+std::once_flag bytes_once;
+
+bool is_aten(const char *n) { return n != nullptr && std::strncmp(n, "aten::", 6) == 0; }
+
+void collect(const c10::IValue &v, std::vector<at::Tensor> &out) {
+  if (v.isTensor()) {
+    out.push_back(v.toTensor());
+  } else if (v.isTensorList()) {
+    for (const at::Tensor &t : v.toTensorList()) out.push_back(t);
+  } else if (v.isList()) {
+    for (const c10::IValue &e : v.toListRef())
+      if (e.isTensor()) out.push_back(e.toTensor());
+  }
+}
+
+int64_t tensor_bytes(const at::Tensor &t) {
+  if (!t.defined()) return 0;
+  int64_t n = t.numel() * static_cast<int64_t>(t.element_size());
+  if (t.has_storage()) n = std::min<int64_t>(n, static_cast<int64_t>(t.storage().nbytes()));
+  return n;
+}
+
+std::unique_ptr<at::ObserverContext> bytes_enter(const at::RecordFunction &fn) {
+  const bool top = byte_stack.empty() || !is_aten(byte_stack.back().name);
+  ByteFrame f{fn.name(), top, {}};
+  if (top && is_aten(f.name)) {
+    try {
+      for (const c10::IValue &v : fn.inputs()) collect(v, f.ins);
+    } catch (const std::exception &) {
+      f.unread = true;  // a call that records no arguments (LibTorch's debug check says so)
+    }
+  }
+  byte_stack.push_back(std::move(f));
+  return nullptr;
+}
+
+void bytes_exit(const at::RecordFunction &fn, at::ObserverContext *) {
+  if (byte_stack.empty()) return;
+  ByteFrame f = std::move(byte_stack.back());
+  byte_stack.pop_back();
+  const char *name = f.name;
+  if (!f.top || !is_aten(name) || std::strstr(name, "empty") != nullptr) return;
+  const std::vector<at::Tensor> &ins = f.ins;
+  std::vector<at::Tensor> outs;
+  for (const c10::IValue &v : fn.outputs()) collect(v, outs);
+  const size_t len = std::strlen(name);
+  const bool in_place = len > 0 && name[len - 1] == '_';
+  int64_t bytes = 0;
+  bool view = false;
+  if (!in_place)
+    for (const auto &o : outs)
+      for (const auto &i : ins)
+        view = view || (o.defined() && i.defined() && o.has_storage() && i.has_storage() && o.is_alias_of(i));
+  if (!view) {
+    for (const auto &t : ins) bytes += tensor_bytes(t);
+    for (const auto &t : outs) bytes += tensor_bytes(t);
+    const std::string n(name);
+    if ((n == "aten::copy_" || n == "aten::fill_" || n == "aten::zero_") && !ins.empty()) bytes -= tensor_bytes(ins[0]);
+  }
+  std::lock_guard<std::mutex> lock(bytes_mu);
+  ByteStat &s = byte_stats[f.unread ? std::string(name) + " (arguments unrecorded)" : std::string(name)];
+  s.calls++;
+  s.bytes += bytes;
+}
+}  // namespace
+
+void mt_profile_bytes(void) {
+  std::call_once(bytes_once, [] {
+    at::addGlobalCallback(at::RecordFunctionCallback(bytes_enter, bytes_exit)
+                              .needsInputs(true)
+                              .needsOutputs(true)
+                              .scopes({at::RecordScope::FUNCTION}));
+  });
+}
+
+char *mt_bytes_profile(bool reset) {
+  std::ostringstream o;
+  {
+    std::lock_guard<std::mutex> lock(bytes_mu);
+    std::vector<std::pair<std::string, ByteStat>> v(byte_stats.begin(), byte_stats.end());
+    std::sort(v.begin(), v.end(), [](const auto &a, const auto &b) { return a.second.bytes > b.second.bytes; });
+    for (const auto &e : v) o << e.first << "\t" << e.second.calls << "\t" << e.second.bytes << "\n";
+    if (reset) byte_stats.clear();
+  }
+  return mt::dup(o.str());
+}
 void mt_set_grad_enabled(bool on) { at::GradMode::set_enabled(on); }
 bool mt_is_grad_enabled(void) { return at::GradMode::is_enabled(); }
 

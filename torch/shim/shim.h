@@ -98,6 +98,13 @@ int64_t mt_op_count(void);
 // clears it when reset is set.
 void mt_profile_ops(void);
 char *mt_op_profile(bool reset);
+// mt_profile_bytes starts counting, per ATen operator called outside another one (by our
+// code or an autograd node), the bytes of the tensors it read and wrote (views none; a
+// floor of the memory traffic); diagnostics only. mt_bytes_profile returns the table so
+// far as malloc'd text, one "name\tcalls\tbytes" line per operator, most bytes first, and
+// clears it when reset is set.
+void mt_profile_bytes(void);
+char *mt_bytes_profile(bool reset);
 // mt_host_heap reports glibc malloc's heap over all arenas: bytes in use (mmapped blocks
 // included) and bytes free but kept by malloc. mt_trim_host_heap gives free heap memory
 // back to the operating system (malloc_trim).
