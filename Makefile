@@ -9,7 +9,7 @@ BUILD  := build
 CONFIG ?= configs/smoke.yaml
 TRAIN_ARGS ?=
 
-.PHONY: all native deps test train bench opbench gpu-prepare gpu-check gpu-bench gpu-trace gpu-session data clean
+.PHONY: all native deps test train bench opbench gpu-prepare gpu-check gpu-bench gpu-trace gpu-session compat-check data clean
 
 all: native
 	$(GO) build ./...
@@ -73,6 +73,11 @@ gpu-prepare: deps native
 
 gpu-check:
 	bash third_party/gpu-check.sh
+
+# Compile the shim against the next Debian release's (newer) LibTorch and CUDA headers,
+# with and without CUDA, before a GPU lease (fetches about 1 GB once; installs nothing).
+compat-check:
+	bash third_party/compat-check.sh
 
 gpu-bench:
 	bash third_party/gpu-bench.sh
