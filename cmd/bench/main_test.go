@@ -172,6 +172,35 @@ func TestExperimentFields(t *testing.T) {
 	}
 }
 
+// TestProfileBytesField (in a child process: the count cannot be stopped): --profile-bytes
+// reports each timed meta-epoch's traffic in traffic_gib and prints its table.
+func TestProfileBytesField(t *testing.T) {
+	if os.Getenv("METANAS_TEST_BENCH_BYTES") != "1" {
+		testutil.RerunWith(t, []string{"METANAS_TEST_BENCH_BYTES=1"}, "^TestProfileBytesField$", "TestProfileBytesField")
+		return
+	}
+	code, out, errOut := testutil.Capture(t, func() int {
+		return run([]string{"--configs", "../../configs", "--cases", "smoke", "--tasks", "1", "--test-steps", "2", "--profile-bytes", "3"})
+	})
+	if code != 0 {
+		t.Fatalf("bench exit %d: %s", code, errOut)
+	}
+	var line struct {
+		Traffic map[string]float64 `json:"traffic_gib"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &line); err != nil {
+		t.Fatalf("bench line %q: %v", out, err)
+	}
+	for _, part := range []string{"warmup", "search"} {
+		if v := line.Traffic[part]; v <= 0 {
+			t.Errorf("traffic_gib %v: %s missing or not positive", line.Traffic, part)
+		}
+	}
+	if n := strings.Count(errOut, "GiB read and written by"); n != 2 || !strings.Contains(errOut, "aten::") {
+		t.Errorf("stderr has %d traffic tables (want 2, naming ATen operators): %q", n, errOut)
+	}
+}
+
 // TestUsageErrors: flags that cannot work are refused with exit code 2 and a message that
 // names them, before any case is measured.
 func TestUsageErrors(t *testing.T) {
@@ -180,6 +209,7 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--profile-ops", "-1"}, "--profile-ops"},
+		{[]string{"--profile-bytes", "-1"}, "--profile-bytes"},
 		{[]string{"--kernel-trace-ops"}, "--kernel-trace-ops needs --kernel-trace"},
 		// Refused by the case's settings, before its network is built.
 		{[]string{"--configs", "../../configs", "--cases", "og_metanas", "--batch-workers", "2"}, "run.batch_workers: needs run.batch_tasks > 1"},
