@@ -231,26 +231,40 @@ func CallsOf(stats []OpStat, name string) int64 {
 // OpProfile returns the operator times since ProfileOps (or the last reset), largest self
 // time first, and starts a new table when reset is true.
 func OpProfile(reset bool) ([]OpStat, error) {
-	p := C.mt_op_profile(C.bool(reset))
+	var out []OpStat
+	err := profileRows(C.mt_op_profile(C.bool(reset)), "op profile", func(name string, calls int64, value string) error {
+		us, err := strconv.ParseFloat(value, 64)
+		out = append(out, OpStat{Name: name, Calls: calls, SelfUS: us})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// profileRows frees p, a shim profile table of "name\tcalls\tvalue" lines, after passing
+// each line to row; what names the table in errors.
+func profileRows(p *C.char, what string, row func(name string, calls int64, value string) error) error {
 	text := C.GoString(p)
 	C.free(unsafe.Pointer(p))
-	var out []OpStat
 	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
 		if line == "" {
 			continue
 		}
 		f := strings.Split(line, "\t")
 		if len(f) != 3 {
-			return nil, fmt.Errorf("op profile: malformed line %q", line)
+			return fmt.Errorf("%s: malformed line %q", what, line)
 		}
-		calls, err1 := strconv.ParseInt(f[1], 10, 64)
-		us, err2 := strconv.ParseFloat(f[2], 64)
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("op profile: malformed line %q", line)
+		calls, err := strconv.ParseInt(f[1], 10, 64)
+		if err == nil {
+			err = row(f[0], calls, f[2])
 		}
-		out = append(out, OpStat{Name: f[0], Calls: calls, SelfUS: us})
+		if err != nil {
+			return fmt.Errorf("%s: malformed line %q", what, line)
+		}
 	}
-	return out, nil
+	return nil
 }
 
 // OpBytes is the memory traffic of one ATen operator under ProfileBytes.
@@ -273,24 +287,14 @@ func ProfileBytes() { C.mt_profile_bytes() }
 // BytesProfile returns the operators' traffic since ProfileBytes (or the last reset), most
 // bytes first, and starts a new table when reset is true.
 func BytesProfile(reset bool) ([]OpBytes, error) {
-	p := C.mt_bytes_profile(C.bool(reset))
-	text := C.GoString(p)
-	C.free(unsafe.Pointer(p))
 	var out []OpBytes
-	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
-		if line == "" {
-			continue
-		}
-		f := strings.Split(line, "\t")
-		if len(f) != 3 {
-			return nil, fmt.Errorf("bytes profile: malformed line %q", line)
-		}
-		calls, err1 := strconv.ParseInt(f[1], 10, 64)
-		bytes, err2 := strconv.ParseInt(f[2], 10, 64)
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("bytes profile: malformed line %q", line)
-		}
-		out = append(out, OpBytes{Name: f[0], Calls: calls, Bytes: bytes})
+	err := profileRows(C.mt_bytes_profile(C.bool(reset)), "bytes profile", func(name string, calls int64, value string) error {
+		bytes, err := strconv.ParseInt(value, 10, 64)
+		out = append(out, OpBytes{Name: name, Calls: calls, Bytes: bytes})
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -275,17 +275,30 @@ void mt_profile_ops(void) {
   });
 }
 
-char *mt_op_profile(bool reset) {
+}  // extern "C"
+
+namespace {
+// profile_table returns stats (guarded by mu) as malloc'd text, one "name\tcalls\tvalue"
+// line per entry, largest value first, and clears them when reset is set.
+template <class Stat, class Value>
+char *profile_table(std::mutex &mu, std::unordered_map<std::string, Stat> &stats, bool reset, Value value) {
   std::ostringstream o;
   o.precision(15);  // totals of many seconds in microseconds keep their units digits
   {
-    std::lock_guard<std::mutex> lock(prof_mu);
-    std::vector<std::pair<std::string, OpStat>> v(prof_stats.begin(), prof_stats.end());
-    std::sort(v.begin(), v.end(), [](const auto &a, const auto &b) { return a.second.self_us > b.second.self_us; });
-    for (const auto &e : v) o << e.first << "\t" << e.second.calls << "\t" << e.second.self_us << "\n";
-    if (reset) prof_stats.clear();
+    std::lock_guard<std::mutex> lock(mu);
+    std::vector<std::pair<std::string, Stat>> v(stats.begin(), stats.end());
+    std::sort(v.begin(), v.end(), [&](const auto &a, const auto &b) { return value(a.second) > value(b.second); });
+    for (const auto &e : v) o << e.first << "\t" << e.second.calls << "\t" << value(e.second) << "\n";
+    if (reset) stats.clear();
   }
   return mt::dup(o.str());
+}
+}  // namespace
+
+extern "C" {
+
+char *mt_op_profile(bool reset) {
+  return profile_table(prof_mu, prof_stats, reset, [](const OpStat &s) { return s.self_us; });
 }
 namespace {
 // Memory-traffic profile: per ATen operator called outside another ATen operator (by our
@@ -385,15 +398,7 @@ void mt_profile_bytes(void) {
 }
 
 char *mt_bytes_profile(bool reset) {
-  std::ostringstream o;
-  {
-    std::lock_guard<std::mutex> lock(bytes_mu);
-    std::vector<std::pair<std::string, ByteStat>> v(byte_stats.begin(), byte_stats.end());
-    std::sort(v.begin(), v.end(), [](const auto &a, const auto &b) { return a.second.bytes > b.second.bytes; });
-    for (const auto &e : v) o << e.first << "\t" << e.second.calls << "\t" << e.second.bytes << "\n";
-    if (reset) byte_stats.clear();
-  }
-  return mt::dup(o.str());
+  return profile_table(bytes_mu, byte_stats, reset, [](const ByteStat &s) { return s.bytes; });
 }
 void mt_set_grad_enabled(bool on) { at::GradMode::set_enabled(on); }
 bool mt_is_grad_enabled(void) { return at::GradMode::is_enabled(); }
