@@ -356,27 +356,18 @@ func TestCountOps(t *testing.T) {
 // returns the profile.
 func profileMulChain(t *testing.T) []OpStat {
 	t.Helper()
-	ProfileOps()
-	if _, err := OpProfile(true); err != nil {
-		t.Fatal(err)
-	}
-	s := NewScope()
-	defer s.Close()
-	x := s.Full([]int64{4, 5}, 2, CPU)
-	if err := x.SetRequiresGrad(true); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Sum(s.Mul(s.Mul(x, x), x)).Backward(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Err(); err != nil {
-		t.Fatal(err)
-	}
-	stats, err := OpProfile(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return stats
+	return profiled(t, func() error {
+		s := NewScope()
+		defer s.Close()
+		x := s.Full([]int64{4, 5}, 2, CPU)
+		if err := x.SetRequiresGrad(true); err != nil {
+			return err
+		}
+		if err := s.Sum(s.Mul(s.Mul(x, x), x)).Backward(); err != nil {
+			return err
+		}
+		return s.Err()
+	})
 }
 
 // TestProfileOps: the profile lists the ops run since the last reset with their call counts,

@@ -221,11 +221,17 @@ func TestMixedNodeStridedRows(t *testing.T) {
 // returns that pass's operator counts.
 func profiledBackward(t *testing.T, loss *Tensor) []OpStat {
 	t.Helper()
+	return profiled(t, loss.Backward)
+}
+
+// profiled runs f from a reset op profile (ProfileOps on) and returns the operators it ran.
+func profiled(t *testing.T, f func() error) []OpStat {
+	t.Helper()
 	ProfileOps()
 	if _, err := OpProfile(true); err != nil {
 		t.Fatal(err)
 	}
-	if err := loss.Backward(); err != nil {
+	if err := f(); err != nil {
 		t.Fatal(err)
 	}
 	prof, err := OpProfile(true)

@@ -295,11 +295,6 @@ char *profile_table(std::mutex &mu, std::unordered_map<std::string, Stat> &stats
 }
 }  // namespace
 
-extern "C" {
-
-char *mt_op_profile(bool reset) {
-  return profile_table(prof_mu, prof_stats, reset, [](const OpStat &s) { return s.self_us; });
-}
 namespace {
 // Memory-traffic profile: per ATen operator called outside another ATen operator (by our
 // code or by an autograd node; what they call inside is theirs), the bytes of the tensors
@@ -317,7 +312,6 @@ struct ByteFrame {
   const char *name;
   bool top;                    // called outside another ATen operator
   std::vector<at::Tensor> ins;  // a top-level call's tensor arguments (readable at its start only)
-  bool unread = false;          // its arguments were not recorded
 };
 thread_local std::vector<ByteFrame> byte_stack;
 std::mutex bytes_mu;
@@ -347,13 +341,8 @@ int64_t tensor_bytes(const at::Tensor &t) {
 std::unique_ptr<at::ObserverContext> bytes_enter(const at::RecordFunction &fn) {
   const bool top = byte_stack.empty() || !is_aten(byte_stack.back().name);
   ByteFrame f{fn.name(), top, {}};
-  if (top && is_aten(f.name)) {
-    try {
-      for (const c10::IValue &v : fn.inputs()) collect(v, f.ins);
-    } catch (const std::exception &) {
-      f.unread = true;  // a call that records no arguments (LibTorch's debug check says so)
-    }
-  }
+  if (top && is_aten(f.name))
+    for (const c10::IValue &v : fn.inputs()) collect(v, f.ins);
   byte_stack.push_back(std::move(f));
   return nullptr;
 }
@@ -382,11 +371,17 @@ void bytes_exit(const at::RecordFunction &fn, at::ObserverContext *) {
     if ((n == "aten::copy_" || n == "aten::fill_" || n == "aten::zero_") && !ins.empty()) bytes -= tensor_bytes(ins[0]);
   }
   std::lock_guard<std::mutex> lock(bytes_mu);
-  ByteStat &s = byte_stats[f.unread ? std::string(name) + " (arguments unrecorded)" : std::string(name)];
+  ByteStat &s = byte_stats[name];
   s.calls++;
   s.bytes += bytes;
 }
 }  // namespace
+
+extern "C" {
+
+char *mt_op_profile(bool reset) {
+  return profile_table(prof_mu, prof_stats, reset, [](const OpStat &s) { return s.self_us; });
+}
 
 void mt_profile_bytes(void) {
   std::call_once(bytes_once, [] {
