@@ -335,16 +335,22 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 			if wp != nil {
 				inc = incidence(nIn, func(int) bool { return true })
 			}
-			var stacked, stats *torch.Tensor
-			if len(o.normed) > 0 {
-				stacked, stats = norm.normalize(c, o.normed, o.sel)
-			}
 			drop := make([]bool, len(o.normed), len(o.normed)+len(o.drop)) // every member has drop-path
 			for k := range drop {
 				drop[k] = true
 			}
+			drop = append(drop, o.drop...)
+			if norm != nil && norm.fuses(c, o.normed) {
+				coefs := c.nodeCoefs(wp, w.Ops[i], inc, nIn, slices.Concat(o.normIdx, o.idx), thr, T)
+				node = norm.normSum(c, o.normed, o.sel, o.outs, coefs, drop)
+				break
+			}
+			var stacked, stats *torch.Tensor
+			if len(o.normed) > 0 {
+				stacked, stats = norm.normalize(c, o.normed, o.sel)
+			}
 			coefs := c.nodeCoefs(wp, w.Ops[i], inc, nIn, slices.Concat(o.normIdx, o.idx), thr, T)
-			node = s.MixedTasksCoefs(stacked, stats, o.outs, coefs, append(drop, o.drop...), c.dropProb(), c.Gen, T)
+			node = s.MixedTasksCoefs(stacked, stats, o.outs, coefs, drop, c.dropProb(), c.Gen, T)
 			if stacked != nil {
 				// Autograd keeps what the backward passes read: the normalised members only
 				// where the node's weights need gradients (not in warm-up).

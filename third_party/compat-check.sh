@@ -5,14 +5,16 @@
 #
 # The headers come from Debian's next release, fetched as packages into a cache and
 # unpacked there (nothing is installed; the system's apt sources are untouched):
-# libtorch-dev (LibTorch's headers), nvidia-cuda-dev and libcu++-dev (the CUDA runtime's).
-# About 1 GB to fetch once.
+# libtorch-dev (LibTorch's headers), nvidia-cuda-dev and libcu++-dev (the CUDA runtime's),
+# and nvidia-cuda-toolkit (nvcc, which compiles the shim's CUDA kernels, torch/shim/*.cu,
+# for the H100's sm_90 as native.mk does). About 1.2 GB to fetch once.
 #
 #   bash third_party/compat-check.sh            (or: make compat-check)
 #   COMPAT_SUITE=trixie COMPAT_CACHE=~/.cache/metanas-compat  (the defaults)
 #
-# Exit status 0 when every source compiles in both modes; otherwise the compiler's errors,
-# file by file, and status 1.
+# Exit status 0 when every source compiles in both modes (the CUDA mode with the kernels'
+# callers, -DMT_CUDA_KERNELS) and every kernel source compiles; otherwise the compiler's
+# errors, file by file, and status 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +49,28 @@ EOF
   touch "$CACHE/unpacked"
 fi
 
+# nvcc, in a cache of its own (caches made before it lack it): its profile, which names
+# the toolkit's folders, is rewritten for where it is unpacked.
+nvroot="$CACHE/nvcc-root"
+if [ ! -f "$CACHE/nvcc-unpacked" ]; then
+  APT=(-o "Dir::Etc::SourceList=$CACHE/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$CACHE/lists" -o "Dir::Cache=$CACHE" -o "Dir::Cache::archives=$CACHE/archives"
+    -o Debug::NoLocking=1 -o "APT::Sandbox::User=$(id -un)")
+  echo "compat-check: fetching nvidia-cuda-toolkit from Debian $SUITE into $CACHE"
+  mkdir -p "$CACHE/nvcc-debs"
+  (cd "$CACHE/nvcc-debs" && apt-get "${APT[@]}" -qq download "nvidia-cuda-toolkit/$SUITE")
+  for deb in "$CACHE"/nvcc-debs/*.deb; do dpkg-deb -x "$deb" "$nvroot"; done
+  bin="$nvroot/usr/lib/nvidia-cuda-toolkit/bin"
+  rm -f "$bin/nvcc.profile"
+  cat > "$bin/nvcc.profile" <<EOF
+NVVMIR_LIBRARY_DIR = $nvroot/usr/lib/nvidia-cuda-toolkit/libdevice
+PATH += $bin:$nvroot/usr/bin:
+INCLUDES += "-I$root/usr/include"
+EOF
+  touch "$CACHE/nvcc-unpacked"
+fi
+NVCC="$nvroot/usr/lib/nvidia-cuda-toolkit/bin/nvcc"
+
 inc="$root/usr/include"
 version=$(awk '/#define TORCH_VERSION_(MAJOR|MINOR|PATCH) /{printf "%s%s", sep, $3; sep="."}' \
   "$inc/torch/csrc/api/include/torch/version.h" 2>/dev/null || true)
@@ -62,7 +86,7 @@ trap 'rm -rf "$logs"' EXIT
 export CXX logs
 check() { # mode source: compiles one source, its output in $logs
   local mode=$1 src=$2 extra=()
-  [ "$mode" = cuda ] && extra=(-DWITH_CUDA -isystem "$CACHE/stub")
+  [ "$mode" = cuda ] && extra=(-DWITH_CUDA -DMT_CUDA_KERNELS -isystem "$CACHE/stub")
   if "$CXX" "${flags[@]}" "${extra[@]}" "$src" >"$logs/$mode-$(basename "$src").log" 2>&1; then
     echo "  ok    $mode  $src"
   else
@@ -76,6 +100,17 @@ jobs=${COMPAT_JOBS:-$(nproc)}
 for mode in cpu cuda; do
   for src in torch/shim/*.cc; do echo "$mode $src"; done
 done | xargs -P "$jobs" -L 1 bash -c 'flags=('"$(printf '%q ' "${flags[@]}")"'); check "$0" "$1"'
+# The kernels, compiled whole (device code and all), with native.mk's nvcc flags.
+for src in torch/shim/*.cu; do
+  [ -e "$src" ] || continue
+  if "$NVCC" -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80 \
+    -Xcompiler -fPIC -c "$src" -o "$logs/$(basename "$src").o" >"$logs/nvcc-$(basename "$src").log" 2>&1; then
+    echo "  ok    nvcc  $src"
+  else
+    echo "  FAIL  nvcc  $src"
+    touch "$logs/failed"
+  fi
+done
 if [ -f "$logs/failed" ]; then
   for log in "$logs"/*.log; do
     grep -q "error" "$log" || continue
@@ -84,4 +119,4 @@ if [ -f "$logs/failed" ]; then
   done
   exit 1
 fi
-echo "compat-check: every shim source compiles, with and without CUDA"
+echo "compat-check: every shim source compiles, with and without CUDA, and nvcc compiles the kernels"

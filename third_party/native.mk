@@ -23,6 +23,21 @@ CUDA_RT_H := $(firstword $(wildcard $(if $(CUDA_HOME),$(CUDA_HOME)/include/cuda_
 CXXFLAGS += -DWITH_CUDA $(if $(CUDA_RT_H),-isystem $(dir $(CUDA_RT_H)))
 LDLIBS   += -ltorch_cuda -lc10_cuda
 TORCH_LIBS += libtorch_cuda.so libc10_cuda.so
+# The shim's own CUDA kernels (torch/shim/*.cu) need nvcc: NVCC=..., else nvcc on the PATH,
+# in CUDA_HOME or the usual toolkit folder. Without one the shim builds without them (its
+# fused node sum then reports that it has no CUDA kernels). They link the CUDA runtime
+# beside the runtime headers (the wheel's, which LibTorch loads), by its soname.
+NVCC ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard $(if $(CUDA_HOME),$(CUDA_HOME)/bin/nvcc) /usr/local/cuda/bin/nvcc))
+CUDART_SO := $(firstword $(wildcard $(if $(CUDA_RT_H),$(dir $(CUDA_RT_H))../lib/libcudart.so.* $(dir $(CUDA_RT_H))../lib64/libcudart.so.*)))
+# H100/H200 code, and PTX for other GPUs (compiled by the driver at load).
+NVCC_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+ifneq ($(and $(NVCC),$(CUDART_SO)),)
+CU_SRCS := $(wildcard torch/shim/*.cu)
+CU_OBJS := $(patsubst torch/shim/%.cu,$(BUILD)/obj/shim/%_cu.o,$(CU_SRCS))
+CXXFLAGS += -DMT_CUDA_KERNELS
+SH_LDLIBS := $(CUDART_SO)
+CUDART_LINK := $(BUILD)/lib/$(notdir $(CUDART_SO))
+endif
 endif
 
 CG_SRCS := $(wildcard $(GOTORCH)/cgotorch/*.cc)
@@ -33,7 +48,7 @@ SH_HDRS := $(wildcard torch/shim/*.h)
 SH_OBJS := $(patsubst torch/shim/%.cc,$(BUILD)/obj/shim/%.o,$(SH_SRCS))
 LINKS   := $(addprefix $(BUILD)/lib/,$(TORCH_LIBS))
 
-all: $(BUILD)/lib/libcgotorch.so $(BUILD)/lib/libmetanas_shim.so $(LINKS)
+all: $(BUILD)/lib/libcgotorch.so $(BUILD)/lib/libmetanas_shim.so $(LINKS) $(CUDART_LINK)
 
 # gotorch's headers are included as "cgotorch/x.h"; expose them under build/include.
 $(BUILD)/include/cgotorch/%.h: $(GOTORCH)/cgotorch/%.h
@@ -48,13 +63,26 @@ $(BUILD)/obj/shim/%.o: torch/shim/%.cc $(SH_HDRS) $(BUILD)/libtorch.stamp third_
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -Wall -c $< -o $@
 
+# -Xcompiler passes the shim's position-independent code and ABI to the host compiler; the
+# kernels include no LibTorch header.
+$(BUILD)/obj/shim/%_cu.o: torch/shim/%.cu $(SH_HDRS) $(BUILD)/libtorch.stamp third_party/native.mk
+	@mkdir -p $(dir $@)
+	$(NVCC) -std=c++17 -O3 $(NVCC_ARCH) -Xcompiler -fPIC,-D_GLIBCXX_USE_CXX11_ABI=$(LT_ABI) -c $< -o $@
+
 $(BUILD)/lib/libcgotorch.so: $(CG_OBJS)
 	@mkdir -p $(dir $@)
 	$(CXX) -shared -o $@ $^ $(LDLIBS)
 
-$(BUILD)/lib/libmetanas_shim.so: $(SH_OBJS)
+$(BUILD)/lib/libmetanas_shim.so: $(SH_OBJS) $(CU_OBJS)
 	@mkdir -p $(dir $@)
-	$(CXX) -shared -o $@ $^ $(LDLIBS)
+	$(CXX) -shared -o $@ $^ $(SH_LDLIBS) $(LDLIBS)
+
+ifneq ($(CUDART_LINK),)
+# The CUDA runtime under its soname, which the shim's kernels need at run time.
+$(CUDART_LINK): $(BUILD)/libtorch.stamp
+	@mkdir -p $(dir $@)
+	ln -sf $(CUDART_SO) $@
+endif
 
 # Links to the chosen LibTorch's libraries, so that Go's link (-L build/lib) and the
 # run-time search (rpath build/lib) find them wherever that LibTorch lives.

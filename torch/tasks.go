@@ -130,6 +130,44 @@ func (s *Scope) nodeBatchNorm(outs []*Tensor, runMean, runVar *Tensor, sel []int
 	return s.adopt(y), s.adopt(st)
 }
 
+// NodeNormSum is NodeBatchNorm in training followed by MixedTasksCoefs, fused: members
+// (float32 outputs of the node's ops that end in a batch norm, as NodeBatchNorm takes them
+// with runMean, runVar and sel) are normalised and summed with the first len(members)
+// columns of coefs, rest with the others, in passes over the members themselves; no
+// stacked or normalised copy of them is made, forward or backward, and the backward pass
+// keeps only the members. The result, the running statistics' updates and the drop-path
+// draws are those of the two calls. NodeNormSumOn tells where it has kernels.
+func (s *Scope) NodeNormSum(members []*Tensor, runMean, runVar *Tensor, sel []int64, momentum, eps float64,
+	rest []*Tensor, coefs *Tensor, droppable []bool, dropProb float64, gen *Generator, tasks int64) *Tensor {
+	if !s.ok("node_norm_sum", members...) || !s.ok("node_norm_sum", rest...) || !s.ok("node_norm_sum", runMean, runVar, coefs) {
+		return &Tensor{}
+	}
+	m := len(droppable)
+	if len(members) == 0 || len(members)+len(rest) != m || (sel != nil && len(sel) != len(members)) {
+		return s.fail(fmt.Errorf("node_norm_sum: %d members, %d other outputs, %d drop flags, %d members selected",
+			len(members), len(rest), m, len(sel)))
+	}
+	var selP *C.int64_t
+	if sel != nil {
+		selP = (*C.int64_t)(unsafe.Pointer(&sel[0]))
+	}
+	hs, rs, drop := handles(members), outHandles(rest), dropFlags(droppable)
+	out := s.out()
+	e := C.mt_node_norm_sum(&hs[0], C.int64_t(len(hs)), runMean.h, runVar.h, selP, C.double(momentum), C.double(eps),
+		&rs[0], C.int64_t(m), coefs.h, &drop[0], C.double(dropProb), gen.handle(), C.int64_t(tasks), out)
+	return s.res(e, *out)
+}
+
+// NodeNormSumOn reports whether NodeNormSum has kernels for dev: always on the CPU; on
+// CUDA where the shim was built with nvcc (its CUDA kernels).
+func NodeNormSumOn(dev Device) bool {
+	t := C.int(0)
+	if dev.CUDA {
+		t = 1
+	}
+	return bool(C.mt_node_norm_sum_on(t))
+}
+
 // ClipGradNormTasks clips each task's slice of the gradients of params (stacked along
 // their first dimension) to global L2 norm maxNorm, as ClipGradNorm does for one task, and
 // returns the norms before clipping [tasks].

@@ -61,12 +61,15 @@ type Result struct {
 	// the grouped ops of a cell's states are on unless switched off, branch streams off
 	// unless switched on, and they turn the grouping off), so that a line says what it
 	// measured.
-	BranchStreams   int     `json:"branch_streams,omitempty"`
-	PointwiseMatmul bool    `json:"pointwise_matmul,omitempty"`
-	NodeBatchNorm   bool    `json:"node_batch_norm,omitempty"`
-	StateFusion     bool    `json:"state_fusion,omitempty"`
-	TF32Matmul      bool    `json:"tf32_matmul,omitempty"`    // METANAS_TF32_MATMUL=1 on CUDA
-	NodeRecompute   bool    `json:"node_recompute,omitempty"` // METANAS_NODE_RECOMPUTE=1 with the node batch norm
+	BranchStreams   int  `json:"branch_streams,omitempty"`
+	PointwiseMatmul bool `json:"pointwise_matmul,omitempty"`
+	NodeBatchNorm   bool `json:"node_batch_norm,omitempty"`
+	StateFusion     bool `json:"state_fusion,omitempty"`
+	TF32Matmul      bool `json:"tf32_matmul,omitempty"`    // METANAS_TF32_MATMUL=1 on CUDA
+	NodeRecompute   bool `json:"node_recompute,omitempty"` // METANAS_NODE_RECOMPUTE=1 with the node batch norm
+	// METANAS_NODE_FUSED=1 with the node batch norm, in float32, where the shim has the
+	// device's kernels (the fused node batch norm and sum).
+	NodeFused       bool    `json:"node_fused,omitempty"`
 	HostSyncsPerStp float64 `json:"host_syncs_per_step"`
 	// On CUDA, LibTorch's allocator at its peak in each part of the run (untimed warming
 	// passes and graph captures included): "warmup", "search" and "meta_test".
@@ -390,7 +393,8 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	r.NodeBatchNorm = cfg.Run.BatchTasks > 1 && cells.NodeBatchNorm(tr.Dev)
 	r.StateFusion = cells.StateFusion(tr.Dev) && r.BranchStreams < 2
 	r.TF32Matmul = tr.Dev.CUDA && torch.TF32Matmul()
-	r.NodeRecompute = r.NodeBatchNorm && cells.NodeRecompute()
+	r.NodeFused = r.NodeBatchNorm && cells.NodeFused() && torch.NodeNormSumOn(tr.Dev) && r.Precision == "float32"
+	r.NodeRecompute = r.NodeBatchNorm && cells.NodeRecompute() && !r.NodeFused
 	return r, nil
 }
 

@@ -317,6 +317,7 @@ thread_local std::vector<ByteFrame> byte_stack;
 std::mutex bytes_mu;
 std::unordered_map<std::string, ByteStat> byte_stats;
 std::once_flag bytes_once;
+std::atomic<bool> bytes_on{false};
 
 bool is_aten(const char *n) { return n != nullptr && std::strncmp(n, "aten::", 6) == 0; }
 
@@ -377,6 +378,17 @@ void bytes_exit(const at::RecordFunction &fn, at::ObserverContext *) {
 }
 }  // namespace
 
+namespace mt {
+void add_profile_bytes(const char *name, int64_t bytes) {
+  if (!bytes_on.load(std::memory_order_relaxed)) return;
+  if (!byte_stack.empty() && is_aten(byte_stack.back().name)) return;  // inside an operator: its bytes
+  std::lock_guard<std::mutex> lock(bytes_mu);
+  ByteStat &s = byte_stats[name];
+  s.calls++;
+  s.bytes += bytes;
+}
+}  // namespace mt
+
 extern "C" {
 
 char *mt_op_profile(bool reset) {
@@ -389,6 +401,7 @@ void mt_profile_bytes(void) {
                               .needsInputs(true)
                               .needsOutputs(true)
                               .scopes({at::RecordScope::FUNCTION}));
+    bytes_on = true;
   });
 }
 

@@ -105,6 +105,94 @@ struct AdjacentCat : public torch::autograd::Function<AdjacentCat> {
   }
 };
 
+// drop_mask returns the drop-path mask [N, tasks, m] of a batched node's m columns of
+// weights cm [tasks, m]: one draw per sample, task and column, 1/keep or 0, and 1 for the
+// columns that droppable says have no drop-path; undefined for drop_prob 0.
+at::Tensor drop_mask(const at::Tensor &cm, int64_t N, int64_t tasks, int64_t m, const uint8_t *droppable,
+                     double drop_prob, mt_generator gen) {
+  if (drop_prob <= 0) return at::Tensor();
+  const double keep = 1.0 - drop_prob;
+  c10::optional<at::Generator> g;
+  if (gen != nullptr) g = *static_cast<at::Generator *>(gen);
+  auto mask = at::empty({N, tasks, m}, cm.options().requires_grad(false)).bernoulli_(keep, g).div_(keep);
+  bool all = true;
+  for (int64_t i = 0; i < m; i++) all = all && droppable[i];
+  if (!all) mask = at::where(device_copy(droppable, {m}, torch::kBool, cm.device()), mask, 1.0);
+  return mask;
+}
+
+// NodeMembers: the members of a batched node's batch norm, m op outputs ([N, tasks*C, ...],
+// or [N, tasks, C, ...] as a group's piece), checked against each other and against the
+// node's running statistics rm and rv (contiguous [tasks, members, C]); sel lists the
+// member of each output (rising), or is nil when they are all the members in order.
+struct NodeMembers {
+  std::vector<at::Tensor> ts;  // the outputs as given
+  std::vector<at::Tensor> v;   // each as [N, tasks, C*...]
+  std::vector<int64_t> geom;   // [N, tasks, C, ...]
+  std::vector<int64_t> sizes;  // [N, tasks*C, ...]
+  int64_t N = 0, C = 0;
+  at::Tensor bm, bv;           // the running statistics
+  at::Tensor srm, srv, selT;   // those of the selected members (copies where sel is given)
+
+  NodeMembers(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv, const int64_t *sel, int64_t tasks)
+      : bm(T(rm)), bv(T(rv)) {
+    if (m <= 0) throw std::invalid_argument("no op outputs");
+    if (tasks < 1) throw std::invalid_argument("tasks must be >= 1");
+    ts = mt::tensors(outs, m);
+    if (bm.dim() != 3 || bm.size(0) != tasks || !bm.is_contiguous() || !bv.sizes().equals(bm.sizes()) ||
+        !bv.is_contiguous())
+      throw std::invalid_argument("running statistics " + std::string(c10::str(bm.sizes())) + " and " +
+                                  std::string(c10::str(bv.sizes())) + " are not contiguous blocks [" +
+                                  std::to_string(tasks) + ", members, C]");
+    C = bm.size(2);
+    const int64_t members = bm.size(1);
+    // Each output as [N, tasks, C, ...]: given so (a group's piece, whose gradient then comes
+    // back strided as it is), or as [N, tasks*C, ...].
+    auto given = [&](const at::Tensor &t) { return t.dim() >= 3 && t.size(1) == tasks && t.size(2) == C; };
+    auto split = [&](const at::Tensor &t) {
+      if (given(t)) return t;
+      if (t.dim() >= 2 && t.size(1) == tasks * C) return t.unflatten(1, {tasks, C});
+      throw std::invalid_argument("op output of shape " + std::string(c10::str(t.sizes())) + " is neither [N, " +
+                                  std::to_string(tasks) + "*" + std::to_string(C) + ", ...] nor [N, " +
+                                  std::to_string(tasks) + ", " + std::to_string(C) + ", ...]");
+    };
+    geom = split(ts[0]).sizes().vec();  // [N, tasks, C, ...]
+    sizes = {geom[0], tasks * C};
+    sizes.insert(sizes.end(), geom.begin() + 3, geom.end());
+    N = geom[0];
+    v.reserve(m);
+    for (int64_t i = 0; i < m; i++) {
+      const auto g = split(ts[i]);
+      if (!g.sizes().equals(geom))
+        throw std::invalid_argument("op output " + std::to_string(i) + " has shape " + std::string(c10::str(ts[i].sizes())) +
+                                    ", output 0 " + std::string(c10::str(ts[0].sizes())));
+      v.push_back(given(ts[i]) ? ts[i].reshape({N, tasks, -1}) : by_tasks(ts[i], N, tasks));
+    }
+    srm = bm;
+    srv = bv;
+    if (sel != nullptr) {
+      for (int64_t i = 0; i < m; i++)
+        if (sel[i] < 0 || sel[i] >= members || (i > 0 && sel[i] <= sel[i - 1]))
+          throw std::invalid_argument("members must rise within [0, " + std::to_string(members) + "), got " +
+                                      std::to_string(sel[i]) + " at " + std::to_string(i));
+      selT = device_copy(sel, {m}, torch::kLong, bm.device());
+      at::NoGradGuard guard;
+      srm = bm.index_select(1, selT);
+      srv = bv.index_select(1, selT);
+    } else if (m != members) {
+      throw std::invalid_argument(std::to_string(m) + " op outputs for " + std::to_string(members) + " members");
+    }
+  }
+
+  // write_back copies the selected members' running statistics back into the blocks.
+  void write_back() {
+    if (!selT.defined()) return;
+    at::NoGradGuard guard;
+    bm.index_copy_(1, selT, srm);
+    bv.index_copy_(1, selT, srv);
+  }
+};
+
 // NormedSum is the weighted sum over the members of a node's batch norm, bmm(f, S) with S
 // = (X - mean) * invstd per (task, member, channel), that keeps X and the statistics for
 // its backward pass instead of S: S is made again there, and only where f needs a
@@ -232,52 +320,11 @@ char *mt_factorized_reduce(mt_tensor x, mt_tensor w1, mt_tensor w2, int64_t grou
 char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv, const int64_t *sel,
                          int64_t tasks, bool training, double momentum, double eps, mt_tensor *out, mt_tensor *stats) {
   MT_TRY
-  if (m <= 0) throw std::invalid_argument("no op outputs");
-  if (tasks < 1) throw std::invalid_argument("tasks must be >= 1");
-  std::vector<at::Tensor> ts = mt::tensors(outs, m);
-  const auto &bm = T(rm), &bv = T(rv);
-  if (bm.dim() != 3 || bm.size(0) != tasks || !bm.is_contiguous() || !bv.sizes().equals(bm.sizes()) ||
-      !bv.is_contiguous())
-    throw std::invalid_argument("running statistics " + std::string(c10::str(bm.sizes())) + " and " +
-                                std::string(c10::str(bv.sizes())) + " are not contiguous blocks [" +
-                                std::to_string(tasks) + ", members, C]");
-  const int64_t C = bm.size(2), members = bm.size(1);
-  // Each output as [N, tasks, C, ...]: given so (a group's piece, whose gradient then comes
-  // back strided as it is), or as [N, tasks*C, ...].
-  auto given = [&](const at::Tensor &t) { return t.dim() >= 3 && t.size(1) == tasks && t.size(2) == C; };
-  auto split = [&](const at::Tensor &t) {
-    if (given(t)) return t;
-    if (t.dim() >= 2 && t.size(1) == tasks * C) return t.unflatten(1, {tasks, C});
-    throw std::invalid_argument("op output of shape " + std::string(c10::str(t.sizes())) + " is neither [N, " +
-                                std::to_string(tasks) + "*" + std::to_string(C) + ", ...] nor [N, " +
-                                std::to_string(tasks) + ", " + std::to_string(C) + ", ...]");
-  };
-  const auto geom = split(ts[0]).sizes().vec();  // [N, tasks, C, ...]
-  std::vector<int64_t> sizes{geom[0], tasks * C};
-  sizes.insert(sizes.end(), geom.begin() + 3, geom.end());
-  const int64_t N = geom[0];
-  std::vector<at::Tensor> v;
-  v.reserve(m);
-  for (int64_t i = 0; i < m; i++) {
-    const auto g = split(ts[i]);
-    if (!g.sizes().equals(geom))
-      throw std::invalid_argument("op output " + std::to_string(i) + " has shape " + std::string(c10::str(ts[i].sizes())) +
-                                  ", output 0 " + std::string(c10::str(ts[0].sizes())));
-    v.push_back(given(ts[i]) ? ts[i].reshape({N, tasks, -1}) : by_tasks(ts[i], N, tasks));
-  }
-  at::Tensor srm = bm, srv = bv, selT;
-  if (sel != nullptr) {
-    for (int64_t i = 0; i < m; i++)
-      if (sel[i] < 0 || sel[i] >= members || (i > 0 && sel[i] <= sel[i - 1]))
-        throw std::invalid_argument("members must rise within [0, " + std::to_string(members) + "), got " +
-                                    std::to_string(sel[i]) + " at " + std::to_string(i));
-    selT = device_copy(sel, {m}, torch::kLong, bm.device());
-    at::NoGradGuard guard;
-    srm = bm.index_select(1, selT);
-    srv = bv.index_select(1, selT);
-  } else if (m != members) {
-    throw std::invalid_argument(std::to_string(m) + " op outputs for " + std::to_string(members) + " members");
-  }
+  NodeMembers nm(outs, m, rm, rv, sel, tasks);
+  const int64_t C = nm.C, N = nm.N;
+  const auto &v = nm.v;
+  const auto &sizes = nm.sizes;
+  at::Tensor srm = nm.srm, srv = nm.srv;
   // [N, tasks, m, C*H*W] is [N, tasks*m*C, H, W] in memory: one batch norm normalises every
   // (task, op, channel) over its samples and pixels, as the ops' own batch norms would.
   auto stacked = at::stack(v, 2);
@@ -306,11 +353,7 @@ char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv,
     stacked = y;
     if (stats != nullptr) *stats = nullptr;
   }
-  if (sel != nullptr && training) {
-    at::NoGradGuard guard;
-    bm.index_copy_(1, selT, srm);
-    bv.index_copy_(1, selT, srv);
-  }
+  if (training) nm.write_back();
   *out = wrap(stacked.view(out_shape));
   MT_CATCH("node_batch_norm", rm, rv, m > 0 ? outs[0] : nullptr)
 }
@@ -377,16 +420,7 @@ char *mt_mixed_tasks(mt_tensor stacked, mt_tensor stats, mt_tensor *outs, int64_
     v.push_back(by_tasks(ts[i], ts[i].size(0), tasks));
   }
   const int64_t N = sizes[0];
-  at::Tensor mask;  // [N, tasks, m]: one drop-path draw per sample, task and op
-  if (drop_prob > 0) {
-    const double keep = 1.0 - drop_prob;
-    c10::optional<at::Generator> g;
-    if (gen != nullptr) g = *static_cast<at::Generator *>(gen);
-    mask = at::empty({N, tasks, m}, cm.options().requires_grad(false)).bernoulli_(keep, g).div_(keep);
-    bool all = true;
-    for (int64_t i = 0; i < m; i++) all = all && droppable[i];
-    if (!all) mask = at::where(device_copy(droppable, {m}, torch::kBool, dev), mask, 1.0);
-  }
+  at::Tensor mask = drop_mask(cm, N, tasks, m, droppable, drop_prob, gen);
   if (dev.is_cpu() && !S.defined()) {
     // The CPU's one-pass sum over op outputs, with each (sample, task) as a sample of its
     // own: [N, tasks*C, ...] is [N*tasks, C, ...] in memory.
@@ -450,6 +484,39 @@ char *mt_mixed_tasks(mt_tensor stacked, mt_tensor stats, mt_tensor *outs, int64_
   *out = wrap(node.view(sizes));
   MT_CATCH("mixed_tasks", coefs, stacked != nullptr ? stacked : (m > 0 ? outs[0] : nullptr))
 }
+
+char *mt_node_norm_sum(mt_tensor *members, int64_t ms, mt_tensor rm, mt_tensor rv, const int64_t *sel,
+                       double momentum, double eps, mt_tensor *rest, int64_t m, mt_tensor coefs,
+                       const uint8_t *droppable, double drop_prob, mt_generator gen, int64_t tasks, mt_tensor *out) {
+  MT_TRY
+  NodeMembers nm(members, ms, rm, rv, sel, tasks);
+  const auto &cm = T(coefs);  // [tasks, m]
+  if (m < ms || cm.dim() != 2 || cm.size(0) != tasks || cm.size(1) != m)
+    throw std::invalid_argument("coefficients of shape " + std::string(c10::str(cm.sizes())) + " are not [" +
+                                std::to_string(tasks) + ", " + std::to_string(m) + "] for " + std::to_string(ms) +
+                                " members and " + std::to_string(m - ms) + " other outputs");
+  const int64_t N = nm.N;
+  at::Tensor f = cm.unsqueeze(0).expand({N, tasks, m});
+  auto mask = drop_mask(cm, N, tasks, m, droppable, drop_prob, gen);
+  if (mask.defined()) f = f * mask;
+  auto fs = m > ms ? f.split_with_sizes({ms, m - ms}, 2) : std::vector<at::Tensor>{f};
+  auto node = mt::node_norm_sum(nm.ts, fs[0], nm.srm, nm.srv, momentum, eps);  // [N*tasks, 1, F]
+  nm.write_back();
+  if (m > ms) {
+    std::vector<at::Tensor> v;
+    for (const auto &t : mt::tensors(rest, m - ms)) {
+      if (!t.sizes().equals(nm.sizes))
+        throw std::invalid_argument("op output of shape " + std::string(c10::str(t.sizes())) + ", the node " +
+                                    std::string(c10::str(at::IntArrayRef(nm.sizes))));
+      v.push_back(by_tasks(t, N, tasks));
+    }
+    node = at::baddbmm(node, fs[1].reshape({N * tasks, 1, m - ms}), at::stack(v, 2).view({N * tasks, m - ms, -1}));
+  }
+  *out = wrap(node.view(nm.sizes));
+  MT_CATCH("node_norm_sum", coefs, rm, ms > 0 ? members[0] : nullptr)
+}
+
+bool mt_node_norm_sum_on(int dev_type) { return mt::node_norm_sum_on(mt::device(dev_type, 0)); }
 
 char *mt_adjacent_cat(mt_tensor *ts, int64_t n, mt_tensor *out) {
   MT_TRY

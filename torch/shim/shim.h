@@ -350,6 +350,17 @@ char *mt_mixed_tasks(mt_tensor stacked, mt_tensor stats, mt_tensor *outs, int64_
 // mt_mixed_tasks to normalise; otherwise *stats is NULL.
 char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv, const int64_t *sel,
                          int64_t tasks, bool training, double momentum, double eps, mt_tensor *out, mt_tensor *stats);
+// mt_node_norm_sum is mt_node_batch_norm in training followed by mt_mixed_tasks, fused: the
+// ms members (their running statistics rm, rv and sel as mt_node_batch_norm's) are
+// normalised and summed in passes over the members themselves, never a stacked or a
+// normalised copy of them (forward or backward); rest holds the other m - ms outputs. The
+// weights, drop-path masks (drawn as mt_mixed_tasks draws them) and the result are
+// mt_mixed_tasks's. Float32 members only. mt_node_norm_sum_on reports whether the shim
+// has its kernels for a device type (CUDA's only where it was built with nvcc).
+char *mt_node_norm_sum(mt_tensor *members, int64_t ms, mt_tensor rm, mt_tensor rv, const int64_t *sel,
+                       double momentum, double eps, mt_tensor *rest, int64_t m, mt_tensor coefs,
+                       const uint8_t *droppable, double drop_prob, mt_generator gen, int64_t tasks, mt_tensor *out);
+bool mt_node_norm_sum_on(int dev_type);
 // mt_clip_grad_norm_tasks clips each task's slice of the gradients to global norm max_norm
 // and returns the norms before clipping [tasks].
 char *mt_clip_grad_norm_tasks(mt_tensor *ts, int64_t n, int64_t tasks, double max_norm, mt_tensor *norms);

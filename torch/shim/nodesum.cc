@@ -1,0 +1,364 @@
+// The fused node batch norm and sum (mt::node_norm_sum): a batched node's members (the
+// outputs of its ops that end in a batch norm without affine tensors) normalised and
+// summed with their weights in passes over the members themselves, forward and backward,
+// never a stacked or normalised copy of them. Four primitives do the passes, each with a
+// CPU loop and a CUDA kernel (nodesum.cu, where native.mk found nvcc); the rest is small
+// tensors of per-channel numbers.
+//
+// Per channel (task t, member i, channel c) the batch norm is y = (x - mean) * invstd over
+// the N samples and HW positions, and the node is sum_i f[n, t, i] * y_i. With
+// A[n, i, r] = f[n, t, i] * invstd[i, r] (r = t*C + c) it is sum_i A * x_i + bias, bias =
+// -sum_i A * mean. Backward, with the node's gradient g: Gx[n, i, r] = sum_h g * x_i and
+// G1[n, r] = sum_h g give H = Gx - mean * G1 = sum_h g * (x_i - mean), the weights'
+// gradient sum_c invstd * H, and the batch norm's backward pass
+//   dx_i = invstd * (dy - mean(dy) - y * mean(dy * y)),  dy = f * g,
+// as dx_i = A * g + beta * x_i + gamma with per-channel beta and gamma from Gx and G1.
+#include <ATen/Parallel.h>
+
+#include "common.h"
+#include "nodesum_kernels.h"
+
+#ifdef MT_CUDA_KERNELS
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
+namespace mt {
+namespace {
+
+// Members: the node's members as matrices [N, R*HW] with rows ns apart (views where the
+// member allows one, else contiguous copies), and their float pointers.
+struct Members {
+  std::vector<at::Tensor> mats;
+  std::vector<const float *> p;
+  std::vector<int64_t> ns;
+  int64_t N = 0, R = 0, HW = 0;
+
+  Members(at::TensorList xs, int64_t R_) : R(R_) {
+    N = xs[0].size(0);
+    const int64_t per = N > 0 ? xs[0].numel() / N : 0;
+    if (R <= 0 || per % R != 0) throw std::invalid_argument("members do not hold " + std::to_string(R) + " channels");
+    HW = per / R;
+    for (const auto &x : xs) {
+      if (x.scalar_type() != at::kFloat) throw std::invalid_argument("members must be float32");
+      if (x.numel() != xs[0].numel() || x.size(0) != N || x.device() != xs[0].device())
+        throw std::invalid_argument("members of shapes " + std::string(c10::str(x.sizes())) + " and " +
+                                    std::string(c10::str(xs[0].sizes())));
+      auto mat = x.reshape({N, per});
+      if (mat.stride(1) != 1) mat = mat.contiguous();
+      ns.push_back(N > 1 ? mat.stride(0) : per);
+      p.push_back(mat.data_ptr<float>());
+      mats.push_back(std::move(mat));
+    }
+  }
+  int m() const { return static_cast<int>(p.size()); }
+  bool cuda() const { return mats[0].is_cuda(); }
+  int64_t bytes() const { return static_cast<int64_t>(p.size()) * N * R * HW * 4; }
+};
+
+#ifdef MT_CUDA_KERNELS
+void *stream() { return at::cuda::getCurrentCUDAStream().stream(); }
+void check(int code, const char *what) {
+  if (code != 0) throw std::runtime_error(std::string("node_norm_sum ") + what + ": " + mt_ns_cuda_error(code));
+}
+#else
+[[noreturn]] void no_kernels() {
+  throw std::runtime_error("node_norm_sum: the shim was built without nvcc, so it has no CUDA kernels (set "
+                           "METANAS_NODE_FUSED=0, or rebuild with nvcc on the PATH or NVCC=...)");
+}
+#endif
+
+float *fptr(const at::Tensor &t) { return t.data_ptr<float>(); }
+const float *cfptr(const at::Tensor &t) { return t.data_ptr<float>(); }
+
+// Weights: f [N, T, m'] (m' >= m members: the node's other columns may follow) as the
+// kernels take it, f[(n*T + t)*fs + i], with a contiguous copy where f is not laid out so.
+struct Weights {
+  at::Tensor t;
+  int64_t fs = 0;
+  explicit Weights(const at::Tensor &f) {
+    t = f.stride(2) == 1 && f.stride(0) == f.size(1) * f.stride(1) ? f : f.contiguous();
+    fs = t.size(1) > 1 ? t.stride(1) : (t.size(0) > 1 ? t.stride(0) : t.size(2));
+  }
+  const float *p() const { return t.data_ptr<float>(); }
+};
+
+// Stats: every (member, channel)'s batch mean and invstd [m, R], the running statistics rm
+// and rv [T, m, C] moved as a batch norm's.
+std::pair<at::Tensor, at::Tensor> stats(const Members &x, int64_t T, const at::Tensor &rm, const at::Tensor &rv,
+                                        double momentum, double eps) {
+  const int m = x.m();
+  const int64_t N = x.N, R = x.R, C = R / T, HW = x.HW;
+  auto opts = x.mats[0].options();
+  auto mean = at::empty({m, R}, opts), invstd = at::empty({m, R}, opts);
+  add_profile_bytes("metanas::node_stats", x.bytes() + 2 * mean.nbytes() + 2 * rm.nbytes() + 2 * rv.nbytes());
+  if (x.cuda()) {
+#ifdef MT_CUDA_KERNELS
+    check(mt_ns_cuda_stats(x.p.data(), x.ns.data(), m, N, T, C, HW, momentum, eps, fptr(mean), fptr(invstd),
+                           fptr(rm), fptr(rv), stream()),
+          "stats");
+    return {mean, invstd};
+#else
+    no_kernels();
+#endif
+  }
+  float *pm = fptr(mean), *pi = fptr(invstd), *prm = fptr(rm), *prv = fptr(rv);
+  at::parallel_for(0, m * R, 1, [&](int64_t b, int64_t e) {
+    for (int64_t ir = b; ir < e; ir++) {
+      const int64_t i = ir / R, r = ir % R, t = r / C, ch = r % C;
+      double s = 0, ss = 0;
+      for (int64_t n = 0; n < N; n++) {
+        const float *row = x.p[i] + n * x.ns[i] + r * HW;
+        for (int64_t h = 0; h < HW; h++) {
+          const double v = row[h];
+          s += v;
+          ss += v * v;
+        }
+      }
+      const int64_t count = N * HW;
+      const double mu = s / count, d = ss / count - mu * mu, var = d > 0 ? d : 0;
+      pm[ir] = static_cast<float>(mu);
+      pi[ir] = static_cast<float>(1.0 / std::sqrt(var + eps));
+      const int64_t o = (t * m + i) * C + ch;
+      prm[o] = static_cast<float>((1 - momentum) * prm[o] + momentum * mu);
+      prv[o] = static_cast<float>((1 - momentum) * prv[o] + momentum * var * count / std::max<int64_t>(count - 1, 1));
+    }
+  });
+  return {mean, invstd};
+}
+
+// weighted_sum: [N, R*HW] = sum_i f[n, t, i] * invstd[i, r] * (x_i - mean[i, r]).
+at::Tensor weighted_sum(const Members &x, int64_t T, const Weights &f, const at::Tensor &mean,
+                        const at::Tensor &invstd) {
+  const int m = x.m();
+  const int64_t N = x.N, R = x.R, C = R / T, HW = x.HW;
+  auto out = at::empty({N, R * HW}, x.mats[0].options());
+  add_profile_bytes("metanas::node_sum", x.bytes() + out.nbytes());
+  if (x.cuda()) {
+#ifdef MT_CUDA_KERNELS
+    check(mt_ns_cuda_sum(x.p.data(), x.ns.data(), m, N, T, C, HW, f.p(), f.fs, cfptr(mean), cfptr(invstd), fptr(out),
+                         stream()),
+          "sum");
+    return out;
+#else
+    no_kernels();
+#endif
+  }
+  const float *pf = f.p(), *pm = cfptr(mean), *pi = cfptr(invstd);
+  float *po = fptr(out);
+  at::parallel_for(0, N * R, 1, [&](int64_t b, int64_t e) {
+    for (int64_t nr = b; nr < e; nr++) {
+      const int64_t n = nr / R, r = nr % R, t = r / C;
+      float *o = po + nr * HW;
+      std::fill(o, o + HW, 0.f);
+      for (int i = 0; i < m; i++) {
+        const float w = pf[(n * T + t) * f.fs + i] * pi[i * R + r], mu = pm[i * R + r];
+        const float *row = x.p[i] + n * x.ns[i] + r * HW;
+        for (int64_t h = 0; h < HW; h++) o[h] += w * (row[h] - mu);
+      }
+    }
+  });
+  return out;
+}
+
+// reduce: gx [N, m, R] (sum_h g * x_i) and g1 [N, R] (sum_h g) of the node's gradient g.
+std::pair<at::Tensor, at::Tensor> reduce(const Members &x, int64_t T, const at::Tensor &g) {
+  const int m = x.m();
+  const int64_t N = x.N, R = x.R, HW = x.HW;
+  auto gx = at::empty({N, m, R}, g.options()), g1 = at::empty({N, R}, g.options());
+  add_profile_bytes("metanas::node_sum_backward_reduce", x.bytes() + g.nbytes());
+  if (x.cuda()) {
+#ifdef MT_CUDA_KERNELS
+    check(mt_ns_cuda_reduce(x.p.data(), x.ns.data(), m, N, T, R / T, HW, cfptr(g), fptr(gx), fptr(g1), stream()),
+          "reduce");
+    return {gx, g1};
+#else
+    no_kernels();
+#endif
+  }
+  const float *pg = cfptr(g);
+  float *px = fptr(gx), *p1 = fptr(g1);
+  at::parallel_for(0, N * R, 1, [&](int64_t b, int64_t e) {
+    for (int64_t nr = b; nr < e; nr++) {
+      const int64_t n = nr / R, r = nr % R;
+      const float *gr = pg + nr * HW;
+      double s = 0;
+      for (int64_t h = 0; h < HW; h++) s += gr[h];
+      p1[nr] = static_cast<float>(s);
+      for (int i = 0; i < m; i++) {
+        const float *row = x.p[i] + n * x.ns[i] + r * HW;
+        double d = 0;
+        for (int64_t h = 0; h < HW; h++) d += static_cast<double>(gr[h]) * row[h];
+        px[(n * m + i) * R + r] = static_cast<float>(d);
+      }
+    }
+  });
+  return {gx, g1};
+}
+
+// finish: from gx and g1, beta and gamma [m, R] of the members' gradients and, with
+// weight_grad, the weights' gradient gf [N, T, m] (undefined without).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> finish(const Members &x, int64_t T, const Weights &f,
+                                                      const at::Tensor &mean, const at::Tensor &invstd,
+                                                      const at::Tensor &gx, const at::Tensor &g1, bool weight_grad) {
+  const int m = x.m();
+  const int64_t N = x.N, R = x.R, C = R / T, HW = x.HW;
+  auto beta = at::empty({m, R}, gx.options()), gamma = at::empty({m, R}, gx.options());
+  at::Tensor gf = weight_grad ? at::empty({N, T, m}, gx.options()) : at::Tensor();
+  if (x.cuda()) {
+#ifdef MT_CUDA_KERNELS
+    check(mt_ns_cuda_finish(m, N, T, C, HW, f.p(), f.fs, cfptr(mean), cfptr(invstd), cfptr(gx), cfptr(g1),
+                            fptr(beta), fptr(gamma), weight_grad ? fptr(gf) : nullptr, stream()),
+          "finish");
+    return {beta, gamma, gf};
+#else
+    no_kernels();
+#endif
+  }
+  const float *pf = f.p(), *pm = cfptr(mean), *pi = cfptr(invstd), *px = cfptr(gx), *p1 = cfptr(g1);
+  float *pb = fptr(beta), *pc = fptr(gamma);
+  const float cnt = static_cast<float>(N * HW);
+  for (int64_t ir = 0; ir < m * R; ir++) {
+    const int64_t i = ir / R, r = ir % R, t = r / C;
+    const float mu = pm[ir], is = pi[ir];
+    float sg = 0, sh = 0;
+    for (int64_t n = 0; n < N; n++) {
+      const float fv = pf[(n * T + t) * f.fs + i], g = p1[n * R + r];
+      sg += fv * g;
+      sh += fv * (px[(n * m + i) * R + r] - mu * g);
+    }
+    const float mdy = sg / cnt, mdyy = is * sh / cnt, b = -is * is * mdyy;
+    pb[ir] = b;
+    pc[ir] = -is * mdy - b * mu;
+  }
+  if (weight_grad) {
+    float *pg = fptr(gf);
+    for (int64_t j = 0; j < N * T * m; j++) {
+      const int64_t n = j / (T * m), t = (j / m) % T, i = j % m;
+      float s = 0;
+      for (int64_t ch = 0; ch < C; ch++) {
+        const int64_t r = t * C + ch, o = i * R + r;
+        s += pi[o] * (px[(n * m + i) * R + r] - pm[o] * p1[n * R + r]);
+      }
+      pg[j] = s;
+    }
+  }
+  return {beta, gamma, gf};
+}
+
+// member_grads: dx_i = f[n, t, i] * invstd[i, r] * g + beta[i, r] * x_i + gamma[i, r], each
+// [N, R*HW].
+std::vector<at::Tensor> member_grads(const Members &x, int64_t T, const Weights &f, const at::Tensor &invstd,
+                                     const at::Tensor &beta, const at::Tensor &gamma, const at::Tensor &g) {
+  const int m = x.m();
+  const int64_t N = x.N, R = x.R, C = R / T, HW = x.HW;
+  std::vector<at::Tensor> dx;
+  std::vector<float *> pd;
+  for (int i = 0; i < m; i++) {
+    dx.push_back(at::empty({N, R * HW}, g.options()));
+    pd.push_back(fptr(dx.back()));
+  }
+  add_profile_bytes("metanas::node_sum_backward_dx", 2 * x.bytes() + g.nbytes());
+  if (x.cuda()) {
+#ifdef MT_CUDA_KERNELS
+    check(mt_ns_cuda_dx(x.p.data(), x.ns.data(), m, N, T, C, HW, f.p(), f.fs, cfptr(invstd), cfptr(beta), cfptr(gamma),
+                        cfptr(g), pd.data(), stream()),
+          "dx");
+    return dx;
+#else
+    no_kernels();
+#endif
+  }
+  const float *pg = cfptr(g), *pf = f.p(), *pi = cfptr(invstd), *pb = cfptr(beta), *pc = cfptr(gamma);
+  at::parallel_for(0, N * R, 1, [&](int64_t b, int64_t e) {
+    for (int64_t nr = b; nr < e; nr++) {
+      const int64_t n = nr / R, r = nr % R, t = r / C;
+      const float *gr = pg + nr * HW;
+      for (int i = 0; i < m; i++) {
+        const int64_t o = i * R + r;
+        const float w = pf[(n * T + t) * f.fs + i] * pi[o], be = pb[o], ga = pc[o];
+        const float *row = x.p[i] + n * x.ns[i] + r * HW;
+        float *d = pd[i] + nr * HW;
+        for (int64_t h = 0; h < HW; h++) d[h] = w * gr[h] + be * row[h] + ga;
+      }
+    }
+  });
+  return dx;
+}
+
+// NodeNormSum: the node [N*T, 1, C*HW] from its members xs, their weights f [N, T, m] and
+// their batch statistics mean and invstd [m, R] (computed without autograd: the backward
+// pass is the batch norm's whole one, through the statistics too).
+struct NodeNormSum : public torch::autograd::Function<NodeNormSum> {
+  static at::Tensor forward(torch::autograd::AutogradContext *ctx, at::TensorList xs, const at::Tensor &f,
+                            const at::Tensor &mean, const at::Tensor &invstd) {
+    const int64_t m = static_cast<int64_t>(xs.size()), T = f.size(1), R = mean.size(1);
+    Members x(xs, R);
+    Weights w(f);
+    auto out = weighted_sum(x, T, w, mean, invstd);
+    std::vector<at::Tensor> saved(xs.begin(), xs.end());
+    saved.push_back(w.t);
+    saved.push_back(mean);
+    saved.push_back(invstd);
+    ctx->save_for_backward(saved);
+    ctx->saved_data["m"] = m;
+    return out.view({x.N * T, 1, -1});
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const int64_t m = ctx->saved_data["m"].toInt();
+    std::vector<at::Tensor> xs(saved.begin(), saved.begin() + m);
+    const auto &mean = saved[m + 1], &invstd = saved[m + 2];
+    Weights w(saved[m]);
+    const int64_t T = w.t.size(1), R = mean.size(1);
+    Members x(xs, R);
+    auto g = grads[0].reshape({x.N, -1}).contiguous();
+    auto red = reduce(x, T, g);
+    auto fin = finish(x, T, w, mean, invstd, red.first, red.second, ctx->needs_input_grad(m));
+    torch::autograd::tensor_list out(m + 3);
+    out[m] = std::get<2>(fin);
+    bool any = false;
+    for (int64_t i = 0; i < m; i++) any = any || ctx->needs_input_grad(i);
+    if (any) {
+      auto dx = member_grads(x, T, w, invstd, std::get<0>(fin), std::get<1>(fin), g);
+      for (int64_t i = 0; i < m; i++)
+        if (ctx->needs_input_grad(i)) out[i] = dx[i].view(xs[i].sizes());
+    }
+    return out;
+  }
+};
+
+}  // namespace
+
+bool node_norm_sum_on(const c10::Device &dev) {
+#ifdef MT_CUDA_KERNELS
+  return dev.is_cpu() || dev.is_cuda();
+#else
+  return dev.is_cpu();
+#endif
+}
+
+at::Tensor node_norm_sum(at::TensorList xs, const at::Tensor &f, const at::Tensor &rm, const at::Tensor &rv,
+                         double momentum, double eps) {
+  if (xs.empty()) throw std::invalid_argument("node_norm_sum: no members");
+  const int64_t N = xs[0].size(0), m = static_cast<int64_t>(xs.size());
+  if (f.dim() != 3 || f.size(0) != N || f.size(2) != m || f.scalar_type() != at::kFloat)
+    throw std::invalid_argument("weights of shape " + std::string(c10::str(f.sizes())) + " are not float32 [" +
+                                std::to_string(N) + ", tasks, " + std::to_string(m) + "]");
+  const int64_t T = f.size(1);
+  if (rm.dim() != 3 || rm.size(0) != T || rm.size(1) != m || !rv.sizes().equals(rm.sizes()) || !rm.is_contiguous() ||
+      !rv.is_contiguous() || rm.scalar_type() != at::kFloat || rv.scalar_type() != at::kFloat)
+    throw std::invalid_argument("running statistics of shape " + std::string(c10::str(rm.sizes())) +
+                                " are not contiguous float32 [" + std::to_string(T) + ", " + std::to_string(m) +
+                                ", C]");
+  at::Tensor mean, invstd;
+  {
+    at::NoGradGuard guard;
+    Members x(xs, T * rm.size(2));
+    std::tie(mean, invstd) = stats(x, T, rm, rv, momentum, eps);
+  }
+  return NodeNormSum::apply(xs, f, mean, invstd);
+}
+
+}  // namespace mt

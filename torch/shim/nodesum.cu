@@ -1,0 +1,255 @@
+// CUDA kernels of the fused node batch norm and sum (nodesum_kernels.h). Compiled by nvcc
+// where native.mk finds one for a CUDA LibTorch; TestCUDANodeNormSum checks them against
+// LibTorch's batch norm and products on a GPU, as TestNodeNormSum checks nodesum.cc's CPU
+// loops, which compute the same per element.
+#include <cuda_runtime.h>
+
+#include "nodesum_kernels.h"
+
+namespace {
+
+// Members go to the kernels by value, kChunk at a time (a kernel's parameters are limited).
+constexpr int kChunk = 32;
+constexpr int kThreads = 256;
+
+struct Members {
+  const float *p[kChunk];
+  int64_t ns[kChunk];
+  int m;   // members in this chunk
+  int i0;  // index of its first member
+};
+
+struct Outs {
+  float *p[kChunk];
+};
+
+Members chunk(const float *const *x, const int64_t *ns, int m, int i0) {
+  Members c{};
+  c.m = m - i0 < kChunk ? m - i0 : kChunk;
+  c.i0 = i0;
+  for (int k = 0; k < c.m; k++) {
+    c.p[k] = x[i0 + k];
+    c.ns[k] = ns[i0 + k];
+  }
+  return c;
+}
+
+// fits32 reports whether the elementwise kernels' 32-bit indices cover N*R*HW (64-bit
+// division is emulated on the GPU and would cost more than the loads).
+bool fits32(int64_t n) { return n < (int64_t{1} << 31) - int64_t{65536} * 32 * kThreads; }
+
+unsigned blocks_for(int64_t n) {
+  int64_t b = (n + kThreads - 1) / kThreads;
+  if (b > 65535L * 32) b = 65535L * 32;  // grid-stride loops cover the rest
+  return static_cast<unsigned>(b < 1 ? 1 : b);
+}
+
+__device__ double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ float warp_sumf(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// One block per (channel r, member k of the chunk): sums and squares over N*HW values in
+// double, then the statistics and the running statistics' step.
+__global__ void stats_kernel(Members c, int m, int64_t N, int64_t T, int64_t C, int64_t HW, double momentum,
+                             double eps, float *mean, float *invstd, float *rm, float *rv) {
+  const int64_t r = blockIdx.x, R = T * C;
+  const int k = blockIdx.y;
+  const float *x = c.p[k];
+  const int64_t ns = c.ns[k];
+  double s = 0, ss = 0;
+  const int64_t count = N * HW;
+  for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
+    const int64_t n = j / HW, h = j - n * HW;
+    const double v = x[n * ns + r * HW + h];
+    s += v;
+    ss += v * v;
+  }
+  __shared__ double sh[2][kThreads / 32];
+  s = warp_sum(s);
+  ss = warp_sum(ss);
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    sh[0][w] = s;
+    sh[1][w] = ss;
+  }
+  __syncthreads();
+  if (w != 0) return;
+  s = lane < kThreads / 32 ? sh[0][lane] : 0.0;
+  ss = lane < kThreads / 32 ? sh[1][lane] : 0.0;
+  s = warp_sum(s);
+  ss = warp_sum(ss);
+  if (lane != 0) return;
+  const int64_t i = c.i0 + k, t = r / C, ch = r - t * C;
+  const double mu = s / count, d = ss / count - mu * mu, var = d > 0 ? d : 0;
+  mean[i * R + r] = static_cast<float>(mu);
+  invstd[i * R + r] = static_cast<float>(1.0 / sqrt(var + eps));
+  const int64_t o = (t * m + i) * C + ch;
+  rm[o] = static_cast<float>((1 - momentum) * rm[o] + momentum * mu);
+  rv[o] = static_cast<float>((1 - momentum) * rv[o] + momentum * var * count / (count > 1 ? count - 1 : 1));
+}
+
+// out = (first ? 0 : out) + the chunk's members' normalised values weighed by f.
+__global__ void sum_kernel(Members c, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
+                           const float *mean, const float *invstd, float *out, bool first) {
+  const unsigned hw = static_cast<unsigned>(HW), R = static_cast<unsigned>(T * C), cc = static_cast<unsigned>(C);
+  const unsigned row = R * hw, total = static_cast<unsigned>(N) * row;
+  for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
+    const unsigned n = idx / row, rem = idx - n * row, r = rem / hw, t = r / cc;
+    const float *fn = f + (static_cast<int64_t>(n) * T + t) * fs + c.i0;
+    float acc = first ? 0.f : out[idx];
+    for (int k = 0; k < c.m; k++) {
+      const int64_t o = static_cast<int64_t>(c.i0 + k) * R + r;
+      acc += fn[k] * invstd[o] * (c.p[k][n * c.ns[k] + rem] - mean[o]);
+    }
+    out[idx] = acc;
+  }
+}
+
+// One warp per row (n, r): the dot products of g's row with each member's, and g's sum.
+__global__ void reduce_kernel(Members c, int m, int64_t N, int64_t R, int64_t HW, const float *g, float *gx,
+                              float *g1, bool first) {
+  const int64_t rows = N * R;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; row < rows;
+       row += warps) {
+    const int64_t n = row / R, r = row - n * R;
+    const float *gr = g + row * HW;
+    if (first) {
+      float s = 0;
+      for (int64_t h = lane; h < HW; h += 32) s += gr[h];
+      s = warp_sumf(s);
+      if (lane == 0) g1[row] = s;
+    }
+    for (int k = 0; k < c.m; k++) {
+      const float *xr = c.p[k] + n * c.ns[k] + r * HW;
+      float s = 0;
+      for (int64_t h = lane; h < HW; h += 32) s += gr[h] * xr[h];
+      s = warp_sumf(s);
+      if (lane == 0) gx[(n * m + c.i0 + k) * R + r] = s;
+    }
+  }
+}
+
+// Threads [0, m*R): beta and gamma of (member i, channel r); then, where gf is wanted,
+// [m*R, m*R + N*T*m): the weights' gradient of (n, t, i).
+__global__ void finish_kernel(int m, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
+                              const float *mean, const float *invstd, const float *gx, const float *g1, float *beta,
+                              float *gamma, float *gf) {
+  const int64_t R = T * C, first = m * R, total = first + (gf != nullptr ? N * T * m : 0);
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (idx < first) {
+      const int64_t i = idx / R, r = idx - i * R, t = r / C;
+      const float mu = mean[idx], is = invstd[idx];
+      float sg = 0, sh = 0;
+      for (int64_t n = 0; n < N; n++) {
+        const float fv = f[(n * T + t) * fs + i], g = g1[n * R + r];
+        sg += fv * g;
+        sh += fv * (gx[(n * m + i) * R + r] - mu * g);
+      }
+      const float cnt = static_cast<float>(N * HW);
+      const float mdy = sg / cnt, mdyy = is * sh / cnt;
+      const float b = -is * is * mdyy;
+      beta[idx] = b;
+      gamma[idx] = -is * mdy - b * mu;
+    } else {
+      const int64_t j = idx - first, n = j / (T * m), t = (j / m) % T, i = j % m;
+      float s = 0;
+      for (int64_t ch = 0; ch < C; ch++) {
+        const int64_t r = t * C + ch, o = i * R + r;
+        s += invstd[o] * (gx[(n * m + i) * R + r] - mean[o] * g1[n * R + r]);
+      }
+      gf[j] = s;
+    }
+  }
+}
+
+__global__ void dx_kernel(Members c, Outs d, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f,
+                          int64_t fs, const float *invstd, const float *beta, const float *gamma, const float *g) {
+  const unsigned hw = static_cast<unsigned>(HW), R = static_cast<unsigned>(T * C), cc = static_cast<unsigned>(C);
+  const unsigned row = R * hw, total = static_cast<unsigned>(N) * row;
+  for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
+    const unsigned n = idx / row, rem = idx - n * row, r = rem / hw, t = r / cc;
+    const float *fn = f + (static_cast<int64_t>(n) * T + t) * fs + c.i0;
+    const float gv = g[idx];
+    for (int k = 0; k < c.m; k++) {
+      const int64_t o = static_cast<int64_t>(c.i0 + k) * R + r;
+      d.p[k][idx] = fn[k] * invstd[o] * gv + beta[o] * c.p[k][n * c.ns[k] + rem] + gamma[o];
+    }
+  }
+}
+
+int last_error() { return static_cast<int>(cudaGetLastError()); }
+
+}  // namespace
+
+extern "C" {
+
+int mt_ns_cuda_stats(const float *const *x, const int64_t *ns, int m, int64_t N, int64_t T, int64_t C, int64_t HW,
+                     double momentum, double eps, float *mean, float *invstd, float *rm, float *rv, void *stream) {
+  for (int i0 = 0; i0 < m; i0 += kChunk) {
+    const Members c = chunk(x, ns, m, i0);
+    stats_kernel<<<dim3(static_cast<unsigned>(T * C), static_cast<unsigned>(c.m)), kThreads, 0,
+                   static_cast<cudaStream_t>(stream)>>>(c, m, N, T, C, HW, momentum, eps, mean, invstd, rm, rv);
+    if (int e = last_error()) return e;
+  }
+  return 0;
+}
+
+int mt_ns_cuda_sum(const float *const *x, const int64_t *ns, int m, int64_t N, int64_t T, int64_t C, int64_t HW,
+                   const float *f, int64_t fs, const float *mean, const float *invstd, float *out, void *stream) {
+  if (!fits32(N * T * C * HW)) return static_cast<int>(cudaErrorInvalidValue);
+  for (int i0 = 0; i0 < m; i0 += kChunk) {
+    const Members c = chunk(x, ns, m, i0);
+    sum_kernel<<<blocks_for(N * T * C * HW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+        c, N, T, C, HW, f, fs, mean, invstd, out, i0 == 0);
+    if (int e = last_error()) return e;
+  }
+  return 0;
+}
+
+int mt_ns_cuda_reduce(const float *const *x, const int64_t *ns, int m, int64_t N, int64_t T, int64_t C, int64_t HW,
+                      const float *g, float *gx, float *g1, void *stream) {
+  for (int i0 = 0; i0 < m; i0 += kChunk) {
+    const Members c = chunk(x, ns, m, i0);
+    reduce_kernel<<<blocks_for(N * T * C * 32), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+        c, m, N, T * C, HW, g, gx, g1, i0 == 0);
+    if (int e = last_error()) return e;
+  }
+  return 0;
+}
+
+int mt_ns_cuda_finish(int m, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
+                      const float *mean, const float *invstd, const float *gx, const float *g1, float *beta,
+                      float *gamma, float *gf, void *stream) {
+  const int64_t total = m * T * C + (gf != nullptr ? N * T * m : 0);
+  finish_kernel<<<blocks_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(m, N, T, C, HW, f, fs, mean,
+                                                                                        invstd, gx, g1, beta, gamma, gf);
+  return last_error();
+}
+
+int mt_ns_cuda_dx(const float *const *x, const int64_t *ns, int m, int64_t N, int64_t T, int64_t C, int64_t HW,
+                  const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
+                  const float *g, float *const *dx, void *stream) {
+  if (!fits32(N * T * C * HW)) return static_cast<int>(cudaErrorInvalidValue);
+  for (int i0 = 0; i0 < m; i0 += kChunk) {
+    const Members c = chunk(x, ns, m, i0);
+    Outs d{};
+    for (int k = 0; k < c.m; k++) d.p[k] = dx[i0 + k];
+    dx_kernel<<<blocks_for(N * T * C * HW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+        c, d, N, T, C, HW, f, fs, invstd, beta, gamma, g);
+    if (int e = last_error()) return e;
+  }
+  return 0;
+}
+
+const char *mt_ns_cuda_error(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
+
+}  // extern "C"
