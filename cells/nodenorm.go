@@ -61,13 +61,18 @@ func NodeRecompute() bool { return nodeRecompute() }
 var nodeFused = envswitch.New("METANAS_NODE_FUSED", "0", "1", false, "off")
 
 // NodeFused reports METANAS_NODE_FUSED=1 (off by default until measured on a GPU): in
-// training, a node batch norm's float32 members are normalised and summed by one fused
-// call (torch.NodeNormSum) that passes over the members themselves instead of a stacked
-// and a normalised copy of them, forward and backward: about 7 fewer passes over the
-// members' bytes per node and step, and the backward pass keeps only the members. It
-// supersedes METANAS_NODE_RECOMPUTE. Where the shim has no kernels for the device (CUDA
-// without nvcc at build time), or for other precisions, the node takes the unfused calls.
+// training, a node batch norm's members (float32, or bfloat16 and float16 under autocast,
+// summed in float32) are normalised and summed by one fused call (torch.NodeNormSum) that
+// passes over the members themselves instead of a stacked and a normalised copy of them,
+// forward and backward: about 7 fewer passes over the members' bytes per node and step,
+// and the backward pass keeps only the members. It supersedes METANAS_NODE_RECOMPUTE.
+// Where the shim has no kernels for the device (CUDA without nvcc at build time), the node
+// takes the unfused calls.
 func NodeFused() bool { return nodeFused() }
+
+// NodeFusedCalls returns how many node sums took the fused call (NodeFused) in this
+// process: a diagnostic for tests and benchmarks.
+func NodeFusedCalls() int64 { return nodeFusedCalls.Load() }
 
 // fusedOn caches torch.NodeNormSumOn for the CPU (0) and CUDA (1).
 var fusedOn = [2]func() bool{
@@ -211,13 +216,14 @@ func (g *nodeNorm) normalize(c *Ctx, normed []*torch.Tensor, sel []int64) (stack
 }
 
 // fuses reports whether the node's members normed take the fused call (NodeFused): in
-// training, float32, on a device the shim has the kernels for.
+// training, float32, bfloat16 or float16 (the shim sums members of mixed types in
+// float32), on a device the shim has the kernels for.
 func (g *nodeNorm) fuses(c *Ctx, normed []*torch.Tensor) bool {
 	if !c.Train || !NodeFused() || len(normed) == 0 {
 		return false
 	}
 	info, err := normed[0].Info()
-	if err != nil || info.DType != torch.Float32 {
+	if err != nil || (info.DType != torch.Float32 && info.DType != torch.BFloat16 && info.DType != torch.Float16) {
 		return false
 	}
 	on := 0

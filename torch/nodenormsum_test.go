@@ -204,3 +204,89 @@ func TestNodeNormSumErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestNodeNormSumLowPrecision: with bfloat16 or float16 members the fused call reads and
+// writes that type (the node and the members' gradients are of it) and computes in
+// float32: it equals the float32 call on the same values to the type's rounding, with
+// statistics and weight gradients in float32; 40 members take the CUDA kernels' float32
+// accumulator. On the CPU, and with the CUDA kernels on a GPU.
+func TestNodeNormSumLowPrecision(t *testing.T) {
+	devs := []Device{CPU}
+	if CUDAAvailable() && NodeNormSumOn(Device{CUDA: true}) {
+		devs = append(devs, Device{CUDA: true})
+	}
+	for _, dev := range devs {
+		for _, dt := range []DType{BFloat16, Float16} {
+			for _, members := range []int64{3, 40} {
+				t.Run(fmt.Sprintf("%v %v %d members", dev, dt, members), func(t *testing.T) {
+					nodeNormSumLow(t, dev, dt, members)
+				})
+			}
+		}
+	}
+}
+
+func nodeNormSumLow(t *testing.T, dev Device, dt DType, members int64) {
+	s := NewScope()
+	defer s.Close()
+	ManualSeed(23)
+	const N, T, C, H = 3, 2, 3, 5
+	var low, full []*Tensor
+	for i := int64(0); i < members; i++ {
+		x := s.To(s.AddScalar(s.Randn([]int64{N, T * C, H, H}, dev, false), float64(i%3)), dt, dev)
+		low = append(low, s.Detach(x))
+		full = append(full, s.Detach(s.To(x, Float32, dev)))
+	}
+	coefs := s.Rand([]int64{T, members}, dev)
+	if err := coefs.SetRequiresGrad(true); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range append(append([]*Tensor{}, low...), full...) {
+		if err := x.SetRequiresGrad(true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The node's gradient, exact in the low type, so that both calls get the same one.
+	r := s.To(s.To(s.Randn([]int64{N, T * C, H, H}, dev, false), dt, dev), Float32, dev)
+	drop := make([]bool, members)
+	run := func(xs []*Tensor) (node, mean, grad0, gradLast, gradCoefs []float32) {
+		t.Helper()
+		rm, rv := s.Zeros([]int64{T, members, C}, dev), s.Ones([]int64{T, members, C}, dev)
+		cs := s.Child()
+		defer cs.Close()
+		y := cs.NodeNormSum(xs, rm, rv, nil, 0.1, 1e-5, nil, coefs, drop, 0, nil, T)
+		if err := cs.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if info, err := y.Info(); err != nil || info.DType != xs[0].dtype(t) {
+			t.Fatalf("node of type %v (%v), members %v", info.DType, err, xs[0].dtype(t))
+		}
+		node = values(t, y)
+		if err := cs.Sum(cs.Mul(cs.To(y, Float32, dev), r)).Backward(); err != nil {
+			t.Fatal(err)
+		}
+		grad0, gradLast = values(t, cs.Grad(xs[0])), values(t, cs.Grad(xs[members-1]))
+		gradCoefs = values(t, cs.Grad(coefs))
+		if err := ZeroGrad(append([]*Tensor{coefs}, xs...), true); err != nil {
+			t.Fatal(err)
+		}
+		return node, values(t, rm), grad0, gradLast, gradCoefs
+	}
+	n1, m1, a1, b1, c1 := run(low)
+	n2, m2, a2, b2, c2 := run(full)
+	tol := 1e-2 // bfloat16's 8-bit significand; float16 has 11
+	near(t, "node", n1, n2, tol)
+	near(t, "running mean", m1, m2, 1e-6)
+	near(t, "gradient of member 0", a1, a2, tol)
+	near(t, "gradient of the last member", b1, b2, tol)
+	near(t, "weights' gradient", c1, c2, tol)
+}
+
+func (t *Tensor) dtype(tb testing.TB) DType {
+	tb.Helper()
+	info, err := t.Info()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return info.DType
+}

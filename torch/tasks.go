@@ -131,8 +131,9 @@ func (s *Scope) nodeBatchNorm(outs []*Tensor, runMean, runVar *Tensor, sel []int
 }
 
 // NodeNormSum is NodeBatchNorm in training followed by MixedTasksCoefs, fused: members
-// (float32 outputs of the node's ops that end in a batch norm, as NodeBatchNorm takes them
-// with runMean, runVar and sel) are normalised and summed with the first len(members)
+// (outputs of the node's ops that end in a batch norm, as NodeBatchNorm takes them with
+// runMean, runVar and sel; float32, bfloat16 or float16, computed in float32, the node and
+// their gradients of their type) are normalised and summed with the first len(members)
 // columns of coefs, rest with the others, in passes over the members themselves; no
 // stacked or normalised copy of them is made, forward or backward, and the backward pass
 // keeps only the members. The result, the running statistics' updates and the drop-path

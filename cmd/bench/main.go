@@ -67,8 +67,8 @@ type Result struct {
 	StateFusion     bool `json:"state_fusion,omitempty"`
 	TF32Matmul      bool `json:"tf32_matmul,omitempty"`    // METANAS_TF32_MATMUL=1 on CUDA
 	NodeRecompute   bool `json:"node_recompute,omitempty"` // METANAS_NODE_RECOMPUTE=1 with the node batch norm
-	// METANAS_NODE_FUSED=1 with the node batch norm, in float32, where the shim has the
-	// device's kernels (the fused node batch norm and sum).
+	// METANAS_NODE_FUSED=1 with the node batch norm, where the shim has the device's
+	// kernels (the fused node batch norm and sum).
 	NodeFused       bool    `json:"node_fused,omitempty"`
 	HostSyncsPerStp float64 `json:"host_syncs_per_step"`
 	// On CUDA, LibTorch's allocator at its peak in each part of the run (untimed warming
@@ -393,7 +393,7 @@ func measure(dir, name, device string, o caseOpts) (*Result, error) {
 	r.NodeBatchNorm = cfg.Run.BatchTasks > 1 && cells.NodeBatchNorm(tr.Dev)
 	r.StateFusion = cells.StateFusion(tr.Dev) && r.BranchStreams < 2
 	r.TF32Matmul = tr.Dev.CUDA && torch.TF32Matmul()
-	r.NodeFused = r.NodeBatchNorm && cells.NodeFused() && torch.NodeNormSumOn(tr.Dev) && r.Precision == "float32"
+	r.NodeFused = r.NodeBatchNorm && cells.NodeFused() && torch.NodeNormSumOn(tr.Dev)
 	r.NodeRecompute = r.NodeBatchNorm && cells.NodeRecompute() && !r.NodeFused
 	return r, nil
 }

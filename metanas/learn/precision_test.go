@@ -20,12 +20,18 @@ func TestForwardBF16(t *testing.T) { forwardBF16(t, torch.CPU) }
 
 // TestForwardBF16CUDASwitches runs TestForwardBF16 again with CUDA's two default switches
 // on the CPU (METANAS_NODE_BATCH_NORM=1, METANAS_POINTWISE=matmul): the stacked node batch
-// norm and node sum, and the 1x1 convolutions as matrix products, under autocast.
+// norm and node sum, and the 1x1 convolutions as matrix products, under autocast; and once
+// more with METANAS_NODE_FUSED=1 (the fused node batch norm and sum on bfloat16 members).
 func TestForwardBF16CUDASwitches(t *testing.T) {
 	if os.Getenv("METANAS_NODE_BATCH_NORM") != "" || os.Getenv("METANAS_POINTWISE") != "" {
 		t.Skip("the switches are set in this process")
 	}
-	testutil.RerunWith(t, []string{"METANAS_NODE_BATCH_NORM=1", "METANAS_POINTWISE=matmul"}, "^TestForwardBF16$", "TestForwardBF16")
+	for _, fused := range []string{"0", "1"} {
+		t.Run("METANAS_NODE_FUSED="+fused, func(t *testing.T) {
+			testutil.RerunWith(t, []string{"METANAS_NODE_BATCH_NORM=1", "METANAS_POINTWISE=matmul", "METANAS_NODE_FUSED=" + fused},
+				"^TestForwardBF16$", "TestForwardBF16")
+		})
+	}
 }
 
 // TestCUDAForwardBF16 is TestForwardBF16 on CUDA (float32 there: TF32 convolutions).
@@ -62,9 +68,16 @@ func forwardBF16(t *testing.T, dev torch.Device) {
 					t.Fatalf("%s: model autocasts to %v, want %v", p, m.Autocast, want)
 				}
 				x := s.Randn([]int64{4, int64(tasks), 8, 8}, dev, false)
+				fusedBefore := cells.NodeFusedCalls()
 				y, _, err := m.Forward(&cells.Ctx{S: s, Train: true, Tasks: int64(tasks)}, x, Arch{Norm: cells.Softmax, Temp: 1})
 				if err != nil {
 					t.Fatal(err)
+				}
+				// The fused node sums run in batched networks with the switches on, in
+				// either precision.
+				wantFused := tasks > 1 && cells.NodeFused() && cells.NodeBatchNorm(dev) && torch.NodeNormSumOn(dev)
+				if fused := cells.NodeFusedCalls() > fusedBefore; fused != wantFused {
+					t.Fatalf("%s: fused node sums %v, want %v", p, fused, wantFused)
 				}
 				if info, err := y.Info(); err != nil || info.DType != torch.Float32 {
 					t.Fatalf("%s: logits %v (%v), want float32", p, info.DType, err)

@@ -88,8 +88,8 @@ at::Tensor batch_norm(const at::Tensor &x, const at::Tensor &w, const at::Tensor
                       const at::Tensor &rv, bool training, double momentum, double eps);
 
 
-// node_norm_sum (nodesum.cc): a batched node's members xs (float32 [N, tasks*C, ...] or
-// [N, tasks, C, ...]) each normalised by a batch norm without affine tensors in training
+// node_norm_sum (nodesum.cc): a batched node's members xs ([N, tasks*C, ...] or [N, tasks,
+// C, ...]; float32, bfloat16 or float16, computed in float32) each normalised by a batch norm without affine tensors in training
 // and summed with weights f [N, tasks, m], as [N*tasks, 1, C*...]; the running statistics
 // rm and rv ([tasks, m, C]) move as the batch norms' would. No normalised or stacked copy
 // of the members is made, forward or backward. node_norm_sum_on reports whether it has

@@ -510,7 +510,10 @@ char *mt_node_norm_sum(mt_tensor *members, int64_t ms, mt_tensor rm, mt_tensor r
                                     std::string(c10::str(at::IntArrayRef(nm.sizes))));
       v.push_back(by_tasks(t, N, tasks));
     }
-    node = at::baddbmm(node, fs[1].reshape({N * tasks, 1, m - ms}), at::stack(v, 2).view({N * tasks, m - ms, -1}));
+    // In the node's type (the members' under autocast; baddbmm's own autocast casts alike).
+    const auto st = node.scalar_type();
+    node = at::baddbmm(node, fs[1].reshape({N * tasks, 1, m - ms}).to(st),
+                       at::stack(v, 2).view({N * tasks, m - ms, -1}).to(st));
   }
   *out = wrap(node.view(nm.sizes));
   MT_CATCH("node_norm_sum", coefs, rm, ms > 0 ? members[0] : nullptr)

@@ -15,6 +15,8 @@
 // as dx_i = A * g + beta * x_i + gamma with per-channel beta and gamma from Gx and G1.
 #include <ATen/Parallel.h>
 
+#include <type_traits>
+
 #include "common.h"
 #include "nodesum_kernels.h"
 
@@ -26,34 +28,62 @@ namespace mt {
 namespace {
 
 // Members: the node's members as matrices [N, R*HW] with rows ns apart (views where the
-// member allows one, else contiguous copies), and their float pointers.
+// member allows one, else contiguous copies), and their data pointers; float32, bfloat16
+// or float16, one type for all.
 struct Members {
   std::vector<at::Tensor> mats;
-  std::vector<const float *> p;
+  std::vector<const void *> p;
   std::vector<int64_t> ns;
   int64_t N = 0, R = 0, HW = 0;
+  at::ScalarType st = at::kFloat;
 
   Members(at::TensorList xs, int64_t R_) : R(R_) {
     N = xs[0].size(0);
+    st = xs[0].scalar_type();
     const int64_t per = N > 0 ? xs[0].numel() / N : 0;
     if (R <= 0 || per % R != 0) throw std::invalid_argument("members do not hold " + std::to_string(R) + " channels");
+    if (st != at::kFloat && st != at::kBFloat16 && st != at::kHalf)
+      throw std::invalid_argument(std::string("members must be float32, bfloat16 or float16, not ") +
+                                  c10::toString(st));
     HW = per / R;
     for (const auto &x : xs) {
-      if (x.scalar_type() != at::kFloat) throw std::invalid_argument("members must be float32");
-      if (x.numel() != xs[0].numel() || x.size(0) != N || x.device() != xs[0].device())
+      if (x.numel() != xs[0].numel() || x.size(0) != N || x.device() != xs[0].device() || x.scalar_type() != st)
         throw std::invalid_argument("members of shapes " + std::string(c10::str(x.sizes())) + " and " +
-                                    std::string(c10::str(xs[0].sizes())));
+                                    std::string(c10::str(xs[0].sizes())) + ", or of other types or devices");
       auto mat = x.reshape({N, per});
       if (mat.stride(1) != 1) mat = mat.contiguous();
       ns.push_back(N > 1 ? mat.stride(0) : per);
-      p.push_back(mat.data_ptr<float>());
+      p.push_back(mat.data_ptr());
       mats.push_back(std::move(mat));
     }
+    if (cuda() && N * per >= (int64_t{1} << 30))
+      throw std::invalid_argument("members of " + std::to_string(N * per) +
+                                  " elements: the CUDA kernels index up to 2^30 (set METANAS_NODE_FUSED=0)");
   }
   int m() const { return static_cast<int>(p.size()); }
   bool cuda() const { return mats[0].is_cuda(); }
-  int64_t bytes() const { return static_cast<int64_t>(p.size()) * N * R * HW * 4; }
+  int64_t bytes() const { return static_cast<int64_t>(p.size()) * N * R * HW * static_cast<int64_t>(c10::elementSize(st)); }
+  // dtype is the kernels' code of the members' type.
+  int dtype() const { return st == at::kFloat ? MT_NS_FLOAT : (st == at::kBFloat16 ? MT_NS_BF16 : MT_NS_HALF); }
+  template <class S>
+  const S *at(int i) const { return static_cast<const S *>(p[i]); }
 };
+
+// by_type calls fn with a null pointer of the members' element type (float, at::BFloat16
+// or at::Half): the CPU loops read and write that type and compute in float.
+template <class Fn>
+void by_type(const Members &x, Fn fn) {
+  switch (x.st) {
+    case at::kBFloat16:
+      fn(static_cast<at::BFloat16 *>(nullptr));
+      break;
+    case at::kHalf:
+      fn(static_cast<at::Half *>(nullptr));
+      break;
+    default:
+      fn(static_cast<float *>(nullptr));
+  }
+}
 
 #ifdef MT_CUDA_KERNELS
 void *stream() { return at::cuda::getCurrentCUDAStream().stream(); }
@@ -88,12 +118,12 @@ std::pair<at::Tensor, at::Tensor> stats(const Members &x, int64_t T, const at::T
                                         double momentum, double eps) {
   const int m = x.m();
   const int64_t N = x.N, R = x.R, C = R / T, HW = x.HW;
-  auto opts = x.mats[0].options();
+  auto opts = x.mats[0].options().dtype(at::kFloat);
   auto mean = at::empty({m, R}, opts), invstd = at::empty({m, R}, opts);
   add_profile_bytes("metanas::node_stats", x.bytes() + 2 * mean.nbytes() + 2 * rm.nbytes() + 2 * rv.nbytes());
   if (x.cuda()) {
 #ifdef MT_CUDA_KERNELS
-    check(mt_ns_cuda_stats(x.p.data(), x.ns.data(), m, N, T, C, HW, momentum, eps, fptr(mean), fptr(invstd),
+    check(mt_ns_cuda_stats(x.p.data(), x.ns.data(), x.dtype(), m, N, T, C, HW, momentum, eps, fptr(mean), fptr(invstd),
                            fptr(rm), fptr(rv), stream()),
           "stats");
     return {mean, invstd};
@@ -102,14 +132,16 @@ std::pair<at::Tensor, at::Tensor> stats(const Members &x, int64_t T, const at::T
 #endif
   }
   float *pm = fptr(mean), *pi = fptr(invstd), *prm = fptr(rm), *prv = fptr(rv);
+  by_type(x, [&](auto *type) {
+  using S = std::remove_pointer_t<decltype(type)>;
   at::parallel_for(0, m * R, 1, [&](int64_t b, int64_t e) {
     for (int64_t ir = b; ir < e; ir++) {
       const int64_t i = ir / R, r = ir % R, t = r / C, ch = r % C;
       double s = 0, ss = 0;
       for (int64_t n = 0; n < N; n++) {
-        const float *row = x.p[i] + n * x.ns[i] + r * HW;
+        const S *row = x.at<S>(i) + n * x.ns[i] + r * HW;
         for (int64_t h = 0; h < HW; h++) {
-          const double v = row[h];
+          const double v = static_cast<float>(row[h]);
           s += v;
           ss += v * v;
         }
@@ -123,10 +155,12 @@ std::pair<at::Tensor, at::Tensor> stats(const Members &x, int64_t T, const at::T
       prv[o] = static_cast<float>((1 - momentum) * prv[o] + momentum * var * count / std::max<int64_t>(count - 1, 1));
     }
   });
+  });
   return {mean, invstd};
 }
 
-// weighted_sum: [N, R*HW] = sum_i f[n, t, i] * invstd[i, r] * (x_i - mean[i, r]).
+// weighted_sum: [N, R*HW] = sum_i f[n, t, i] * invstd[i, r] * (x_i - mean[i, r]), of the
+// members' type.
 at::Tensor weighted_sum(const Members &x, int64_t T, const Weights &f, const at::Tensor &mean,
                         const at::Tensor &invstd) {
   const int m = x.m();
@@ -135,8 +169,14 @@ at::Tensor weighted_sum(const Members &x, int64_t T, const Weights &f, const at:
   add_profile_bytes("metanas::node_sum", x.bytes() + out.nbytes());
   if (x.cuda()) {
 #ifdef MT_CUDA_KERNELS
-    check(mt_ns_cuda_sum(x.p.data(), x.ns.data(), m, N, T, C, HW, f.p(), f.fs, cfptr(mean), cfptr(invstd), fptr(out),
-                         stream()),
+    at::Tensor acc;  // past 32 members, a float32 sum for types other than float32
+    if (x.st == at::kFloat) {
+      acc = out;
+    } else if (m > 32) {
+      acc = at::empty({N, R * HW}, mean.options());
+    }
+    check(mt_ns_cuda_sum(x.p.data(), x.ns.data(), x.dtype(), m, N, T, C, HW, f.p(), f.fs, cfptr(mean), cfptr(invstd),
+                         out.data_ptr(), acc.defined() ? fptr(acc) : nullptr, stream()),
           "sum");
     return out;
 #else
@@ -144,53 +184,63 @@ at::Tensor weighted_sum(const Members &x, int64_t T, const Weights &f, const at:
 #endif
   }
   const float *pf = f.p(), *pm = cfptr(mean), *pi = cfptr(invstd);
-  float *po = fptr(out);
-  at::parallel_for(0, N * R, 1, [&](int64_t b, int64_t e) {
-    for (int64_t nr = b; nr < e; nr++) {
-      const int64_t n = nr / R, r = nr % R, t = r / C;
-      float *o = po + nr * HW;
-      std::fill(o, o + HW, 0.f);
-      for (int i = 0; i < m; i++) {
-        const float w = pf[(n * T + t) * f.fs + i] * pi[i * R + r], mu = pm[i * R + r];
-        const float *row = x.p[i] + n * x.ns[i] + r * HW;
-        for (int64_t h = 0; h < HW; h++) o[h] += w * (row[h] - mu);
+  by_type(x, [&](auto *type) {
+    using S = std::remove_pointer_t<decltype(type)>;
+    S *po = static_cast<S *>(out.data_ptr());
+    at::parallel_for(0, N * R, 1, [&](int64_t b, int64_t e) {
+      std::vector<float> o(HW);
+      for (int64_t nr = b; nr < e; nr++) {
+        const int64_t n = nr / R, r = nr % R, t = r / C;
+        std::fill(o.begin(), o.end(), 0.f);
+        for (int i = 0; i < m; i++) {
+          const float w = pf[(n * T + t) * f.fs + i] * pi[i * R + r], mu = pm[i * R + r];
+          const S *row = x.at<S>(i) + n * x.ns[i] + r * HW;
+          for (int64_t h = 0; h < HW; h++) o[h] += w * (static_cast<float>(row[h]) - mu);
+        }
+        std::copy(o.begin(), o.end(), po + nr * HW);
       }
-    }
+    });
   });
   return out;
 }
 
-// reduce: gx [N, m, R] (sum_h g * x_i) and g1 [N, R] (sum_h g) of the node's gradient g.
+// reduce: gx [N, m, R] (sum_h g * x_i) and g1 [N, R] (sum_h g) of the node's gradient g
+// (contiguous, of the members' type).
 std::pair<at::Tensor, at::Tensor> reduce(const Members &x, int64_t T, const at::Tensor &g) {
   const int m = x.m();
   const int64_t N = x.N, R = x.R, HW = x.HW;
-  auto gx = at::empty({N, m, R}, g.options()), g1 = at::empty({N, R}, g.options());
+  auto fo = g.options().dtype(at::kFloat);
+  auto gx = at::empty({N, m, R}, fo), g1 = at::empty({N, R}, fo);
   add_profile_bytes("metanas::node_sum_backward_reduce", x.bytes() + g.nbytes());
   if (x.cuda()) {
 #ifdef MT_CUDA_KERNELS
-    check(mt_ns_cuda_reduce(x.p.data(), x.ns.data(), m, N, T, R / T, HW, cfptr(g), fptr(gx), fptr(g1), stream()),
+    check(mt_ns_cuda_reduce(x.p.data(), x.ns.data(), x.dtype(), m, N, T, R / T, HW, g.data_ptr(), fptr(gx), fptr(g1),
+                            stream()),
           "reduce");
     return {gx, g1};
 #else
     no_kernels();
 #endif
   }
-  const float *pg = cfptr(g);
   float *px = fptr(gx), *p1 = fptr(g1);
-  at::parallel_for(0, N * R, 1, [&](int64_t b, int64_t e) {
-    for (int64_t nr = b; nr < e; nr++) {
-      const int64_t n = nr / R, r = nr % R;
-      const float *gr = pg + nr * HW;
-      double s = 0;
-      for (int64_t h = 0; h < HW; h++) s += gr[h];
-      p1[nr] = static_cast<float>(s);
-      for (int i = 0; i < m; i++) {
-        const float *row = x.p[i] + n * x.ns[i] + r * HW;
-        double d = 0;
-        for (int64_t h = 0; h < HW; h++) d += static_cast<double>(gr[h]) * row[h];
-        px[(n * m + i) * R + r] = static_cast<float>(d);
+  by_type(x, [&](auto *type) {
+    using S = std::remove_pointer_t<decltype(type)>;
+    const S *pg = static_cast<const S *>(g.data_ptr());
+    at::parallel_for(0, N * R, 1, [&](int64_t b, int64_t e) {
+      for (int64_t nr = b; nr < e; nr++) {
+        const int64_t n = nr / R, r = nr % R;
+        const S *gr = pg + nr * HW;
+        double s = 0;
+        for (int64_t h = 0; h < HW; h++) s += static_cast<float>(gr[h]);
+        p1[nr] = static_cast<float>(s);
+        for (int i = 0; i < m; i++) {
+          const S *row = x.at<S>(i) + n * x.ns[i] + r * HW;
+          double d = 0;
+          for (int64_t h = 0; h < HW; h++) d += static_cast<double>(static_cast<float>(gr[h])) * static_cast<float>(row[h]);
+          px[(n * m + i) * R + r] = static_cast<float>(d);
+        }
       }
-    }
+    });
   });
   return {gx, g1};
 }
@@ -246,41 +296,46 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> finish(const Members &x, int64_t 
 }
 
 // member_grads: dx_i = f[n, t, i] * invstd[i, r] * g + beta[i, r] * x_i + gamma[i, r], each
-// [N, R*HW].
+// [N, R*HW] of the members' type.
 std::vector<at::Tensor> member_grads(const Members &x, int64_t T, const Weights &f, const at::Tensor &invstd,
                                      const at::Tensor &beta, const at::Tensor &gamma, const at::Tensor &g) {
   const int m = x.m();
   const int64_t N = x.N, R = x.R, C = R / T, HW = x.HW;
   std::vector<at::Tensor> dx;
-  std::vector<float *> pd;
+  std::vector<void *> pd;
   for (int i = 0; i < m; i++) {
     dx.push_back(at::empty({N, R * HW}, g.options()));
-    pd.push_back(fptr(dx.back()));
+    pd.push_back(dx.back().data_ptr());
   }
   add_profile_bytes("metanas::node_sum_backward_dx", 2 * x.bytes() + g.nbytes());
   if (x.cuda()) {
 #ifdef MT_CUDA_KERNELS
-    check(mt_ns_cuda_dx(x.p.data(), x.ns.data(), m, N, T, C, HW, f.p(), f.fs, cfptr(invstd), cfptr(beta), cfptr(gamma),
-                        cfptr(g), pd.data(), stream()),
+    check(mt_ns_cuda_dx(x.p.data(), x.ns.data(), x.dtype(), m, N, T, C, HW, f.p(), f.fs, cfptr(invstd), cfptr(beta),
+                        cfptr(gamma), g.data_ptr(), pd.data(), stream()),
           "dx");
     return dx;
 #else
     no_kernels();
 #endif
   }
-  const float *pg = cfptr(g), *pf = f.p(), *pi = cfptr(invstd), *pb = cfptr(beta), *pc = cfptr(gamma);
-  at::parallel_for(0, N * R, 1, [&](int64_t b, int64_t e) {
-    for (int64_t nr = b; nr < e; nr++) {
-      const int64_t n = nr / R, r = nr % R, t = r / C;
-      const float *gr = pg + nr * HW;
-      for (int i = 0; i < m; i++) {
-        const int64_t o = i * R + r;
-        const float w = pf[(n * T + t) * f.fs + i] * pi[o], be = pb[o], ga = pc[o];
-        const float *row = x.p[i] + n * x.ns[i] + r * HW;
-        float *d = pd[i] + nr * HW;
-        for (int64_t h = 0; h < HW; h++) d[h] = w * gr[h] + be * row[h] + ga;
+  const float *pf = f.p(), *pi = cfptr(invstd), *pb = cfptr(beta), *pc = cfptr(gamma);
+  by_type(x, [&](auto *type) {
+    using S = std::remove_pointer_t<decltype(type)>;
+    const S *pg = static_cast<const S *>(g.data_ptr());
+    at::parallel_for(0, N * R, 1, [&](int64_t b, int64_t e) {
+      for (int64_t nr = b; nr < e; nr++) {
+        const int64_t n = nr / R, r = nr % R, t = r / C;
+        const S *gr = pg + nr * HW;
+        for (int i = 0; i < m; i++) {
+          const int64_t o = i * R + r;
+          const float w = pf[(n * T + t) * f.fs + i] * pi[o], be = pb[o], ga = pc[o];
+          const S *row = x.at<S>(i) + n * x.ns[i] + r * HW;
+          S *d = static_cast<S *>(pd[i]) + nr * HW;
+          for (int64_t h = 0; h < HW; h++)
+            d[h] = static_cast<S>(w * static_cast<float>(gr[h]) + be * static_cast<float>(row[h]) + ga);
+        }
       }
-    }
+    });
   });
   return dx;
 }
@@ -313,7 +368,7 @@ struct NodeNormSum : public torch::autograd::Function<NodeNormSum> {
     Weights w(saved[m]);
     const int64_t T = w.t.size(1), R = mean.size(1);
     Members x(xs, R);
-    auto g = grads[0].reshape({x.N, -1}).contiguous();
+    auto g = grads[0].reshape({x.N, -1}).to(x.st).contiguous();
     auto red = reduce(x, T, g);
     auto fin = finish(x, T, w, mean, invstd, red.first, red.second, ctx->needs_input_grad(m));
     torch::autograd::tensor_list out(m + 3);
@@ -352,6 +407,14 @@ at::Tensor node_norm_sum(at::TensorList xs, const at::Tensor &f, const at::Tenso
     throw std::invalid_argument("running statistics of shape " + std::string(c10::str(rm.sizes())) +
                                 " are not contiguous float32 [" + std::to_string(T) + ", " + std::to_string(m) +
                                 ", C]");
+  // Members of mixed types (autocast leaves some ops in float32) are summed in float32.
+  std::vector<at::Tensor> cast;
+  for (const auto &x : xs)
+    if (x.scalar_type() != xs[0].scalar_type()) {
+      for (const auto &y : xs) cast.push_back(y.to(at::kFloat));
+      xs = cast;
+      break;
+    }
   at::Tensor mean, invstd;
   {
     at::NoGradGuard guard;

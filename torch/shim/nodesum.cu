@@ -2,7 +2,11 @@
 // where native.mk finds one for a CUDA LibTorch; TestCUDANodeNormSum checks them against
 // LibTorch's batch norm and products on a GPU, as TestNodeNormSum checks nodesum.cc's CPU
 // loops, which compute the same per element.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#include <type_traits>
 
 #include "nodesum_kernels.h"
 
@@ -12,23 +16,34 @@ namespace {
 constexpr int kChunk = 32;
 constexpr int kThreads = 256;
 
+// ld and st read and write a member's element type as float.
+__device__ __forceinline__ float ld(const float *p) { return *p; }
+__device__ __forceinline__ float ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float ld(const __half *p) { return __half2float(*p); }
+__device__ __forceinline__ void st(float *p, float v) { *p = v; }
+__device__ __forceinline__ void st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ void st(__half *p, float v) { *p = __float2half(v); }
+
+template <class S>
 struct Members {
-  const float *p[kChunk];
+  const S *p[kChunk];
   int64_t ns[kChunk];
   int m;   // members in this chunk
   int i0;  // index of its first member
 };
 
+template <class S>
 struct Outs {
-  float *p[kChunk];
+  S *p[kChunk];
 };
 
-Members chunk(const float *const *x, const int64_t *ns, int m, int i0) {
-  Members c{};
+template <class S>
+Members<S> chunk(const void *const *x, const int64_t *ns, int m, int i0) {
+  Members<S> c{};
   c.m = m - i0 < kChunk ? m - i0 : kChunk;
   c.i0 = i0;
   for (int k = 0; k < c.m; k++) {
-    c.p[k] = x[i0 + k];
+    c.p[k] = static_cast<const S *>(x[i0 + k]);
     c.ns[k] = ns[i0 + k];
   }
   return c;
@@ -56,17 +71,18 @@ __device__ float warp_sumf(float v) {
 
 // One block per (channel r, member k of the chunk): sums and squares over N*HW values in
 // double, then the statistics and the running statistics' step.
-__global__ void stats_kernel(Members c, int m, int64_t N, int64_t T, int64_t C, int64_t HW, double momentum,
+template <class S>
+__global__ void stats_kernel(Members<S> c, int m, int64_t N, int64_t T, int64_t C, int64_t HW, double momentum,
                              double eps, float *mean, float *invstd, float *rm, float *rv) {
   const int64_t r = blockIdx.x, R = T * C;
   const int k = blockIdx.y;
-  const float *x = c.p[k];
+  const S *x = c.p[k];
   const int64_t ns = c.ns[k];
   double s = 0, ss = 0;
   const int64_t count = N * HW;
   for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
     const int64_t n = j / HW, h = j - n * HW;
-    const double v = x[n * ns + r * HW + h];
+    const double v = ld(x + n * ns + r * HW + h);
     s += v;
     ss += v * v;
   }
@@ -95,42 +111,48 @@ __global__ void stats_kernel(Members c, int m, int64_t N, int64_t T, int64_t C, 
 }
 
 // out = (first ? 0 : out) + the chunk's members' normalised values weighed by f.
-__global__ void sum_kernel(Members c, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
-                           const float *mean, const float *invstd, float *out, bool first) {
+template <class S>
+__global__ void sum_kernel(Members<S> c, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
+                           const float *mean, const float *invstd, float *acc_out, S *out, bool first, bool last) {
   const unsigned hw = static_cast<unsigned>(HW), R = static_cast<unsigned>(T * C), cc = static_cast<unsigned>(C);
   const unsigned row = R * hw, total = static_cast<unsigned>(N) * row;
   for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
     const unsigned n = idx / row, rem = idx - n * row, r = rem / hw, t = r / cc;
     const float *fn = f + (static_cast<int64_t>(n) * T + t) * fs + c.i0;
-    float acc = first ? 0.f : out[idx];
+    float acc = first ? 0.f : acc_out[idx];
     for (int k = 0; k < c.m; k++) {
       const int64_t o = static_cast<int64_t>(c.i0 + k) * R + r;
-      acc += fn[k] * invstd[o] * (c.p[k][n * c.ns[k] + rem] - mean[o]);
+      acc += fn[k] * invstd[o] * (ld(c.p[k] + n * c.ns[k] + rem) - mean[o]);
     }
-    out[idx] = acc;
+    if (last) {
+      st(out + idx, acc);
+    } else {
+      acc_out[idx] = acc;
+    }
   }
 }
 
 // One warp per row (n, r): the dot products of g's row with each member's, and g's sum.
-__global__ void reduce_kernel(Members c, int m, int64_t N, int64_t R, int64_t HW, const float *g, float *gx,
-                              float *g1, bool first) {
+template <class S>
+__global__ void reduce_kernel(Members<S> c, int m, int64_t N, int64_t R, int64_t HW, const S *g, float *gx, float *g1,
+                              bool first) {
   const int64_t rows = N * R;
   const int lane = threadIdx.x % 32;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
   for (int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; row < rows;
        row += warps) {
     const int64_t n = row / R, r = row - n * R;
-    const float *gr = g + row * HW;
+    const S *gr = g + row * HW;
     if (first) {
       float s = 0;
-      for (int64_t h = lane; h < HW; h += 32) s += gr[h];
+      for (int64_t h = lane; h < HW; h += 32) s += ld(gr + h);
       s = warp_sumf(s);
       if (lane == 0) g1[row] = s;
     }
     for (int k = 0; k < c.m; k++) {
-      const float *xr = c.p[k] + n * c.ns[k] + r * HW;
+      const S *xr = c.p[k] + n * c.ns[k] + r * HW;
       float s = 0;
-      for (int64_t h = lane; h < HW; h += 32) s += gr[h] * xr[h];
+      for (int64_t h = lane; h < HW; h += 32) s += ld(gr + h) * ld(xr + h);
       s = warp_sumf(s);
       if (lane == 0) gx[(n * m + c.i0 + k) * R + r] = s;
     }
@@ -171,59 +193,85 @@ __global__ void finish_kernel(int m, int64_t N, int64_t T, int64_t C, int64_t HW
   }
 }
 
-__global__ void dx_kernel(Members c, Outs d, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f,
-                          int64_t fs, const float *invstd, const float *beta, const float *gamma, const float *g) {
+template <class S>
+__global__ void dx_kernel(Members<S> c, Outs<S> d, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f,
+                          int64_t fs, const float *invstd, const float *beta, const float *gamma, const S *g) {
   const unsigned hw = static_cast<unsigned>(HW), R = static_cast<unsigned>(T * C), cc = static_cast<unsigned>(C);
   const unsigned row = R * hw, total = static_cast<unsigned>(N) * row;
   for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
     const unsigned n = idx / row, rem = idx - n * row, r = rem / hw, t = r / cc;
     const float *fn = f + (static_cast<int64_t>(n) * T + t) * fs + c.i0;
-    const float gv = g[idx];
+    const float gv = ld(g + idx);
     for (int k = 0; k < c.m; k++) {
       const int64_t o = static_cast<int64_t>(c.i0 + k) * R + r;
-      d.p[k][idx] = fn[k] * invstd[o] * gv + beta[o] * c.p[k][n * c.ns[k] + rem] + gamma[o];
+      st(d.p[k] + idx, fn[k] * invstd[o] * gv + beta[o] * ld(c.p[k] + n * c.ns[k] + rem) + gamma[o]);
     }
   }
 }
 
 int last_error() { return static_cast<int>(cudaGetLastError()); }
 
+// by_type calls fn with a null pointer of the element type that dtype names.
+template <class Fn>
+int by_type(int dtype, Fn fn) {
+  switch (dtype) {
+    case MT_NS_FLOAT:
+      return fn(static_cast<float *>(nullptr));
+    case MT_NS_BF16:
+      return fn(static_cast<__nv_bfloat16 *>(nullptr));
+    case MT_NS_HALF:
+      return fn(static_cast<__half *>(nullptr));
+  }
+  return static_cast<int>(cudaErrorInvalidValue);
+}
+
 }  // namespace
 
 extern "C" {
 
-int mt_ns_cuda_stats(const float *const *x, const int64_t *ns, int m, int64_t N, int64_t T, int64_t C, int64_t HW,
-                     double momentum, double eps, float *mean, float *invstd, float *rm, float *rv, void *stream) {
-  for (int i0 = 0; i0 < m; i0 += kChunk) {
-    const Members c = chunk(x, ns, m, i0);
-    stats_kernel<<<dim3(static_cast<unsigned>(T * C), static_cast<unsigned>(c.m)), kThreads, 0,
-                   static_cast<cudaStream_t>(stream)>>>(c, m, N, T, C, HW, momentum, eps, mean, invstd, rm, rv);
-    if (int e = last_error()) return e;
-  }
-  return 0;
+int mt_ns_cuda_stats(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+                     int64_t HW, double momentum, double eps, float *mean, float *invstd, float *rm, float *rv,
+                     void *stream) {
+  return by_type(dtype, [&](auto *type) {
+    using S = std::remove_pointer_t<decltype(type)>;
+    for (int i0 = 0; i0 < m; i0 += kChunk) {
+      const Members<S> c = chunk<S>(x, ns, m, i0);
+      stats_kernel<S><<<dim3(static_cast<unsigned>(T * C), static_cast<unsigned>(c.m)), kThreads, 0,
+                        static_cast<cudaStream_t>(stream)>>>(c, m, N, T, C, HW, momentum, eps, mean, invstd, rm, rv);
+      if (int e = last_error()) return e;
+    }
+    return 0;
+  });
 }
 
-int mt_ns_cuda_sum(const float *const *x, const int64_t *ns, int m, int64_t N, int64_t T, int64_t C, int64_t HW,
-                   const float *f, int64_t fs, const float *mean, const float *invstd, float *out, void *stream) {
+int mt_ns_cuda_sum(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+                   int64_t HW, const float *f, int64_t fs, const float *mean, const float *invstd, void *out,
+                   float *acc, void *stream) {
   if (!fits32(N * T * C * HW)) return static_cast<int>(cudaErrorInvalidValue);
-  for (int i0 = 0; i0 < m; i0 += kChunk) {
-    const Members c = chunk(x, ns, m, i0);
-    sum_kernel<<<blocks_for(N * T * C * HW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-        c, N, T, C, HW, f, fs, mean, invstd, out, i0 == 0);
-    if (int e = last_error()) return e;
-  }
-  return 0;
+  return by_type(dtype, [&](auto *type) {
+    using S = std::remove_pointer_t<decltype(type)>;
+    for (int i0 = 0; i0 < m; i0 += kChunk) {
+      const Members<S> c = chunk<S>(x, ns, m, i0);
+      sum_kernel<S><<<blocks_for(N * T * C * HW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+          c, N, T, C, HW, f, fs, mean, invstd, acc, static_cast<S *>(out), i0 == 0, i0 + kChunk >= m);
+      if (int e = last_error()) return e;
+    }
+    return 0;
+  });
 }
 
-int mt_ns_cuda_reduce(const float *const *x, const int64_t *ns, int m, int64_t N, int64_t T, int64_t C, int64_t HW,
-                      const float *g, float *gx, float *g1, void *stream) {
-  for (int i0 = 0; i0 < m; i0 += kChunk) {
-    const Members c = chunk(x, ns, m, i0);
-    reduce_kernel<<<blocks_for(N * T * C * 32), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-        c, m, N, T * C, HW, g, gx, g1, i0 == 0);
-    if (int e = last_error()) return e;
-  }
-  return 0;
+int mt_ns_cuda_reduce(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+                      int64_t HW, const void *g, float *gx, float *g1, void *stream) {
+  return by_type(dtype, [&](auto *type) {
+    using S = std::remove_pointer_t<decltype(type)>;
+    for (int i0 = 0; i0 < m; i0 += kChunk) {
+      const Members<S> c = chunk<S>(x, ns, m, i0);
+      reduce_kernel<S><<<blocks_for(N * T * C * 32), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+          c, m, N, T * C, HW, static_cast<const S *>(g), gx, g1, i0 == 0);
+      if (int e = last_error()) return e;
+    }
+    return 0;
+  });
 }
 
 int mt_ns_cuda_finish(int m, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
@@ -235,19 +283,22 @@ int mt_ns_cuda_finish(int m, int64_t N, int64_t T, int64_t C, int64_t HW, const 
   return last_error();
 }
 
-int mt_ns_cuda_dx(const float *const *x, const int64_t *ns, int m, int64_t N, int64_t T, int64_t C, int64_t HW,
-                  const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
-                  const float *g, float *const *dx, void *stream) {
+int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+                  int64_t HW, const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
+                  const void *g, void *const *dx, void *stream) {
   if (!fits32(N * T * C * HW)) return static_cast<int>(cudaErrorInvalidValue);
-  for (int i0 = 0; i0 < m; i0 += kChunk) {
-    const Members c = chunk(x, ns, m, i0);
-    Outs d{};
-    for (int k = 0; k < c.m; k++) d.p[k] = dx[i0 + k];
-    dx_kernel<<<blocks_for(N * T * C * HW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-        c, d, N, T, C, HW, f, fs, invstd, beta, gamma, g);
-    if (int e = last_error()) return e;
-  }
-  return 0;
+  return by_type(dtype, [&](auto *type) {
+    using S = std::remove_pointer_t<decltype(type)>;
+    for (int i0 = 0; i0 < m; i0 += kChunk) {
+      const Members<S> c = chunk<S>(x, ns, m, i0);
+      Outs<S> d{};
+      for (int k = 0; k < c.m; k++) d.p[k] = static_cast<S *>(dx[i0 + k]);
+      dx_kernel<S><<<blocks_for(N * T * C * HW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+          c, d, N, T, C, HW, f, fs, invstd, beta, gamma, static_cast<const S *>(g));
+      if (int e = last_error()) return e;
+    }
+    return 0;
+  });
 }
 
 const char *mt_ns_cuda_error(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }

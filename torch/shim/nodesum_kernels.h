@@ -1,8 +1,10 @@
 // The fused node batch norm and sum's CUDA kernels (nodesum.cu), in plain C types so that
 // the .cu file needs no LibTorch headers; nodesum.cc has a CPU loop for each.
 //
-// Each member i is a float32 matrix [N, R*HW] whose rows lie ns[i] elements apart (R =
-// T*C channels, tasks by channels, of HW positions, contiguous within a row); r = t*C + c.
+// Each member i is a matrix [N, R*HW] whose rows lie ns[i] elements apart (R = T*C
+// channels, tasks by channels, of HW positions, contiguous within a row); r = t*C + c. The
+// members, the node's gradient g, the node and the members' gradients dx are of one type,
+// dtype: MT_NS_FLOAT, MT_NS_BF16 or MT_NS_HALF (every sum and product is in float32).
 // The small tensors are contiguous float32: mean and invstd [m, R] (member by channel);
 // the running statistics rm and rv [T, m, C]; gx [N, m, R]; g1 [N, R]; beta and gamma
 // [m, R]; gf [N, T, m]. The weights f of member i for sample n and task t are
@@ -15,18 +17,23 @@
 extern "C" {
 #endif
 
+enum { MT_NS_FLOAT = 0, MT_NS_BF16 = 1, MT_NS_HALF = 2 };
+
 // mean and invstd = 1/sqrt(var + eps) of channel r of member i over its N*HW values (var
 // biased), and the running statistics moved: rm = (1-momentum)*rm + momentum*mean, rv
 // likewise with the unbiased variance.
-int mt_ns_cuda_stats(const float *const *x, const int64_t *ns, int m, int64_t N, int64_t T, int64_t C, int64_t HW,
-                     double momentum, double eps, float *mean, float *invstd, float *rm, float *rv, void *stream);
+int mt_ns_cuda_stats(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+                     int64_t HW, double momentum, double eps, float *mean, float *invstd, float *rm, float *rv,
+                     void *stream);
 // out[n, r, :] = sum_i f[n, t, i] * invstd[i, r] * (x_i[n, r, :] - mean[i, r]); out is
-// contiguous [N, R*HW].
-int mt_ns_cuda_sum(const float *const *x, const int64_t *ns, int m, int64_t N, int64_t T, int64_t C, int64_t HW,
-                   const float *f, int64_t fs, const float *mean, const float *invstd, float *out, void *stream);
+// contiguous [N, R*HW]. Past 32 members the sum goes through acc, float32 [N, R*HW] (out
+// itself for float32 members; unused, may be NULL, for fewer).
+int mt_ns_cuda_sum(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+                   int64_t HW, const float *f, int64_t fs, const float *mean, const float *invstd, void *out,
+                   float *acc, void *stream);
 // gx[n, i, r] = sum_h g[n, r, h] * x_i[n, r, h]; g1[n, r] = sum_h g[n, r, h]; g contiguous.
-int mt_ns_cuda_reduce(const float *const *x, const int64_t *ns, int m, int64_t N, int64_t T, int64_t C, int64_t HW,
-                      const float *g, float *gx, float *g1, void *stream);
+int mt_ns_cuda_reduce(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+                      int64_t HW, const void *g, float *gx, float *g1, void *stream);
 // From gx and g1: beta and gamma of the members' gradients (mt_ns_cuda_dx), and where gf
 // is not NULL the weights' gradient gf[n, t, i] = sum_c invstd * (gx - mean * g1).
 int mt_ns_cuda_finish(int m, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
@@ -34,9 +41,9 @@ int mt_ns_cuda_finish(int m, int64_t N, int64_t T, int64_t C, int64_t HW, const 
                       float *gamma, float *gf, void *stream);
 // dx_i[n, r, :] = f[n, t, i] * invstd[i, r] * g[n, r, :] + beta[i, r] * x_i[n, r, :] +
 // gamma[i, r]; each dx_i contiguous [N, R*HW].
-int mt_ns_cuda_dx(const float *const *x, const int64_t *ns, int m, int64_t N, int64_t T, int64_t C, int64_t HW,
-                  const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
-                  const float *g, float *const *dx, void *stream);
+int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+                  int64_t HW, const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
+                  const void *g, void *const *dx, void *stream);
 // mt_ns_cuda_error names a launcher's error code.
 const char *mt_ns_cuda_error(int code);
 

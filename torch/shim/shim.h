@@ -355,8 +355,10 @@ char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv,
 // normalised and summed in passes over the members themselves, never a stacked or a
 // normalised copy of them (forward or backward); rest holds the other m - ms outputs. The
 // weights, drop-path masks (drawn as mt_mixed_tasks draws them) and the result are
-// mt_mixed_tasks's. Float32 members only. mt_node_norm_sum_on reports whether the shim
-// has its kernels for a device type (CUDA's only where it was built with nvcc).
+// mt_mixed_tasks's. Members of float32, bfloat16 or float16 (mixed: summed in float32);
+// every sum is in float32, the node of the members' type. mt_node_norm_sum_on reports
+// whether the shim has its kernels for a device type (CUDA's only where it was built with
+// nvcc).
 char *mt_node_norm_sum(mt_tensor *members, int64_t ms, mt_tensor rm, mt_tensor rv, const int64_t *sel,
                        double momentum, double eps, mt_tensor *rest, int64_t m, mt_tensor coefs,
                        const uint8_t *droppable, double drop_prob, mt_generator gen, int64_t tasks, mt_tensor *out);
