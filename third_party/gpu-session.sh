@@ -16,8 +16,8 @@
 #           bench flags of another variant for that setting, or only "|FLAGS": that
 #           variant as it is; default METANAS_NODE_FUSED=1 first, on og_metanas and on
 #           in_metanas in batches of 5 (the shim's CUDA kernels for the node batch norm and
-#           sum: 14-16 % fewer bytes a float32 step, and GPU memory), then og_metanas in
-#           bfloat16 (--precision bf16:
+#           sum: 14-17 % fewer bytes a step, and GPU memory), then og_metanas in
+#           bfloat16 without and with it (--precision bf16:
 #           half the bytes of a float32 step, whose 46 GiB of memory traffic alone take
 #           longer than the 10x target leaves on an H100), then METANAS_STATE_FUSION=0 (each edge's op chain on
 #           its own: CUDA's newest default, unmeasured), METANAS_TF32_MATMUL=1 (cuBLAS's
@@ -66,7 +66,7 @@ export GPU_CHECK_OPBENCH=${GPU_CHECK_OPBENCH:-0}
 export GPU_BENCH_TIMEOUT=${GPU_BENCH_TIMEOUT:-100}
 # The bench variants of a session: the batched og_metanas and in_metanas steps from graphs.
 export GPU_BENCH_VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10 --cuda-graphs;--cases in_metanas --batch-tasks 5 --cuda-graphs"}
-AB_ENVS=${GPU_SESSION_AB_ENVS-METANAS_NODE_FUSED=1;METANAS_NODE_FUSED=1|--cases in_metanas --batch-tasks 5 --cuda-graphs;|--cases og_metanas --batch-tasks 10 --cuda-graphs --precision bf16;METANAS_STATE_FUSION=0;METANAS_TF32_MATMUL=1;METANAS_NODE_RECOMPUTE=1|--cases in_metanas --batch-tasks 5 --cuda-graphs;METANAS_NODE_RECOMPUTE=1;|--cases og_metanas --batch-tasks 5 --batch-workers 2 --cuda-graphs;|--cases og_metanas --batch-tasks 5 --batch-workers 2 --cuda-graphs --precision bf16;METANAS_STATE_FUSION=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;METANAS_FACTORIZED_REDUCE=split;METANAS_GRAPH_WAIT=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;|--cases in_metanas --batch-tasks 10 --cuda-graphs;|--cases in_metanas --batch-tasks 5 --cuda-graphs --precision bf16;|--cases og_metanas --batch-tasks 2 --batch-workers 5 --cuda-graphs;METANAS_NODE_SUM=loop;METANAS_BRANCH_STREAMS=4;METANAS_NODE_BATCH_NORM=0;METANAS_POINTWISE=conv}
+AB_ENVS=${GPU_SESSION_AB_ENVS-METANAS_NODE_FUSED=1;METANAS_NODE_FUSED=1|--cases in_metanas --batch-tasks 5 --cuda-graphs;|--cases og_metanas --batch-tasks 10 --cuda-graphs --precision bf16;METANAS_NODE_FUSED=1|--cases og_metanas --batch-tasks 10 --cuda-graphs --precision bf16;METANAS_STATE_FUSION=0;METANAS_TF32_MATMUL=1;METANAS_NODE_RECOMPUTE=1|--cases in_metanas --batch-tasks 5 --cuda-graphs;METANAS_NODE_RECOMPUTE=1;|--cases og_metanas --batch-tasks 5 --batch-workers 2 --cuda-graphs;|--cases og_metanas --batch-tasks 5 --batch-workers 2 --cuda-graphs --precision bf16;METANAS_STATE_FUSION=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;METANAS_FACTORIZED_REDUCE=split;METANAS_GRAPH_WAIT=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;|--cases in_metanas --batch-tasks 10 --cuda-graphs;|--cases in_metanas --batch-tasks 5 --cuda-graphs --precision bf16;|--cases og_metanas --batch-tasks 2 --batch-workers 5 --cuda-graphs;METANAS_NODE_SUM=loop;METANAS_BRANCH_STREAMS=4;METANAS_NODE_BATCH_NORM=0;METANAS_POINTWISE=conv}
 PARTS=" ${GPU_SESSION_PARTS:-check bench ab memory trace} "
 for p in $PARTS; do
   case $p in check | bench | ab | memory | trace) ;;
