@@ -9,7 +9,9 @@
 #           tests of the batched network and its CUDA graphs (GPU_CHECK_TESTS, GPU_CHECK_RUN
 #           below); without it the shims are still built (make skips what is current);
 #   bench   gpu-bench.sh: the meta-epoch benchmark variants (GPU_BENCH_VARIANTS), each
-#           stopped after GPU_BENCH_TIMEOUT seconds;
+#           stopped after GPU_BENCH_TIMEOUT seconds, and bench --node-bench (a batched
+#           og_metanas node's batch norm and sum, unfused and fused, in float32 and
+#           bfloat16: the fused CUDA kernels' time and bandwidth, a few seconds);
 #   ab      A/Bs of experiments switched by the environment: GPU_SESSION_AB_VARIANT (default
 #           the first bench variant) again with each setting of GPU_SESSION_AB_ENVS
 #           (';'-separated, each one or more NAME=value, optionally followed by "|" and the
@@ -65,7 +67,7 @@ export GPU_CHECK_RUN=${GPU_CHECK_RUN:-CUDA|Batched|Graph|StateGroupsMatch}
 export GPU_CHECK_OPBENCH=${GPU_CHECK_OPBENCH:-0}
 export GPU_BENCH_TIMEOUT=${GPU_BENCH_TIMEOUT:-100}
 # The bench variants of a session: the batched og_metanas and in_metanas steps from graphs.
-export GPU_BENCH_VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10 --cuda-graphs;--cases in_metanas --batch-tasks 5 --cuda-graphs"}
+export GPU_BENCH_VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10 --cuda-graphs;--node-bench 20;--node-bench 20 --precision bf16;--cases in_metanas --batch-tasks 5 --cuda-graphs"}
 AB_ENVS=${GPU_SESSION_AB_ENVS-METANAS_NODE_FUSED=1;METANAS_NODE_FUSED=1|--cases in_metanas --batch-tasks 5 --cuda-graphs;|--cases og_metanas --batch-tasks 10 --cuda-graphs --precision bf16;METANAS_NODE_FUSED=1|--cases og_metanas --batch-tasks 10 --cuda-graphs --precision bf16;METANAS_STATE_FUSION=0;METANAS_TF32_MATMUL=1;METANAS_NODE_RECOMPUTE=1|--cases in_metanas --batch-tasks 5 --cuda-graphs;METANAS_NODE_RECOMPUTE=1;|--cases og_metanas --batch-tasks 5 --batch-workers 2 --cuda-graphs;|--cases og_metanas --batch-tasks 5 --batch-workers 2 --cuda-graphs --precision bf16;METANAS_STATE_FUSION=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;METANAS_FACTORIZED_REDUCE=split;METANAS_GRAPH_WAIT=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;|--cases in_metanas --batch-tasks 10 --cuda-graphs;|--cases in_metanas --batch-tasks 5 --cuda-graphs --precision bf16;|--cases og_metanas --batch-tasks 2 --batch-workers 5 --cuda-graphs;METANAS_NODE_SUM=loop;METANAS_BRANCH_STREAMS=4;METANAS_NODE_BATCH_NORM=0;METANAS_POINTWISE=conv}
 PARTS=" ${GPU_SESSION_PARTS:-check bench ab memory trace} "
 for p in $PARTS; do

@@ -201,6 +201,39 @@ func TestProfileBytesField(t *testing.T) {
 	}
 }
 
+// TestNodeBench: --node-bench prints a line per node shape (two small ones here) for each
+// precision, with both ways timed and the fused passes' bytes counted by hand.
+func TestNodeBench(t *testing.T) {
+	defer func(old []struct{ C, side, members, others int64 }) { nodeShapes = old }(nodeShapes)
+	nodeShapes = []struct{ C, side, members, others int64 }{{3, 4, 5, 1}, {2, 3, 3, 0}}
+	for _, p := range []string{"float32", "bf16"} {
+		code, out, errOut := testutil.Capture(t, func() int { return run([]string{"--node-bench", "1", "--precision", p}) })
+		if code != 0 {
+			t.Fatalf("%s: bench exit %d: %s", p, code, errOut)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != len(nodeShapes) {
+			t.Fatalf("%s: %d lines, want %d: %q", p, len(lines), len(nodeShapes), out)
+		}
+		esize := int64(4)
+		if p == "bf16" {
+			esize = 2
+		}
+		for i, l := range lines {
+			var r NodeResult
+			if err := json.Unmarshal([]byte(l), &r); err != nil {
+				t.Fatalf("%s: line %q: %v", p, l, err)
+			}
+			sh := nodeShapes[i]
+			S := 20 * 10 * sh.C * sh.side * sh.side * esize
+			if r.Case != "node_sum" || r.Precision != p || r.Members != sh.members || r.Others != sh.others ||
+				r.UnfusedMs <= 0 || r.FusedMs <= 0 || r.FusedPassBytes != 5*sh.members*S+3*S || r.FusedGBps <= 0 {
+				t.Errorf("%s: line %d: %+v", p, i, r)
+			}
+		}
+	}
+}
+
 // TestUsageErrors: flags that cannot work are refused with exit code 2 and a message that
 // names them, before any case is measured.
 func TestUsageErrors(t *testing.T) {
@@ -211,6 +244,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--profile-ops", "-1"}, "--profile-ops"},
 		{[]string{"--profile-bytes", "-1"}, "--profile-bytes"},
 		{[]string{"--kernel-trace-ops"}, "--kernel-trace-ops needs --kernel-trace"},
+		{[]string{"--node-bench", "-1"}, "--node-bench"},
+		{[]string{"--node-bench", "1", "--precision", "fp16"}, "--node-bench takes float32 or bf16"},
 		// Refused by the case's settings, before its network is built.
 		{[]string{"--configs", "../../configs", "--cases", "og_metanas", "--batch-workers", "2"}, "run.batch_workers: needs run.batch_tasks > 1"},
 		{[]string{"--configs", "../../configs", "--cases", "og_metanas", "--precision", "fp16"}, "run.precision: unknown value \"fp16\""},
