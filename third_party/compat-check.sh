@@ -103,7 +103,7 @@ done | xargs -P "$jobs" -L 1 bash -c 'flags=('"$(printf '%q ' "${flags[@]}")"');
 # The kernels, compiled whole (device code and all), with native.mk's nvcc flags.
 for src in torch/shim/*.cu; do
   [ -e "$src" ] || continue
-  if "$NVCC" -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80 \
+  if "$NVCC" -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_75,code=compute_75 \
     -Xcompiler -fPIC -c "$src" -o "$logs/$(basename "$src").o" >"$logs/nvcc-$(basename "$src").log" 2>&1; then
     echo "  ok    nvcc  $src"
   else

@@ -29,8 +29,8 @@ TORCH_LIBS += libtorch_cuda.so libc10_cuda.so
 # beside the runtime headers (the wheel's, which LibTorch loads), by its soname.
 NVCC ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard $(if $(CUDA_HOME),$(CUDA_HOME)/bin/nvcc) /usr/local/cuda/bin/nvcc))
 CUDART_SO := $(firstword $(wildcard $(if $(CUDA_RT_H),$(dir $(CUDA_RT_H))../lib/libcudart.so.* $(dir $(CUDA_RT_H))../lib64/libcudart.so.*)))
-# H100/H200 code, and PTX for other GPUs (compiled by the driver at load).
-NVCC_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+# H100/H200 code, and PTX for other GPUs from Turing (sm_75) on, compiled by the driver.
+NVCC_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_75,code=compute_75
 ifneq ($(and $(NVCC),$(CUDART_SO)),)
 CU_SRCS := $(wildcard torch/shim/*.cu)
 CU_OBJS := $(patsubst torch/shim/%.cu,$(BUILD)/obj/shim/%_cu.o,$(CU_SRCS))
