@@ -17,7 +17,12 @@ func TestNodeNormSum(t *testing.T) { nodeNormSum(t, CPU) }
 
 // TestCUDANodeNormSum is TestNodeNormSum with the shim's CUDA kernels (nodesum.cu) against
 // LibTorch's batch norm and products on the GPU.
-func TestCUDANodeNormSum(t *testing.T) {
+func TestCUDANodeNormSum(t *testing.T) { nodeNormSum(t, nodeNormSumCUDA(t)) }
+
+// nodeNormSumCUDA returns the CUDA device, or skips the test where there is none or the
+// shim has no CUDA kernels for NodeNormSum.
+func nodeNormSumCUDA(t *testing.T) Device {
+	t.Helper()
 	if !CUDAAvailable() {
 		t.Skip("no CUDA device (or LibTorch built without CUDA)")
 	}
@@ -25,7 +30,7 @@ func TestCUDANodeNormSum(t *testing.T) {
 	if !NodeNormSumOn(dev) {
 		t.Skip("the shim was built without nvcc: no CUDA kernels for NodeNormSum")
 	}
-	nodeNormSum(t, dev)
+	return dev
 }
 
 func nodeNormSum(t *testing.T, dev Device) {
@@ -103,12 +108,7 @@ func nodeNormSum(t *testing.T, dev Device) {
 				drop[i] = i < int(m) || i == len(drop)-1 // the last other output has drop-path too
 			}
 			r := s.Randn([]int64{N, T * C, H, H}, dev, false)
-			type result struct {
-				node, mean, vars []float32
-				grads            [][]float32
-				held             int64
-			}
-			run := func(fused bool) result {
+			run := func(fused bool) nodeResult {
 				t.Helper()
 				rm := s.Zeros([]int64{T, tc.members, C}, dev)
 				rv := s.Ones([]int64{T, tc.members, C}, dev)
@@ -129,31 +129,10 @@ func nodeNormSum(t *testing.T, dev Device) {
 					node = cs.MixedTasksCoefs(stacked, nil, rest, coefs, drop, tc.dropProb, g, T)
 					stacked.Free()
 				}
-				if err := cs.Err(); err != nil {
-					t.Fatal(err)
-				}
-				var res result
-				res.held = CPUPool().InUseBytes - before
-				res.node = values(t, node)
-				res.mean, res.vars = values(t, rm), values(t, rv)
-				if err := cs.Sum(cs.Mul(node, r)).Backward(); err != nil {
-					t.Fatal(err)
-				}
-				for _, x := range leaves {
-					res.grads = append(res.grads, values(t, cs.Grad(x)))
-				}
-				if err := ZeroGrad(leaves, true); err != nil {
-					t.Fatal(err)
-				}
-				return res
+				return collectNode(t, cs, node, rm, rv, r, leaves, before)
 			}
 			want, got := run(false), run(true)
-			near(t, "node", got.node, want.node, 1e-4)
-			near(t, "running mean", got.mean, want.mean, 1e-5)
-			near(t, "running var", got.vars, want.vars, 1e-5)
-			for i := range want.grads {
-				near(t, fmt.Sprintf("gradient %d", i), got.grads[i], want.grads[i], 2e-4)
-			}
+			compareNodes(t, got, want, 2e-4)
 			if !dev.CUDA && CPUPool().Enabled {
 				// The stacked members (the batch norm's input) and, where the weights need
 				// gradients, the normalised ones (the product's).
@@ -213,16 +192,7 @@ func TestNodeNormSumErrors(t *testing.T) {
 func TestNodeNormSumLowPrecision(t *testing.T) { nodeNormSumLowPrecision(t, CPU) }
 
 // TestCUDANodeNormSumLowPrecision is TestNodeNormSumLowPrecision with the CUDA kernels.
-func TestCUDANodeNormSumLowPrecision(t *testing.T) {
-	if !CUDAAvailable() {
-		t.Skip("no CUDA device (or LibTorch built without CUDA)")
-	}
-	dev := Device{CUDA: true}
-	if !NodeNormSumOn(dev) {
-		t.Skip("the shim was built without nvcc: no CUDA kernels for NodeNormSum")
-	}
-	nodeNormSumLowPrecision(t, dev)
-}
+func TestCUDANodeNormSumLowPrecision(t *testing.T) { nodeNormSumLowPrecision(t, nodeNormSumCUDA(t)) }
 
 func nodeNormSumLowPrecision(t *testing.T, dev Device) {
 	for _, dt := range []DType{BFloat16, Float16} {

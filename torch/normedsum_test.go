@@ -42,12 +42,7 @@ func TestNormedSum(t *testing.T) {
 			idx := append([]int64{0, 1, 4}[:m], 5)              // the members' columns, then the identity's
 			drop := append([]bool{true, true, true}[:m], false) // the identity has no drop-path
 			r := s.Randn([]int64{N, T * C, 6, 6}, CPU, false)
-			type result struct {
-				node, mean, vars []float32
-				grads            [][]float32
-				held             int64
-			}
-			run := func(withStats, training bool) result {
+			run := func(withStats, training bool) nodeResult {
 				t.Helper()
 				rm := s.Zeros([]int64{T, members, C}, CPU)
 				rv := s.Ones([]int64{T, members, C}, CPU)
@@ -71,33 +66,11 @@ func TestNormedSum(t *testing.T) {
 				coefs := cs.NodeCoefs(nil, wops, nil, nIn, idx, 0.1, T)
 				node := cs.MixedTasksCoefs(stacked, stats, []*Tensor{rest}, coefs, drop, 0.3, g, T)
 				stacked.Free()
-				if err := cs.Err(); err != nil {
-					t.Fatal(err)
-				}
-				var res result
-				res.held = CPUPool().InUseBytes - before
-				res.node = values(t, node)
-				res.mean, res.vars = values(t, rm), values(t, rv)
-				if err := cs.Sum(cs.Mul(node, r)).Backward(); err != nil {
-					t.Fatal(err)
-				}
-				all := append([]*Tensor{rest, wops}, outs...)
-				for _, x := range all {
-					res.grads = append(res.grads, values(t, cs.Grad(x)))
-				}
-				if err := ZeroGrad(all, true); err != nil {
-					t.Fatal(err)
-				}
-				return res
+				return collectNode(t, cs, node, rm, rv, r, append([]*Tensor{rest, wops}, outs...), before)
 			}
 			for _, training := range []bool{true, false} {
 				want, got := run(false, training), run(true, training)
-				near(t, "node", got.node, want.node, 1e-4)
-				near(t, "running mean", got.mean, want.mean, 1e-5)
-				near(t, "running var", got.vars, want.vars, 1e-5)
-				for i := range want.grads {
-					near(t, fmt.Sprintf("gradient %d", i), got.grads[i], want.grads[i], 1e-4)
-				}
+				compareNodes(t, got, want, 1e-4)
 				if !training || !CPUPool().Enabled {
 					continue
 				}
@@ -108,5 +81,46 @@ func TestNormedSum(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// nodeResult is what the node sum tests compare: the node, the running statistics, the
+// gradients of the leaves, and the CPU pool's bytes held after the forward pass.
+type nodeResult struct {
+	node, mean, vars []float32
+	grads            [][]float32
+	held             int64
+}
+
+// collectNode reads node and the running statistics rm and rv, runs the backward pass of
+// sum(node * r), reads the gradients of leaves and zeroes them; before is the CPU pool's
+// bytes in use before the forward pass.
+func collectNode(t *testing.T, cs *Scope, node, rm, rv, r *Tensor, leaves []*Tensor, before int64) nodeResult {
+	t.Helper()
+	if err := cs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	res := nodeResult{held: CPUPool().InUseBytes - before, node: values(t, node), mean: values(t, rm), vars: values(t, rv)}
+	if err := cs.Sum(cs.Mul(node, r)).Backward(); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range leaves {
+		res.grads = append(res.grads, values(t, cs.Grad(x)))
+	}
+	if err := ZeroGrad(leaves, true); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// compareNodes fails the test where got's node, running statistics or gradients (to
+// gradTol) are not want's.
+func compareNodes(t *testing.T, got, want nodeResult, gradTol float64) {
+	t.Helper()
+	near(t, "node", got.node, want.node, 1e-4)
+	near(t, "running mean", got.mean, want.mean, 1e-5)
+	near(t, "running var", got.vars, want.vars, 1e-5)
+	for i := range want.grads {
+		near(t, fmt.Sprintf("gradient %d", i), got.grads[i], want.grads[i], gradTol)
 	}
 }
