@@ -1,9 +1,10 @@
 // The fused node batch norm and sum (mt::node_norm_sum): a batched node's members (the
 // outputs of its ops that end in a batch norm without affine tensors) normalised and
 // summed with their weights in passes over the members themselves, forward and backward,
-// never a stacked or normalised copy of them. Four primitives do the passes, each with a
-// CPU loop and a CUDA kernel (nodesum.cu, where native.mk found nvcc); the rest is small
-// tensors of per-channel numbers.
+// never a stacked or normalised copy of them. Five primitives do the work, each a CPU loop
+// and a CUDA kernel (nodesum.cu, where native.mk found nvcc): the statistics (with the
+// running statistics' step) and the node forward; backward the dot products with the
+// node's gradient, the per-channel numbers (finish) and the members' gradients.
 //
 // Per channel (task t, member i, channel c) the batch norm is y = (x - mean) * invstd over
 // the N samples and HW positions, and the node is sum_i f[n, t, i] * y_i. With
