@@ -21,6 +21,16 @@
 #include "common.h"
 #include "nodesum_kernels.h"
 
+// mt_ns_ld and mt_ns_st read and write a member's element type as float (nodesum_math.h).
+inline float mt_ns_ld(const float *p) { return *p; }
+inline float mt_ns_ld(const at::BFloat16 *p) { return static_cast<float>(*p); }
+inline float mt_ns_ld(const at::Half *p) { return static_cast<float>(*p); }
+inline void mt_ns_st(float *p, float v) { *p = v; }
+inline void mt_ns_st(at::BFloat16 *p, float v) { *p = static_cast<at::BFloat16>(v); }
+inline void mt_ns_st(at::Half *p, float v) { *p = static_cast<at::Half>(v); }
+
+#include "nodesum_math.h"
+
 #ifdef MT_CUDA_KERNELS
 #include <ATen/cuda/CUDAContext.h>
 #endif
@@ -66,8 +76,13 @@ struct Members {
   int64_t bytes() const { return static_cast<int64_t>(p.size()) * N * R * HW * static_cast<int64_t>(c10::elementSize(st)); }
   // dtype is the kernels' code of the members' type.
   int dtype() const { return st == at::kFloat ? MT_NS_FLOAT : (st == at::kBFloat16 ? MT_NS_BF16 : MT_NS_HALF); }
+  // ptrs returns the members' data pointers as S's.
   template <class S>
-  const S *at(int i) const { return static_cast<const S *>(p[i]); }
+  std::vector<const S *> ptrs() const {
+    std::vector<const S *> out;
+    for (const void *q : p) out.push_back(static_cast<const S *>(q));
+    return out;
+  }
 };
 
 // by_type calls fn with a null pointer of the members' element type (float, at::BFloat16
@@ -134,28 +149,23 @@ std::pair<at::Tensor, at::Tensor> stats(const Members &x, int64_t T, const at::T
   }
   float *pm = fptr(mean), *pi = fptr(invstd), *prm = fptr(rm), *prv = fptr(rv);
   by_type(x, [&](auto *type) {
-  using S = std::remove_pointer_t<decltype(type)>;
-  at::parallel_for(0, m * R, 1, [&](int64_t b, int64_t e) {
-    for (int64_t ir = b; ir < e; ir++) {
-      const int64_t i = ir / R, r = ir % R, t = r / C, ch = r % C;
-      double s = 0, ss = 0;
-      for (int64_t n = 0; n < N; n++) {
-        const S *row = x.at<S>(i) + n * x.ns[i] + r * HW;
-        for (int64_t h = 0; h < HW; h++) {
-          const double v = static_cast<float>(row[h]);
-          s += v;
-          ss += v * v;
+    using S = std::remove_pointer_t<decltype(type)>;
+    const auto p = x.ptrs<S>();
+    at::parallel_for(0, m * R, 1, [&](int64_t b, int64_t e) {
+      for (int64_t ir = b; ir < e; ir++) {
+        const int64_t i = ir / R, r = ir % R;
+        double s = 0, ss = 0;
+        for (int64_t n = 0; n < N; n++) {
+          const S *row = mt_ns::row(p.data(), x.ns.data(), static_cast<int>(i), n, r, HW);
+          for (int64_t h = 0; h < HW; h++) {
+            const double v = mt_ns_ld(row + h);
+            s += v;
+            ss += v * v;
+          }
         }
+        mt_ns::stats_final(s, ss, i, r, m, N, C, R, HW, momentum, eps, pm, pi, prm, prv);
       }
-      const int64_t count = N * HW;
-      const double mu = s / count, d = ss / count - mu * mu, var = d > 0 ? d : 0;
-      pm[ir] = static_cast<float>(mu);
-      pi[ir] = static_cast<float>(1.0 / std::sqrt(var + eps));
-      const int64_t o = (t * m + i) * C + ch;
-      prm[o] = static_cast<float>((1 - momentum) * prm[o] + momentum * mu);
-      prv[o] = static_cast<float>((1 - momentum) * prv[o] + momentum * var * count / std::max<int64_t>(count - 1, 1));
-    }
-  });
+    });
   });
   return {mean, invstd};
 }
@@ -187,18 +197,14 @@ at::Tensor weighted_sum(const Members &x, int64_t T, const Weights &f, const at:
   const float *pf = f.p(), *pm = cfptr(mean), *pi = cfptr(invstd);
   by_type(x, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
+    const auto p = x.ptrs<S>();
     S *po = static_cast<S *>(out.data_ptr());
     at::parallel_for(0, N * R, 1, [&](int64_t b, int64_t e) {
-      std::vector<float> o(HW);
       for (int64_t nr = b; nr < e; nr++) {
         const int64_t n = nr / R, r = nr % R, t = r / C;
-        std::fill(o.begin(), o.end(), 0.f);
-        for (int i = 0; i < m; i++) {
-          const float w = pf[(n * T + t) * f.fs + i] * pi[i * R + r], mu = pm[i * R + r];
-          const S *row = x.at<S>(i) + n * x.ns[i] + r * HW;
-          for (int64_t h = 0; h < HW; h++) o[h] += w * (static_cast<float>(row[h]) - mu);
-        }
-        std::copy(o.begin(), o.end(), po + nr * HW);
+        for (int64_t h = 0; h < HW; h++)
+          mt_ns_st(po + nr * HW + h,
+                   mt_ns::node_value(0.f, n, r, t, r * HW + h, p.data(), x.ns.data(), m, 0, T, R, pf, f.fs, pm, pi));
       }
     });
   });
@@ -227,18 +233,19 @@ std::pair<at::Tensor, at::Tensor> reduce(const Members &x, int64_t T, const at::
   by_type(x, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     const S *pg = static_cast<const S *>(g.data_ptr());
+    const auto p = x.ptrs<S>();
     at::parallel_for(0, N * R, 1, [&](int64_t b, int64_t e) {
       for (int64_t nr = b; nr < e; nr++) {
         const int64_t n = nr / R, r = nr % R;
         const S *gr = pg + nr * HW;
         double s = 0;
-        for (int64_t h = 0; h < HW; h++) s += static_cast<float>(gr[h]);
+        for (int64_t h = 0; h < HW; h++) s += mt_ns_ld(gr + h);
         p1[nr] = static_cast<float>(s);
         for (int i = 0; i < m; i++) {
-          const S *row = x.at<S>(i) + n * x.ns[i] + r * HW;
+          const S *row = mt_ns::row(p.data(), x.ns.data(), i, n, r, HW);
           double d = 0;
-          for (int64_t h = 0; h < HW; h++) d += static_cast<double>(static_cast<float>(gr[h])) * static_cast<float>(row[h]);
-          px[(n * m + i) * R + r] = static_cast<float>(d);
+          for (int64_t h = 0; h < HW; h++) d += static_cast<double>(mt_ns_ld(gr + h)) * mt_ns_ld(row + h);
+          px[mt_ns::gx_index(n, i, m, R, r)] = static_cast<float>(d);
         }
       }
     });
@@ -267,32 +274,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> finish(const Members &x, int64_t 
   }
   const float *pf = f.p(), *pm = cfptr(mean), *pi = cfptr(invstd), *px = cfptr(gx), *p1 = cfptr(g1);
   float *pb = fptr(beta), *pc = fptr(gamma);
-  const float cnt = static_cast<float>(N * HW);
-  for (int64_t ir = 0; ir < m * R; ir++) {
-    const int64_t i = ir / R, r = ir % R, t = r / C;
-    const float mu = pm[ir], is = pi[ir];
-    float sg = 0, sh = 0;
-    for (int64_t n = 0; n < N; n++) {
-      const float fv = pf[(n * T + t) * f.fs + i], g = p1[n * R + r];
-      sg += fv * g;
-      sh += fv * (px[(n * m + i) * R + r] - mu * g);
-    }
-    const float mdy = sg / cnt, mdyy = is * sh / cnt, b = -is * is * mdyy;
-    pb[ir] = b;
-    pc[ir] = -is * mdy - b * mu;
-  }
-  if (weight_grad) {
-    float *pg = fptr(gf);
-    for (int64_t j = 0; j < N * T * m; j++) {
-      const int64_t n = j / (T * m), t = (j / m) % T, i = j % m;
-      float s = 0;
-      for (int64_t ch = 0; ch < C; ch++) {
-        const int64_t r = t * C + ch, o = i * R + r;
-        s += pi[o] * (px[(n * m + i) * R + r] - pm[o] * p1[n * R + r]);
-      }
-      pg[j] = s;
-    }
-  }
+  for (int64_t ir = 0; ir < m * R; ir++)
+    mt_ns::finish_channel(ir / R, ir % R, m, N, T, C, HW, pf, f.fs, pm, pi, px, p1, pb, pc);
+  if (weight_grad)
+    for (int64_t j = 0; j < N * T * m; j++) mt_ns::finish_weight(j, m, T, C, pm, pi, px, p1, fptr(gf));
   return {beta, gamma, gf};
 }
 
@@ -323,17 +308,16 @@ std::vector<at::Tensor> member_grads(const Members &x, int64_t T, const Weights 
   by_type(x, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     const S *pg = static_cast<const S *>(g.data_ptr());
+    const auto p = x.ptrs<S>();
+    std::vector<S *> d;
+    for (auto *q : pd) d.push_back(static_cast<S *>(q));
     at::parallel_for(0, N * R, 1, [&](int64_t b, int64_t e) {
       for (int64_t nr = b; nr < e; nr++) {
         const int64_t n = nr / R, r = nr % R, t = r / C;
-        const S *gr = pg + nr * HW;
-        for (int i = 0; i < m; i++) {
-          const int64_t o = i * R + r;
-          const float w = pf[(n * T + t) * f.fs + i] * pi[o], be = pb[o], ga = pc[o];
-          const S *row = x.at<S>(i) + n * x.ns[i] + r * HW;
-          S *d = static_cast<S *>(pd[i]) + nr * HW;
-          for (int64_t h = 0; h < HW; h++)
-            d[h] = static_cast<S>(w * static_cast<float>(gr[h]) + be * static_cast<float>(row[h]) + ga);
+        for (int64_t h = 0; h < HW; h++) {
+          const int64_t idx = nr * HW + h;
+          mt_ns::member_grads_at(idx, n, r, t, r * HW + h, mt_ns_ld(pg + idx), p.data(), x.ns.data(), m, 0, T, R, pf,
+                                 f.fs, pi, pb, pc, d.data());
         }
       }
     });

@@ -10,19 +10,21 @@
 
 #include "nodesum_kernels.h"
 
+// mt_ns_ld and mt_ns_st read and write a member's element type as float (nodesum_math.h).
+__device__ __forceinline__ float mt_ns_ld(const float *p) { return *p; }
+__device__ __forceinline__ float mt_ns_ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float mt_ns_ld(const __half *p) { return __half2float(*p); }
+__device__ __forceinline__ void mt_ns_st(float *p, float v) { *p = v; }
+__device__ __forceinline__ void mt_ns_st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ void mt_ns_st(__half *p, float v) { *p = __float2half(v); }
+
+#include "nodesum_math.h"
+
 namespace {
 
 // Members go to the kernels by value, kChunk at a time (a kernel's parameters are limited).
 constexpr int kChunk = 32;
 constexpr int kThreads = 256;
-
-// ld and st read and write a member's element type as float.
-__device__ __forceinline__ float ld(const float *p) { return *p; }
-__device__ __forceinline__ float ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
-__device__ __forceinline__ float ld(const __half *p) { return __half2float(*p); }
-__device__ __forceinline__ void st(float *p, float v) { *p = v; }
-__device__ __forceinline__ void st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
-__device__ __forceinline__ void st(__half *p, float v) { *p = __float2half(v); }
 
 template <class S>
 struct Members {
@@ -76,13 +78,11 @@ __global__ void stats_kernel(Members<S> c, int m, int64_t N, int64_t T, int64_t 
                              double eps, float *mean, float *invstd, float *rm, float *rv) {
   const int64_t r = blockIdx.x, R = T * C;
   const int k = blockIdx.y;
-  const S *x = c.p[k];
-  const int64_t ns = c.ns[k];
   double s = 0, ss = 0;
   const int64_t count = N * HW;
   for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
     const int64_t n = j / HW, h = j - n * HW;
-    const double v = ld(x + n * ns + r * HW + h);
+    const double v = mt_ns_ld(mt_ns::row(c.p, c.ns, k, n, r, HW) + h);
     s += v;
     ss += v * v;
   }
@@ -101,13 +101,7 @@ __global__ void stats_kernel(Members<S> c, int m, int64_t N, int64_t T, int64_t 
   s = warp_sum(s);
   ss = warp_sum(ss);
   if (lane != 0) return;
-  const int64_t i = c.i0 + k, t = r / C, ch = r - t * C;
-  const double mu = s / count, d = ss / count - mu * mu, var = d > 0 ? d : 0;
-  mean[i * R + r] = static_cast<float>(mu);
-  invstd[i * R + r] = static_cast<float>(1.0 / sqrt(var + eps));
-  const int64_t o = (t * m + i) * C + ch;
-  rm[o] = static_cast<float>((1 - momentum) * rm[o] + momentum * mu);
-  rv[o] = static_cast<float>((1 - momentum) * rv[o] + momentum * var * count / (count > 1 ? count - 1 : 1));
+  mt_ns::stats_final(s, ss, c.i0 + k, r, m, N, C, R, HW, momentum, eps, mean, invstd, rm, rv);
 }
 
 // out = (first ? 0 : out) + the chunk's members' normalised values weighed by f.
@@ -118,14 +112,10 @@ __global__ void sum_kernel(Members<S> c, int64_t N, int64_t T, int64_t C, int64_
   const unsigned row = R * hw, total = static_cast<unsigned>(N) * row;
   for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
     const unsigned n = idx / row, rem = idx - n * row, r = rem / hw, t = r / cc;
-    const float *fn = f + (static_cast<int64_t>(n) * T + t) * fs + c.i0;
-    float acc = first ? 0.f : acc_out[idx];
-    for (int k = 0; k < c.m; k++) {
-      const int64_t o = static_cast<int64_t>(c.i0 + k) * R + r;
-      acc += fn[k] * invstd[o] * (ld(c.p[k] + n * c.ns[k] + rem) - mean[o]);
-    }
+    const float acc = mt_ns::node_value(first ? 0.f : acc_out[idx], n, r, t, rem, c.p, c.ns, c.m, c.i0, T, R, f, fs,
+                                        mean, invstd);
     if (last) {
-      st(out + idx, acc);
+      mt_ns_st(out + idx, acc);
     } else {
       acc_out[idx] = acc;
     }
@@ -145,16 +135,16 @@ __global__ void reduce_kernel(Members<S> c, int m, int64_t N, int64_t R, int64_t
     const S *gr = g + row * HW;
     if (first) {
       float s = 0;
-      for (int64_t h = lane; h < HW; h += 32) s += ld(gr + h);
+      for (int64_t h = lane; h < HW; h += 32) s += mt_ns_ld(gr + h);
       s = warp_sumf(s);
       if (lane == 0) g1[row] = s;
     }
     for (int k = 0; k < c.m; k++) {
-      const S *xr = c.p[k] + n * c.ns[k] + r * HW;
+      const S *xr = mt_ns::row(c.p, c.ns, k, n, r, HW);
       float s = 0;
-      for (int64_t h = lane; h < HW; h += 32) s += ld(gr + h) * ld(xr + h);
+      for (int64_t h = lane; h < HW; h += 32) s += mt_ns_ld(gr + h) * mt_ns_ld(xr + h);
       s = warp_sumf(s);
-      if (lane == 0) gx[(n * m + c.i0 + k) * R + r] = s;
+      if (lane == 0) gx[mt_ns::gx_index(n, c.i0 + k, m, R, r)] = s;
     }
   }
 }
@@ -168,27 +158,9 @@ __global__ void finish_kernel(int m, int64_t N, int64_t T, int64_t C, int64_t HW
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     if (idx < first) {
-      const int64_t i = idx / R, r = idx - i * R, t = r / C;
-      const float mu = mean[idx], is = invstd[idx];
-      float sg = 0, sh = 0;
-      for (int64_t n = 0; n < N; n++) {
-        const float fv = f[(n * T + t) * fs + i], g = g1[n * R + r];
-        sg += fv * g;
-        sh += fv * (gx[(n * m + i) * R + r] - mu * g);
-      }
-      const float cnt = static_cast<float>(N * HW);
-      const float mdy = sg / cnt, mdyy = is * sh / cnt;
-      const float b = -is * is * mdyy;
-      beta[idx] = b;
-      gamma[idx] = -is * mdy - b * mu;
+      mt_ns::finish_channel(idx / R, idx % R, m, N, T, C, HW, f, fs, mean, invstd, gx, g1, beta, gamma);
     } else {
-      const int64_t j = idx - first, n = j / (T * m), t = (j / m) % T, i = j % m;
-      float s = 0;
-      for (int64_t ch = 0; ch < C; ch++) {
-        const int64_t r = t * C + ch, o = i * R + r;
-        s += invstd[o] * (gx[(n * m + i) * R + r] - mean[o] * g1[n * R + r]);
-      }
-      gf[j] = s;
+      mt_ns::finish_weight(idx - first, m, T, C, mean, invstd, gx, g1, gf);
     }
   }
 }
@@ -200,12 +172,8 @@ __global__ void dx_kernel(Members<S> c, Outs<S> d, int64_t N, int64_t T, int64_t
   const unsigned row = R * hw, total = static_cast<unsigned>(N) * row;
   for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
     const unsigned n = idx / row, rem = idx - n * row, r = rem / hw, t = r / cc;
-    const float *fn = f + (static_cast<int64_t>(n) * T + t) * fs + c.i0;
-    const float gv = ld(g + idx);
-    for (int k = 0; k < c.m; k++) {
-      const int64_t o = static_cast<int64_t>(c.i0 + k) * R + r;
-      st(d.p[k] + idx, fn[k] * invstd[o] * gv + beta[o] * ld(c.p[k] + n * c.ns[k] + rem) + gamma[o]);
-    }
+    mt_ns::member_grads_at(idx, n, r, t, rem, mt_ns_ld(g + idx), c.p, c.ns, c.m, c.i0, T, R, f, fs, invstd, beta,
+                           gamma, d.p);
   }
 }
 

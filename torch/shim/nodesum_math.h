@@ -1,0 +1,104 @@
+// The per-element arithmetic of the fused node batch norm and sum, shared by nodesum.cc's
+// CPU loops and nodesum.cu's CUDA kernels, so that the CPU tests check the kernels' own
+// formulas and indices (the kernels add only their launch and reduction shells).
+//
+// Layouts (nodesum_kernels.h): member k of a chunk starting at node member i0 is p[k], rows
+// ns[k] apart; its element at sample n, channel r = t*C + c, position h is
+// p[k][n*ns[k] + r*HW + h] (rem = r*HW + h); weights f[(n*T + t)*fs + i]; mean, invstd, beta
+// and gamma [m, R]; gx [N, m, R]; g1 [N, R]; gf [N, T, m]; rm and rv [T, m, C].
+//
+// A translation unit declares mt_ns_ld(const S *) -> float and mt_ns_st(S *, float) for its
+// element types before including this header.
+#pragma once
+#include <math.h>
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define MT_NS_FN __device__ __forceinline__
+#else
+#define MT_NS_FN inline
+#endif
+
+namespace mt_ns {
+
+// row returns member k's row of sample n, channel r.
+template <class S>
+MT_NS_FN const S *row(const S *const *p, const int64_t *ns, int k, int64_t n, int64_t r, int64_t HW) {
+  return p[k] + n * ns[k] + r * HW;
+}
+
+// node_value adds to acc the chunk's cm members' normalised values, weighed, at sample n,
+// channel r of task t, position rem.
+template <class S>
+MT_NS_FN float node_value(float acc, int64_t n, int64_t r, int64_t t, int64_t rem, const S *const *p,
+                          const int64_t *ns, int cm, int i0, int64_t T, int64_t R, const float *f, int64_t fs,
+                          const float *mean, const float *invstd) {
+  const float *fn = f + (n * T + t) * fs + i0;
+  for (int k = 0; k < cm; k++) {
+    const int64_t o = (i0 + k) * R + r;
+    acc += fn[k] * invstd[o] * (mt_ns_ld(p[k] + n * ns[k] + rem) - mean[o]);
+  }
+  return acc;
+}
+
+// member_grads_at writes the chunk's members' gradients d[k][idx] at sample n, channel r of
+// task t, position rem (idx = n*R*HW + rem), from the node's gradient gv there.
+template <class S>
+MT_NS_FN void member_grads_at(int64_t idx, int64_t n, int64_t r, int64_t t, int64_t rem, float gv,
+                              const S *const *p, const int64_t *ns, int cm, int i0, int64_t T, int64_t R,
+                              const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
+                              S *const *d) {
+  const float *fn = f + (n * T + t) * fs + i0;
+  for (int k = 0; k < cm; k++) {
+    const int64_t o = (i0 + k) * R + r;
+    mt_ns_st(d[k] + idx, fn[k] * invstd[o] * gv + beta[o] * mt_ns_ld(p[k] + n * ns[k] + rem) + gamma[o]);
+  }
+}
+
+// gx_index is the index of member i's dot product at sample n, channel r in gx.
+MT_NS_FN int64_t gx_index(int64_t n, int64_t i, int64_t m, int64_t R, int64_t r) { return (n * m + i) * R + r; }
+
+// stats_final writes member i's channel r's mean and invstd from the sums s and ss of its
+// N*HW values, and moves its running statistics (the variance unbiased); R = T*C.
+MT_NS_FN void stats_final(double s, double ss, int64_t i, int64_t r, int64_t m, int64_t N, int64_t C, int64_t R,
+                          int64_t HW, double momentum, double eps, float *mean, float *invstd, float *rm, float *rv) {
+  const int64_t count = N * HW, t = r / C, ch = r - t * C, o = (t * m + i) * C + ch;
+  const double mu = s / count, d = ss / count - mu * mu, var = d > 0 ? d : 0;
+  mean[i * R + r] = static_cast<float>(mu);
+  invstd[i * R + r] = static_cast<float>(1.0 / sqrt(var + eps));
+  rm[o] = static_cast<float>((1 - momentum) * rm[o] + momentum * mu);
+  rv[o] = static_cast<float>((1 - momentum) * rv[o] + momentum * var * count / (count > 1 ? count - 1 : 1));
+}
+
+// finish_channel writes beta and gamma of member i's channel r (task t = r / C): the batch
+// norm's backward pass through its statistics, from the dot products gx and sums g1.
+MT_NS_FN void finish_channel(int64_t i, int64_t r, int64_t m, int64_t N, int64_t T, int64_t C, int64_t HW,
+                             const float *f, int64_t fs, const float *mean, const float *invstd, const float *gx,
+                             const float *g1, float *beta, float *gamma) {
+  const int64_t R = T * C, t = r / C, o = i * R + r;
+  const float mu = mean[o], is = invstd[o];
+  float sg = 0, sh = 0;
+  for (int64_t n = 0; n < N; n++) {
+    const float fv = f[(n * T + t) * fs + i], g = g1[n * R + r];
+    sg += fv * g;
+    sh += fv * (gx[gx_index(n, i, m, R, r)] - mu * g);
+  }
+  const float cnt = static_cast<float>(N * HW);
+  const float mdy = sg / cnt, mdyy = is * sh / cnt, b = -is * is * mdyy;
+  beta[o] = b;
+  gamma[o] = -is * mdy - b * mu;
+}
+
+// finish_weight writes the weights' gradient gf[j], j = (n*T + t)*m + i.
+MT_NS_FN void finish_weight(int64_t j, int64_t m, int64_t T, int64_t C, const float *mean, const float *invstd,
+                            const float *gx, const float *g1, float *gf) {
+  const int64_t R = T * C, n = j / (T * m), t = (j / m) % T, i = j % m;
+  float s = 0;
+  for (int64_t ch = 0; ch < C; ch++) {
+    const int64_t r = t * C + ch, o = i * R + r;
+    s += invstd[o] * (gx[gx_index(n, i, m, R, r)] - mean[o] * g1[n * R + r]);
+  }
+  gf[j] = s;
+}
+
+}  // namespace mt_ns
