@@ -134,9 +134,10 @@ func (s *Scope) nodeBatchNorm(outs []*Tensor, runMean, runVar *Tensor, sel []int
 // (outputs of the node's ops that end in a batch norm, as NodeBatchNorm takes them with
 // runMean, runVar and sel; float32, bfloat16 or float16, computed in float32, the node and
 // their gradients of their type) are normalised and summed with the first len(members)
-// columns of coefs, rest with the others, in passes over the members themselves; no
-// stacked or normalised copy of them is made, forward or backward, and the backward pass
-// keeps only the members. The result, the running statistics' updates and the drop-path
+// columns of coefs, rest (outputs without a batch norm, of the members' shape) as they are
+// with the others, in passes over the members and rest themselves; no stacked or
+// normalised copy of them is made, forward or backward, and the backward pass keeps only
+// the members and rest. The result, the running statistics' updates and the drop-path
 // draws are those of the two calls. NodeNormSumOn tells where it has kernels.
 func (s *Scope) NodeNormSum(members []*Tensor, runMean, runVar *Tensor, sel []int64, momentum, eps float64,
 	rest []*Tensor, coefs *Tensor, droppable []bool, dropProb float64, gen *Generator, tasks int64) *Tensor {

@@ -88,14 +88,16 @@ at::Tensor batch_norm(const at::Tensor &x, const at::Tensor &w, const at::Tensor
                       const at::Tensor &rv, bool training, double momentum, double eps);
 
 
-// node_norm_sum (nodesum.cc): a batched node's members xs ([N, tasks*C, ...] or [N, tasks,
-// C, ...]; float32, bfloat16 or float16, computed in float32) each normalised by a batch norm without affine tensors in training
-// and summed with weights f [N, tasks, m], as [N*tasks, 1, C*...]; the running statistics
-// rm and rv ([tasks, m, C]) move as the batch norms' would. No normalised or stacked copy
-// of the members is made, forward or backward. node_norm_sum_on reports whether it has
-// kernels for dev's type (CUDA's only where the shim was built with nvcc).
-at::Tensor node_norm_sum(at::TensorList xs, const at::Tensor &f, const at::Tensor &rm, const at::Tensor &rv,
-                         double momentum, double eps);
+// node_norm_sum (nodesum.cc): a batched node's m members ([N, tasks*C, ...] or [N, tasks,
+// C, ...]; float32, bfloat16 or float16, computed in float32) each normalised by a batch
+// norm without affine tensors in training and summed with weights f [N, tasks, m +
+// len(rest)] together with rest, the node's other outputs (its identities, summed as they
+// are), as [N*tasks, 1, C*...]; the running statistics rm and rv ([tasks, m, C]) move as
+// the batch norms' would. No normalised or stacked copy of the members or the others is
+// made, forward or backward. node_norm_sum_on reports whether it has kernels for dev's
+// type (CUDA's only where the shim was built with nvcc).
+at::Tensor node_norm_sum(at::TensorList members, at::TensorList rest, const at::Tensor &f, const at::Tensor &rm,
+                         const at::Tensor &rv, double momentum, double eps);
 bool node_norm_sum_on(const c10::Device &dev);
 // add_profile_bytes adds bytes moved by a call of the shim's own kernels (name) to the
 // memory-traffic profile (mt_profile_bytes), while it runs.

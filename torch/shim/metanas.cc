@@ -499,22 +499,15 @@ char *mt_node_norm_sum(mt_tensor *members, int64_t ms, mt_tensor rm, mt_tensor r
   at::Tensor f = cm.unsqueeze(0).expand({N, tasks, m});
   auto mask = drop_mask(cm, N, tasks, m, droppable, drop_prob, gen);
   if (mask.defined()) f = f * mask;
-  auto fs = m > ms ? f.split_with_sizes({ms, m - ms}, 2) : std::vector<at::Tensor>{f};
-  auto node = mt::node_norm_sum(nm.ts, fs[0], nm.srm, nm.srv, momentum, eps);  // [N*tasks, 1, F]
-  nm.write_back();
-  if (m > ms) {
-    std::vector<at::Tensor> v;
-    for (const auto &t : mt::tensors(rest, m - ms)) {
-      if (!t.sizes().equals(nm.sizes))
-        throw std::invalid_argument("op output of shape " + std::string(c10::str(t.sizes())) + ", the node " +
-                                    std::string(c10::str(at::IntArrayRef(nm.sizes))));
-      v.push_back(by_tasks(t, N, tasks));
-    }
-    // In the node's type (the members' under autocast; baddbmm's own autocast casts alike).
-    const auto st = node.scalar_type();
-    node = at::baddbmm(node, fs[1].reshape({N * tasks, 1, m - ms}).to(st),
-                       at::stack(v, 2).view({N * tasks, m - ms, -1}).to(st));
+  std::vector<at::Tensor> others;
+  for (const auto &t : mt::tensors(rest, m - ms)) {
+    if (!t.sizes().equals(nm.sizes))
+      throw std::invalid_argument("op output of shape " + std::string(c10::str(t.sizes())) + ", the node " +
+                                  std::string(c10::str(at::IntArrayRef(nm.sizes))));
+    others.push_back(t);
   }
+  auto node = mt::node_norm_sum(nm.ts, others, f, nm.srm, nm.srv, momentum, eps);  // [N*tasks, 1, F]
+  nm.write_back();
   *out = wrap(node.view(nm.sizes));
   MT_CATCH("node_norm_sum", coefs, rm, ms > 0 ? members[0] : nullptr)
 }

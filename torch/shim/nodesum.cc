@@ -132,7 +132,7 @@ struct Weights {
 // and rv [T, m, C] moved as a batch norm's.
 std::pair<at::Tensor, at::Tensor> stats(const Members &x, int64_t T, const at::Tensor &rm, const at::Tensor &rv,
                                         double momentum, double eps) {
-  const int m = x.m();
+  const int m = x.m();  // the members with a batch norm (the Members of those only)
   const int64_t N = x.N, R = x.R, C = R / T, HW = x.HW;
   auto opts = x.mats[0].options().dtype(at::kFloat);
   auto mean = at::empty({m, R}, opts), invstd = at::empty({m, R}, opts);
@@ -253,9 +253,9 @@ std::pair<at::Tensor, at::Tensor> reduce(const Members &x, int64_t T, const at::
   return {gx, g1};
 }
 
-// finish: from gx and g1, beta and gamma [m, R] of the members' gradients and, with
-// weight_grad, the weights' gradient gf [N, T, m] (undefined without).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> finish(const Members &x, int64_t T, const Weights &f,
+// finish: from gx and g1, beta and gamma [m, R] of the members' gradients (0 from member ms
+// on) and, with weight_grad, the weights' gradient gf [N, T, m] (undefined without).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> finish(const Members &x, int64_t ms, int64_t T, const Weights &f,
                                                       const at::Tensor &mean, const at::Tensor &invstd,
                                                       const at::Tensor &gx, const at::Tensor &g1, bool weight_grad) {
   const int m = x.m();
@@ -264,7 +264,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> finish(const Members &x, int64_t 
   at::Tensor gf = weight_grad ? at::empty({N, T, m}, gx.options()) : at::Tensor();
   if (x.cuda()) {
 #ifdef MT_CUDA_KERNELS
-    check(mt_ns_cuda_finish(m, N, T, C, HW, f.p(), f.fs, cfptr(mean), cfptr(invstd), cfptr(gx), cfptr(g1),
+    check(mt_ns_cuda_finish(m, static_cast<int>(ms), N, T, C, HW, f.p(), f.fs, cfptr(mean), cfptr(invstd), cfptr(gx), cfptr(g1),
                             fptr(beta), fptr(gamma), weight_grad ? fptr(gf) : nullptr, stream()),
           "finish");
     return {beta, gamma, gf};
@@ -275,16 +275,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> finish(const Members &x, int64_t 
   const float *pf = f.p(), *pm = cfptr(mean), *pi = cfptr(invstd), *px = cfptr(gx), *p1 = cfptr(g1);
   float *pb = fptr(beta), *pc = fptr(gamma);
   for (int64_t ir = 0; ir < m * R; ir++)
-    mt_ns::finish_channel(ir / R, ir % R, m, N, T, C, HW, pf, f.fs, pm, pi, px, p1, pb, pc);
+    mt_ns::finish_channel(ir / R, ir % R, m, ms, N, T, C, HW, pf, f.fs, pm, pi, px, p1, pb, pc);
   if (weight_grad)
     for (int64_t j = 0; j < N * T * m; j++) mt_ns::finish_weight(j, m, T, C, pm, pi, px, p1, fptr(gf));
   return {beta, gamma, gf};
 }
 
 // member_grads: dx_i = f[n, t, i] * invstd[i, r] * g + beta[i, r] * x_i + gamma[i, r], each
-// [N, R*HW] of the members' type.
-std::vector<at::Tensor> member_grads(const Members &x, int64_t T, const Weights &f, const at::Tensor &invstd,
-                                     const at::Tensor &beta, const at::Tensor &gamma, const at::Tensor &g) {
+// [N, R*HW] of the members' type (members from ms on: no batch norm, beta 0, not read).
+std::vector<at::Tensor> member_grads(const Members &x, int64_t ms, int64_t T, const Weights &f,
+                                     const at::Tensor &invstd, const at::Tensor &beta, const at::Tensor &gamma,
+                                     const at::Tensor &g) {
   const int m = x.m();
   const int64_t N = x.N, R = x.R, C = R / T, HW = x.HW;
   std::vector<at::Tensor> dx;
@@ -293,7 +294,8 @@ std::vector<at::Tensor> member_grads(const Members &x, int64_t T, const Weights 
     dx.push_back(at::empty({N, R * HW}, g.options()));
     pd.push_back(dx.back().data_ptr());
   }
-  add_profile_bytes("metanas::node_sum_backward_dx", 2 * x.bytes() + g.nbytes());
+  // Reads the members with a batch norm (beta is 0 for the others) and g, writes every one.
+  add_profile_bytes("metanas::node_sum_backward_dx", x.bytes() / m * (ms + m) + g.nbytes());
   if (x.cuda()) {
 #ifdef MT_CUDA_KERNELS
     check(mt_ns_cuda_dx(x.p.data(), x.ns.data(), x.dtype(), m, N, T, C, HW, f.p(), f.fs, cfptr(invstd), cfptr(beta),
@@ -327,10 +329,11 @@ std::vector<at::Tensor> member_grads(const Members &x, int64_t T, const Weights 
 
 // NodeNormSum: the node [N*T, 1, C*HW] from its members xs, their weights f [N, T, m] and
 // their batch statistics mean and invstd [m, R] (computed without autograd: the backward
-// pass is the batch norm's whole one, through the statistics too).
+// pass is the batch norm's whole one, through the statistics too). The members from ms on
+// have no batch norm (mean 0, invstd 1): the node's identities, summed as they are.
 struct NodeNormSum : public torch::autograd::Function<NodeNormSum> {
   static at::Tensor forward(torch::autograd::AutogradContext *ctx, at::TensorList xs, const at::Tensor &f,
-                            const at::Tensor &mean, const at::Tensor &invstd) {
+                            const at::Tensor &mean, const at::Tensor &invstd, int64_t ms) {
     const int64_t m = static_cast<int64_t>(xs.size()), T = f.size(1), R = mean.size(1);
     Members x(xs, R);
     Weights w(f);
@@ -341,6 +344,7 @@ struct NodeNormSum : public torch::autograd::Function<NodeNormSum> {
     saved.push_back(invstd);
     ctx->save_for_backward(saved);
     ctx->saved_data["m"] = m;
+    ctx->saved_data["ms"] = ms;
     return out.view({x.N * T, 1, -1});
   }
 
@@ -355,13 +359,14 @@ struct NodeNormSum : public torch::autograd::Function<NodeNormSum> {
     Members x(xs, R);
     auto g = grads[0].reshape({x.N, -1}).to(x.st).contiguous();
     auto red = reduce(x, T, g);
-    auto fin = finish(x, T, w, mean, invstd, red.first, red.second, ctx->needs_input_grad(m));
-    torch::autograd::tensor_list out(m + 3);
+    auto fin = finish(x, ctx->saved_data["ms"].toInt(), T, w, mean, invstd, red.first, red.second,
+                      ctx->needs_input_grad(m));
+    torch::autograd::tensor_list out(m + 4);
     out[m] = std::get<2>(fin);
     bool any = false;
     for (int64_t i = 0; i < m; i++) any = any || ctx->needs_input_grad(i);
     if (any) {
-      auto dx = member_grads(x, T, w, invstd, std::get<0>(fin), std::get<1>(fin), g);
+      auto dx = member_grads(x, ctx->saved_data["ms"].toInt(), T, w, invstd, std::get<0>(fin), std::get<1>(fin), g);
       for (int64_t i = 0; i < m; i++)
         if (ctx->needs_input_grad(i)) out[i] = dx[i].view(xs[i].sizes());
     }
@@ -379,34 +384,40 @@ bool node_norm_sum_on(const c10::Device &dev) {
 #endif
 }
 
-at::Tensor node_norm_sum(at::TensorList xs, const at::Tensor &f, const at::Tensor &rm, const at::Tensor &rv,
-                         double momentum, double eps) {
-  if (xs.empty()) throw std::invalid_argument("node_norm_sum: no members");
-  const int64_t N = xs[0].size(0), m = static_cast<int64_t>(xs.size());
+at::Tensor node_norm_sum(at::TensorList members, at::TensorList rest, const at::Tensor &f, const at::Tensor &rm,
+                         const at::Tensor &rv, double momentum, double eps) {
+  if (members.empty()) throw std::invalid_argument("node_norm_sum: no members");
+  std::vector<at::Tensor> xs(members.begin(), members.end());
+  xs.insert(xs.end(), rest.begin(), rest.end());
+  const int64_t N = xs[0].size(0), ms = static_cast<int64_t>(members.size()), m = static_cast<int64_t>(xs.size());
   if (f.dim() != 3 || f.size(0) != N || f.size(2) != m || f.scalar_type() != at::kFloat)
     throw std::invalid_argument("weights of shape " + std::string(c10::str(f.sizes())) + " are not float32 [" +
                                 std::to_string(N) + ", tasks, " + std::to_string(m) + "]");
   const int64_t T = f.size(1);
-  if (rm.dim() != 3 || rm.size(0) != T || rm.size(1) != m || !rv.sizes().equals(rm.sizes()) || !rm.is_contiguous() ||
+  if (rm.dim() != 3 || rm.size(0) != T || rm.size(1) != ms || !rv.sizes().equals(rm.sizes()) || !rm.is_contiguous() ||
       !rv.is_contiguous() || rm.scalar_type() != at::kFloat || rv.scalar_type() != at::kFloat)
     throw std::invalid_argument("running statistics of shape " + std::string(c10::str(rm.sizes())) +
-                                " are not contiguous float32 [" + std::to_string(T) + ", " + std::to_string(m) +
+                                " are not contiguous float32 [" + std::to_string(T) + ", " + std::to_string(ms) +
                                 ", C]");
   // Members of mixed types (autocast leaves some ops in float32) are summed in float32.
-  std::vector<at::Tensor> cast;
   for (const auto &x : xs)
     if (x.scalar_type() != xs[0].scalar_type()) {
-      for (const auto &y : xs) cast.push_back(y.to(at::kFloat));
-      xs = cast;
+      for (auto &y : xs) y = y.to(at::kFloat);
       break;
     }
   at::Tensor mean, invstd;
   {
     at::NoGradGuard guard;
-    Members x(xs, T * rm.size(2));
+    const int64_t R = T * rm.size(2);
+    Members x(at::TensorList(xs).slice(0, ms), R);
     std::tie(mean, invstd) = stats(x, T, rm, rv, momentum, eps);
+    if (m > ms) {
+      // The identities: mean 0, invstd 1.
+      mean = at::cat({mean, at::zeros({m - ms, R}, mean.options())});
+      invstd = at::cat({invstd, at::ones({m - ms, R}, invstd.options())});
+    }
   }
-  return NodeNormSum::apply(xs, f, mean, invstd);
+  return NodeNormSum::apply(at::TensorList(xs), f, mean, invstd, ms);
 }
 
 }  // namespace mt

@@ -151,14 +151,14 @@ __global__ void reduce_kernel(Members<S> c, int m, int64_t N, int64_t R, int64_t
 
 // Threads [0, m*R): beta and gamma of (member i, channel r); then, where gf is wanted,
 // [m*R, m*R + N*T*m): the weights' gradient of (n, t, i).
-__global__ void finish_kernel(int m, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
+__global__ void finish_kernel(int m, int ms, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
                               const float *mean, const float *invstd, const float *gx, const float *g1, float *beta,
                               float *gamma, float *gf) {
   const int64_t R = T * C, first = m * R, total = first + (gf != nullptr ? N * T * m : 0);
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     if (idx < first) {
-      mt_ns::finish_channel(idx / R, idx % R, m, N, T, C, HW, f, fs, mean, invstd, gx, g1, beta, gamma);
+      mt_ns::finish_channel(idx / R, idx % R, m, ms, N, T, C, HW, f, fs, mean, invstd, gx, g1, beta, gamma);
     } else {
       mt_ns::finish_weight(idx - first, m, T, C, mean, invstd, gx, g1, gf);
     }
@@ -242,12 +242,12 @@ int mt_ns_cuda_reduce(const void *const *x, const int64_t *ns, int dtype, int m,
   });
 }
 
-int mt_ns_cuda_finish(int m, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
+int mt_ns_cuda_finish(int m, int ms, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
                       const float *mean, const float *invstd, const float *gx, const float *g1, float *beta,
                       float *gamma, float *gf, void *stream) {
   const int64_t total = m * T * C + (gf != nullptr ? N * T * m : 0);
-  finish_kernel<<<blocks_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(m, N, T, C, HW, f, fs, mean,
-                                                                                        invstd, gx, g1, beta, gamma, gf);
+  finish_kernel<<<blocks_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      m, ms, N, T, C, HW, f, fs, mean, invstd, gx, g1, beta, gamma, gf);
   return last_error();
 }
 

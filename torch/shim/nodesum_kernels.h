@@ -34,9 +34,10 @@ int mt_ns_cuda_sum(const void *const *x, const int64_t *ns, int dtype, int m, in
 // gx[n, i, r] = sum_h g[n, r, h] * x_i[n, r, h]; g1[n, r] = sum_h g[n, r, h]; g contiguous.
 int mt_ns_cuda_reduce(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
                       int64_t HW, const void *g, float *gx, float *g1, void *stream);
-// From gx and g1: beta and gamma of the members' gradients (mt_ns_cuda_dx), and where gf
+// From gx and g1: beta and gamma of the members' gradients (mt_ns_cuda_dx; 0 for members
+// from ms on, which no batch norm normalises: their mean is 0 and invstd 1), and where gf
 // is not NULL the weights' gradient gf[n, t, i] = sum_c invstd * (gx - mean * g1).
-int mt_ns_cuda_finish(int m, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
+int mt_ns_cuda_finish(int m, int ms, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
                       const float *mean, const float *invstd, const float *gx, const float *g1, float *beta,
                       float *gamma, float *gf, void *stream);
 // dx_i[n, r, :] = f[n, t, i] * invstd[i, r] * g[n, r, :] + beta[i, r] * x_i[n, r, :] +

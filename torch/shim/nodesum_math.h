@@ -51,7 +51,10 @@ MT_NS_FN void member_grads_at(int64_t idx, int64_t n, int64_t r, int64_t t, int6
   const float *fn = f + (n * T + t) * fs + i0;
   for (int k = 0; k < cm; k++) {
     const int64_t o = (i0 + k) * R + r;
-    mt_ns_st(d[k] + idx, fn[k] * invstd[o] * gv + beta[o] * mt_ns_ld(p[k] + n * ns[k] + rem) + gamma[o]);
+    const float b = beta[o];
+    float v = fn[k] * invstd[o] * gv + gamma[o];
+    if (b != 0.f) v += b * mt_ns_ld(p[k] + n * ns[k] + rem);  // members without a batch norm: not read
+    mt_ns_st(d[k] + idx, v);
   }
 }
 
@@ -71,11 +74,17 @@ MT_NS_FN void stats_final(double s, double ss, int64_t i, int64_t r, int64_t m, 
 }
 
 // finish_channel writes beta and gamma of member i's channel r (task t = r / C): the batch
-// norm's backward pass through its statistics, from the dot products gx and sums g1.
-MT_NS_FN void finish_channel(int64_t i, int64_t r, int64_t m, int64_t N, int64_t T, int64_t C, int64_t HW,
-                             const float *f, int64_t fs, const float *mean, const float *invstd, const float *gx,
-                             const float *g1, float *beta, float *gamma) {
+// norm's backward pass through its statistics, from the dot products gx and sums g1; 0 for
+// the members from ms on, which no batch norm normalises.
+MT_NS_FN void finish_channel(int64_t i, int64_t r, int64_t m, int64_t ms, int64_t N, int64_t T, int64_t C,
+                             int64_t HW, const float *f, int64_t fs, const float *mean, const float *invstd,
+                             const float *gx, const float *g1, float *beta, float *gamma) {
   const int64_t R = T * C, t = r / C, o = i * R + r;
+  if (i >= ms) {
+    beta[o] = 0;
+    gamma[o] = 0;
+    return;
+  }
   const float mu = mean[o], is = invstd[o];
   float sg = 0, sh = 0;
   for (int64_t n = 0; n < N; n++) {

@@ -353,7 +353,8 @@ char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv,
 // mt_node_norm_sum is mt_node_batch_norm in training followed by mt_mixed_tasks, fused: the
 // ms members (their running statistics rm, rv and sel as mt_node_batch_norm's) are
 // normalised and summed in passes over the members themselves, never a stacked or a
-// normalised copy of them (forward or backward); rest holds the other m - ms outputs. The
+// normalised copy of them (forward or backward); rest holds the other m - ms outputs (the
+// node's identities), summed in the same passes as they are. The
 // weights, drop-path masks (drawn as mt_mixed_tasks draws them) and the result are
 // mt_mixed_tasks's. Members of float32, bfloat16 or float16 (mixed: summed in float32);
 // every sum is in float32, the node of the members' type. mt_node_norm_sum_on reports
