@@ -110,16 +110,9 @@ func nodeNormSum(t *testing.T, dev Device) {
 			r := s.Randn([]int64{N, T * C, H, H}, dev, false)
 			run := func(fused bool) nodeResult {
 				t.Helper()
-				rm := s.Zeros([]int64{T, tc.members, C}, dev)
-				rv := s.Ones([]int64{T, tc.members, C}, dev)
-				g, err := NewGenerator(5, dev)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer g.Close()
-				cs := s.Child()
-				defer cs.Close()
-				before := CPUPool().InUseBytes
+				nr := newNodeRun(t, s, dev, T, tc.members, C, 5)
+				defer nr.close()
+				cs, rm, rv, g, before := nr.cs, nr.rm, nr.rv, nr.g, nr.before
 				coefs := cs.NodeCoefs(nil, wops, nil, int(tc.nIn), idx, 0.1, T)
 				var node *Tensor
 				if fused {

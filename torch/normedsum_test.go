@@ -44,16 +44,9 @@ func TestNormedSum(t *testing.T) {
 			r := s.Randn([]int64{N, T * C, 6, 6}, CPU, false)
 			run := func(withStats, training bool) nodeResult {
 				t.Helper()
-				rm := s.Zeros([]int64{T, members, C}, CPU)
-				rv := s.Ones([]int64{T, members, C}, CPU)
-				g, err := NewGenerator(3, CPU)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer g.Close()
-				cs := s.Child()
-				defer cs.Close()
-				before := CPUPool().InUseBytes
+				nr := newNodeRun(t, s, CPU, T, members, C, 3)
+				defer nr.close()
+				cs, rm, rv, g, before := nr.cs, nr.rm, nr.rv, nr.g, nr.before
 				var stacked, stats *Tensor
 				if withStats {
 					stacked, stats = cs.NodeBatchNormStats(outs, rm, rv, tc.sel, T, training, 0.1, 1e-5)
@@ -123,4 +116,30 @@ func compareNodes(t *testing.T, got, want nodeResult, gradTol float64) {
 	for i := range want.grads {
 		near(t, fmt.Sprintf("gradient %d", i), got.grads[i], want.grads[i], gradTol)
 	}
+}
+
+// nodeRun is one run of a node sum test: fresh running statistics rm and rv [T, members,
+// C], a drop-path generator of a fixed seed, a child scope, and the CPU pool's bytes in use
+// before the forward pass.
+type nodeRun struct {
+	cs     *Scope
+	rm, rv *Tensor
+	g      *Generator
+	before int64
+}
+
+func newNodeRun(t *testing.T, s *Scope, dev Device, T, members, C int64, seed uint64) nodeRun {
+	t.Helper()
+	g, err := NewGenerator(seed, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nodeRun{rm: s.Zeros([]int64{T, members, C}, dev), rv: s.Ones([]int64{T, members, C}, dev), g: g,
+		cs: s.Child(), before: CPUPool().InUseBytes}
+}
+
+// close frees the run's scope and generator.
+func (nr nodeRun) close() {
+	nr.cs.Close()
+	nr.g.Close()
 }
