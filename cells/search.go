@@ -340,8 +340,8 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 				drop[k] = true
 			}
 			drop = append(drop, o.drop...)
+			coefs := c.nodeCoefs(wp, w.Ops[i], inc, nIn, slices.Concat(o.normIdx, o.idx), thr, T)
 			if norm != nil && norm.fuses(c, o.normed) {
-				coefs := c.nodeCoefs(wp, w.Ops[i], inc, nIn, slices.Concat(o.normIdx, o.idx), thr, T)
 				node = norm.normSum(c, o.normed, o.sel, o.outs, coefs, drop)
 				break
 			}
@@ -349,7 +349,6 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 			if len(o.normed) > 0 {
 				stacked, stats = norm.normalize(c, o.normed, o.sel)
 			}
-			coefs := c.nodeCoefs(wp, w.Ops[i], inc, nIn, slices.Concat(o.normIdx, o.idx), thr, T)
 			node = s.MixedTasksCoefs(stacked, stats, o.outs, coefs, drop, c.dropProb(), c.Gen, T)
 			if stacked != nil {
 				// Autograd keeps what the backward passes read: the normalised members only
