@@ -127,15 +127,14 @@ at::Tensor drop_mask(const at::Tensor &cm, int64_t N, int64_t tasks, int64_t m, 
 // member of each output (rising), or is nil when they are all the members in order.
 struct NodeMembers {
   std::vector<at::Tensor> ts;  // the outputs as given
-  std::vector<at::Tensor> v;   // each as [N, tasks, C*...]
   std::vector<int64_t> geom;   // [N, tasks, C, ...]
   std::vector<int64_t> sizes;  // [N, tasks*C, ...]
-  int64_t N = 0, C = 0;
+  int64_t N = 0, C = 0, tasks = 0;
   at::Tensor bm, bv;           // the running statistics
   at::Tensor srm, srv, selT;   // those of the selected members (copies where sel is given)
 
-  NodeMembers(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv, const int64_t *sel, int64_t tasks)
-      : bm(T(rm)), bv(T(rv)) {
+  NodeMembers(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv, const int64_t *sel, int64_t tasks_)
+      : tasks(tasks_), bm(T(rm)), bv(T(rv)) {
     if (m <= 0) throw std::invalid_argument("no op outputs");
     if (tasks < 1) throw std::invalid_argument("tasks must be >= 1");
     ts = mt::tensors(outs, m);
@@ -148,7 +147,6 @@ struct NodeMembers {
     const int64_t members = bm.size(1);
     // Each output as [N, tasks, C, ...]: given so (a group's piece, whose gradient then comes
     // back strided as it is), or as [N, tasks*C, ...].
-    auto given = [&](const at::Tensor &t) { return t.dim() >= 3 && t.size(1) == tasks && t.size(2) == C; };
     auto split = [&](const at::Tensor &t) {
       if (given(t)) return t;
       if (t.dim() >= 2 && t.size(1) == tasks * C) return t.unflatten(1, {tasks, C});
@@ -160,14 +158,10 @@ struct NodeMembers {
     sizes = {geom[0], tasks * C};
     sizes.insert(sizes.end(), geom.begin() + 3, geom.end());
     N = geom[0];
-    v.reserve(m);
-    for (int64_t i = 0; i < m; i++) {
-      const auto g = split(ts[i]);
-      if (!g.sizes().equals(geom))
+    for (int64_t i = 0; i < m; i++)
+      if (!split(ts[i]).sizes().equals(geom))
         throw std::invalid_argument("op output " + std::to_string(i) + " has shape " + std::string(c10::str(ts[i].sizes())) +
                                     ", output 0 " + std::string(c10::str(ts[0].sizes())));
-      v.push_back(given(ts[i]) ? ts[i].reshape({N, tasks, -1}) : by_tasks(ts[i], N, tasks));
-    }
     srm = bm;
     srv = bv;
     if (sel != nullptr) {
@@ -182,6 +176,17 @@ struct NodeMembers {
     } else if (m != members) {
       throw std::invalid_argument(std::to_string(m) + " op outputs for " + std::to_string(members) + " members");
     }
+  }
+
+  // given reports an output given as [N, tasks, C, ...].
+  bool given(const at::Tensor &t) const { return t.dim() >= 3 && t.size(1) == tasks && t.size(2) == C; }
+
+  // views returns the outputs as [N, tasks, C*...].
+  std::vector<at::Tensor> views() const {
+    std::vector<at::Tensor> v;
+    v.reserve(ts.size());
+    for (const auto &t : ts) v.push_back(given(t) ? t.reshape({N, tasks, -1}) : by_tasks(t, N, tasks));
+    return v;
   }
 
   // write_back copies the selected members' running statistics back into the blocks.
@@ -322,7 +327,7 @@ char *mt_node_batch_norm(mt_tensor *outs, int64_t m, mt_tensor rm, mt_tensor rv,
   MT_TRY
   NodeMembers nm(outs, m, rm, rv, sel, tasks);
   const int64_t C = nm.C, N = nm.N;
-  const auto &v = nm.v;
+  const auto v = nm.views();
   const auto &sizes = nm.sizes;
   at::Tensor srm = nm.srm, srv = nm.srv;
   // [N, tasks, m, C*H*W] is [N, tasks*m*C, H, W] in memory: one batch norm normalises every
