@@ -951,4 +951,4 @@ func TestBatchedPassOpCount(t *testing.T) {
 const maxPassBytes = 18_667_064
 
 // maxFusedPassBytes is maxPassBytes with METANAS_NODE_FUSED=1, counted alike.
-const maxFusedPassBytes = 15_281_496
+const maxFusedPassBytes = 15_252_824

@@ -7,7 +7,8 @@
 # unpacked there (nothing is installed; the system's apt sources are untouched):
 # libtorch-dev (LibTorch's headers), nvidia-cuda-dev and libcu++-dev (the CUDA runtime's),
 # and nvidia-cuda-toolkit (nvcc, which compiles the shim's CUDA kernels, torch/shim/*.cu,
-# for the H100's sm_90 as native.mk does). About 1.2 GB to fetch once.
+# for the H100's sm_90 as native.mk does). About 1 GB of packages to fetch once (2.7 GB
+# unpacked).
 #
 #   bash third_party/compat-check.sh            (or: make compat-check)
 #   COMPAT_SUITE=trixie COMPAT_CACHE=~/.cache/metanas-compat  (the defaults)

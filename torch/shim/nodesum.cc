@@ -128,19 +128,20 @@ struct Weights {
   const float *p() const { return t.data_ptr<float>(); }
 };
 
-// Stats: every (member, channel)'s batch mean and invstd [m, R], the running statistics rm
-// and rv [T, m, C] moved as a batch norm's.
-std::pair<at::Tensor, at::Tensor> stats(const Members &x, int64_t T, const at::Tensor &rm, const at::Tensor &rv,
-                                        double momentum, double eps) {
-  const int m = x.m();  // the members with a batch norm (the Members of those only)
+// Stats: every (member, channel)'s batch mean and invstd [m, R] for the first ms members,
+// their running statistics rm and rv [T, ms, C] moved as a batch norm's; 0 and 1 for the
+// others (identities, not read).
+std::pair<at::Tensor, at::Tensor> stats(const Members &x, int64_t ms, int64_t T, const at::Tensor &rm,
+                                        const at::Tensor &rv, double momentum, double eps) {
+  const int m = x.m();
   const int64_t N = x.N, R = x.R, C = R / T, HW = x.HW;
   auto opts = x.mats[0].options().dtype(at::kFloat);
   auto mean = at::empty({m, R}, opts), invstd = at::empty({m, R}, opts);
-  add_profile_bytes("metanas::node_stats", x.bytes() + 2 * mean.nbytes() + 2 * rm.nbytes() + 2 * rv.nbytes());
+  add_profile_bytes("metanas::node_stats", x.bytes() / m * ms + 2 * mean.nbytes() + 2 * rm.nbytes() + 2 * rv.nbytes());
   if (x.cuda()) {
 #ifdef MT_CUDA_KERNELS
-    check(mt_ns_cuda_stats(x.p.data(), x.ns.data(), x.dtype(), m, N, T, C, HW, momentum, eps, fptr(mean), fptr(invstd),
-                           fptr(rm), fptr(rv), stream()),
+    check(mt_ns_cuda_stats(x.p.data(), x.ns.data(), x.dtype(), m, static_cast<int>(ms), N, T, C, HW, momentum, eps,
+                           fptr(mean), fptr(invstd), fptr(rm), fptr(rv), stream()),
           "stats");
     return {mean, invstd};
 #else
@@ -154,6 +155,10 @@ std::pair<at::Tensor, at::Tensor> stats(const Members &x, int64_t T, const at::T
     at::parallel_for(0, m * R, 1, [&](int64_t b, int64_t e) {
       for (int64_t ir = b; ir < e; ir++) {
         const int64_t i = ir / R, r = ir % R;
+        if (i >= ms) {
+          mt_ns::stats_plain(i, r, R, pm, pi);
+          continue;
+        }
         double s = 0, ss = 0;
         for (int64_t n = 0; n < N; n++) {
           const S *row = mt_ns::row(p.data(), x.ns.data(), static_cast<int>(i), n, r, HW);
@@ -163,7 +168,7 @@ std::pair<at::Tensor, at::Tensor> stats(const Members &x, int64_t T, const at::T
             ss += v * v;
           }
         }
-        mt_ns::stats_final(s, ss, i, r, m, N, C, R, HW, momentum, eps, pm, pi, prm, prv);
+        mt_ns::stats_final(s, ss, i, r, ms, N, C, R, HW, momentum, eps, pm, pi, prm, prv);
       }
     });
   });
@@ -327,16 +332,19 @@ std::vector<at::Tensor> member_grads(const Members &x, int64_t ms, int64_t T, co
   return dx;
 }
 
-// NodeNormSum: the node [N*T, 1, C*HW] from its members xs, their weights f [N, T, m] and
-// their batch statistics mean and invstd [m, R] (computed without autograd: the backward
-// pass is the batch norm's whole one, through the statistics too). The members from ms on
-// have no batch norm (mean 0, invstd 1): the node's identities, summed as they are.
+// NodeNormSum: the node [N*T, 1, C*HW] from its members xs and their weights f [N, T, m];
+// the first ms members are normalised with their batch statistics (rm and rv, [T, ms, C],
+// move; the backward pass is the batch norm's whole one, through the statistics too), the
+// others (the node's identities) summed as they are.
 struct NodeNormSum : public torch::autograd::Function<NodeNormSum> {
   static at::Tensor forward(torch::autograd::AutogradContext *ctx, at::TensorList xs, const at::Tensor &f,
-                            const at::Tensor &mean, const at::Tensor &invstd, int64_t ms) {
-    const int64_t m = static_cast<int64_t>(xs.size()), T = f.size(1), R = mean.size(1);
+                            const at::Tensor &rm, const at::Tensor &rv, int64_t ms, double momentum, double eps) {
+    const int64_t m = static_cast<int64_t>(xs.size()), T = f.size(1), R = T * rm.size(2);
     Members x(xs, R);
     Weights w(f);
+    // (A custom function's forward pass records nothing for autograd.)
+    at::Tensor mean, invstd;
+    std::tie(mean, invstd) = stats(x, ms, T, rm, rv, momentum, eps);
     auto out = weighted_sum(x, T, w, mean, invstd);
     std::vector<at::Tensor> saved(xs.begin(), xs.end());
     saved.push_back(w.t);
@@ -361,7 +369,7 @@ struct NodeNormSum : public torch::autograd::Function<NodeNormSum> {
     auto red = reduce(x, T, g);
     auto fin = finish(x, ctx->saved_data["ms"].toInt(), T, w, mean, invstd, red.first, red.second,
                       ctx->needs_input_grad(m));
-    torch::autograd::tensor_list out(m + 4);
+    torch::autograd::tensor_list out(m + 6);  // xs, f, rm, rv, ms, momentum, eps
     out[m] = std::get<2>(fin);
     bool any = false;
     for (int64_t i = 0; i < m; i++) any = any || ctx->needs_input_grad(i);
@@ -405,19 +413,7 @@ at::Tensor node_norm_sum(at::TensorList members, at::TensorList rest, const at::
       for (auto &y : xs) y = y.to(at::kFloat);
       break;
     }
-  at::Tensor mean, invstd;
-  {
-    at::NoGradGuard guard;
-    const int64_t R = T * rm.size(2);
-    Members x(at::TensorList(xs).slice(0, ms), R);
-    std::tie(mean, invstd) = stats(x, T, rm, rv, momentum, eps);
-    if (m > ms) {
-      // The identities: mean 0, invstd 1.
-      mean = at::cat({mean, at::zeros({m - ms, R}, mean.options())});
-      invstd = at::cat({invstd, at::ones({m - ms, R}, invstd.options())});
-    }
-  }
-  return NodeNormSum::apply(at::TensorList(xs), f, mean, invstd, ms);
+  return NodeNormSum::apply(at::TensorList(xs), f, rm, rv, ms, momentum, eps);
 }
 
 }  // namespace mt

@@ -74,10 +74,14 @@ __device__ float warp_sumf(float v) {
 // One block per (channel r, member k of the chunk): sums and squares over N*HW values in
 // double, then the statistics and the running statistics' step.
 template <class S>
-__global__ void stats_kernel(Members<S> c, int m, int64_t N, int64_t T, int64_t C, int64_t HW, double momentum,
+__global__ void stats_kernel(Members<S> c, int ms, int64_t N, int64_t T, int64_t C, int64_t HW, double momentum,
                              double eps, float *mean, float *invstd, float *rm, float *rv) {
   const int64_t r = blockIdx.x, R = T * C;
   const int k = blockIdx.y;
+  if (c.i0 + k >= ms) {  // the whole block: no batch norm
+    if (threadIdx.x == 0) mt_ns::stats_plain(c.i0 + k, r, R, mean, invstd);
+    return;
+  }
   double s = 0, ss = 0;
   const int64_t count = N * HW;
   for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
@@ -101,7 +105,7 @@ __global__ void stats_kernel(Members<S> c, int m, int64_t N, int64_t T, int64_t 
   s = warp_sum(s);
   ss = warp_sum(ss);
   if (lane != 0) return;
-  mt_ns::stats_final(s, ss, c.i0 + k, r, m, N, C, R, HW, momentum, eps, mean, invstd, rm, rv);
+  mt_ns::stats_final(s, ss, c.i0 + k, r, ms, N, C, R, HW, momentum, eps, mean, invstd, rm, rv);
 }
 
 // out = (first ? 0 : out) + the chunk's members' normalised values weighed by f.
@@ -197,15 +201,15 @@ int by_type(int dtype, Fn fn) {
 
 extern "C" {
 
-int mt_ns_cuda_stats(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
-                     int64_t HW, double momentum, double eps, float *mean, float *invstd, float *rm, float *rv,
-                     void *stream) {
+int mt_ns_cuda_stats(const void *const *x, const int64_t *ns, int dtype, int m, int ms, int64_t N, int64_t T,
+                     int64_t C, int64_t HW, double momentum, double eps, float *mean, float *invstd, float *rm,
+                     float *rv, void *stream) {
   return by_type(dtype, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     for (int i0 = 0; i0 < m; i0 += kChunk) {
       const Members<S> c = chunk<S>(x, ns, m, i0);
       stats_kernel<S><<<dim3(static_cast<unsigned>(T * C), static_cast<unsigned>(c.m)), kThreads, 0,
-                        static_cast<cudaStream_t>(stream)>>>(c, m, N, T, C, HW, momentum, eps, mean, invstd, rm, rv);
+                        static_cast<cudaStream_t>(stream)>>>(c, ms, N, T, C, HW, momentum, eps, mean, invstd, rm, rv);
       if (int e = last_error()) return e;
     }
     return 0;

@@ -19,12 +19,13 @@ extern "C" {
 
 enum { MT_NS_FLOAT = 0, MT_NS_BF16 = 1, MT_NS_HALF = 2 };
 
-// mean and invstd = 1/sqrt(var + eps) of channel r of member i over its N*HW values (var
-// biased), and the running statistics moved: rm = (1-momentum)*rm + momentum*mean, rv
-// likewise with the unbiased variance.
-int mt_ns_cuda_stats(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
-                     int64_t HW, double momentum, double eps, float *mean, float *invstd, float *rm, float *rv,
-                     void *stream);
+// mean and invstd = 1/sqrt(var + eps) of channel r of member i < ms over its N*HW values
+// (var biased), and the running statistics [T, ms, C] moved: rm = (1-momentum)*rm +
+// momentum*mean, rv likewise with the unbiased variance; 0 and 1 for the members from ms
+// on, which no batch norm normalises (not read).
+int mt_ns_cuda_stats(const void *const *x, const int64_t *ns, int dtype, int m, int ms, int64_t N, int64_t T,
+                     int64_t C, int64_t HW, double momentum, double eps, float *mean, float *invstd, float *rm,
+                     float *rv, void *stream);
 // out[n, r, :] = sum_i f[n, t, i] * invstd[i, r] * (x_i[n, r, :] - mean[i, r]); out is
 // contiguous [N, R*HW]. Past 32 members the sum goes through acc, float32 [N, R*HW] (out
 // itself for float32 members; unused, may be NULL, for fewer).

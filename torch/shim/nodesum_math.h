@@ -62,15 +62,23 @@ MT_NS_FN void member_grads_at(int64_t idx, int64_t n, int64_t r, int64_t t, int6
 MT_NS_FN int64_t gx_index(int64_t n, int64_t i, int64_t m, int64_t R, int64_t r) { return (n * m + i) * R + r; }
 
 // stats_final writes member i's channel r's mean and invstd from the sums s and ss of its
-// N*HW values, and moves its running statistics (the variance unbiased); R = T*C.
-MT_NS_FN void stats_final(double s, double ss, int64_t i, int64_t r, int64_t m, int64_t N, int64_t C, int64_t R,
+// N*HW values, and moves its running statistics (the variance unbiased; ms members with a
+// batch norm, rm and rv [T, ms, C]); R = T*C.
+MT_NS_FN void stats_final(double s, double ss, int64_t i, int64_t r, int64_t ms, int64_t N, int64_t C, int64_t R,
                           int64_t HW, double momentum, double eps, float *mean, float *invstd, float *rm, float *rv) {
-  const int64_t count = N * HW, t = r / C, ch = r - t * C, o = (t * m + i) * C + ch;
+  const int64_t count = N * HW, t = r / C, ch = r - t * C, o = (t * ms + i) * C + ch;
   const double mu = s / count, d = ss / count - mu * mu, var = d > 0 ? d : 0;
   mean[i * R + r] = static_cast<float>(mu);
   invstd[i * R + r] = static_cast<float>(1.0 / sqrt(var + eps));
   rm[o] = static_cast<float>((1 - momentum) * rm[o] + momentum * mu);
   rv[o] = static_cast<float>((1 - momentum) * rv[o] + momentum * var * count / (count > 1 ? count - 1 : 1));
+}
+
+// stats_plain writes the statistics of member i's channel r where the member has no batch
+// norm (an identity): mean 0, invstd 1, so that the passes take it as it is.
+MT_NS_FN void stats_plain(int64_t i, int64_t r, int64_t R, float *mean, float *invstd) {
+  mean[i * R + r] = 0;
+  invstd[i * R + r] = 1;
 }
 
 // finish_channel writes beta and gamma of member i's channel r (task t = r / C): the batch
