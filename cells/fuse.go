@@ -339,13 +339,16 @@ func (f *fusedOutputs) take(i, j, k int) (*torch.Tensor, bool) {
 }
 
 // runGroups runs node i's groups whose ops every edge keeps (keep(node, state, k)), from
-// the shared ReLUs of the states node i reads first.
-func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, states []*torch.Tensor, i int, keep func(i, j, k int) bool) {
+// the shared ReLUs of the states node i reads first, repeated once per reader. Where the
+// fused node sum runs (fansOut), each group reads its own tensor of one shared repetition
+// (torch.Scope.RepeatStatesFan), so that the backward pass sums all the groups' gradients
+// of it in one pass instead of adding them group by group.
+func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, i int, keep func(i, j, k int) bool) {
 	if cell.groups[i] == nil {
 		return
 	}
 	edges := groupEdges(i, len(cell.nodes))
-	var rep *torch.Tensor
+	var ks []int
 	for k, g := range cell.groups[i] {
 		if g == nil {
 			continue
@@ -354,26 +357,60 @@ func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, s
 		for _, e := range edges {
 			all = all && keep(e[0], e[1], k)
 		}
-		if !all {
-			continue
+		if all {
+			ks = append(ks, k)
 		}
-		if rep == nil {
-			var relus []*torch.Tensor
-			for _, j := range firstStates(i) {
-				if shared.relu[j] == nil {
-					shared.relu[j] = c.S.Relu(states[j])
-				}
-				relus = append(relus, shared.relu[j])
-			}
-			rep = c.S.RepeatStates(relus, int64(len(cell.nodes)-i))
-		}
-		if f.out[i] == nil {
-			f.out[i] = make([][]*torch.Tensor, len(cell.groups[i]))
-			f.whole[i] = make([]bool, len(cell.groups[i]))
-		}
-		f.out[i][k], f.whole[i][k] = g.run(c, rep), g.tail != nil
 	}
-	if rep != nil {
-		rep.Free() // autograd keeps what the groups' backward passes read
+	if len(ks) == 0 {
+		return
 	}
+	var relus []*torch.Tensor
+	for _, j := range firstStates(i) {
+		if shared.relu[j] == nil {
+			shared.relu[j] = c.S.Relu(shared.state(j))
+		}
+		relus = append(relus, shared.relu[j])
+	}
+	r := int64(len(cell.nodes) - i)
+	reps := make([]*torch.Tensor, len(ks))
+	if fansOut(c, relus[0]) {
+		reps = c.S.RepeatStatesFan(relus, r, int64(len(ks)))
+		stateFans.Add(1)
+	} else {
+		rep := c.S.RepeatStates(relus, r)
+		for n := range reps {
+			reps[n] = rep
+		}
+	}
+	if f.out[i] == nil {
+		f.out[i] = make([][]*torch.Tensor, len(cell.groups[i]))
+		f.whole[i] = make([]bool, len(cell.groups[i]))
+	}
+	for n, k := range ks {
+		g := cell.groups[i][k]
+		f.out[i][k], f.whole[i][k] = g.run(c, reps[n]), g.tail != nil
+	}
+	for n, rep := range reps {
+		if n == 0 || rep != reps[0] {
+			rep.Free() // autograd keeps what the groups' backward passes read
+		}
+	}
+}
+
+// stateFans counts the tensors fanned out by RepeatStatesFan (fansOut; for tests).
+var stateFans atomic.Int64
+
+// fansOut reports whether tensors on x's device with several readers in a cell (its states,
+// their pools, a node's repeated states) go to them through RepeatStatesFan: in training
+// where the fused node sum runs (NodeFused; the fan's backward pass is one of the same
+// kernels).
+func fansOut(c *Ctx, x *torch.Tensor) bool {
+	if !c.Train || !NodeFused() {
+		return false
+	}
+	on := 0
+	if deviceOf(x).CUDA {
+		on = 1
+	}
+	return fusedOn[on]()
 }

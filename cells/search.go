@@ -287,7 +287,9 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 	s := c.S
 	T := c.tasks()
 	states := cell.preprocess(c, s0, s1)
-	shared := newStateCache(len(cell.nodes) + 2)
+	shared := newStateCache(len(cell.nodes), fansOut(c, states[0]) && torch.BranchStreams() < 2)
+	shared.setState(c, 0, states[0])
+	shared.setState(c, 1, states[1])
 	onDevice := w.HostOps == nil // NormalizeOnDevice: every op runs, the device prunes
 	K := len(cell.nodes[0][0].ops)
 	// hostPairs returns node i's host copy of its pair weights (nil: none).
@@ -322,7 +324,7 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 			norm = cell.norms[i]
 		}
 		if fused != nil {
-			cell.runGroups(c, fused, shared, states, i, keep)
+			cell.runGroups(c, fused, shared, i, keep)
 		}
 		o := nodeOps(c, row, states, shared, norm, fused, i, func(j, k int) bool { return keep(i, j, k) })
 		var node *torch.Tensor
@@ -365,9 +367,15 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 		}
 		o.free()
 		states = append(states, node)
+		shared.setState(c, len(states)-1, node)
 	}
 	shared.freePools()
-	out := c.catChannels(states[2:])
+	nodes := make([]*torch.Tensor, len(cell.nodes))
+	for i := range nodes {
+		nodes[i] = shared.state(i + 2)
+	}
+	out := c.catChannels(nodes)
+	shared.freeFans()
 	// The preprocessed inputs and the nodes: later cells read only out, and what this
 	// cell's backward pass reads autograd keeps.
 	for _, st := range states {
@@ -404,14 +412,89 @@ func (o *nodeOutputs) free() {
 // stateCache holds what the ops of a cell compute from its states alone, once per state:
 // the ReLU (for the ops that begin with one) and the 3x3 max and average pools (every node
 // that reads a state pools it alike: the same stride, no weights). Computed once, their
-// gradients add up before one backward pass.
+// gradients add up before one backward pass. Where the cell fans its states out (fansOut),
+// each reader of a state or a pool (the ReLU, the pools, each node, the cell's output) reads
+// its own tensor of one fan (fan), whose backward pass sums their gradients at once.
 type stateCache struct {
-	relu  []*torch.Tensor
-	pools [][2]*torch.Tensor // [max, average]
+	nodes  int
+	fans   bool
+	states []*fan
+	relu   []*torch.Tensor
+	pools  [][2]*fan // [max, average]
 }
 
-func newStateCache(states int) *stateCache {
-	return &stateCache{relu: make([]*torch.Tensor, states), pools: make([][2]*torch.Tensor, states)}
+// fan hands a tensor's readers their own tensors of one RepeatStatesFan, in turn; past the
+// last, or without a fan, the tensor itself (autograd then adds that reader's gradient).
+type fan struct {
+	x    *torch.Tensor
+	ts   []*torch.Tensor
+	next int
+}
+
+// newFan returns x's fan for readers readers (none where on is false or readers < 2).
+func newFan(c *Ctx, x *torch.Tensor, readers int, on bool) *fan {
+	f := &fan{x: x}
+	if on && readers > 1 {
+		f.ts = c.S.RepeatStatesFan([]*torch.Tensor{x}, 1, int64(readers))
+		stateFans.Add(1)
+	}
+	return f
+}
+
+// take returns the next reader's tensor.
+func (f *fan) take() *torch.Tensor {
+	if f.next < len(f.ts) {
+		f.next++
+		return f.ts[f.next-1]
+	}
+	return f.x
+}
+
+// free releases the readers' tensors (not x).
+func (f *fan) free() {
+	for _, t := range f.ts {
+		t.Free()
+	}
+	f.ts = nil
+}
+
+func newStateCache(nodes int, fans bool) *stateCache {
+	return &stateCache{nodes: nodes, fans: fans, states: make([]*fan, nodes+2), relu: make([]*torch.Tensor, nodes+2),
+		pools: make([][2]*fan, nodes+2)}
+}
+
+// nodeReaders returns how many nodes read state j: every node reads the cell's inputs
+// (0 and 1), and node i's output (state i+2) the nodes after it.
+func (sc *stateCache) nodeReaders(j int) int {
+	if j > sc.nodes {
+		return 0
+	}
+	return sc.nodes - firstReader(j)
+}
+
+// setState makes x state j, fanned out to its readers: the ReLU, the two pools and each
+// node that reads it, and the cell's output for a node's.
+func (sc *stateCache) setState(c *Ctx, j int, x *torch.Tensor) {
+	readers := 0
+	if r := sc.nodeReaders(j); r > 0 {
+		readers = 3 + r
+	}
+	if j >= 2 {
+		readers++
+	}
+	sc.states[j] = newFan(c, x, readers, sc.fans)
+}
+
+// state returns state j for one more reader.
+func (sc *stateCache) state(j int) *torch.Tensor { return sc.states[j].take() }
+
+// pool returns state j's pool of kind k (0 max, 1 average) for one more reader, or nil
+// where none was computed.
+func (sc *stateCache) pool(j, k int) *torch.Tensor {
+	if sc.pools[j][k] == nil {
+		return nil
+	}
+	return sc.pools[j][k].take()
 }
 
 // freePools releases the cell's handles of the pools once its nodes have read them: a
@@ -421,21 +504,33 @@ func newStateCache(states int) *stateCache {
 // for the cell's nodes; autograd keeps them anyway.
 func (sc *stateCache) freePools() {
 	for j := range sc.pools {
-		for k, t := range sc.pools[j] {
-			t.Free()
+		for k, f := range sc.pools[j] {
+			if f != nil {
+				f.free()
+				f.x.Free()
+			}
 			sc.pools[j][k] = nil
 		}
 	}
 }
 
+// freeFans releases the states' readers' tensors (not the states).
+func (sc *stateCache) freeFans() {
+	for _, f := range sc.states {
+		if f != nil {
+			f.free()
+		}
+	}
+}
+
 // prepare computes what op, kept on input state j, reads from the cache.
-func (sc *stateCache) prepare(c *Ctx, op Op, j int, x *torch.Tensor) {
+func (sc *stateCache) prepare(c *Ctx, op Op, j int) {
 	if _, ok := op.(reluInput); ok && sc.relu[j] == nil {
-		sc.relu[j] = c.S.Relu(x)
+		sc.relu[j] = c.S.Relu(sc.state(j))
 	}
 	if p, ok := op.(*poolBN); ok {
 		if k := p.kind(); sc.pools[j][k] == nil {
-			sc.pools[j][k] = p.forwardPreNorm(c, x, nil)
+			sc.pools[j][k] = newFan(c, p.forwardPreNorm(c, sc.state(j), nil), sc.nodeReaders(j), sc.fans)
 		}
 	}
 }
@@ -453,11 +548,12 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 	for j := range row {
 		for k, op := range row[j].ops {
 			if keep(j, k) {
-				shared.prepare(c, op, j, states[j])
+				shared.prepare(c, op, j)
 			}
 		}
 	}
 	var o nodeOutputs
+	ins := make([]*torch.Tensor, len(row)) // the node's states, taken once each
 	branches := c.forkBranches(states[0])
 	n := 0
 	for j := range row {
@@ -468,7 +564,7 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 			col := int64(j*K + k)
 			var pre *torch.Tensor // the op's output before its batch norm, for the pools
 			if p, ok := op.(*poolBN); ok {
-				pre = shared.pools[j][p.kind()]
+				pre = shared.pool(j, p.kind())
 			}
 			normed := norm != nil && norm.member[col] >= 0
 			if y, whole := fused.take(node, j, k); y != nil {
@@ -497,7 +593,10 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 				continue
 			}
 			// What the op reads, as inputs of the branch it runs on.
-			in, relu := states[j], shared.relu[j]
+			if ins[j] == nil {
+				ins[j] = shared.state(j)
+			}
+			in, relu := ins[j], shared.relu[j]
 			if branches > 0 {
 				c.S.UseBranch(n)
 				in, relu, pre = o.branchInput(c, in), o.branchInput(c, relu), o.branchInput(c, pre)

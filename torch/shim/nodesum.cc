@@ -21,14 +21,7 @@
 #include "common.h"
 #include "nodesum_kernels.h"
 
-// mt_ns_ld and mt_ns_st read and write a member's element type as float (nodesum_math.h).
-inline float mt_ns_ld(const float *p) { return *p; }
-inline float mt_ns_ld(const at::BFloat16 *p) { return static_cast<float>(*p); }
-inline float mt_ns_ld(const at::Half *p) { return static_cast<float>(*p); }
-inline void mt_ns_st(float *p, float v) { *p = v; }
-inline void mt_ns_st(at::BFloat16 *p, float v) { *p = static_cast<at::BFloat16>(v); }
-inline void mt_ns_st(at::Half *p, float v) { *p = static_cast<at::Half>(v); }
-
+#include "elem.h"
 #include "nodesum_math.h"
 
 #ifdef MT_CUDA_KERNELS

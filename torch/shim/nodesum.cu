@@ -2,22 +2,12 @@
 // where native.mk finds one for a CUDA LibTorch; TestCUDANodeNormSum checks them against
 // LibTorch's batch norm and products on a GPU, as TestNodeNormSum checks nodesum.cc's CPU
 // loops, which compute the same per element.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <type_traits>
 
+#include "elem.h"
 #include "nodesum_kernels.h"
-
-// mt_ns_ld and mt_ns_st read and write a member's element type as float (nodesum_math.h).
-__device__ __forceinline__ float mt_ns_ld(const float *p) { return *p; }
-__device__ __forceinline__ float mt_ns_ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
-__device__ __forceinline__ float mt_ns_ld(const __half *p) { return __half2float(*p); }
-__device__ __forceinline__ void mt_ns_st(float *p, float v) { *p = v; }
-__device__ __forceinline__ void mt_ns_st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
-__device__ __forceinline__ void mt_ns_st(__half *p, float v) { *p = __float2half(v); }
-
 #include "nodesum_math.h"
 
 namespace {
@@ -181,6 +171,16 @@ __global__ void dx_kernel(Members<S> c, Outs<S> d, int64_t N, int64_t T, int64_t
   }
 }
 
+// out[m, b, q] = (first ? 0 : out) + the chunk's gradients summed over each state's copies.
+template <class S>
+__global__ void fan_kernel(Members<S> c, int64_t N, int64_t r, int64_t Q, int64_t total, S *out, bool first) {
+  const unsigned q32 = static_cast<unsigned>(Q), bq = static_cast<unsigned>(N) * q32, all = static_cast<unsigned>(total);
+  for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < all; idx += gridDim.x * blockDim.x) {
+    const unsigned m = idx / bq, rem = idx - m * bq, b = rem / q32, q = rem - b * q32;
+    mt_ns_st(out + idx, mt_ns::fan_value(first ? 0.f : mt_ns_ld(out + idx), c.p, c.ns, c.m, b, m, q, r, Q));
+  }
+}
+
 int last_error() { return static_cast<int>(cudaGetLastError()); }
 
 // by_type calls fn with a null pointer of the element type that dtype names.
@@ -267,6 +267,21 @@ int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int
       for (int k = 0; k < c.m; k++) d.p[k] = static_cast<S *>(dx[i0 + k]);
       dx_kernel<S><<<blocks_for(N * T * C * HW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
           c, d, N, T, C, HW, f, fs, invstd, beta, gamma, static_cast<const S *>(g));
+      if (int e = last_error()) return e;
+    }
+    return 0;
+  });
+}
+
+int mt_ns_cuda_fan(const void *const *g, const int64_t *gs, int dtype, int k, int64_t n, int64_t N, int64_t r,
+                   int64_t Q, void *out, void *stream) {
+  if (!fits32(n * N * Q)) return static_cast<int>(cudaErrorInvalidValue);
+  return by_type(dtype, [&](auto *type) {
+    using S = std::remove_pointer_t<decltype(type)>;
+    for (int j0 = 0; j0 < k; j0 += kChunk) {
+      const Members<S> c = chunk<S>(g, gs, k, j0);
+      fan_kernel<S><<<blocks_for(n * N * Q), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+          c, N, r, Q, n * N * Q, static_cast<S *>(out), j0 == 0);
       if (int e = last_error()) return e;
     }
     return 0;

@@ -1,4 +1,5 @@
-// The fused node batch norm and sum's CUDA kernels (nodesum.cu), in plain C types so that
+// The CUDA kernels of the fused node batch norm and sum, and of the fan-in of a repeated
+// state's gradients (nodesum.cu), in plain C types so that
 // the .cu file needs no LibTorch headers; nodesum.cc has a CPU loop for each.
 //
 // Each member i is a matrix [N, R*HW] whose rows lie ns[i] elements apart (R = T*C
@@ -46,6 +47,11 @@ int mt_ns_cuda_finish(int m, int ms, int64_t N, int64_t T, int64_t C, int64_t HW
 int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
                   int64_t HW, const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
                   const void *g, void *const *dx, void *stream);
+// The fan-in of a repeated state's gradients (fan.cc): out[m, b, q] = sum_j sum_i
+// g_j[b, (m*r + i)*Q + q] over the k gradients g_j (rows gs[j] apart, of dtype) and the r
+// copies of each of n states; out contiguous [n, N, Q], of dtype.
+int mt_ns_cuda_fan(const void *const *g, const int64_t *gs, int dtype, int k, int64_t n, int64_t N, int64_t r,
+                   int64_t Q, void *out, void *stream);
 // mt_ns_cuda_error names a launcher's error code.
 const char *mt_ns_cuda_error(int code);
 

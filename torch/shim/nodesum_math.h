@@ -118,4 +118,17 @@ MT_NS_FN void finish_weight(int64_t j, int64_t m, int64_t T, int64_t C, const fl
   gf[j] = s;
 }
 
+// fan_value adds to acc the k gradients' (g[j], rows gs[j] apart) r copies of state m at
+// sample b, offset q of a copy's Q elements: sum_j sum_i g[j][b*gs[j] + (m*r + i)*Q + q]
+// (mt_ns_cuda_fan).
+template <class S>
+MT_NS_FN float fan_value(float acc, const S *const *g, const int64_t *gs, int k, int64_t b, int64_t m, int64_t q,
+                         int64_t r, int64_t Q) {
+  for (int j = 0; j < k; j++) {
+    const S *p = g[j] + b * gs[j] + m * r * Q + q;
+    for (int64_t i = 0; i < r; i++) acc += mt_ns_ld(p + i * Q);
+  }
+  return acc;
+}
+
 }  // namespace mt_ns

@@ -1,0 +1,148 @@
+package torch
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestRepeatStatesFan: RepeatStatesFan's readers see RepeatStates' values, and the inputs'
+// gradients equal those through RepeatStates read by the same readers (autograd adding the
+// readers' gradients), with a reader whose gradient is strided, a reader that does not
+// reach the loss, one tensor not repeated, and bfloat16 and float16; the backward pass
+// sums in the fan's one node, with no addition.
+func TestRepeatStatesFan(t *testing.T) { repeatStatesFan(t, CPU) }
+
+// TestCUDARepeatStatesFan is TestRepeatStatesFan with the shim's CUDA kernel.
+func TestCUDARepeatStatesFan(t *testing.T) { repeatStatesFan(t, nodeNormSumCUDA(t)) }
+
+func repeatStatesFan(t *testing.T, dev Device) {
+	for _, tc := range []struct {
+		n, r, readers int
+		unused        int // a reader whose output the loss does not read (-1: none)
+		dt            DType
+		tol           float64
+	}{
+		{n: 2, r: 3, readers: 3, unused: -1, dt: Float32, tol: 1e-6},
+		{n: 2, r: 3, readers: 4, unused: 2, dt: Float32, tol: 1e-6},
+		{n: 1, r: 1, readers: 5, unused: -1, dt: Float32, tol: 1e-6},
+		{n: 1, r: 2, readers: 1, unused: -1, dt: Float32, tol: 1e-6},
+		{n: 2, r: 2, readers: 3, unused: -1, dt: BFloat16, tol: 2e-2},
+		{n: 2, r: 2, readers: 3, unused: -1, dt: Float16, tol: 2e-3},
+	} {
+		t.Run(fmt.Sprintf("%d states r %d %d readers %v", tc.n, tc.r, tc.readers, tc.dt), func(t *testing.T) {
+			var outs, grads [2][][]float32
+			var adds [2]int64
+			var fans int64
+			for k, fan := range []bool{false, true} {
+				s := NewScope()
+				ManualSeed(31)
+				const N, C, H = 3, 4, 5
+				var xs []*Tensor
+				for i := 0; i < tc.n; i++ {
+					x := s.Detach(s.To(s.Randn([]int64{N, C, H, H}, dev, false), tc.dt, dev))
+					if err := x.SetRequiresGrad(true); err != nil {
+						t.Fatal(err)
+					}
+					xs = append(xs, x)
+				}
+				var ys []*Tensor
+				if fan {
+					ys = s.RepeatStatesFan(xs, int64(tc.r), int64(tc.readers))
+				} else {
+					y := s.RepeatStates(xs, int64(tc.r))
+					for j := 0; j < tc.readers; j++ {
+						ys = append(ys, y)
+					}
+				}
+				if len(ys) != tc.readers {
+					t.Fatalf("%d tensors for %d readers", len(ys), tc.readers)
+				}
+				// Reader j weighs its tensor by w_j; reader 1 reads it permuted, so that its
+				// gradient reaches the fan strided.
+				var loss *Tensor
+				for j, y := range ys {
+					outs[k] = append(outs[k], values(t, s.To(s.Contiguous(y), Float32, CPU)))
+					if j == tc.unused {
+						continue
+					}
+					in := y
+					if j == 1 {
+						in = s.Permute(y, 0, 2, 3, 1)
+					}
+					w := s.To(s.Randn(in.MustShape(), dev, false), tc.dt, dev)
+					term := s.Sum(s.To(s.Mul(in, w), Float32, dev))
+					if loss == nil {
+						loss = term
+					} else {
+						loss = s.Add(loss, term)
+					}
+				}
+				prof := profiledBackward(t, loss)
+				adds[k] = CallsOf(prof, "aten::add") + CallsOf(prof, "aten::add_")
+				if fan {
+					fans = CallsOf(prof, "torch::autograd::CppNode<(anonymous namespace)::RepeatFan>")
+				}
+				for _, x := range xs {
+					grads[k] = append(grads[k], values(t, s.To(s.Grad(x), Float32, CPU)))
+				}
+				if err := s.Err(); err != nil {
+					t.Fatal(err)
+				}
+				s.Close()
+			}
+			for j := range outs[0] {
+				near(t, fmt.Sprintf("reader %d's values", j), outs[1][j], outs[0][j], 0)
+			}
+			for i := range grads[0] {
+				near(t, fmt.Sprintf("gradient of tensor %d", i), grads[1][i], grads[0][i], tc.tol)
+			}
+			used := tc.readers
+			if tc.unused >= 0 {
+				used--
+			}
+			if adds[1] != 0 || adds[0] < int64(used-1) {
+				t.Errorf("gradient additions: %d through the fan (want 0), %d through RepeatStates (want >= %d)",
+					adds[1], adds[0], used-1)
+			}
+			if fans != 1 {
+				t.Errorf("the fan's backward node ran %d times, want 1", fans)
+			}
+		})
+	}
+}
+
+// TestRepeatStatesFanShares: without repetition the readers' tensors are the input's
+// memory (no copy is made), and RepeatStatesFan names its bad arguments.
+func TestRepeatStatesFanShares(t *testing.T) {
+	s := NewScope()
+	defer s.Close()
+	x := s.Zeros([]int64{2, 3, 2}, CPU)
+	ys := s.RepeatStatesFan([]*Tensor{x}, 1, 2)
+	if err := x.Fill_(5); err != nil {
+		t.Fatal(err)
+	}
+	for j, y := range ys {
+		if v := values(t, y); v[0] != 5 || v[len(v)-1] != 5 {
+			t.Errorf("reader %d's tensor does not share the input's memory: %v", j, v)
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		xs      []*Tensor
+		readers int64
+	}{
+		{"no readers", []*Tensor{x}, 0},
+		{"no tensors", nil, 2},
+		{"shapes differ", []*Tensor{x, s.Zeros([]int64{2, 4, 2}, CPU)}, 2},
+	} {
+		c := s.Child()
+		c.RepeatStatesFan(tc.xs, 2, tc.readers)
+		if c.Err() == nil {
+			t.Errorf("%s: no error", tc.name)
+		}
+		c.Close()
+	}
+}
