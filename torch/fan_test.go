@@ -146,3 +146,79 @@ func TestRepeatStatesFanShares(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestSplitPiecesGradBuffer: fused node sums of a group's task pieces (SplitChannels with
+// tasks) write the pieces' gradients into the split's buffer, so the group's gradient
+// takes no concatenation, and it equals that through narrowed views of the group; with a
+// piece no node reads (its gradient zero) and with a piece that has a second reader (the
+// split then concatenates, as autograd's would).
+func TestSplitPiecesGradBuffer(t *testing.T) { splitPiecesGradBuffer(t, CPU) }
+
+// TestCUDASplitPiecesGradBuffer is TestSplitPiecesGradBuffer with the shim's CUDA kernels.
+func TestCUDASplitPiecesGradBuffer(t *testing.T) { splitPiecesGradBuffer(t, nodeNormSumCUDA(t)) }
+
+func splitPiecesGradBuffer(t *testing.T, dev Device) {
+	const N, T, C, H, P = 3, 2, 3, 4, 3
+	for _, tc := range []struct {
+		name   string
+		nodes  [][]int // the pieces each node sums
+		extra  bool    // piece 0 also read by the loss directly
+		concat int64   // concatenations in the split pieces' backward pass
+	}{
+		{name: "every piece", nodes: [][]int{{0, 2}, {1}}, concat: 0},
+		{name: "piece 1 unread", nodes: [][]int{{2}, {0}}, concat: 0},
+		{name: "a second reader", nodes: [][]int{{0, 1}, {2}}, extra: true, concat: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var grads [2][]float32
+			var cats [2]int64
+			for k, split := range []bool{false, true} {
+				s := NewScope()
+				ManualSeed(41)
+				y := s.Detach(s.Randn([]int64{N, P * T * C, H, H}, dev, false))
+				if err := y.SetRequiresGrad(true); err != nil {
+					t.Fatal(err)
+				}
+				var pieces []*Tensor
+				if split {
+					pieces = s.SplitChannels(y, P, T)
+				} else {
+					for p := int64(0); p < P; p++ {
+						pieces = append(pieces, s.View(s.Narrow(y, 1, p*T*C, T*C), N, T, C, H, H))
+					}
+				}
+				var loss *Tensor
+				for i, members := range tc.nodes {
+					var xs []*Tensor
+					for _, p := range members {
+						xs = append(xs, pieces[p])
+					}
+					m := int64(len(xs))
+					rm, rv := s.Zeros([]int64{T, m, C}, dev), s.Ones([]int64{T, m, C}, dev)
+					coefs := s.AddScalar(s.Rand([]int64{T, m}, dev), 0.5)
+					node := s.NodeNormSum(xs, rm, rv, nil, 0.1, 1e-5, nil, coefs, make([]bool, m), 0, nil, T)
+					term := s.Sum(s.Mul(node, s.AddScalar(s.Randn(node.MustShape(), dev, false), float64(i))))
+					if loss == nil {
+						loss = term
+					} else {
+						loss = s.Add(loss, term)
+					}
+				}
+				if tc.extra {
+					loss = s.Add(loss, s.Sum(s.Mul(pieces[0], s.Randn(pieces[0].MustShape(), dev, false))))
+				}
+				prof := profiledBackward(t, loss)
+				cats[k] = CallsOf(prof, "aten::cat")
+				grads[k] = values(t, s.To(s.Grad(y), Float32, CPU))
+				if err := s.Err(); err != nil {
+					t.Fatal(err)
+				}
+				s.Close()
+			}
+			near(t, "the group's gradient", grads[1], grads[0], 1e-5)
+			if cats[1] != tc.concat {
+				t.Errorf("%d concatenations in the backward pass of the split pieces, want %d", cats[1], tc.concat)
+			}
+		})
+	}
+}

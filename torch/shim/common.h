@@ -99,6 +99,15 @@ at::Tensor batch_norm(const at::Tensor &x, const at::Tensor &w, const at::Tensor
 at::Tensor node_norm_sum(at::TensorList members, at::TensorList rest, const at::Tensor &f, const at::Tensor &rm,
                          const at::Tensor &rv, double momentum, double eps);
 bool node_norm_sum_on(const c10::Device &dev);
+// split_pieces (pieces.cc) is y [N, parts*tasks*C, ...] as parts views [N, tasks, C, ...];
+// the fused node sums write their members' gradients into its gradient buffer where
+// piece_grad places them, so that its backward pass needs no concatenation.
+std::vector<at::Tensor> split_pieces(const at::Tensor &y, int64_t parts, int64_t tasks);
+// piece_grad returns, for x a piece of split_pieces (its output, as the autograd graph has
+// it), a tensor of x's shape and strides at x's place in that split's gradient buffer
+// (allocated at the first request), where a gradient written for x needs no copy; else an
+// undefined tensor.
+at::Tensor piece_grad(const at::Tensor &x);
 // add_profile_bytes adds bytes moved by a call of the shim's own kernels (name) to the
 // memory-traffic profile (mt_profile_bytes), while it runs.
 void add_profile_bytes(const char *name, int64_t bytes);

@@ -279,25 +279,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> finish(const Members &x, int64_t 
   return {beta, gamma, gf};
 }
 
-// member_grads: dx_i = f[n, t, i] * invstd[i, r] * g + beta[i, r] * x_i + gamma[i, r], each
-// [N, R*HW] of the members' type (members from ms on: no batch norm, beta 0, not read).
-std::vector<at::Tensor> member_grads(const Members &x, int64_t ms, int64_t T, const Weights &f,
+// member_grads: dx_i = f[n, t, i] * invstd[i, r] * g + beta[i, r] * x_i + gamma[i, r] of
+// the members' type (members from ms on: no batch norm, beta 0, not read), each x_i's shape:
+// written where piece_grad places a piece of a split's gradient (member xs[i] read as a
+// view by x), else contiguous.
+std::vector<at::Tensor> member_grads(const Members &x, at::TensorList xs, int64_t ms, int64_t T, const Weights &f,
                                      const at::Tensor &invstd, const at::Tensor &beta, const at::Tensor &gamma,
                                      const at::Tensor &g) {
   const int m = x.m();
   const int64_t N = x.N, R = x.R, C = R / T, HW = x.HW;
   std::vector<at::Tensor> dx;
   std::vector<void *> pd;
+  std::vector<int64_t> ds;
   for (int i = 0; i < m; i++) {
-    dx.push_back(at::empty({N, R * HW}, g.options()));
-    pd.push_back(dx.back().data_ptr());
+    at::Tensor d;
+    if (x.mats[i].is_alias_of(xs[i]) && x.mats[i].scalar_type() == xs[i].scalar_type()) d = piece_grad(xs[i]);
+    if (d.defined()) {
+      ds.push_back(x.ns[i]);  // laid out as the member
+    } else {
+      d = at::empty(xs[i].sizes(), g.options());
+      ds.push_back(R * HW);
+    }
+    pd.push_back(d.data_ptr());
+    dx.push_back(std::move(d));
   }
   // Reads the members with a batch norm (beta is 0 for the others) and g, writes every one.
   add_profile_bytes("metanas::node_sum_backward_dx", x.bytes() / m * (ms + m) + g.nbytes());
   if (x.cuda()) {
 #ifdef MT_CUDA_KERNELS
     check(mt_ns_cuda_dx(x.p.data(), x.ns.data(), x.dtype(), m, N, T, C, HW, f.p(), f.fs, cfptr(invstd), cfptr(beta),
-                        cfptr(gamma), g.data_ptr(), pd.data(), stream()),
+                        cfptr(gamma), g.data_ptr(), pd.data(), ds.data(), stream()),
           "dx");
     return dx;
 #else
@@ -315,9 +326,8 @@ std::vector<at::Tensor> member_grads(const Members &x, int64_t ms, int64_t T, co
       for (int64_t nr = b; nr < e; nr++) {
         const int64_t n = nr / R, r = nr % R, t = r / C;
         for (int64_t h = 0; h < HW; h++) {
-          const int64_t idx = nr * HW + h;
-          mt_ns::member_grads_at(idx, n, r, t, r * HW + h, mt_ns_ld(pg + idx), p.data(), x.ns.data(), m, 0, T, R, pf,
-                                 f.fs, pi, pb, pc, d.data());
+          mt_ns::member_grads_at(n, r, t, r * HW + h, mt_ns_ld(pg + nr * HW + h), p.data(), x.ns.data(), m, 0, T, R,
+                                 pf, f.fs, pi, pb, pc, d.data(), ds.data());
         }
       }
     });
@@ -367,9 +377,9 @@ struct NodeNormSum : public torch::autograd::Function<NodeNormSum> {
     bool any = false;
     for (int64_t i = 0; i < m; i++) any = any || ctx->needs_input_grad(i);
     if (any) {
-      auto dx = member_grads(x, ctx->saved_data["ms"].toInt(), T, w, invstd, std::get<0>(fin), std::get<1>(fin), g);
+      auto dx = member_grads(x, xs, ctx->saved_data["ms"].toInt(), T, w, invstd, std::get<0>(fin), std::get<1>(fin), g);
       for (int64_t i = 0; i < m; i++)
-        if (ctx->needs_input_grad(i)) out[i] = dx[i].view(xs[i].sizes());
+        if (ctx->needs_input_grad(i)) out[i] = dx[i];
     }
     return out;
   }

@@ -27,6 +27,7 @@ struct Members {
 template <class S>
 struct Outs {
   S *p[kChunk];
+  int64_t ds[kChunk];  // rows apart
 };
 
 template <class S>
@@ -166,8 +167,8 @@ __global__ void dx_kernel(Members<S> c, Outs<S> d, int64_t N, int64_t T, int64_t
   const unsigned row = R * hw, total = static_cast<unsigned>(N) * row;
   for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
     const unsigned n = idx / row, rem = idx - n * row, r = rem / hw, t = r / cc;
-    mt_ns::member_grads_at(idx, n, r, t, rem, mt_ns_ld(g + idx), c.p, c.ns, c.m, c.i0, T, R, f, fs, invstd, beta,
-                           gamma, d.p);
+    mt_ns::member_grads_at(n, r, t, rem, mt_ns_ld(g + idx), c.p, c.ns, c.m, c.i0, T, R, f, fs, invstd, beta, gamma,
+                           d.p, d.ds);
   }
 }
 
@@ -257,14 +258,17 @@ int mt_ns_cuda_finish(int m, int ms, int64_t N, int64_t T, int64_t C, int64_t HW
 
 int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
                   int64_t HW, const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
-                  const void *g, void *const *dx, void *stream) {
+                  const void *g, void *const *dx, const int64_t *ds, void *stream) {
   if (!fits32(N * T * C * HW)) return static_cast<int>(cudaErrorInvalidValue);
   return by_type(dtype, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     for (int i0 = 0; i0 < m; i0 += kChunk) {
       const Members<S> c = chunk<S>(x, ns, m, i0);
       Outs<S> d{};
-      for (int k = 0; k < c.m; k++) d.p[k] = static_cast<S *>(dx[i0 + k]);
+      for (int k = 0; k < c.m; k++) {
+        d.p[k] = static_cast<S *>(dx[i0 + k]);
+        d.ds[k] = ds[i0 + k];
+      }
       dx_kernel<S><<<blocks_for(N * T * C * HW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
           c, d, N, T, C, HW, f, fs, invstd, beta, gamma, static_cast<const S *>(g));
       if (int e = last_error()) return e;

@@ -43,10 +43,10 @@ int mt_ns_cuda_finish(int m, int ms, int64_t N, int64_t T, int64_t C, int64_t HW
                       const float *mean, const float *invstd, const float *gx, const float *g1, float *beta,
                       float *gamma, float *gf, void *stream);
 // dx_i[n, r, :] = f[n, t, i] * invstd[i, r] * g[n, r, :] + beta[i, r] * x_i[n, r, :] +
-// gamma[i, r]; each dx_i contiguous [N, R*HW].
+// gamma[i, r]; each dx_i a matrix [N, R*HW] whose rows lie ds[i] elements apart.
 int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
                   int64_t HW, const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
-                  const void *g, void *const *dx, void *stream);
+                  const void *g, void *const *dx, const int64_t *ds, void *stream);
 // The fan-in of a repeated state's gradients (fan.cc): out[m, b, q] = sum_j sum_i
 // g_j[b, (m*r + i)*Q + q] over the k gradients g_j (rows gs[j] apart, of dtype) and the r
 // copies of each of n states; out contiguous [n, N, Q], of dtype.

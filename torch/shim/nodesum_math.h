@@ -41,20 +41,20 @@ MT_NS_FN float node_value(float acc, int64_t n, int64_t r, int64_t t, int64_t re
   return acc;
 }
 
-// member_grads_at writes the chunk's members' gradients d[k][idx] at sample n, channel r of
-// task t, position rem (idx = n*R*HW + rem), from the node's gradient gv there.
+// member_grads_at writes the chunk's members' gradients d[k][n*ds[k] + rem] (rows ds[k]
+// apart) at sample n, channel r of task t, position rem, from the node's gradient gv there.
 template <class S>
-MT_NS_FN void member_grads_at(int64_t idx, int64_t n, int64_t r, int64_t t, int64_t rem, float gv,
-                              const S *const *p, const int64_t *ns, int cm, int i0, int64_t T, int64_t R,
-                              const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
-                              S *const *d) {
+MT_NS_FN void member_grads_at(int64_t n, int64_t r, int64_t t, int64_t rem, float gv, const S *const *p,
+                              const int64_t *ns, int cm, int i0, int64_t T, int64_t R, const float *f, int64_t fs,
+                              const float *invstd, const float *beta, const float *gamma, S *const *d,
+                              const int64_t *ds) {
   const float *fn = f + (n * T + t) * fs + i0;
   for (int k = 0; k < cm; k++) {
     const int64_t o = (i0 + k) * R + r;
     const float b = beta[o];
     float v = fn[k] * invstd[o] * gv + gamma[o];
     if (b != 0.f) v += b * mt_ns_ld(p[k] + n * ns[k] + rem);  // members without a batch norm: not read
-    mt_ns_st(d[k] + idx, v);
+    mt_ns_st(d[k] + n * ds[k] + rem, v);
   }
 }
 

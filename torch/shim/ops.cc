@@ -221,14 +221,15 @@ char *mt_repeat_states(mt_tensor *xs, int64_t n, int64_t r, mt_tensor *out) {
 // channels, [N, C, ...] each, made by one split: their gradients come back as one
 // concatenation (separate narrows would each spread theirs over zeros of x's size). With
 // tasks > 0 each part is [N, tasks, C/tasks, ...] (x as [N, parts*tasks, C/tasks, ...],
-// split), so that a gradient strided along the tasks fits it without a copy.
+// split), so that a gradient strided along the tasks fits it without a copy, and the fused
+// node sums write the parts' gradients into one buffer that the backward pass returns
+// without concatenating them (split_pieces).
 char *mt_split_channels(mt_tensor x, int64_t parts, int64_t tasks, mt_tensor *outs) {
   MT_TRY
   const auto &t = T(x);
   if (t.dim() < 2 || parts < 1 || t.size(1) % parts != 0 || (tasks > 0 && t.size(1) % (parts * tasks) != 0))
     throw std::invalid_argument("split_channels: needs [N, parts*C, ...], parts >= 1 and C a multiple of tasks");
-  auto ys = tasks > 0 ? t.unflatten(1, {parts * tasks, t.size(1) / (parts * tasks)}).split(tasks, 1)
-                      : t.split(t.size(1) / parts, 1);
+  auto ys = tasks > 0 ? mt::split_pieces(t, parts, tasks) : t.split(t.size(1) / parts, 1);
   for (int64_t i = 0; i < parts; i++) outs[i] = wrap(ys[i]);
   MT_CATCH("split_channels", x)
 }
