@@ -322,6 +322,15 @@ type fusedOutputs struct {
 	whole [][]bool
 }
 
+// ran reports whether a group ran node i's op k on state j (and holds its output).
+func (f *fusedOutputs) ran(i, j, k int) bool {
+	if f == nil {
+		return false
+	}
+	g := firstReader(j)
+	return f.out[g] != nil && f.out[g][k] != nil && f.out[g][k][edgeIndex(i, j, f.nodes)] != nil
+}
+
 // take returns node i's output of op k on state j, or nil where no group ran it, and
 // whether it is the op's whole output (else it stops before the op's last batch norm).
 func (f *fusedOutputs) take(i, j, k int) (*torch.Tensor, bool) {
@@ -340,9 +349,10 @@ func (f *fusedOutputs) take(i, j, k int) (*torch.Tensor, bool) {
 
 // runGroups runs node i's groups whose ops every edge keeps (keep(node, state, k)), from
 // the shared ReLUs of the states node i reads first, repeated once per reader. Where the
-// fused node sum runs (fansOut), each group reads its own tensor of one shared repetition
-// (torch.Scope.RepeatStatesFan), so that the backward pass sums all the groups' gradients
-// of it in one pass instead of adding them group by group.
+// fused node sum runs (fansOut), each group reads its own tensor of one repetition of the
+// states' ReLUs (torch.Scope.RepeatStatesFan, which writes the ReLUs straight into the
+// copies), so that the backward pass sums all the groups' gradients of it, through the
+// ReLUs, in one pass instead of adding them group by group.
 func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, i int, keep func(i, j, k int) bool) {
 	if cell.groups[i] == nil {
 		return
@@ -364,19 +374,23 @@ func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, i
 	if len(ks) == 0 {
 		return
 	}
-	var relus []*torch.Tensor
-	for _, j := range firstStates(i) {
-		if shared.relu[j] == nil {
-			shared.relu[j] = c.S.Relu(shared.state(j))
-		}
-		relus = append(relus, shared.relu[j])
-	}
 	r := int64(len(cell.nodes) - i)
 	reps := make([]*torch.Tensor, len(ks))
-	if fansOut(c, relus[0]) {
-		reps = c.S.RepeatStatesFan(relus, r, int64(len(ks)))
+	if fansOut(c, shared.states[firstStates(i)[0]].x) {
+		var states []*torch.Tensor
+		for _, j := range firstStates(i) {
+			states = append(states, shared.state(j))
+		}
+		reps = c.S.RepeatStatesFan(states, r, int64(len(ks)), true)
 		stateFans.Add(1)
 	} else {
+		var relus []*torch.Tensor
+		for _, j := range firstStates(i) {
+			if shared.relu[j] == nil {
+				shared.relu[j] = c.S.Relu(shared.state(j))
+			}
+			relus = append(relus, shared.relu[j])
+		}
 		rep := c.S.RepeatStates(relus, r)
 		for n := range reps {
 			reps[n] = rep

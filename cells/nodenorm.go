@@ -66,10 +66,13 @@ var nodeFused = envswitch.New("METANAS_NODE_FUSED", "0", "1", false, "off")
 // passes over the members themselves instead of a stacked and a normalised copy of them,
 // forward and backward: about 7 fewer passes over the members' bytes per node and step,
 // and the backward pass keeps only the members. It supersedes METANAS_NODE_RECOMPUTE.
-// With state fusion the groups of a node also read their repeated states through one fan
-// (torch.Scope.RepeatStatesFan), whose backward pass sums the groups' gradients in one
-// pass of the same kernels. Where the shim has no kernels for the device (CUDA without
-// nvcc at build time), the node takes the unfused calls.
+// With it, the tensors that several ops of a cell read (states, their pools, and with state
+// fusion a node's repeated ReLUs, written straight from the states) reach their readers
+// through fans (torch.Scope.RepeatStatesFan) whose backward passes sum the readers'
+// gradients in one pass of the same kernels, and the node sums write the gradients of a
+// group's pieces straight into the group's gradient (torch's split pieces). Where the shim
+// has no kernels for the device (CUDA without nvcc at build time), the node takes the
+// unfused calls.
 func NodeFused() bool { return nodeFused() }
 
 // NodeFusedCalls returns how many node sums took the fused call (NodeFused) in this

@@ -435,7 +435,7 @@ type fan struct {
 func newFan(c *Ctx, x *torch.Tensor, readers int, on bool) *fan {
 	f := &fan{x: x}
 	if on && readers > 1 {
-		f.ts = c.S.RepeatStatesFan([]*torch.Tensor{x}, 1, int64(readers))
+		f.ts = c.S.RepeatStatesFan([]*torch.Tensor{x}, 1, int64(readers), false)
 		stateFans.Add(1)
 	}
 	return f
@@ -473,11 +473,12 @@ func (sc *stateCache) nodeReaders(j int) int {
 }
 
 // setState makes x state j, fanned out to its readers: the ReLU, the two pools and each
-// node that reads it, and the cell's output for a node's.
+// node that reads it, the cell's output for a node's, and one more for a ReLU of its own
+// beside a group's (runGroups), where some edge's op does not run in the group.
 func (sc *stateCache) setState(c *Ctx, j int, x *torch.Tensor) {
 	readers := 0
 	if r := sc.nodeReaders(j); r > 0 {
-		readers = 3 + r
+		readers = 4 + r
 	}
 	if j >= 2 {
 		readers++
@@ -547,7 +548,7 @@ func nodeOps(c *Ctx, row []edge, states []*torch.Tensor, shared *stateCache, nor
 	K := len(row[0].ops)
 	for j := range row {
 		for k, op := range row[j].ops {
-			if keep(j, k) {
+			if keep(j, k) && !fused.ran(node, j, k) {
 				shared.prepare(c, op, j)
 			}
 		}

@@ -5,11 +5,12 @@ import (
 	"testing"
 )
 
-// TestRepeatStatesFan: RepeatStatesFan's readers see RepeatStates' values, and the inputs'
-// gradients equal those through RepeatStates read by the same readers (autograd adding the
-// readers' gradients), with a reader whose gradient is strided, a reader that does not
-// reach the loss, one tensor not repeated, and bfloat16 and float16; the backward pass
-// sums in the fan's one node, with no addition.
+// TestRepeatStatesFan: RepeatStatesFan's readers see RepeatStates' values (of the inputs'
+// ReLUs where relu), and the inputs' gradients equal those through RepeatStates (and Relu)
+// read by the same readers (autograd adding the readers' gradients), with a reader whose
+// gradient is strided, a reader that does not reach the loss, one tensor not repeated, and
+// bfloat16 and float16; the backward pass sums in the fan's one node, with no addition
+// and no ReLU of its own.
 func TestRepeatStatesFan(t *testing.T) { repeatStatesFan(t, CPU) }
 
 // TestCUDARepeatStatesFan is TestRepeatStatesFan with the shim's CUDA kernel.
@@ -19,9 +20,13 @@ func repeatStatesFan(t *testing.T, dev Device) {
 	for _, tc := range []struct {
 		n, r, readers int
 		unused        int // a reader whose output the loss does not read (-1: none)
+		relu          bool
 		dt            DType
 		tol           float64
 	}{
+		{n: 2, r: 3, readers: 3, unused: -1, relu: true, dt: Float32, tol: 1e-6},
+		{n: 1, r: 1, readers: 3, unused: 1, relu: true, dt: Float32, tol: 1e-6},
+		{n: 2, r: 2, readers: 2, unused: -1, relu: true, dt: BFloat16, tol: 2e-2},
 		{n: 2, r: 3, readers: 3, unused: -1, dt: Float32, tol: 1e-6},
 		{n: 2, r: 3, readers: 4, unused: 2, dt: Float32, tol: 1e-6},
 		{n: 1, r: 1, readers: 5, unused: -1, dt: Float32, tol: 1e-6},
@@ -29,9 +34,9 @@ func repeatStatesFan(t *testing.T, dev Device) {
 		{n: 2, r: 2, readers: 3, unused: -1, dt: BFloat16, tol: 2e-2},
 		{n: 2, r: 2, readers: 3, unused: -1, dt: Float16, tol: 2e-3},
 	} {
-		t.Run(fmt.Sprintf("%d states r %d %d readers %v", tc.n, tc.r, tc.readers, tc.dt), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%d states r %d %d readers relu %v %v", tc.n, tc.r, tc.readers, tc.relu, tc.dt), func(t *testing.T) {
 			var outs, grads [2][][]float32
-			var adds [2]int64
+			var adds, relus [2]int64
 			var fans int64
 			for k, fan := range []bool{false, true} {
 				s := NewScope()
@@ -47,9 +52,16 @@ func repeatStatesFan(t *testing.T, dev Device) {
 				}
 				var ys []*Tensor
 				if fan {
-					ys = s.RepeatStatesFan(xs, int64(tc.r), int64(tc.readers))
+					ys = s.RepeatStatesFan(xs, int64(tc.r), int64(tc.readers), tc.relu)
 				} else {
-					y := s.RepeatStates(xs, int64(tc.r))
+					in := xs
+					if tc.relu {
+						in = nil
+						for _, x := range xs {
+							in = append(in, s.Relu(x))
+						}
+					}
+					y := s.RepeatStates(in, int64(tc.r))
 					for j := 0; j < tc.readers; j++ {
 						ys = append(ys, y)
 					}
@@ -79,6 +91,7 @@ func repeatStatesFan(t *testing.T, dev Device) {
 				}
 				prof := profiledBackward(t, loss)
 				adds[k] = CallsOf(prof, "aten::add") + CallsOf(prof, "aten::add_")
+				relus[k] = CallsOf(prof, "aten::threshold_backward")
 				if fan {
 					fans = CallsOf(prof, "torch::autograd::CppNode<(anonymous namespace)::RepeatFan>")
 				}
@@ -107,6 +120,9 @@ func repeatStatesFan(t *testing.T, dev Device) {
 			if fans != 1 {
 				t.Errorf("the fan's backward node ran %d times, want 1", fans)
 			}
+			if tc.relu && (relus[1] != 0 || relus[0] != int64(tc.n)) {
+				t.Errorf("ReLU backward passes: %d through the fan (want 0), %d through Relu (want %d)", relus[1], relus[0], tc.n)
+			}
 		})
 	}
 }
@@ -117,7 +133,7 @@ func TestRepeatStatesFanShares(t *testing.T) {
 	s := NewScope()
 	defer s.Close()
 	x := s.Zeros([]int64{2, 3, 2}, CPU)
-	ys := s.RepeatStatesFan([]*Tensor{x}, 1, 2)
+	ys := s.RepeatStatesFan([]*Tensor{x}, 1, 2, false)
 	if err := x.Fill_(5); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +155,7 @@ func TestRepeatStatesFanShares(t *testing.T) {
 		{"shapes differ", []*Tensor{x, s.Zeros([]int64{2, 4, 2}, CPU)}, 2},
 	} {
 		c := s.Child()
-		c.RepeatStatesFan(tc.xs, 2, tc.readers)
+		c.RepeatStatesFan(tc.xs, 2, tc.readers, false)
 		if c.Err() == nil {
 			t.Errorf("%s: no error", tc.name)
 		}

@@ -243,19 +243,22 @@ func (s *Scope) RepeatStates(xs []*Tensor, r int64) *Tensor {
 }
 
 // RepeatStatesFan is RepeatStates for readers readers: it returns readers tensors that share
-// one copy (with one tensor and r 1, xs[0]'s memory), so that autograd hands each reader's
-// gradient to one backward pass, which sums every reader's gradient of each tensor's
-// copies at once, reading each gradient once, where separate readers of one tensor would
-// add their gradients one by one. Each returned tensor is freed on its own. It needs the
-// shim's kernels for the device (NodeNormSumOn).
-func (s *Scope) RepeatStatesFan(xs []*Tensor, r, readers int64) []*Tensor {
+// one copy (with one tensor, r 1 and no ReLU, xs[0]'s memory), so that autograd hands each
+// reader's gradient to one backward pass, which sums every reader's gradient of each
+// tensor's copies at once, reading each gradient once, where separate readers of one
+// tensor would add their gradients one by one. With relu the copies are of the tensors'
+// ReLUs, written by one pass per tensor (no ReLU tensor is made), and the backward pass
+// applies the ReLU's gradient in the same sum. Each returned tensor is freed on its own.
+// It needs the shim's kernels for the device (NodeNormSumOn); with relu, at most 32
+// tensors.
+func (s *Scope) RepeatStatesFan(xs []*Tensor, r, readers int64, relu bool) []*Tensor {
 	var err error
 	if len(xs) == 0 || readers < 1 {
 		err = fmt.Errorf("repeat_fan: %d tensors for %d readers; needs at least one of each", len(xs), readers)
 	}
 	return s.outputs("repeat_fan", xs, int(readers), err, func(res *C.mt_tensor) *C.char {
 		hs := handles(xs)
-		return C.mt_repeat_fan(&hs[0], C.int64_t(len(hs)), C.int64_t(r), C.int64_t(readers), res)
+		return C.mt_repeat_fan(&hs[0], C.int64_t(len(hs)), C.int64_t(r), C.int64_t(readers), C.bool(relu), res)
 	})
 }
 

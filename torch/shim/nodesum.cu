@@ -174,11 +174,13 @@ __global__ void dx_kernel(Members<S> c, Outs<S> d, int64_t N, int64_t T, int64_t
 
 // out[m, b, q] = (first ? 0 : out) + the chunk's gradients summed over each state's copies.
 template <class S>
-__global__ void fan_kernel(Members<S> c, int64_t N, int64_t r, int64_t Q, int64_t total, S *out, bool first) {
+__global__ void fan_kernel(Members<S> c, Members<S> x, bool relu, int64_t N, int64_t r, int64_t Q, int64_t total,
+                           S *out, bool first) {
   const unsigned q32 = static_cast<unsigned>(Q), bq = static_cast<unsigned>(N) * q32, all = static_cast<unsigned>(total);
   for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < all; idx += gridDim.x * blockDim.x) {
     const unsigned m = idx / bq, rem = idx - m * bq, b = rem / q32, q = rem - b * q32;
-    mt_ns_st(out + idx, mt_ns::fan_value(first ? 0.f : mt_ns_ld(out + idx), c.p, c.ns, c.m, b, m, q, r, Q));
+    const float v = mt_ns::fan_value(first ? 0.f : mt_ns_ld(out + idx), c.p, c.ns, c.m, b, m, q, r, Q);
+    mt_ns_st(out + idx, mt_ns::fan_mask(v, relu ? x.p : nullptr, b, m, q, Q));
   }
 }
 
@@ -278,14 +280,19 @@ int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int
 }
 
 int mt_ns_cuda_fan(const void *const *g, const int64_t *gs, int dtype, int k, int64_t n, int64_t N, int64_t r,
-                   int64_t Q, void *out, void *stream) {
-  if (!fits32(n * N * Q)) return static_cast<int>(cudaErrorInvalidValue);
+                   int64_t Q, const void *const *x, void *out, void *stream) {
+  if (!fits32(n * N * Q) || (x != nullptr && n > kChunk)) return static_cast<int>(cudaErrorInvalidValue);
   return by_type(dtype, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
+    Members<S> xs{};  // the states, where the copies were of their ReLUs
+    if (x != nullptr) {
+      xs.m = static_cast<int>(n);
+      for (int64_t i = 0; i < n; i++) xs.p[i] = static_cast<const S *>(x[i]);
+    }
     for (int j0 = 0; j0 < k; j0 += kChunk) {
       const Members<S> c = chunk<S>(g, gs, k, j0);
       fan_kernel<S><<<blocks_for(n * N * Q), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-          c, N, r, Q, n * N * Q, static_cast<S *>(out), j0 == 0);
+          c, xs, x != nullptr, N, r, Q, n * N * Q, static_cast<S *>(out), j0 == 0);
       if (int e = last_error()) return e;
     }
     return 0;

@@ -49,9 +49,11 @@ int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int
                   const void *g, void *const *dx, const int64_t *ds, void *stream);
 // The fan-in of a repeated state's gradients (fan.cc): out[m, b, q] = sum_j sum_i
 // g_j[b, (m*r + i)*Q + q] over the k gradients g_j (rows gs[j] apart, of dtype) and the r
-// copies of each of n states; out contiguous [n, N, Q], of dtype.
+// copies of each of n states; out contiguous [n, N, Q], of dtype. Where x is not NULL the
+// copies were of the states' ReLUs: x holds the n states (contiguous [N, Q], of dtype, at
+// most 32), and out is 0 where x[m][b, q] <= 0.
 int mt_ns_cuda_fan(const void *const *g, const int64_t *gs, int dtype, int k, int64_t n, int64_t N, int64_t r,
-                   int64_t Q, void *out, void *stream);
+                   int64_t Q, const void *const *x, void *out, void *stream);
 // mt_ns_cuda_error names a launcher's error code.
 const char *mt_ns_cuda_error(int code);
 

@@ -131,4 +131,13 @@ MT_NS_FN float fan_value(float acc, const S *const *g, const int64_t *gs, int k,
   return acc;
 }
 
+// fan_mask is a fan's sum v at sample b, offset q of state m where the state x[m]
+// (contiguous [N, Q]; x NULL: no ReLU) is positive, else 0: the gradient of the state
+// through a ReLU before its copies (mt_ns_cuda_fan).
+template <class S>
+MT_NS_FN float fan_mask(float v, const S *const *x, int64_t b, int64_t m, int64_t q, int64_t Q) {
+  if (x == nullptr) return v;
+  return mt_ns_ld(x[m] + b * Q + q) > 0.f ? v : 0.f;
+}
+
 }  // namespace mt_ns

@@ -204,12 +204,12 @@ char *mt_slice(mt_tensor x, int64_t dim, int64_t start, int64_t end, int64_t ste
                mt_tensor *out);
 char *mt_narrow(mt_tensor x, int64_t dim, int64_t start, int64_t length, mt_tensor *out);
 char *mt_repeat_states(mt_tensor *xs, int64_t n, int64_t r, mt_tensor *out);
-// mt_repeat_fan writes to outs k tensors that share one copy of xs each repeated r times
-// (mt_repeat_states' layout; with n and r 1, xs[0]'s memory): one per reader, so that the
-// backward pass sums all the readers' gradients of each tensor's copies in one pass
-// (fan.cc) instead of adding them reader by reader. It fails where mt_node_norm_sum_on is
-// false (CUDA without the shim's kernels).
-char *mt_repeat_fan(mt_tensor *xs, int64_t n, int64_t r, int64_t k, mt_tensor *outs);
+// mt_repeat_fan writes to outs k tensors that share one copy of xs (or of their ReLUs where
+// relu) each repeated r times (mt_repeat_states' layout; with n and r 1 and no ReLU, xs[0]'s
+// memory): one per reader, so that the backward pass sums all the readers' gradients of
+// each tensor's copies in one pass (fan.cc) instead of adding them reader by reader. It
+// fails where mt_node_norm_sum_on is false (CUDA without the shim's kernels).
+char *mt_repeat_fan(mt_tensor *xs, int64_t n, int64_t r, int64_t k, bool relu, mt_tensor *outs);
 char *mt_split_channels(mt_tensor x, int64_t parts, int64_t tasks, mt_tensor *outs);
 char *mt_reshape(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
 char *mt_view(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
