@@ -99,6 +99,9 @@ at::Tensor batch_norm(const at::Tensor &x, const at::Tensor &w, const at::Tensor
 at::Tensor node_norm_sum(at::TensorList members, at::TensorList rest, const at::Tensor &f, const at::Tensor &rm,
                          const at::Tensor &rv, double momentum, double eps);
 bool node_norm_sum_on(const c10::Device &dev);
+// repeat_copies (ops.cc) is xs (tensors [N, C, ...] of one shape) each repeated r times along
+// the channels, [N, len*r*C, ...] in the order (tensor, copy, channel), by one copy.
+at::Tensor repeat_copies(at::TensorList xs, int64_t r);
 // split_pieces (pieces.cc) is y [N, parts*tasks*C, ...] as parts views [N, tasks, C, ...];
 // the fused node sums write their members' gradients into its gradient buffer where
 // piece_grad places them, so that its backward pass needs no concatenation.

@@ -59,8 +59,7 @@ at::Tensor fan_sum(const std::vector<at::Tensor> &grads, int64_t n, int64_t r, i
   const int k = static_cast<int>(p.size());
   if (out.is_cuda()) {
 #ifdef MT_CUDA_KERNELS
-    const int dtype = st == at::kFloat ? MT_NS_FLOAT : (st == at::kBFloat16 ? MT_NS_BF16 : MT_NS_HALF);
-    const int e = mt_ns_cuda_fan(p.data(), rows.data(), dtype, k, n, N, r, Q, px.empty() ? nullptr : px.data(),
+    const int e = mt_ns_cuda_fan(p.data(), rows.data(), mt_ns_dtype(st), k, n, N, r, Q, px.empty() ? nullptr : px.data(),
                                  out.data_ptr(), at::cuda::getCurrentCUDAStream().stream());
     if (e != 0) throw std::runtime_error(std::string("repeat_fan: ") + mt_ns_cuda_error(e));
     return out;
@@ -68,7 +67,7 @@ at::Tensor fan_sum(const std::vector<at::Tensor> &grads, int64_t n, int64_t r, i
     throw std::runtime_error("repeat_fan: the shim was built without nvcc, so it has no CUDA kernels");
 #endif
   }
-  auto loop = [&](auto *type) {
+  mt_ns_by_type(st, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     std::vector<const S *> g, x;
     for (const void *q : p) g.push_back(static_cast<const S *>(q));
@@ -83,17 +82,7 @@ at::Tensor fan_sum(const std::vector<at::Tensor> &grads, int64_t n, int64_t r, i
                    mt_ns::fan_mask(mt_ns::fan_value(0.f, g.data(), rows.data(), k, b, m, q, r, Q), mask, b, m, q, Q));
       }
     });
-  };
-  switch (st) {
-    case at::kBFloat16:
-      loop(static_cast<at::BFloat16 *>(nullptr));
-      break;
-    case at::kHalf:
-      loop(static_cast<at::Half *>(nullptr));
-      break;
-    default:
-      loop(static_cast<float *>(nullptr));
-  }
+  });
   return out;
 }
 
@@ -119,16 +108,7 @@ struct RepeatFan : public torch::autograd::Function<RepeatFan> {
       }
       ctx->save_for_backward(xs.vec());
     } else if (n > 1 || r > 1) {
-      // Each tensor as [N, r, C, ...] (an expanded view), concatenated along the copies.
-      std::vector<at::Tensor> views;
-      for (const auto &t : xs) {
-        auto sizes = t.sizes().vec();
-        sizes.insert(sizes.begin() + 1, r);
-        views.push_back(t.unsqueeze(1).expand(sizes));
-      }
-      auto flat = xs[0].sizes().vec();
-      flat[1] *= n * r;
-      y = at::cat(views, 1).view(flat);
+      y = mt::repeat_copies(xs, r);
     }
     ctx->set_materialize_grads(false);  // a reader that reached no loss adds nothing (no zeros)
     ctx->saved_data["n"] = n;

@@ -68,7 +68,7 @@ struct Members {
   bool cuda() const { return mats[0].is_cuda(); }
   int64_t bytes() const { return static_cast<int64_t>(p.size()) * N * R * HW * static_cast<int64_t>(c10::elementSize(st)); }
   // dtype is the kernels' code of the members' type.
-  int dtype() const { return st == at::kFloat ? MT_NS_FLOAT : (st == at::kBFloat16 ? MT_NS_BF16 : MT_NS_HALF); }
+  int dtype() const { return mt_ns_dtype(st); }
   // ptrs returns the members' data pointers as S's.
   template <class S>
   std::vector<const S *> ptrs() const {
@@ -77,22 +77,6 @@ struct Members {
     return out;
   }
 };
-
-// by_type calls fn with a null pointer of the members' element type (float, at::BFloat16
-// or at::Half): the CPU loops read and write that type and compute in float.
-template <class Fn>
-void by_type(const Members &x, Fn fn) {
-  switch (x.st) {
-    case at::kBFloat16:
-      fn(static_cast<at::BFloat16 *>(nullptr));
-      break;
-    case at::kHalf:
-      fn(static_cast<at::Half *>(nullptr));
-      break;
-    default:
-      fn(static_cast<float *>(nullptr));
-  }
-}
 
 #ifdef MT_CUDA_KERNELS
 void *stream() { return at::cuda::getCurrentCUDAStream().stream(); }
@@ -142,7 +126,7 @@ std::pair<at::Tensor, at::Tensor> stats(const Members &x, int64_t ms, int64_t T,
 #endif
   }
   float *pm = fptr(mean), *pi = fptr(invstd), *prm = fptr(rm), *prv = fptr(rv);
-  by_type(x, [&](auto *type) {
+  mt_ns_by_type(x.st, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     const auto p = x.ptrs<S>();
     at::parallel_for(0, m * R, 1, [&](int64_t b, int64_t e) {
@@ -193,7 +177,7 @@ at::Tensor weighted_sum(const Members &x, int64_t T, const Weights &f, const at:
 #endif
   }
   const float *pf = f.p(), *pm = cfptr(mean), *pi = cfptr(invstd);
-  by_type(x, [&](auto *type) {
+  mt_ns_by_type(x.st, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     const auto p = x.ptrs<S>();
     S *po = static_cast<S *>(out.data_ptr());
@@ -228,7 +212,7 @@ std::pair<at::Tensor, at::Tensor> reduce(const Members &x, int64_t T, const at::
 #endif
   }
   float *px = fptr(gx), *p1 = fptr(g1);
-  by_type(x, [&](auto *type) {
+  mt_ns_by_type(x.st, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     const S *pg = static_cast<const S *>(g.data_ptr());
     const auto p = x.ptrs<S>();
@@ -316,7 +300,7 @@ std::vector<at::Tensor> member_grads(const Members &x, at::TensorList xs, int64_
 #endif
   }
   const float *pf = f.p(), *pi = cfptr(invstd), *pb = cfptr(beta), *pc = cfptr(gamma);
-  by_type(x, [&](auto *type) {
+  mt_ns_by_type(x.st, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     const S *pg = static_cast<const S *>(g.data_ptr());
     const auto p = x.ptrs<S>();

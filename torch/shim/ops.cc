@@ -88,6 +88,20 @@ at::Tensor batch_norm(const at::Tensor &x, const at::Tensor &w, const at::Tensor
                         at::globalContext().userEnabledCuDNN());
 }
 
+at::Tensor repeat_copies(at::TensorList xs, int64_t r) {
+  // Each tensor as [N, r, C, ...] (an expanded view), concatenated along the copies (one
+  // copy kernel): backward, each view's gradient is summed over its copies.
+  std::vector<at::Tensor> views;
+  for (const auto &t : xs) {
+    auto sizes = t.sizes().vec();
+    sizes.insert(sizes.begin() + 1, r);
+    views.push_back(t.unsqueeze(1).expand(sizes));
+  }
+  auto flat = xs[0].sizes().vec();
+  flat[1] *= static_cast<int64_t>(xs.size()) * r;
+  return at::cat(views, 1).view(flat);
+}
+
 }  // namespace mt
 
 extern "C" {
@@ -203,17 +217,7 @@ char *mt_repeat_states(mt_tensor *xs, int64_t n, int64_t r, mt_tensor *out) {
   auto ts = mt::tensors(xs, n);
   if (ts.empty() || ts[0].dim() < 2 || r < 1)
     throw std::invalid_argument("repeat_states: needs tensors [N, C, ...] and r >= 1");
-  // Each tensor as [N, r, C, ...] (an expanded view), concatenated along the copies (one
-  // copy kernel): backward, each view's gradient is summed over its copies.
-  std::vector<at::Tensor> views;
-  for (const auto &t : ts) {
-    auto sizes = t.sizes().vec();
-    sizes.insert(sizes.begin() + 1, r);
-    views.push_back(t.unsqueeze(1).expand(sizes));
-  }
-  auto flat = ts[0].sizes().vec();
-  flat[1] *= n * r;
-  *out = wrap(at::cat(views, 1).view(flat));
+  *out = wrap(mt::repeat_copies(ts, r));
   MT_CATCH("repeat_states", n > 0 ? xs[0] : nullptr, n > 1 ? xs[1] : nullptr)
 }
 
