@@ -349,10 +349,10 @@ func (f *fusedOutputs) take(i, j, k int) (*torch.Tensor, bool) {
 
 // runGroups runs node i's groups whose ops every edge keeps (keep(node, state, k)), from
 // the shared ReLUs of the states node i reads first, repeated once per reader. Where the
-// fused node sum runs (fansOut), each group reads its own tensor of one repetition of the
-// states' ReLUs (torch.Scope.RepeatStatesFan, which writes the ReLUs straight into the
-// copies), so that the backward pass sums all the groups' gradients of it, through the
-// ReLUs, in one pass instead of adding them group by group.
+// cell fans its states out (stateCache.fans: fansOut), each group reads its own tensor of
+// one repetition of the states' ReLUs (torch.Scope.RepeatStatesFan, which writes the
+// ReLUs straight into the copies), so that the backward pass sums all the groups'
+// gradients of it, through the ReLUs, in one pass instead of adding them group by group.
 func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, i int, keep func(i, j, k int) bool) {
 	if cell.groups[i] == nil {
 		return
@@ -376,7 +376,7 @@ func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, i
 	}
 	r := int64(len(cell.nodes) - i)
 	reps := make([]*torch.Tensor, len(ks))
-	if fansOut(c, shared.states[firstStates(i)[0]].x) {
+	if shared.fans {
 		var states []*torch.Tensor
 		for _, j := range firstStates(i) {
 			states = append(states, shared.state(j))
@@ -422,9 +422,5 @@ func fansOut(c *Ctx, x *torch.Tensor) bool {
 	if !c.Train || !NodeFused() {
 		return false
 	}
-	on := 0
-	if deviceOf(x).CUDA {
-		on = 1
-	}
-	return fusedOn[on]()
+	return kernelsOn(deviceOf(x))
 }

@@ -85,6 +85,14 @@ var fusedOn = [2]func() bool{
 	sync.OnceValue(func() bool { return torch.NodeNormSumOn(torch.Device{CUDA: true}) }),
 }
 
+// kernelsOn reports whether the shim has its fused kernels for dev (fusedOn).
+func kernelsOn(dev torch.Device) bool {
+	if dev.CUDA {
+		return fusedOn[1]()
+	}
+	return fusedOn[0]()
+}
+
 // tailNorm is implemented by ops whose last layer is a batch norm without affine tensors:
 // forwardPreNorm applies the op up to that batch norm, from its input x or, for ops that
 // begin with a ReLU (reluInput), from rx, the ReLU of x.
@@ -231,11 +239,7 @@ func (g *nodeNorm) fuses(c *Ctx, normed []*torch.Tensor) bool {
 	if err != nil || (info.DType != torch.Float32 && info.DType != torch.BFloat16 && info.DType != torch.Float16) {
 		return false
 	}
-	on := 0
-	if info.Device.CUDA {
-		on = 1
-	}
-	return fusedOn[on]()
+	return kernelsOn(info.Device)
 }
 
 // normSum is normalize followed by MixedTasksCoefs, fused (torch.NodeNormSum): the node of
