@@ -411,16 +411,11 @@ func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, i
 	}
 }
 
-// stateFans counts the tensors fanned out by RepeatStatesFan (fansOut; for tests).
-var stateFans atomic.Int64
+// stateFans counts the tensors fanned out by RepeatStatesFan (fansOut; for tests), and
+// reluFans the ReLU fans of the stem's and cells' outputs (newReLUFan).
+var stateFans, reluFans atomic.Int64
 
 // fansOut reports whether tensors on x's device with several readers in a cell (its states,
-// their pools, a node's repeated states) go to them through RepeatStatesFan: in training
-// where the fused node sum runs (NodeFused; the fan's backward pass is one of the same
-// kernels).
-func fansOut(c *Ctx, x *torch.Tensor) bool {
-	if !c.Train || !NodeFused() {
-		return false
-	}
-	return kernelsOn(deviceOf(x))
-}
+// their pools, a node's repeated states) go to them through RepeatStatesFan: where the fused
+// node sum runs (fusedFor; the fan's backward pass is one of the same kernels).
+func fansOut(c *Ctx, x *torch.Tensor) bool { return fusedFor(c, x) }

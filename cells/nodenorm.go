@@ -228,14 +228,20 @@ func (g *nodeNorm) normalize(c *Ctx, normed []*torch.Tensor, sel []int64) (stack
 	return c.S.NodeBatchNorm(normed, g.mean, g.vars, sel, c.tasks(), c.Train, g.momentum, g.eps), nil
 }
 
-// fuses reports whether the node's members normed take the fused call (NodeFused): in
-// training, float32, bfloat16 or float16 (the shim sums members of mixed types in
-// float32), on a device the shim has the kernels for.
+// fuses reports whether the node's members normed take the fused call (NodeFused; the
+// shim sums members of mixed types in float32).
 func (g *nodeNorm) fuses(c *Ctx, normed []*torch.Tensor) bool {
-	if !c.Train || !NodeFused() || len(normed) == 0 {
+	return len(normed) > 0 && fusedFor(c, normed[0])
+}
+
+// fusedFor reports whether the shim's fused kernels run for x in this pass: in training
+// where NodeFused is on, x float32, bfloat16 or float16 on a device the shim has the
+// kernels for.
+func fusedFor(c *Ctx, x *torch.Tensor) bool {
+	if !c.Train || !NodeFused() {
 		return false
 	}
-	info, err := normed[0].Info()
+	info, err := x.Info()
 	if err != nil || (info.DType != torch.Float32 && info.DType != torch.BFloat16 && info.DType != torch.Float16) {
 		return false
 	}

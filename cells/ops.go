@@ -2,6 +2,7 @@ package cells
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/metanas-go/metanas/cells/genotype"
 	"github.com/metanas-go/metanas/torch"
@@ -132,6 +133,10 @@ func (d *dilConv) Params() []*torch.Tensor {
 	return append([]*torch.Tensor{d.dw, d.pw}, d.bn.Params()...)
 }
 
+// normReLUs counts the fused batch norm + ReLU calls of sep_conv's middle layers (for
+// tests).
+var normReLUs atomic.Int64
+
 // sepConv is two dilConv blocks (dilation 1), the second at stride 1: keys net.0.*, net.1.*.
 type sepConv struct{ a, b *dilConv }
 
@@ -149,11 +154,20 @@ func (p *sepConv) ForwardReLU(c *Ctx, rx *torch.Tensor) *torch.Tensor {
 	return p.b.ForwardReLU(c, p.midReLU(c, rx))
 }
 
-// midReLU is the first block's output after the second block's ReLU. The block's batch
-// norm output is freed at once: the ReLU's backward reads its own output, the batch norm's
-// its input, so only this handle held it (an activation per op until the step's end).
+// midReLU is the first block's output after the second block's ReLU. Where the fused
+// kernels run (fusedFor) and the block's batch norm has no affine tensors, the batch norm
+// and the ReLU are one call (torch.NormReLU). Otherwise the batch norm's output is freed at
+// once: the ReLU's backward reads its own output, the batch norm's its input, so only this
+// handle held it (an activation per op until the step's end).
 func (p *sepConv) midReLU(c *Ctx, rx *torch.Tensor) *torch.Tensor {
-	mid := p.a.ForwardReLU(c, rx)
+	bn := p.a.bn
+	pre := p.a.forwardPreNorm(c, nil, rx)
+	if bn.Weight == nil && bn.RunMean != nil && fusedFor(c, pre) {
+		bn.count++
+		normReLUs.Add(1)
+		return c.S.NormReLU(pre, bn.RunMean, bn.RunVar, bn.Momentum, bn.Eps)
+	}
+	mid := bn.Forward(c, pre)
 	y := c.S.Relu(mid)
 	mid.Free()
 	return y
@@ -282,6 +296,12 @@ func (p cellPreproc) preprocess(c *Ctx, s0, s1 *torch.Tensor) []*torch.Tensor {
 	return []*torch.Tensor{p.pre0.Forward(c, s0), p.pre1.Forward(c, s1)}
 }
 
+// preprocessReLU is preprocess from the ReLUs of s0 and s1 (both preprocessing ops begin
+// with one: StdConv, FactorizedReduce).
+func (p cellPreproc) preprocessReLU(c *Ctx, r0, r1 *torch.Tensor) []*torch.Tensor {
+	return []*torch.Tensor{p.pre0.(reluInput).ForwardReLU(c, r0), p.pre1.ForwardReLU(c, r1)}
+}
+
 // newStem registers a network's stem (keys 0.weight, 1.*): a 3x3 convolution (padding 1,
 // no bias) from in to out channels and an affine batch norm.
 func newStem(r *Registry, in, out int64) (*torch.Tensor, *BatchNorm) {
@@ -307,7 +327,12 @@ func NewStdConv(r *Registry, cin, cout int64, affine bool) *StdConv {
 
 // Forward applies the op.
 func (p *StdConv) Forward(c *Ctx, x *torch.Tensor) *torch.Tensor {
-	return p.bn.Forward(c, c.conv(c.S.Relu(x), p.w, torch.Conv{}))
+	return p.ForwardReLU(c, c.S.Relu(x))
+}
+
+// ForwardReLU applies the op after its ReLU.
+func (p *StdConv) ForwardReLU(c *Ctx, rx *torch.Tensor) *torch.Tensor {
+	return p.bn.Forward(c, c.conv(rx, p.w, torch.Conv{}))
 }
 
 // Identity reports false.

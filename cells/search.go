@@ -253,20 +253,49 @@ func (n *SearchNet) forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold f
 	c = &shared
 	h := stemForward(c, x, n.stemW, n.stemB)
 	s0, s1 := h, h
-	for _, cell := range n.cells {
+	// Where the cells fan their states out, the stem's and cells' outputs go to the later
+	// cells' preprocessing (which begins with a ReLU) through ReLU fans: r0 and r1 (nil:
+	// the preprocessing applies its own ReLUs).
+	fans := fansOut(c, h) && torch.BranchStreams() < 2
+	var r0, r1 *fan
+	if fans {
+		r0 = newReLUFan(c, h, min(3, len(n.cells)+1)) // cell 0 reads it twice, cell 1 once
+		r1 = r0
+	}
+	for i, cell := range n.cells {
 		cw := &w.Normal
 		if cell.Reduction {
 			cw = &w.Reduce
 		}
-		next := cell.forward(c, s0, s1, cw, float32(threshold))
+		var next *torch.Tensor
+		if r0 != nil {
+			next = cell.run(c, cell.preprocessReLU(c, r0.take(), r1.take()), cw, float32(threshold))
+		} else {
+			next = cell.forward(c, s0, s1, cw, float32(threshold))
+		}
 		if cellOut != nil {
 			cellOut(next)
 		} else if s0 != s1 {
 			// No later cell reads the output two cells back, and autograd does not keep it
-			// (the cells' preprocessing begins with a ReLU, which keeps its own output).
+			// (the cells' preprocessing begins with a ReLU, which keeps its own output, as
+			// does a ReLU fan).
 			s0.Free()
 		}
+		var rnext *fan
+		if fans {
+			if r0 != r1 {
+				r0.free() // its last reader was this cell
+			}
+			// Read by the next two cells, where they exist.
+			if readers := min(2, len(n.cells)-1-i); readers > 0 {
+				rnext = newReLUFan(c, next, readers)
+			}
+		}
 		s0, s1 = s1, next
+		r0, r1 = r1, rnext
+	}
+	if r0 != nil {
+		r0.free() // the last cell read it
 	}
 	if s.Err() != nil {
 		return s1 // failed (the scope holds the error): there is no shape to read below
@@ -284,9 +313,13 @@ func (n *SearchNet) forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold f
 }
 
 func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, thr float32) *torch.Tensor {
+	return cell.run(c, cell.preprocess(c, s0, s1), w, thr)
+}
+
+// run is the cell from its preprocessed inputs states.
+func (cell *SearchCell) run(c *Ctx, states []*torch.Tensor, w *CellWeights, thr float32) *torch.Tensor {
 	s := c.S
 	T := c.tasks()
-	states := cell.preprocess(c, s0, s1)
 	shared := newStateCache(len(cell.nodes), fansOut(c, states[0]) && torch.BranchStreams() < 2)
 	shared.setState(c, 0, states[0])
 	shared.setState(c, 1, states[1])
@@ -439,6 +472,14 @@ func newFan(c *Ctx, x *torch.Tensor, readers int, on bool) *fan {
 		stateFans.Add(1)
 	}
 	return f
+}
+
+// newReLUFan returns the fan of x's ReLU for readers readers (RepeatStatesFan with relu):
+// each takes its own tensor of one ReLU, whose backward pass sums their gradients through
+// the ReLU at once and reads the ReLU for its mask, not x. Every reader must take one.
+func newReLUFan(c *Ctx, x *torch.Tensor, readers int) *fan {
+	reluFans.Add(1)
+	return &fan{ts: c.S.RepeatStatesFan([]*torch.Tensor{x}, 1, int64(readers), true)}
 }
 
 // take returns the next reader's tensor.

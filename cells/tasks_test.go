@@ -619,12 +619,14 @@ func TestNodeFusedSetting(t *testing.T) {
 
 // TestNodeFusedRan: where METANAS_NODE_FUSED=1 and the node batch norm are on, the tests
 // before it in this process summed nodes with the fused call, over every member and over
-// subsets, and fanned states out to their readers (RepeatStatesFan); otherwise neither
-// ran.
+// subsets, fanned states out to their readers (RepeatStatesFan), ran sep_conv's middle
+// batch norms and ReLUs fused (NormReLU) and handed the stem's and cells' outputs to the
+// later cells through ReLU fans; otherwise none of them ran.
 func TestNodeFusedRan(t *testing.T) {
-	n, fans := nodeFusedCalls.Load(), stateFans.Load()
-	if want := NodeFused(); (fans > 0) != want {
-		t.Errorf("%d fanned repetitions; want some: %v", fans, want)
+	n, fans, nr, rf := nodeFusedCalls.Load(), stateFans.Load(), normReLUs.Load(), reluFans.Load()
+	if want := NodeFused(); (fans > 0) != want || (nr > 0) != want || (rf > 0) != want {
+		t.Errorf("%d fanned repetitions, %d fused batch norm + ReLUs, %d ReLU fans of cell inputs; want some: %v",
+			fans, nr, rf, want)
 	}
 	if !NodeFused() || !NodeBatchNorm(torch.CPU) {
 		if n != 0 {

@@ -248,7 +248,9 @@ func (s *Scope) RepeatStates(xs []*Tensor, r int64) *Tensor {
 // tensor's copies at once, reading each gradient once, where separate readers of one
 // tensor would add their gradients one by one. With relu the copies are of the tensors'
 // ReLUs, written by one pass per tensor (no ReLU tensor is made), and the backward pass
-// applies the ReLU's gradient in the same sum. Each returned tensor is freed on its own.
+// applies the ReLU's gradient in the same sum (for one tensor repeated once reading the
+// ReLU for its mask, not the tensor, which autograd then does not keep). Each returned
+// tensor is freed on its own.
 // It needs the shim's kernels for the device (NodeNormSumOn); with relu, at most 32
 // tensors.
 func (s *Scope) RepeatStatesFan(xs []*Tensor, r, readers int64, relu bool) []*Tensor {
@@ -260,6 +262,21 @@ func (s *Scope) RepeatStatesFan(xs []*Tensor, r, readers int64, relu bool) []*Te
 		hs := handles(xs)
 		return C.mt_repeat_fan(&hs[0], C.int64_t(len(hs)), C.int64_t(r), C.int64_t(readers), C.bool(relu), res)
 	})
+}
+
+// NormReLU is BatchNorm in training without affine tensors followed by Relu, fused: the
+// running statistics (contiguous float32 [C]) move as BatchNorm's; forward one pass for the
+// statistics and one that writes the ReLU of the normalised x, backward two passes (the
+// ReLU's mask recomputed from x), where the two calls make a normalised tensor that a ReLU
+// reads and, backward, a ReLU pass of three reads and writes. x is float32, bfloat16 or
+// float16. It needs the shim's kernels for the device (NodeNormSumOn).
+func (s *Scope) NormReLU(x, runMean, runVar *Tensor, momentum, eps float64) *Tensor {
+	if !s.ok("norm_relu", x, runMean, runVar) {
+		return &Tensor{}
+	}
+	out := s.out()
+	e := C.mt_norm_relu(x.h, runMean.h, runVar.h, C.double(momentum), C.double(eps), out)
+	return s.res(e, *out)
 }
 
 // SplitChannels returns x ([N, parts*C, ...]) as parts views [N, C, ...] along its channels,

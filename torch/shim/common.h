@@ -99,6 +99,12 @@ at::Tensor batch_norm(const at::Tensor &x, const at::Tensor &w, const at::Tensor
 at::Tensor node_norm_sum(at::TensorList members, at::TensorList rest, const at::Tensor &f, const at::Tensor &rm,
                          const at::Tensor &rv, double momentum, double eps);
 bool node_norm_sum_on(const c10::Device &dev);
+// channel_stats (nodesum.cc) returns x's ([N, C, ...]; float32, bfloat16 or float16) batch
+// mean and invstd = 1/sqrt(var + eps) per channel (float32 [C], var biased) and moves the
+// running statistics rm and rv (contiguous float32 [C]) as a batch norm in training would,
+// by node_norm_sum's kernels (node_norm_sum_on).
+std::pair<at::Tensor, at::Tensor> channel_stats(const at::Tensor &x, const at::Tensor &rm, const at::Tensor &rv,
+                                                double momentum, double eps);
 // repeat_copies (ops.cc) is xs (tensors [N, C, ...] of one shape) each repeated r times along
 // the channels, [N, len*r*C, ...] in the order (tensor, copy, channel), by one copy.
 at::Tensor repeat_copies(at::TensorList xs, int64_t r);

@@ -106,7 +106,10 @@ struct RepeatFan : public torch::autograd::Function<RepeatFan> {
         auto target = blocks.select(1, m);
         at::clamp_min_out(target, xs[m].reshape({xs[0].size(0), 1, -1}).expand(target.sizes()), 0);
       }
-      ctx->save_for_backward(xs.vec());
+      // The mask of the backward pass: one tensor's single copy is its ReLU, positive where
+      // the tensor is, and the readers keep it anyway (so the tensor itself can go); else
+      // the tensors.
+      ctx->save_for_backward(n == 1 && r == 1 ? std::vector<at::Tensor>{y} : xs.vec());
     } else if (n > 1 || r > 1) {
       y = mt::repeat_copies(xs, r);
     }

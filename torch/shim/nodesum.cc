@@ -403,4 +403,11 @@ at::Tensor node_norm_sum(at::TensorList members, at::TensorList rest, const at::
   return NodeNormSum::apply(at::TensorList(xs), f, rm, rv, ms, momentum, eps);
 }
 
+std::pair<at::Tensor, at::Tensor> channel_stats(const at::Tensor &x, const at::Tensor &rm, const at::Tensor &rv,
+                                                double momentum, double eps) {
+  const int64_t C = x.size(1);
+  Members m({x}, C);
+  return stats(m, 1, 1, rm.view({1, 1, C}), rv.view({1, 1, C}), momentum, eps);
+}
+
 }  // namespace mt

@@ -184,6 +184,61 @@ __global__ void fan_kernel(Members<S> c, Members<S> x, bool relu, int64_t N, int
   }
 }
 
+// y = the ReLU of x normalised per channel, x and y contiguous [N, C, HW].
+template <class S>
+__global__ void norm_relu_kernel(const S *x, unsigned C, unsigned HW, unsigned total, const float *mean,
+                                 const float *invstd, S *y) {
+  for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
+    const unsigned c = (idx / HW) % C;
+    mt_ns_st(y + idx, mt_ns::norm_relu_value(mt_ns_ld(x + idx), mean[c], invstd[c]));
+  }
+}
+
+// One block per channel c: the sums of g' and g' * x over its N*HW values (g' the gradient
+// that the ReLU passes), then its beta and gamma.
+template <class S>
+__global__ void norm_relu_reduce_kernel(const S *x, const S *g, int64_t N, int64_t C, int64_t HW, const float *mean,
+                                        const float *invstd, float *beta, float *gamma) {
+  const int64_t c = blockIdx.x, count = N * HW;
+  const float mu = mean[c], is = invstd[c];
+  double s1 = 0, sx = 0;
+  for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
+    const int64_t n = j / HW, o = (n * C + c) * HW + (j - n * HW);
+    const float xv = mt_ns_ld(x + o);
+    if (is * (xv - mu) > 0.f) {
+      const float gv = mt_ns_ld(g + o);
+      s1 += gv;
+      sx += double(gv) * xv;
+    }
+  }
+  __shared__ double sh[2][kThreads / 32];
+  s1 = warp_sum(s1);
+  sx = warp_sum(sx);
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    sh[0][w] = s1;
+    sh[1][w] = sx;
+  }
+  __syncthreads();
+  if (w != 0) return;
+  s1 = lane < kThreads / 32 ? sh[0][lane] : 0.0;
+  sx = lane < kThreads / 32 ? sh[1][lane] : 0.0;
+  s1 = warp_sum(s1);
+  sx = warp_sum(sx);
+  if (lane == 0) mt_ns::norm_relu_final(s1, sx, count, mu, is, beta + c, gamma + c);
+}
+
+template <class S>
+__global__ void norm_relu_dx_kernel(const S *x, const S *g, unsigned C, unsigned HW, unsigned total,
+                                    const float *mean, const float *invstd, const float *beta, const float *gamma,
+                                    S *dx) {
+  for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
+    const unsigned c = (idx / HW) % C;
+    mt_ns_st(dx + idx, mt_ns::norm_relu_grad(mt_ns_ld(g + idx), mt_ns_ld(x + idx), mean[c], invstd[c], beta[c],
+                                             gamma[c]));
+  }
+}
+
 int last_error() { return static_cast<int>(cudaGetLastError()); }
 
 // by_type calls fn with a null pointer of the element type that dtype names.
@@ -296,6 +351,37 @@ int mt_ns_cuda_fan(const void *const *g, const int64_t *gs, int dtype, int k, in
       if (int e = last_error()) return e;
     }
     return 0;
+  });
+}
+
+int mt_ns_cuda_norm_relu(const void *x, int dtype, int64_t N, int64_t C, int64_t HW, const float *mean,
+                         const float *invstd, void *y, void *stream) {
+  const int64_t total = N * C * HW;
+  if (!fits32(total)) return static_cast<int>(cudaErrorInvalidValue);
+  return by_type(dtype, [&](auto *type) {
+    using S = std::remove_pointer_t<decltype(type)>;
+    norm_relu_kernel<S><<<blocks_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+        static_cast<const S *>(x), static_cast<unsigned>(C), static_cast<unsigned>(HW), static_cast<unsigned>(total),
+        mean, invstd, static_cast<S *>(y));
+    return last_error();
+  });
+}
+
+int mt_ns_cuda_norm_relu_backward(const void *x, const void *g, int dtype, int64_t N, int64_t C, int64_t HW,
+                                  const float *mean, const float *invstd, float *beta, float *gamma, void *dx,
+                                  void *stream) {
+  const int64_t total = N * C * HW;
+  if (!fits32(total) || C > 2147483647) return static_cast<int>(cudaErrorInvalidValue);
+  return by_type(dtype, [&](auto *type) {
+    using S = std::remove_pointer_t<decltype(type)>;
+    const auto st = static_cast<cudaStream_t>(stream);
+    norm_relu_reduce_kernel<S><<<static_cast<unsigned>(C), kThreads, 0, st>>>(
+        static_cast<const S *>(x), static_cast<const S *>(g), N, C, HW, mean, invstd, beta, gamma);
+    if (int e = last_error()) return e;
+    norm_relu_dx_kernel<S><<<blocks_for(total), kThreads, 0, st>>>(
+        static_cast<const S *>(x), static_cast<const S *>(g), static_cast<unsigned>(C), static_cast<unsigned>(HW),
+        static_cast<unsigned>(total), mean, invstd, beta, gamma, static_cast<S *>(dx));
+    return last_error();
   });
 }
 

@@ -1,5 +1,5 @@
-// The CUDA kernels of the fused node batch norm and sum, and of the fan-in of a repeated
-// state's gradients (nodesum.cu), in plain C types so that
+// The CUDA kernels of the fused node batch norm and sum, of the fan-in of a repeated
+// state's gradients and of the fused batch norm + ReLU (nodesum.cu), in plain C types so that
 // the .cu file needs no LibTorch headers; nodesum.cc has a CPU loop for each.
 //
 // Each member i is a matrix [N, R*HW] whose rows lie ns[i] elements apart (R = T*C
@@ -54,6 +54,17 @@ int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int
 // most 32), and out is 0 where x[m][b, q] <= 0.
 int mt_ns_cuda_fan(const void *const *g, const int64_t *gs, int dtype, int k, int64_t n, int64_t N, int64_t r,
                    int64_t Q, const void *const *x, void *out, void *stream);
+// The fused batch norm + ReLU (normrelu.cc) of x, contiguous [N, C, HW] of dtype, with its
+// batch statistics mean and invstd [C] (mt_ns_cuda_stats with m = ms = 1, T = 1):
+// y = max(invstd * (x - mean), 0), contiguous like x.
+int mt_ns_cuda_norm_relu(const void *x, int dtype, int64_t N, int64_t C, int64_t HW, const float *mean,
+                         const float *invstd, void *y, void *stream);
+// Its backward pass from y's gradient g (contiguous like x): beta and gamma [C] (float32
+// scratch), then dx = invstd * g' + beta * x + gamma, g' = g where y > 0, else 0 (through the
+// statistics too, as a batch norm's).
+int mt_ns_cuda_norm_relu_backward(const void *x, const void *g, int dtype, int64_t N, int64_t C, int64_t HW,
+                                  const float *mean, const float *invstd, float *beta, float *gamma, void *dx,
+                                  void *stream);
 // mt_ns_cuda_error names a launcher's error code.
 const char *mt_ns_cuda_error(int code);
 

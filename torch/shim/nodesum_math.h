@@ -140,4 +140,29 @@ MT_NS_FN float fan_mask(float v, const S *const *x, int64_t b, int64_t m, int64_
   return mt_ns_ld(x[m] + b * Q + q) > 0.f ? v : 0.f;
 }
 
+// norm_relu_value is the ReLU of x normalised with a channel's mean and invstd
+// (mt_ns_cuda_norm_relu): max(invstd * (x - mean), 0).
+MT_NS_FN float norm_relu_value(float x, float mean, float invstd) {
+  const float v = invstd * (x - mean);
+  return v > 0.f ? v : 0.f;
+}
+
+// norm_relu_final writes a channel's beta and gamma of the batch norm + ReLU's backward pass
+// from s1 = sum g' and sx = sum g' * x over its count values, g' the gradient passed by the
+// ReLU (g where the normalised x is positive, else 0): dx = invstd * (g' - mean(g') - y *
+// mean(g' * y)), y = invstd * (x - mean), is invstd * g' + beta * x + gamma.
+MT_NS_FN void norm_relu_final(double s1, double sx, int64_t count, float mean, float invstd, float *beta,
+                              float *gamma) {
+  const double mdy = s1 / count, mdyy = invstd * (sx - mean * s1) / count, b = -double(invstd) * invstd * mdyy;
+  *beta = static_cast<float>(b);
+  *gamma = static_cast<float>(-invstd * mdy - b * mean);
+}
+
+// norm_relu_grad is the batch norm + ReLU's gradient at x from the gradient g of its output
+// and its channel's numbers (norm_relu_final).
+MT_NS_FN float norm_relu_grad(float g, float x, float mean, float invstd, float beta, float gamma) {
+  const float pass = invstd * (x - mean) > 0.f ? invstd * g : 0.f;
+  return pass + beta * x + gamma;
+}
+
 }  // namespace mt_ns

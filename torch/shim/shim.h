@@ -211,6 +211,10 @@ char *mt_repeat_states(mt_tensor *xs, int64_t n, int64_t r, mt_tensor *out);
 // fails where mt_node_norm_sum_on is false (CUDA without the shim's kernels).
 char *mt_repeat_fan(mt_tensor *xs, int64_t n, int64_t r, int64_t k, bool relu, mt_tensor *outs);
 char *mt_split_channels(mt_tensor x, int64_t parts, int64_t tasks, mt_tensor *outs);
+// mt_norm_relu is mt_batch_norm in training (no affine tensors; rm and rv contiguous
+// float32 [C], moved) followed by mt_relu, fused (normrelu.cc): no normalised tensor, no
+// ReLU pass forward or backward. It fails where mt_node_norm_sum_on is false.
+char *mt_norm_relu(mt_tensor x, mt_tensor rm, mt_tensor rv, double momentum, double eps, mt_tensor *out);
 char *mt_reshape(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
 char *mt_view(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
 char *mt_flatten(mt_tensor x, int64_t start, int64_t end, mt_tensor *out);
