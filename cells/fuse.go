@@ -157,7 +157,8 @@ func fusable(ops []Op) bool {
 }
 
 // buildGroups gives every cell its state groups: for each node whose first-read states
-// have two or more edges, and each op column that fusable accepts. The weights of a
+// have edges (one edge's group runs only where the cell fans its states out: runGroups),
+// and each op column that fusable accepts. The weights of a
 // group's edges move to one storage per weight slot, and the running statistics of
 // sep_conv's middle batch norms (and of the ops' last ones where no node batch norm applies
 // them) into the group's blocks (the registry's entries become the new tensors).
@@ -169,7 +170,7 @@ func buildGroups(r *Registry, cells []*SearchCell) error {
 		cell.groups = make([][]*stateGroup, nodes)
 		for i := range cell.groups {
 			edges := groupEdges(i, nodes)
-			if len(edges) < 2 {
+			if len(edges) == 0 {
 				continue
 			}
 			cell.groups[i] = make([]*stateGroup, K)
@@ -354,10 +355,12 @@ func (f *fusedOutputs) take(i, j, k int) (*torch.Tensor, bool) {
 // ReLUs straight into the copies), so that the backward pass sums all the groups'
 // gradients of it, through the ReLUs, in one pass instead of adding them group by group.
 func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, i int, keep func(i, j, k int) bool) {
-	if cell.groups[i] == nil {
+	edges := groupEdges(i, len(cell.nodes))
+	if cell.groups[i] == nil || (len(edges) < 2 && !shared.fans) {
+		// A group of one edge gains only its ReLU's fan: without one, its ops run as
+		// they are.
 		return
 	}
-	edges := groupEdges(i, len(cell.nodes))
 	var ks []int
 	for k, g := range cell.groups[i] {
 		if g == nil {

@@ -77,7 +77,7 @@ func TestStateGroups(t *testing.T) {
 			if len(cell.groups) != 3 {
 				t.Fatalf("%d nodes' groups, want 3", len(cell.groups))
 			}
-			for i, edges := range []int{6, 2, 0} {
+			for i, edges := range []int{6, 2, 1} {
 				groups := 0
 				for _, g := range cell.groups[i] {
 					if g != nil {
