@@ -134,8 +134,8 @@ func edgeIndex(node, j, nodes int) int {
 }
 
 // fusable reports whether ops (op k of a group's edges) can run as a group: one
-// convolutional op type (sep_conv, dil_conv or conv_3x3, conv_1x5_5x1), without affine
-// batch norms (search cells have none).
+// convolutional op type (sep_conv, dil_conv or conv_3x3, conv_1x5_5x1, or skip_connect's
+// FactorizedReduce at stride 2), without affine batch norms (search cells have none).
 func fusable(ops []Op) bool {
 	for _, op := range ops {
 		var affine bool
@@ -145,6 +145,8 @@ func fusable(ops []Op) bool {
 		case *dilConv:
 			affine = o.bn.Weight != nil
 		case *facConv:
+			affine = o.bn.Weight != nil
+		case *FactorizedReduce:
 			affine = o.bn.Weight != nil
 		default:
 			return false
@@ -244,6 +246,11 @@ func weightSlots(op Op) []func(Op) **torch.Tensor {
 			func(o Op) **torch.Tensor { return &o.(*facConv).w1 },
 			func(o Op) **torch.Tensor { return &o.(*facConv).w2 },
 		}
+	case *FactorizedReduce:
+		return []func(Op) **torch.Tensor{
+			func(o Op) **torch.Tensor { return &o.(*FactorizedReduce).w1 },
+			func(o Op) **torch.Tensor { return &o.(*FactorizedReduce).w2 },
+		}
 	}
 	return nil
 }
@@ -298,6 +305,12 @@ func (g *stateGroup) run(c *Ctx, rep *torch.Tensor) []*torch.Tensor {
 		f := *op
 		f.w1 = catWeights(&fc, g.ops, func(o Op) *torch.Tensor { return o.(*facConv).w1 })
 		f.w2 = catWeights(&fc, g.ops, func(o Op) *torch.Tensor { return o.(*facConv).w2 })
+		y = f.forwardPreNorm(&fc, nil, rep)
+	case *FactorizedReduce:
+		// skip_connect at stride 2: each task's two halves stay together, edge by edge.
+		f := *op
+		f.w1 = catWeights(&fc, g.ops, func(o Op) *torch.Tensor { return o.(*FactorizedReduce).w1 })
+		f.w2 = catWeights(&fc, g.ops, func(o Op) *torch.Tensor { return o.(*FactorizedReduce).w2 })
 		y = f.forwardPreNorm(&fc, nil, rep)
 	}
 	if g.tail != nil && s.Err() == nil {
