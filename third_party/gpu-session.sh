@@ -18,8 +18,8 @@
 #           bench flags of another variant for that setting, or only "|FLAGS": that
 #           variant as it is; default METANAS_NODE_FUSED=1 first, on og_metanas and on
 #           in_metanas in batches of 5 (the shim's CUDA kernels for the node batch norm and
-#           sum, the gradients' fans and the split pieces' buffers: 27-29 % fewer bytes a
-#           float32 step, and GPU memory), then og_metanas in
+#           sum, the gradients' fans, the split pieces' buffers and the fused batch norm +
+#           ReLU: 32-34 % fewer bytes a float32 step, and GPU memory), then og_metanas in
 #           bfloat16 without and with it (--precision bf16:
 #           half the bytes of a float32 step, whose 46 GiB of memory traffic alone take
 #           longer than the 10x target leaves on an H100), then METANAS_STATE_FUSION=0 (each edge's op chain on
