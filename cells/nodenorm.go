@@ -2,7 +2,6 @@ package cells
 
 import (
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -10,27 +9,16 @@ import (
 	"github.com/metanas-go/metanas/torch"
 )
 
-// onOffSetting returns the reader of the environment switch name, read once: 1 for "1", 0
-// for "0", -1 unset (or another value, which is reported, naming CUDA's default on).
+// onOffSetting returns the reader of the environment switch name (envswitch.Tri): 1 for
+// "1", 0 for "0", envswitch.Unset otherwise (another value is reported, naming CUDA's
+// default on).
 func onOffSetting(name string) func() int {
-	return sync.OnceValue(func() int {
-		switch v := os.Getenv(name); v {
-		case "1":
-			return 1
-		case "0":
-			return 0
-		case "":
-			return -1
-		default:
-			fmt.Fprintf(os.Stderr, "metanas: %s=%s is neither 0 nor 1; using the default (on for CUDA)\n", name, v)
-			return -1
-		}
-	})
+	return envswitch.Tri(name, "0", "1", "using the default (on for CUDA)")
 }
 
 // onForCUDA reports a switch of onOffSetting for dev: as set, else on for CUDA only.
 func onForCUDA(setting func() int, dev torch.Device) bool {
-	if v := setting(); v >= 0 {
+	if v := setting(); v != envswitch.Unset {
 		return v == 1
 	}
 	return dev.CUDA

@@ -17,3 +17,18 @@ func TestNew(t *testing.T) {
 		}
 	}
 }
+
+// TestTri: unset and unknown values are Unset, the two values 0 and 1.
+func TestTri(t *testing.T) {
+	for _, c := range []struct {
+		value string
+		want  int
+	}{
+		{"", Unset}, {"off", 0}, {"on", 1}, {"1", Unset},
+	} {
+		t.Setenv("METANAS_ENVSWITCH_TEST", c.value)
+		if got := Tri("METANAS_ENVSWITCH_TEST", "off", "on", "the default")(); got != c.want {
+			t.Errorf("%q: %d, want %d", c.value, got, c.want)
+		}
+	}
+}
