@@ -1,8 +1,21 @@
 // Autograd and in-place updates, single tensors and fused over lists.
 #include "common.h"
 
+#include <torch/version.h>
+
 using mt::T;
 using mt::wrap;
+
+namespace mt {
+void copy_all(std::vector<at::Tensor> &d, const std::vector<at::Tensor> &s) {
+  if (d.empty()) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  at::_foreach_copy_(d, s);
+#else
+  for (size_t i = 0; i < d.size(); i++) d[i].copy_(s[i]);
+#endif
+}
+}  // namespace mt
 
 extern "C" {
 
@@ -130,6 +143,18 @@ char *mt_foreach_zero_grad(mt_tensor *ts, int64_t n, bool set_to_none) {
   MT_CATCH("zero_grad")
 }
 
+
+// lerp_all moves every d[i] towards e[i] by w (lerp_): one multi-tensor call where LibTorch
+// has it (2.1 on), else a call per tensor.
+static void lerp_all(std::vector<at::Tensor> &d, const std::vector<at::Tensor> &e, double w) {
+  if (d.empty()) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  at::_foreach_lerp_(d, e, w);
+#else
+  for (size_t i = 0; i < d.size(); i++) d[i].lerp_(e[i], w);
+#endif
+}
+
 static void check_same(int64_t n, const std::vector<at::Tensor> &a,
                        const std::vector<at::Tensor> &b) {
   for (int64_t i = 0; i < n; i++) {
@@ -143,7 +168,7 @@ char *mt_foreach_copy_(mt_tensor *dst, mt_tensor *src, int64_t n) {
   at::NoGradGuard guard;
   auto d = mt::tensors(dst, n), s = mt::tensors(src, n);
   check_same(n, d, s);
-  for (int64_t i = 0; i < n; i++) d[i].copy_(s[i]);
+  mt::copy_all(d, s);
   MT_CATCH("foreach_copy_")
 }
 
@@ -169,7 +194,7 @@ char *mt_foreach_lerp_(mt_tensor *dst, mt_tensor *end, int64_t n, double w) {
   at::NoGradGuard guard;
   auto d = mt::tensors(dst, n), e = mt::tensors(end, n);
   check_same(n, d, e);
-  for (int64_t i = 0; i < n; i++) d[i].lerp_(e[i], w);
+  lerp_all(d, e, w);
   MT_CATCH("foreach_lerp_")
 }
 
@@ -178,21 +203,21 @@ char *mt_foreach_lerp_mean_(mt_tensor *dst, mt_tensor *srcs, int64_t n, int64_t 
   at::NoGradGuard guard;
   if (m <= 0) throw std::invalid_argument("no source lists");
   auto d = mt::tensors(dst, n);
-  // mean over sources, then dst += w * (mean - dst).
-  std::vector<at::Tensor> acc;
-  acc.reserve(n);
-  for (int64_t i = 0; i < n; i++) {
-    if (!T(srcs[i]).sizes().equals(d[i].sizes()))
-      throw std::invalid_argument("tensor " + std::to_string(i) + " shapes differ");
-    acc.push_back(T(srcs[i]).clone());
-  }
+  // mean over sources (the first list itself for one; a sum of the first two allocated by
+  // one multi-tensor call, not a copy per tensor), then dst += w * (mean - dst).
+  auto acc = mt::tensors(srcs, n);
+  check_same(n, d, acc);
   for (int64_t k = 1; k < m; k++) {
     auto s = mt::tensors(srcs + k * n, n);
     check_same(n, d, s);
-    at::_foreach_add_(acc, s);
+    if (k == 1) {
+      acc = at::_foreach_add(acc, s);
+    } else {
+      at::_foreach_add_(acc, s);
+    }
   }
-  at::_foreach_div_(acc, static_cast<double>(m));
-  for (int64_t i = 0; i < n; i++) d[i].lerp_(acc[i], w);
+  if (m > 1) at::_foreach_div_(acc, static_cast<double>(m));
+  lerp_all(d, acc, w);
   MT_CATCH("foreach_lerp_mean_")
 }
 

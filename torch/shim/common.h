@@ -117,6 +117,9 @@ std::vector<at::Tensor> split_pieces(const at::Tensor &y, int64_t parts, int64_t
 // (allocated at the first request), where a gradient written for x needs no copy; else an
 // undefined tensor.
 at::Tensor piece_grad(const at::Tensor &x);
+// copy_all copies every s[i] into d[i] (pairs of one shape): one multi-tensor call where
+// LibTorch has it (2.1 on), else a copy_ per pair (autograd.cc).
+void copy_all(std::vector<at::Tensor> &d, const std::vector<at::Tensor> &s);
 // add_profile_bytes adds bytes moved by a call of the shim's own kernels (name) to the
 // memory-traffic profile (mt_profile_bytes), while it runs.
 void add_profile_bytes(const char *name, int64_t bytes);

@@ -169,13 +169,15 @@ void mt_optim_reset(mt_optim o) {
   auto &x = O(o);
   std::fill(x.steps.begin(), x.steps.end(), 0);
   if (x.dev_steps) {
-    // Zero in place: a captured graph keeps reading and writing these tensors.
+    // Zero in place (a captured graph keeps reading and writing these tensors), by one
+    // multi-tensor call rather than a kernel per tensor.
     at::NoGradGuard guard;
-    for (auto &t : x.m1)
-      if (t.defined()) t.zero_();
-    for (auto &t : x.m2)
-      if (t.defined()) t.zero_();
-    if (x.dstep.defined()) x.dstep.zero_();
+    std::vector<at::Tensor> all;
+    for (const auto *ms : {&x.m1, &x.m2})
+      for (const auto &t : *ms)
+        if (t.defined()) all.push_back(t);
+    if (!all.empty()) at::_foreach_zero_(all);
+    if (x.dstep.defined()) x.dstep.zero_();  // double: apart, so the moments share a kernel
     return;
   }
   for (auto &t : x.m1) t = at::Tensor();

@@ -72,16 +72,24 @@ char *mt_clip_grad_norm_tasks(mt_tensor *ts, int64_t n, int64_t tasks, double ma
 char *mt_foreach_copy_tasks_(mt_tensor *dst, mt_tensor *src, int64_t n, int64_t tasks) {
   MT_TRY
   at::NoGradGuard guard;
+  // Pairs of one shape (each task's slice of a stacked tensor is one), copied together.
+  std::vector<at::Tensor> ds, ss;
   for (int64_t i = 0; i < n; i++) {
     auto &d = T(dst[i]);
     const auto &s = T(src[i]);
     if (d.numel() == s.numel()) {
-      d.copy_(s.view_as(d));
+      ds.push_back(d);
+      ss.push_back(s.view_as(d));
       continue;
     }
     if (d.numel() != s.numel() * tasks) throw not_copies(i, d, tasks, s);
-    rows(d, tasks).copy_(s.reshape({1, -1}));
+    auto r = rows(d, tasks), flat = s.reshape({-1});
+    for (int64_t t = 0; t < tasks; t++) {
+      ds.push_back(r.select(0, t));
+      ss.push_back(flat);
+    }
   }
+  mt::copy_all(ds, ss);
   MT_CATCH("foreach_copy_tasks_")
 }
 
