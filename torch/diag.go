@@ -81,3 +81,9 @@ func diagIter(hs []C.mt_tensor, x, w, b C.mt_tensor, steps, k int) (int, error) 
 	m++
 	return m, cerr(C.mt_backward(hs[m-1]))
 }
+
+// divCheck returns the first n of [n0, n0+count) below 2^31 that the shim's CUDA kernels
+// divide by d wrongly (their index arithmetic multiplies and shifts), or -1 (for tests).
+func divCheck(d, n0, count uint32) int64 {
+	return int64(C.mt_ns_div_check(C.uint32_t(d), C.uint32_t(n0), C.uint32_t(count)))
+}

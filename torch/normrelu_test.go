@@ -145,3 +145,21 @@ func TestNormReLUErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelDivision: the CUDA kernels' index division (a multiply and a shift per
+// divisor) equals integer division for divisors of the networks' sizes (positions, rows,
+// channels), powers of two and large ones, over the first values, around multiples of the
+// divisor and up to 2^31.
+func TestKernelDivision(t *testing.T) {
+	for _, d := range []uint32{1, 2, 3, 5, 7, 28, 49, 196, 784, 1680, 3136, 15680, 65536, 1<<20 + 1, 123456789, 1<<30 + 3, 1 << 31} {
+		starts := []uint32{0, d - 1, 100 * d, 1<<31 - 100000}
+		if d > 1<<20 {
+			starts = append(starts, d-50000, 2*d-50000)
+		}
+		for _, n0 := range starts {
+			if n := divCheck(d, n0, 100000); n >= 0 {
+				t.Errorf("%d / %d divided wrongly", n, d)
+			}
+		}
+	}
+}

@@ -411,3 +411,17 @@ std::pair<at::Tensor, at::Tensor> channel_stats(const at::Tensor &x, const at::T
 }
 
 }  // namespace mt
+
+extern "C" {
+
+// mt_ns_div_check returns the first n of [n0, n0 + count) (n below 2^31) whose quotient by d
+// through mt_ns::Div, as the CUDA kernels index, differs from n / d; -1 where none does.
+int64_t mt_ns_div_check(uint32_t d, uint32_t n0, uint32_t count) {
+  if (d == 0) return n0;
+  const mt_ns::Div v = mt_ns::make_div(d);
+  for (uint64_t n = n0; n < uint64_t{n0} + count && n < (uint64_t{1} << 31); n++)
+    if (mt_ns::div(v, static_cast<uint32_t>(n)) != static_cast<uint32_t>(n) / d) return static_cast<int64_t>(n);
+  return -1;
+}
+
+}  // extern "C"

@@ -4,6 +4,8 @@
 // loops, which compute the same per element.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include <type_traits>
 
 #include "elem.h"
@@ -29,6 +31,22 @@ struct Outs {
   S *p[kChunk];
   int64_t ds[kChunk];  // rows apart
 };
+
+// Divs are the divisors of an element index [N, T*C, HW] into its sample n, channel r and
+// task t = r / C.
+struct Divs {
+  mt_ns::Div row, hw, c;
+};
+
+// divs_of returns the divisors for N samples of T*C channels of HW positions.
+Divs divs_of(int64_t T, int64_t C, int64_t HW) {
+  return Divs{mt_ns::make_div(static_cast<uint32_t>(std::max<int64_t>(1, T * C * HW))),
+              mt_ns::make_div(static_cast<uint32_t>(std::max<int64_t>(1, HW))),
+              mt_ns::make_div(static_cast<uint32_t>(std::max<int64_t>(1, C)))};
+}
+
+// div_of is make_div of a size (at least 1).
+mt_ns::Div div_of(int64_t d) { return mt_ns::make_div(static_cast<uint32_t>(std::max<int64_t>(1, d))); }
 
 template <class S>
 Members<S> chunk(const void *const *x, const int64_t *ns, int m, int i0) {
@@ -65,8 +83,8 @@ __device__ float warp_sumf(float v) {
 // One block per (channel r, member k of the chunk): sums and squares over N*HW values in
 // double, then the statistics and the running statistics' step.
 template <class S>
-__global__ void stats_kernel(Members<S> c, int ms, int64_t N, int64_t T, int64_t C, int64_t HW, double momentum,
-                             double eps, float *mean, float *invstd, float *rm, float *rv) {
+__global__ void stats_kernel(Members<S> c, int ms, int64_t N, int64_t T, int64_t C, int64_t HW, mt_ns::Div dhw,
+                             double momentum, double eps, float *mean, float *invstd, float *rm, float *rv) {
   const int64_t r = blockIdx.x, R = T * C;
   const int k = blockIdx.y;
   if (c.i0 + k >= ms) {  // the whole block: no batch norm
@@ -74,9 +92,9 @@ __global__ void stats_kernel(Members<S> c, int ms, int64_t N, int64_t T, int64_t
     return;
   }
   double s = 0, ss = 0;
-  const int64_t count = N * HW;
-  for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
-    const int64_t n = j / HW, h = j - n * HW;
+  const unsigned count = static_cast<unsigned>(N * HW);
+  for (unsigned j = threadIdx.x; j < count; j += blockDim.x) {
+    const unsigned n = mt_ns::div(dhw, j), h = j - n * static_cast<unsigned>(HW);
     const double v = mt_ns_ld(mt_ns::row(c.p, c.ns, k, n, r, HW) + h);
     s += v;
     ss += v * v;
@@ -101,12 +119,14 @@ __global__ void stats_kernel(Members<S> c, int ms, int64_t N, int64_t T, int64_t
 
 // out = (first ? 0 : out) + the chunk's members' normalised values weighed by f.
 template <class S>
-__global__ void sum_kernel(Members<S> c, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
-                           const float *mean, const float *invstd, float *acc_out, S *out, bool first, bool last) {
-  const unsigned hw = static_cast<unsigned>(HW), R = static_cast<unsigned>(T * C), cc = static_cast<unsigned>(C);
+__global__ void sum_kernel(Members<S> c, int64_t N, int64_t T, int64_t C, int64_t HW, Divs dv, const float *f,
+                           int64_t fs, const float *mean, const float *invstd, float *acc_out, S *out, bool first,
+                           bool last) {
+  const unsigned hw = static_cast<unsigned>(HW), R = static_cast<unsigned>(T * C);
   const unsigned row = R * hw, total = static_cast<unsigned>(N) * row;
   for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
-    const unsigned n = idx / row, rem = idx - n * row, r = rem / hw, t = r / cc;
+    const unsigned n = mt_ns::div(dv.row, idx), rem = idx - n * row, r = mt_ns::div(dv.hw, rem),
+                   t = mt_ns::div(dv.c, r);
     const float acc = mt_ns::node_value(first ? 0.f : acc_out[idx], n, r, t, rem, c.p, c.ns, c.m, c.i0, T, R, f, fs,
                                         mean, invstd);
     if (last) {
@@ -161,12 +181,14 @@ __global__ void finish_kernel(int m, int ms, int64_t N, int64_t T, int64_t C, in
 }
 
 template <class S>
-__global__ void dx_kernel(Members<S> c, Outs<S> d, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f,
-                          int64_t fs, const float *invstd, const float *beta, const float *gamma, const S *g) {
-  const unsigned hw = static_cast<unsigned>(HW), R = static_cast<unsigned>(T * C), cc = static_cast<unsigned>(C);
+__global__ void dx_kernel(Members<S> c, Outs<S> d, int64_t N, int64_t T, int64_t C, int64_t HW, Divs dv,
+                          const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
+                          const S *g) {
+  const unsigned hw = static_cast<unsigned>(HW), R = static_cast<unsigned>(T * C);
   const unsigned row = R * hw, total = static_cast<unsigned>(N) * row;
   for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
-    const unsigned n = idx / row, rem = idx - n * row, r = rem / hw, t = r / cc;
+    const unsigned n = mt_ns::div(dv.row, idx), rem = idx - n * row, r = mt_ns::div(dv.hw, rem),
+                   t = mt_ns::div(dv.c, r);
     mt_ns::member_grads_at(n, r, t, rem, mt_ns_ld(g + idx), c.p, c.ns, c.m, c.i0, T, R, f, fs, invstd, beta, gamma,
                            d.p, d.ds);
   }
@@ -175,10 +197,10 @@ __global__ void dx_kernel(Members<S> c, Outs<S> d, int64_t N, int64_t T, int64_t
 // out[m, b, q] = (first ? 0 : out) + the chunk's gradients summed over each state's copies.
 template <class S>
 __global__ void fan_kernel(Members<S> c, Members<S> x, bool relu, int64_t N, int64_t r, int64_t Q, int64_t total,
-                           S *out, bool first) {
+                           mt_ns::Div dbq, mt_ns::Div dq, S *out, bool first) {
   const unsigned q32 = static_cast<unsigned>(Q), bq = static_cast<unsigned>(N) * q32, all = static_cast<unsigned>(total);
   for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < all; idx += gridDim.x * blockDim.x) {
-    const unsigned m = idx / bq, rem = idx - m * bq, b = rem / q32, q = rem - b * q32;
+    const unsigned m = mt_ns::div(dbq, idx), rem = idx - m * bq, b = mt_ns::div(dq, rem), q = rem - b * q32;
     const float v = mt_ns::fan_value(first ? 0.f : mt_ns_ld(out + idx), c.p, c.ns, c.m, b, m, q, r, Q);
     mt_ns_st(out + idx, mt_ns::fan_mask(v, relu ? x.p : nullptr, b, m, q, Q));
   }
@@ -186,10 +208,10 @@ __global__ void fan_kernel(Members<S> c, Members<S> x, bool relu, int64_t N, int
 
 // y = the ReLU of x normalised per channel, x and y contiguous [N, C, HW].
 template <class S>
-__global__ void norm_relu_kernel(const S *x, unsigned C, unsigned HW, unsigned total, const float *mean,
+__global__ void norm_relu_kernel(const S *x, mt_ns::Div dhw, mt_ns::Div dc, unsigned total, const float *mean,
                                  const float *invstd, S *y) {
   for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
-    const unsigned c = (idx / HW) % C;
+    const unsigned nc = mt_ns::div(dhw, idx), c = nc - mt_ns::div(dc, nc) * dc.d;
     mt_ns_st(y + idx, mt_ns::norm_relu_value(mt_ns_ld(x + idx), mean[c], invstd[c]));
   }
 }
@@ -197,13 +219,15 @@ __global__ void norm_relu_kernel(const S *x, unsigned C, unsigned HW, unsigned t
 // One block per channel c: the sums of g' and g' * x over its N*HW values (g' the gradient
 // that the ReLU passes), then its beta and gamma.
 template <class S>
-__global__ void norm_relu_reduce_kernel(const S *x, const S *g, int64_t N, int64_t C, int64_t HW, const float *mean,
-                                        const float *invstd, float *beta, float *gamma) {
-  const int64_t c = blockIdx.x, count = N * HW;
+__global__ void norm_relu_reduce_kernel(const S *x, const S *g, int64_t N, int64_t C, int64_t HW, mt_ns::Div dhw,
+                                        const float *mean, const float *invstd, float *beta, float *gamma) {
+  const int64_t c = blockIdx.x;
+  const unsigned count = static_cast<unsigned>(N * HW);
   const float mu = mean[c], is = invstd[c];
   double s1 = 0, sx = 0;
-  for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
-    const int64_t n = j / HW, o = (n * C + c) * HW + (j - n * HW);
+  for (unsigned j = threadIdx.x; j < count; j += blockDim.x) {
+    const unsigned n = mt_ns::div(dhw, j);
+    const int64_t o = (n * C + c) * HW + (j - n * static_cast<unsigned>(HW));
     const float xv = mt_ns_ld(x + o);
     if (is * (xv - mu) > 0.f) {
       const float gv = mt_ns_ld(g + o);
@@ -229,11 +253,11 @@ __global__ void norm_relu_reduce_kernel(const S *x, const S *g, int64_t N, int64
 }
 
 template <class S>
-__global__ void norm_relu_dx_kernel(const S *x, const S *g, unsigned C, unsigned HW, unsigned total,
+__global__ void norm_relu_dx_kernel(const S *x, const S *g, mt_ns::Div dhw, mt_ns::Div dc, unsigned total,
                                     const float *mean, const float *invstd, const float *beta, const float *gamma,
                                     S *dx) {
   for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
-    const unsigned c = (idx / HW) % C;
+    const unsigned nc = mt_ns::div(dhw, idx), c = nc - mt_ns::div(dc, nc) * dc.d;
     mt_ns_st(dx + idx, mt_ns::norm_relu_grad(mt_ns_ld(g + idx), mt_ns_ld(x + idx), mean[c], invstd[c], beta[c],
                                              gamma[c]));
   }
@@ -267,7 +291,7 @@ int mt_ns_cuda_stats(const void *const *x, const int64_t *ns, int dtype, int m, 
     for (int i0 = 0; i0 < m; i0 += kChunk) {
       const Members<S> c = chunk<S>(x, ns, m, i0);
       stats_kernel<S><<<dim3(static_cast<unsigned>(T * C), static_cast<unsigned>(c.m)), kThreads, 0,
-                        static_cast<cudaStream_t>(stream)>>>(c, ms, N, T, C, HW, momentum, eps, mean, invstd, rm, rv);
+                        static_cast<cudaStream_t>(stream)>>>(c, ms, N, T, C, HW, div_of(HW), momentum, eps, mean, invstd, rm, rv);
       if (int e = last_error()) return e;
     }
     return 0;
@@ -283,7 +307,8 @@ int mt_ns_cuda_sum(const void *const *x, const int64_t *ns, int dtype, int m, in
     for (int i0 = 0; i0 < m; i0 += kChunk) {
       const Members<S> c = chunk<S>(x, ns, m, i0);
       sum_kernel<S><<<blocks_for(N * T * C * HW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-          c, N, T, C, HW, f, fs, mean, invstd, acc, static_cast<S *>(out), i0 == 0, i0 + kChunk >= m);
+          c, N, T, C, HW, divs_of(T, C, HW), f, fs, mean, invstd, acc, static_cast<S *>(out), i0 == 0,
+          i0 + kChunk >= m);
       if (int e = last_error()) return e;
     }
     return 0;
@@ -327,7 +352,7 @@ int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int
         d.ds[k] = ds[i0 + k];
       }
       dx_kernel<S><<<blocks_for(N * T * C * HW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-          c, d, N, T, C, HW, f, fs, invstd, beta, gamma, static_cast<const S *>(g));
+          c, d, N, T, C, HW, divs_of(T, C, HW), f, fs, invstd, beta, gamma, static_cast<const S *>(g));
       if (int e = last_error()) return e;
     }
     return 0;
@@ -347,7 +372,7 @@ int mt_ns_cuda_fan(const void *const *g, const int64_t *gs, int dtype, int k, in
     for (int j0 = 0; j0 < k; j0 += kChunk) {
       const Members<S> c = chunk<S>(g, gs, k, j0);
       fan_kernel<S><<<blocks_for(n * N * Q), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-          c, xs, x != nullptr, N, r, Q, n * N * Q, static_cast<S *>(out), j0 == 0);
+          c, xs, x != nullptr, N, r, Q, n * N * Q, div_of(N * Q), div_of(Q), static_cast<S *>(out), j0 == 0);
       if (int e = last_error()) return e;
     }
     return 0;
@@ -361,8 +386,8 @@ int mt_ns_cuda_norm_relu(const void *x, int dtype, int64_t N, int64_t C, int64_t
   return by_type(dtype, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     norm_relu_kernel<S><<<blocks_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-        static_cast<const S *>(x), static_cast<unsigned>(C), static_cast<unsigned>(HW), static_cast<unsigned>(total),
-        mean, invstd, static_cast<S *>(y));
+        static_cast<const S *>(x), div_of(HW), div_of(C), static_cast<unsigned>(total), mean, invstd,
+        static_cast<S *>(y));
     return last_error();
   });
 }
@@ -376,11 +401,11 @@ int mt_ns_cuda_norm_relu_backward(const void *x, const void *g, int dtype, int64
     using S = std::remove_pointer_t<decltype(type)>;
     const auto st = static_cast<cudaStream_t>(stream);
     norm_relu_reduce_kernel<S><<<static_cast<unsigned>(C), kThreads, 0, st>>>(
-        static_cast<const S *>(x), static_cast<const S *>(g), N, C, HW, mean, invstd, beta, gamma);
+        static_cast<const S *>(x), static_cast<const S *>(g), N, C, HW, div_of(HW), mean, invstd, beta, gamma);
     if (int e = last_error()) return e;
     norm_relu_dx_kernel<S><<<blocks_for(total), kThreads, 0, st>>>(
-        static_cast<const S *>(x), static_cast<const S *>(g), static_cast<unsigned>(C), static_cast<unsigned>(HW),
-        static_cast<unsigned>(total), mean, invstd, beta, gamma, static_cast<S *>(dx));
+        static_cast<const S *>(x), static_cast<const S *>(g), div_of(HW), div_of(C), static_cast<unsigned>(total),
+        mean, invstd, beta, gamma, static_cast<S *>(dx));
     return last_error();
   });
 }

@@ -21,6 +21,29 @@
 
 namespace mt_ns {
 
+// Div divides unsigned 32-bit numbers below 2^31 by a fixed divisor d (1 <= d <= 2^31) with
+// a multiply and a shift (div): the kernels' index arithmetic, where an integer division
+// per element would cost more than the element's loads. make_div computes it on the host.
+struct Div {
+  uint32_t d, m, s;
+};
+
+inline Div make_div(uint32_t d) {
+  uint32_t s = 0;
+  while (s < 31 && (uint64_t{1} << s) < d) s++;
+  const uint64_t m = ((uint64_t{1} << 32) * ((uint64_t{1} << s) - d)) / d + 1;
+  return Div{d, static_cast<uint32_t>(m), s};
+}
+
+MT_NS_FN uint32_t div(const Div &v, uint32_t n) {
+#ifdef __CUDA_ARCH__
+  const uint32_t t = __umulhi(n, v.m);
+#else
+  const uint32_t t = static_cast<uint32_t>((static_cast<uint64_t>(n) * v.m) >> 32);
+#endif
+  return (t + n) >> v.s;
+}
+
 // row returns member k's row of sample n, channel r.
 template <class S>
 MT_NS_FN const S *row(const S *const *p, const int64_t *ns, int k, int64_t n, int64_t r, int64_t HW) {
