@@ -80,6 +80,26 @@ __device__ float warp_sumf(float v) {
   return v;
 }
 
+// block_sums sums a and b over the block's kThreads threads; it returns true in the one
+// thread that then holds both totals (every thread must call it).
+__device__ bool block_sums(double &a, double &b) {
+  __shared__ double sh[2][kThreads / 32];
+  a = warp_sum(a);
+  b = warp_sum(b);
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    sh[0][w] = a;
+    sh[1][w] = b;
+  }
+  __syncthreads();
+  if (w != 0) return false;
+  a = lane < kThreads / 32 ? sh[0][lane] : 0.0;
+  b = lane < kThreads / 32 ? sh[1][lane] : 0.0;
+  a = warp_sum(a);
+  b = warp_sum(b);
+  return lane == 0;
+}
+
 // One block per (channel r, member k of the chunk): sums and squares over N*HW values in
 // double, then the statistics and the running statistics' step.
 template <class S>
@@ -99,21 +119,7 @@ __global__ void stats_kernel(Members<S> c, int ms, int64_t N, int64_t T, int64_t
     s += v;
     ss += v * v;
   }
-  __shared__ double sh[2][kThreads / 32];
-  s = warp_sum(s);
-  ss = warp_sum(ss);
-  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) {
-    sh[0][w] = s;
-    sh[1][w] = ss;
-  }
-  __syncthreads();
-  if (w != 0) return;
-  s = lane < kThreads / 32 ? sh[0][lane] : 0.0;
-  ss = lane < kThreads / 32 ? sh[1][lane] : 0.0;
-  s = warp_sum(s);
-  ss = warp_sum(ss);
-  if (lane != 0) return;
+  if (!block_sums(s, ss)) return;
   mt_ns::stats_final(s, ss, c.i0 + k, r, ms, N, C, R, HW, momentum, eps, mean, invstd, rm, rv);
 }
 
@@ -235,21 +241,7 @@ __global__ void norm_relu_reduce_kernel(const S *x, const S *g, int64_t N, int64
       sx += double(gv) * xv;
     }
   }
-  __shared__ double sh[2][kThreads / 32];
-  s1 = warp_sum(s1);
-  sx = warp_sum(sx);
-  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) {
-    sh[0][w] = s1;
-    sh[1][w] = sx;
-  }
-  __syncthreads();
-  if (w != 0) return;
-  s1 = lane < kThreads / 32 ? sh[0][lane] : 0.0;
-  sx = lane < kThreads / 32 ? sh[1][lane] : 0.0;
-  s1 = warp_sum(s1);
-  sx = warp_sum(sx);
-  if (lane == 0) mt_ns::norm_relu_final(s1, sx, count, mu, is, beta + c, gamma + c);
+  if (block_sums(s1, sx)) mt_ns::norm_relu_final(s1, sx, count, mu, is, beta + c, gamma + c);
 }
 
 template <class S>
