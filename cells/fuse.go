@@ -431,7 +431,8 @@ func (cell *SearchCell) runGroups(c *Ctx, f *fusedOutputs, shared *stateCache, i
 // reluFans the ReLU fans of the stem's and cells' outputs (newReLUFan).
 var stateFans, reluFans atomic.Int64
 
-// fansOut reports whether tensors on x's device with several readers in a cell (its states,
-// their pools, a node's repeated states) go to them through RepeatStatesFan: where the fused
-// node sum runs (fusedFor; the fan's backward pass is one of the same kernels).
-func fansOut(c *Ctx, x *torch.Tensor) bool { return fusedFor(c, x) }
+// fansOut reports whether tensors like x with several readers (a cell's states, their
+// pools, a node's repeated states, the cells' inputs) go to them through RepeatStatesFan:
+// where the fused node sum runs (fusedFor; the fan's backward pass is one of the same
+// kernels), without branch streams (whose readers would share a fan across streams).
+func fansOut(c *Ctx, x *torch.Tensor) bool { return fusedFor(c, x) && torch.BranchStreams() < 2 }

@@ -256,7 +256,7 @@ func (n *SearchNet) forward(c *Ctx, x *torch.Tensor, w *ArchWeights, threshold f
 	// Where the cells fan their states out, the stem's and cells' outputs go to the later
 	// cells' preprocessing (which begins with a ReLU) through ReLU fans: r0 and r1 (nil:
 	// the preprocessing applies its own ReLUs).
-	fans := fansOut(c, h) && torch.BranchStreams() < 2
+	fans := fansOut(c, h)
 	var r0, r1 *fan
 	if fans {
 		r0 = newReLUFan(c, h, min(3, len(n.cells)+1)) // cell 0 reads it twice, cell 1 once
@@ -320,7 +320,7 @@ func (cell *SearchCell) forward(c *Ctx, s0, s1 *torch.Tensor, w *CellWeights, th
 func (cell *SearchCell) run(c *Ctx, states []*torch.Tensor, w *CellWeights, thr float32) *torch.Tensor {
 	s := c.S
 	T := c.tasks()
-	shared := newStateCache(len(cell.nodes), fansOut(c, states[0]) && torch.BranchStreams() < 2)
+	shared := newStateCache(len(cell.nodes), fansOut(c, states[0]))
 	shared.setState(c, 0, states[0])
 	shared.setState(c, 1, states[1])
 	onDevice := w.HostOps == nil // NormalizeOnDevice: every op runs, the device prunes
