@@ -3,9 +3,11 @@ package cells
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/metanas-go/metanas/cells/genotype"
@@ -67,7 +69,7 @@ func TestSearchNetFusedMatchesUnfused(t *testing.T) {
 	compared := 0
 	for _, name := range names {
 		want, have := got[0][name], got[1][name]
-		if len(name) > 6 && name[:6] == "calls:" {
+		if strings.HasPrefix(name, "calls:") {
 			continue
 		}
 		if len(want) != len(have) {
@@ -77,10 +79,10 @@ func TestSearchNetFusedMatchesUnfused(t *testing.T) {
 		// Relative to the tensor's largest value: sums in other orders (float32).
 		var scale float64
 		for _, v := range want {
-			scale = max(scale, float64(abs32(v)))
+			scale = max(scale, math.Abs(float64(v)))
 		}
 		for i := range want {
-			if d := float64(abs32(have[i] - want[i])); d > 1e-4*scale+1e-6 {
+			if d := math.Abs(float64(have[i] - want[i])); d > 1e-4*scale+1e-6 {
 				t.Errorf("%s[%d] = %g fused, %g unfused (largest %g)", name, i, have[i], want[i], scale)
 				break
 			}
@@ -91,13 +93,6 @@ func TestSearchNetFusedMatchesUnfused(t *testing.T) {
 	if compared < 20 {
 		t.Errorf("compared %d tensors, want the logits, running statistics and many gradients", compared)
 	}
-}
-
-func abs32(v float32) float32 {
-	if v < 0 {
-		return -v
-	}
-	return v
 }
 
 // dumpFusedPass runs TestSearchNetFusedMatchesUnfused's pass in this process's settings and

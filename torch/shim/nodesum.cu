@@ -235,7 +235,7 @@ __global__ void norm_relu_reduce_kernel(const S *x, const S *g, int64_t N, int64
     const unsigned n = mt_ns::div(dhw, j);
     const int64_t o = (n * C + c) * HW + (j - n * static_cast<unsigned>(HW));
     const float xv = mt_ns_ld(x + o);
-    if (is * (xv - mu) > 0.f) {
+    if (mt_ns::norm_relu_passes(xv, mu, is)) {
       const float gv = mt_ns_ld(g + o);
       s1 += gv;
       sx += double(gv) * xv;

@@ -163,6 +163,10 @@ MT_NS_FN float fan_mask(float v, const S *const *x, int64_t b, int64_t m, int64_
   return mt_ns_ld(x[m] + b * Q + q) > 0.f ? v : 0.f;
 }
 
+// norm_relu_passes reports whether the batch norm + ReLU passes x: its normalised value is
+// positive (the mask of its backward pass, recomputed from x and the statistics).
+MT_NS_FN bool norm_relu_passes(float x, float mean, float invstd) { return invstd * (x - mean) > 0.f; }
+
 // norm_relu_value is the ReLU of x normalised with a channel's mean and invstd
 // (mt_ns_cuda_norm_relu): max(invstd * (x - mean), 0).
 MT_NS_FN float norm_relu_value(float x, float mean, float invstd) {
@@ -184,7 +188,7 @@ MT_NS_FN void norm_relu_final(double s1, double sx, int64_t count, float mean, f
 // norm_relu_grad is the batch norm + ReLU's gradient at x from the gradient g of its output
 // and its channel's numbers (norm_relu_final).
 MT_NS_FN float norm_relu_grad(float g, float x, float mean, float invstd, float beta, float gamma) {
-  const float pass = invstd * (x - mean) > 0.f ? invstd * g : 0.f;
+  const float pass = norm_relu_passes(x, mean, invstd) ? invstd * g : 0.f;
   return pass + beta * x + gamma;
 }
 

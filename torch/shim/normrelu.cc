@@ -103,7 +103,7 @@ struct NormReLU : public torch::autograd::Function<NormReLU> {
           for (int64_t n = 0; n < N; n++)
             for (int64_t h = (n * C + c) * HW; h < (n * C + c + 1) * HW; h++) {
               const float xv = mt_ns_ld(px + h);
-              if (pi[c] * (xv - pm[c]) > 0.f) {
+              if (mt_ns::norm_relu_passes(xv, pm[c], pi[c])) {
                 const float gv = mt_ns_ld(pgr + h);
                 s1 += gv;
                 sx += static_cast<double>(gv) * xv;
