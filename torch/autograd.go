@@ -6,7 +6,19 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"runtime"
 )
+
+// PinThread locks the calling goroutine to its OS thread until the returned function runs
+// (calls nest). Run a forward pass and its backward pass pinned: LibTorch numbers autograd
+// nodes with a counter per OS thread and runs a backward pass's ready nodes in the order of
+// those numbers, so a forward pass issued from a goroutine that moves between threads
+// draws from several counters, and the order in which gradients are summed (their
+// rounding) would depend on the scheduler.
+func PinThread() (unpin func()) {
+	runtime.LockOSThread()
+	return runtime.UnlockOSThread
+}
 
 // SetRequiresGrad turns gradient recording for t on or off.
 func (t *Tensor) SetRequiresGrad(on bool) error {

@@ -163,6 +163,7 @@ func (b *BatchWorker) Adapt(tasks []data.Task, ts TaskSettings, adaptAlphas bool
 		return nil, fmt.Errorf("batched tasks: %d tasks for a network of %d", len(tasks), b.Tasks)
 	}
 	defer b.Gate.Shared()()
+	defer torch.PinThread()() // the same gradient sums whatever the scheduler does
 	b.task.Reset()
 	b.WOpt.Reset()
 	b.AOpt.Reset()

@@ -131,6 +131,7 @@ func (f *FOMAML) Begin() error { return f.acc.zero() }
 
 // Add computes the query-set loss gradient at the task's adapted parameters and sums it.
 func (f *FOMAML) Add(w *Worker, t *data.Task) error {
+	defer torch.PinThread()() // the same gradient sums whatever the scheduler does
 	d := w.cur
 	if d == nil || w.curI != t.Index || d.qx == nil {
 		return fmt.Errorf("fomaml: task %d was not adapted by this worker or has no query set", t.Index)

@@ -142,6 +142,7 @@ func (w *Worker) upload(t *data.Task) (*taskData, error) {
 // temperature schedule restarts for each task and advances after each architecture step.
 // The task's tensors stay available for Score until the next Adapt.
 func (w *Worker) Adapt(t *data.Task, ts TaskSettings, adaptAlphas bool) (AdaptResult, error) {
+	defer torch.PinThread()() // the same gradient sums whatever the scheduler does
 	w.task.Reset()
 	if ts.ResetOpt {
 		w.WOpt.Reset()

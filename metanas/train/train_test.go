@@ -58,10 +58,10 @@ func readMetrics(t *testing.T, path string) []map[string]any {
 	return lines
 }
 
-// sameMetrics compares metric lines: equal keys, equal strings and booleans, numbers
-// within 1e-6 relative (LibTorch's vectorised CPU kernels may round the last bit
-// differently depending on buffer alignment; any real divergence is far larger).
-func sameMetrics(a, b any) bool {
+// sameMetrics compares metric lines: equal keys, strings and booleans, numbers within tol
+// relative (0: bit for bit, which the same run settings give: each worker issues a task's
+// passes from one OS thread, torch.PinThread).
+func sameMetrics(a, b any, tol float64) bool {
 	switch x := a.(type) {
 	case map[string]any:
 		y, ok := b.(map[string]any)
@@ -69,7 +69,7 @@ func sameMetrics(a, b any) bool {
 			return false
 		}
 		for k, v := range x {
-			if !sameMetrics(v, y[k]) {
+			if !sameMetrics(v, y[k], tol) {
 				return false
 			}
 		}
@@ -80,14 +80,14 @@ func sameMetrics(a, b any) bool {
 			return false
 		}
 		for i := range x {
-			if !sameMetrics(x[i], y[i]) {
+			if !sameMetrics(x[i], y[i], tol) {
 				return false
 			}
 		}
 		return true
 	case float64:
 		y, ok := b.(float64)
-		return ok && math.Abs(x-y) <= 1e-6*(1+math.Abs(y))
+		return ok && math.Abs(x-y) <= tol*(1+math.Abs(y))
 	default:
 		return a == b
 	}
@@ -143,7 +143,7 @@ func TestResumeMatchesUninterruptedRun(t *testing.T) {
 	ckpt := filepath.Join(dir, "part", "checkpoint.pt")
 	resPart := runTo(t, part, Options{Resume: ckpt})
 	got := readMetrics(t, filepath.Join(dir, "part", "metrics.jsonl"))
-	if len(got) != len(want) || !sameMetrics(toAny(got), toAny(want)) {
+	if len(got) != len(want) || !sameMetrics(toAny(got), toAny(want), 0) {
 		t.Errorf("resumed metrics differ:\n got %s\nwant %s", dump(got), dump(want))
 	}
 	if resPart.Accuracy != resFull.Accuracy {
@@ -152,7 +152,9 @@ func TestResumeMatchesUninterruptedRun(t *testing.T) {
 
 	one := synthConfig(t, filepath.Join(dir, "one"), "run.workers=1")
 	runTo(t, one, Options{})
-	if got := readMetrics(t, filepath.Join(dir, "one", "metrics.jsonl")); !sameMetrics(toAny(got), toAny(want)) {
+	// One worker runs LibTorch's CPU ops on all the cores, each of two on half: a parallel
+	// reduction's partial sums change with the thread count.
+	if got := readMetrics(t, filepath.Join(dir, "one", "metrics.jsonl")); !sameMetrics(toAny(got), toAny(want), 1e-6) {
 		t.Errorf("one worker differs from two:\n got %s\nwant %s", dump(got), dump(want))
 	}
 	for _, f := range []string{"config.yaml", "metrics.jsonl", "checkpoint.pt", "results.json"} {
