@@ -15,8 +15,13 @@ import (
 	"github.com/metanas-go/metanas/torch"
 )
 
-// fusedDumpEnv names the file a child of TestSearchNetFusedMatchesUnfused writes its pass to.
-const fusedDumpEnv = "METANAS_TEST_FUSED_DUMP"
+// fusedDumpEnv names the file a child of TestSearchNetFusedMatchesUnfused writes its pass to;
+// emulateEnv set, the child runs the fused calls' CUDA kernels emulated on the host
+// (torch.EmulateKernels).
+const (
+	fusedDumpEnv = "METANAS_TEST_FUSED_DUMP"
+	emulateEnv   = "METANAS_TEST_EMULATE_KERNELS"
+)
 
 // TestSearchNetFusedMatchesUnfused: one training pass of a batched search network of
 // og_metanas's shape (4 cells, reductions 1 and 3, pair weights, 3 tasks that prune
@@ -37,11 +42,18 @@ func TestSearchNetFusedMatchesUnfused(t *testing.T) {
 	env := []string{"METANAS_NODE_BATCH_NORM=1", "METANAS_POINTWISE=matmul", "METANAS_FACTORIZED_REDUCE=patch",
 		"METANAS_STATE_FUSION=1", "METANAS_FAST_CPU_OPS=0", "METANAS_CPU_POOL=0"}
 	dir := t.TempDir()
-	var got [2]map[string][]float32
-	for k, fused := range []string{"0", "1"} {
-		path := filepath.Join(dir, "fused"+fused+".json")
-		testutil.RerunWith(t, append(env, "METANAS_NODE_FUSED="+fused, fusedDumpEnv+"="+path),
-			"^TestSearchNetFusedMatchesUnfused$", "TestSearchNetFusedMatchesUnfused")
+	runs := []struct {
+		name, fused string
+		emulate     bool
+	}{{"unfused", "0", false}, {"fused", "1", false}, {"fused, kernels emulated", "1", true}}
+	got := make([]map[string][]float32, len(runs))
+	for k, run := range runs {
+		path := filepath.Join(dir, fmt.Sprintf("run%d.json", k))
+		env := append(env, "METANAS_NODE_FUSED="+run.fused, fusedDumpEnv+"="+path)
+		if run.emulate {
+			env = append(env, emulateEnv+"=1")
+		}
+		testutil.RerunWith(t, env, "^TestSearchNetFusedMatchesUnfused$", "TestSearchNetFusedMatchesUnfused")
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
@@ -49,49 +61,55 @@ func TestSearchNetFusedMatchesUnfused(t *testing.T) {
 		if err := json.Unmarshal(data, &got[k]); err != nil {
 			t.Fatal(err)
 		}
-	}
-	for _, name := range []string{"node sums", "state fans", "norm relus", "relu fans"} {
-		if n := got[0]["calls: "+name]; len(n) != 1 || n[0] != 0 {
-			t.Errorf("unfused: %s ran %v times, want 0", name, n)
-		}
-		if n := got[1]["calls: "+name]; len(n) != 1 || n[0] == 0 {
-			t.Errorf("fused: %s ran %v times, want some", name, n)
+		for _, name := range []string{"node sums", "state fans", "norm relus", "relu fans", "emulated launches"} {
+			n := got[k]["calls: "+name]
+			if want := run.fused == "1" && (name != "emulated launches" || run.emulate); len(n) != 1 || (n[0] != 0) != want {
+				t.Errorf("%s: %s ran %v times, want some: %v", run.name, name, n, want)
+			}
 		}
 	}
-	names := make([]string, 0, len(got[0]))
-	for name := range got[0] {
-		names = append(names, name)
+	for k := 1; k < len(runs); k++ {
+		compareFusedPass(t, runs[k].name, got[0], got[k])
+	}
+}
+
+// compareFusedPass compares the values of a fused pass (have) with the unfused pass's.
+func compareFusedPass(t *testing.T, name string, want, have map[string][]float32) {
+	t.Helper()
+	names := make([]string, 0, len(want))
+	for k := range want {
+		names = append(names, k)
 	}
 	sort.Strings(names)
-	if len(got[1]) != len(got[0]) {
-		t.Errorf("%d values unfused, %d fused", len(got[0]), len(got[1]))
+	if len(have) != len(want) {
+		t.Errorf("%s: %d values, %d unfused", name, len(have), len(want))
 	}
 	compared := 0
-	for _, name := range names {
-		want, have := got[0][name], got[1][name]
-		if strings.HasPrefix(name, "calls:") {
+	for _, k := range names {
+		w, h := want[k], have[k]
+		if strings.HasPrefix(k, "calls:") {
 			continue
 		}
-		if len(want) != len(have) {
-			t.Errorf("%s: %d values fused, %d unfused", name, len(have), len(want))
+		if len(w) != len(h) {
+			t.Errorf("%s: %s: %d values, %d unfused", name, k, len(h), len(w))
 			continue
 		}
 		// Relative to the tensor's largest value: sums in other orders (float32).
 		var scale float64
-		for _, v := range want {
+		for _, v := range w {
 			scale = max(scale, math.Abs(float64(v)))
 		}
-		for i := range want {
-			if d := math.Abs(float64(have[i] - want[i])); d > 1e-4*scale+1e-6 {
-				t.Errorf("%s[%d] = %g fused, %g unfused (largest %g)", name, i, have[i], want[i], scale)
+		for i := range w {
+			if d := math.Abs(float64(h[i] - w[i])); d > 1e-4*scale+1e-6 {
+				t.Errorf("%s: %s[%d] = %g, unfused %g (largest %g)", name, k, i, h[i], w[i], scale)
 				break
 			}
 		}
 		compared++
 	}
-	t.Logf("compared %d tensors", compared)
+	t.Logf("%s: compared %d tensors", name, compared)
 	if compared < 20 {
-		t.Errorf("compared %d tensors, want the logits, running statistics and many gradients", compared)
+		t.Errorf("%s: compared %d tensors, want the logits, running statistics and many gradients", name, compared)
 	}
 }
 
@@ -114,8 +132,11 @@ func dumpFusedPass(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls := func() [4]int64 {
-		return [4]int64{nodeFusedCalls.Load(), stateFans.Load(), normReLUs.Load(), reluFans.Load()}
+	if os.Getenv(emulateEnv) != "" {
+		defer torch.EmulateKernels(torch.EmulateKernels(true))
+	}
+	calls := func() [5]int64 {
+		return [5]int64{nodeFusedCalls.Load(), stateFans.Load(), normReLUs.Load(), reluFans.Load(), torch.EmulatedLaunches()}
 	}
 	before := calls()
 	y := n.Forward(&Ctx{S: s, Train: true, Tasks: T}, x, w, 0.05)
@@ -124,7 +145,7 @@ func dumpFusedPass(t *testing.T, path string) {
 	}
 	after := calls()
 	out := map[string][]float32{"logits": hostValues(t, s, y)}
-	for i, name := range []string{"node sums", "state fans", "norm relus", "relu fans"} {
+	for i, name := range []string{"node sums", "state fans", "norm relus", "relu fans", "emulated launches"} {
 		out["calls: "+name] = []float32{float32(after[i] - before[i])}
 	}
 	for _, e := range n.Reg.Entries() {

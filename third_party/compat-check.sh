@@ -14,8 +14,9 @@
 #   COMPAT_SUITE=trixie COMPAT_CACHE=~/.cache/metanas-compat  (the defaults)
 #
 # Exit status 0 when every source compiles in both modes (the CUDA mode with the kernels'
-# callers, -DMT_CUDA_KERNELS) and every kernel source compiles; otherwise the compiler's
-# errors, file by file, and status 1.
+# callers, -DMT_CUDA_KERNELS) and every kernel source compiles (by nvcc, and as C++ for the
+# host emulation, -DMT_CUDA_EMU); otherwise the compiler's errors, file by file, and
+# status 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -112,6 +113,16 @@ for src in torch/shim/*.cu; do
     touch "$logs/failed"
   fi
 done
+# Their host emulation (cuda_emu.h), which native.mk compiles as C++ in every build.
+for src in torch/shim/*.cu; do
+  [ -e "$src" ] || continue
+  if "$CXX" "${flags[@]}" -DMT_CUDA_EMU -x c++ "$src" >"$logs/emu-$(basename "$src").log" 2>&1; then
+    echo "  ok    emu   $src"
+  else
+    echo "  FAIL  emu   $src"
+    touch "$logs/failed"
+  fi
+done
 if [ -f "$logs/failed" ]; then
   for log in "$logs"/*.log; do
     grep -q "error" "$log" || continue
@@ -120,4 +131,4 @@ if [ -f "$logs/failed" ]; then
   done
   exit 1
 fi
-echo "compat-check: every shim source compiles, with and without CUDA, and nvcc compiles the kernels"
+echo "compat-check: every shim source compiles, with and without CUDA, and nvcc compiles the kernels (and g++ their emulation)"

@@ -46,6 +46,8 @@ CG_OBJS := $(patsubst $(GOTORCH)/cgotorch/%.cc,$(BUILD)/obj/cgotorch/%.o,$(CG_SR
 SH_SRCS := $(wildcard torch/shim/*.cc)
 SH_HDRS := $(wildcard torch/shim/*.h)
 SH_OBJS := $(patsubst torch/shim/%.cc,$(BUILD)/obj/shim/%.o,$(SH_SRCS))
+# The CUDA kernels compiled as C++ for their host emulation (cuda_emu.h), in every build.
+EMU_OBJS := $(patsubst torch/shim/%.cu,$(BUILD)/obj/shim/%_emu.o,$(wildcard torch/shim/*.cu))
 LINKS   := $(addprefix $(BUILD)/lib/,$(TORCH_LIBS))
 
 all: $(BUILD)/lib/libcgotorch.so $(BUILD)/lib/libmetanas_shim.so $(LINKS) $(CUDART_LINK)
@@ -63,6 +65,10 @@ $(BUILD)/obj/shim/%.o: torch/shim/%.cc $(SH_HDRS) $(BUILD)/libtorch.stamp third_
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -Wall -c $< -o $@
 
+$(BUILD)/obj/shim/%_emu.o: torch/shim/%.cu $(SH_HDRS) $(BUILD)/libtorch.stamp third_party/native.mk
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -Wall -DMT_CUDA_EMU -x c++ -c $< -o $@
+
 # -Xcompiler passes the shim's position-independent code and ABI to the host compiler; the
 # kernels include no LibTorch header.
 $(BUILD)/obj/shim/%_cu.o: torch/shim/%.cu $(SH_HDRS) $(BUILD)/libtorch.stamp third_party/native.mk
@@ -73,7 +79,7 @@ $(BUILD)/lib/libcgotorch.so: $(CG_OBJS)
 	@mkdir -p $(dir $@)
 	$(CXX) -shared -o $@ $^ $(LDLIBS)
 
-$(BUILD)/lib/libmetanas_shim.so: $(SH_OBJS) $(CU_OBJS)
+$(BUILD)/lib/libmetanas_shim.so: $(SH_OBJS) $(EMU_OBJS) $(CU_OBJS)
 	@mkdir -p $(dir $@)
 	$(CXX) -shared -o $@ $^ $(SH_LDLIBS) $(LDLIBS)
 

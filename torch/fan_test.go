@@ -16,6 +16,9 @@ func TestRepeatStatesFan(t *testing.T) { repeatStatesFan(t, CPU) }
 // TestCUDARepeatStatesFan is TestRepeatStatesFan with the shim's CUDA kernel.
 func TestCUDARepeatStatesFan(t *testing.T) { repeatStatesFan(t, nodeNormSumCUDA(t)) }
 
+// TestEmulatedRepeatStatesFan is TestRepeatStatesFan with the shim's CUDA kernels emulated on the host.
+func TestEmulatedRepeatStatesFan(t *testing.T) { repeatStatesFan(t, emulated(t)) }
+
 func repeatStatesFan(t *testing.T, dev Device) {
 	for _, tc := range []struct {
 		n, r, readers int
@@ -172,6 +175,9 @@ func TestSplitPiecesGradBuffer(t *testing.T) { splitPiecesGradBuffer(t, CPU) }
 
 // TestCUDASplitPiecesGradBuffer is TestSplitPiecesGradBuffer with the shim's CUDA kernels.
 func TestCUDASplitPiecesGradBuffer(t *testing.T) { splitPiecesGradBuffer(t, nodeNormSumCUDA(t)) }
+
+// TestEmulatedSplitPiecesGradBuffer is TestSplitPiecesGradBuffer with the shim's CUDA kernels emulated on the host.
+func TestEmulatedSplitPiecesGradBuffer(t *testing.T) { splitPiecesGradBuffer(t, emulated(t)) }
 
 func splitPiecesGradBuffer(t *testing.T, dev Device) {
 	const N, T, C, H, P = 3, 2, 3, 4, 3

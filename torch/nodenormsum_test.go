@@ -48,6 +48,8 @@ func nodeNormSum(t *testing.T, dev Device) {
 		{name: "members 0 and 2", N: 4, T: 2, C: 3, HW: 6, nIn: 2, members: 3, sel: []int64{0, 2}, rest: 1, weightGrads: true, dropProb: 0.3},
 		{name: "pieces", N: 3, T: 2, C: 4, HW: 5, nIn: 2, members: 3, pieces: true, rest: 2, weightGrads: true},
 		{name: "40 members of 7x7", N: 3, T: 2, C: 2, HW: 7, nIn: 8, members: 40, weightGrads: false, dropProb: 0.2},
+		// 648 values a channel: more than a CUDA block's 256 threads, every warp summing.
+		{name: "channels of 8x9x9", N: 8, T: 2, C: 2, HW: 9, nIn: 2, members: 2, rest: 1, weightGrads: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := NewScope()
@@ -261,3 +263,25 @@ func (t *Tensor) dtype(tb testing.TB) DType {
 	}
 	return info.DType
 }
+
+// emulated turns EmulateKernels on for the rest of t (and back at its end) and checks then
+// that kernels were launched: the CPU tests of the fused calls, run through the CUDA
+// kernels' code on the host.
+func emulated(t *testing.T) Device {
+	t.Helper()
+	was := EmulateKernels(true)
+	before := EmulatedLaunches()
+	t.Cleanup(func() {
+		EmulateKernels(was)
+		if EmulatedLaunches() == before && !t.Skipped() {
+			t.Error("no emulated kernel ran")
+		}
+	})
+	return CPU
+}
+
+// TestEmulatedNodeNormSum is TestNodeNormSum with the shim's CUDA kernels emulated on the host.
+func TestEmulatedNodeNormSum(t *testing.T) { nodeNormSum(t, emulated(t)) }
+
+// TestEmulatedNodeNormSumLowPrecision is TestNodeNormSumLowPrecision with the shim's CUDA kernels emulated on the host.
+func TestEmulatedNodeNormSumLowPrecision(t *testing.T) { nodeNormSumLowPrecision(t, emulated(t)) }

@@ -15,6 +15,9 @@ func TestNormReLU(t *testing.T) { normReLU(t, CPU) }
 // TestCUDANormReLU is TestNormReLU with the shim's CUDA kernels.
 func TestCUDANormReLU(t *testing.T) { normReLU(t, nodeNormSumCUDA(t)) }
 
+// TestEmulatedNormReLU is TestNormReLU with the shim's CUDA kernels emulated on the host.
+func TestEmulatedNormReLU(t *testing.T) { normReLU(t, emulated(t)) }
+
 func normReLU(t *testing.T, dev Device) {
 	for _, tc := range []struct {
 		shape   []int64
@@ -26,6 +29,7 @@ func normReLU(t *testing.T, dev Device) {
 		{shape: []int64{4, 5, 3, 6}, dt: Float32, strided: true, tol: 2e-5},
 		{shape: []int64{7, 3}, dt: Float32, tol: 2e-5},
 		{shape: []int64{1, 2, 5, 5}, dt: Float32, tol: 2e-5},
+		{shape: []int64{6, 3, 9, 9}, dt: Float32, tol: 2e-5}, // more values a channel than a CUDA block's threads
 		{shape: []int64{3, 4, 4, 4}, dt: BFloat16, tol: 3e-2},
 		{shape: []int64{3, 4, 4, 4}, dt: Float16, tol: 4e-3},
 	} {

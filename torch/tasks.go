@@ -170,6 +170,18 @@ func NodeNormSumOn(dev Device) bool {
 	return bool(C.mt_node_norm_sum_on(t))
 }
 
+// EmulateKernels, for tests where no GPU is: while on, NodeNormSum, RepeatStatesFan and
+// NormReLU run CPU tensors through the shim's CUDA kernels emulated on the host (each
+// block's threads as fibers, its warp shuffles and barriers as on a GPU) instead of their
+// CPU loops, so that the CPU tests check the kernels' launches, indices and reductions. It
+// returns the previous setting; the setting is the process's.
+func EmulateKernels(on bool) (was bool) {
+	return bool(C.mt_set_kernel_emulation(C.bool(on)))
+}
+
+// EmulatedLaunches counts the kernel launches that the emulation has run in this process.
+func EmulatedLaunches() int64 { return int64(C.mt_ns_emu_launches()) }
+
 // ClipGradNormTasks clips each task's slice of the gradients of params (stacked along
 // their first dimension) to global L2 norm maxNorm, as ClipGradNorm does for one task, and
 // returns the norms before clipping [tasks].

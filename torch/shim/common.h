@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 
+#include "nodesum_kernels.h"
 #include "shim.h"
 
 namespace mt {
@@ -105,6 +106,14 @@ bool node_norm_sum_on(const c10::Device &dev);
 // by node_norm_sum's kernels (node_norm_sum_on).
 std::pair<at::Tensor, at::Tensor> channel_stats(const at::Tensor &x, const at::Tensor &rm, const at::Tensor &rv,
                                                 double momentum, double eps);
+// ns_kernels (nodesum.cc) returns the launchers of nodesum.cu's kernels for tensors on x's
+// device: CUDA's for a CUDA tensor (an error naming op where the shim was built without
+// nvcc), the host emulation's for a CPU tensor while mt_set_kernel_emulation is on, else
+// nullptr (the CPU loops). ns_stream is x's current CUDA stream (nullptr on the CPU);
+// ns_check throws op's error where a launcher returned one.
+const mt_ns_kernels *ns_kernels(const at::Tensor &x, const char *op);
+void *ns_stream(const at::Tensor &x);
+void ns_check(const mt_ns_kernels *k, int code, const char *op);
 // repeat_copies (ops.cc) is xs (tensors [N, C, ...] of one shape) each repeated r times along
 // the channels, [N, len*r*C, ...] in the order (tensor, copy, channel), by one copy.
 at::Tensor repeat_copies(at::TensorList xs, int64_t r);

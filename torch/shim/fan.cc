@@ -2,8 +2,8 @@
 // made once and handed to k readers as k tensors that share them, so that autograd hands
 // the backward pass each reader's gradient instead of adding them up (an addition per
 // reader, reading two tensors of the copies' size and writing one); the backward pass sums
-// every reader's gradient of every copy of a state in one pass (a CPU loop, or
-// mt_ns_cuda_fan where native.mk compiled nodesum.cu), reading each gradient once.
+// every reader's gradient of every copy of a state in one pass (a CPU loop, or nodesum.cu's
+// fan kernel where native.mk compiled it), reading each gradient once.
 #include <ATen/Parallel.h>
 
 #include <type_traits>
@@ -12,10 +12,6 @@
 #include "elem.h"
 #include "nodesum_kernels.h"
 #include "nodesum_math.h"
-
-#ifdef MT_CUDA_KERNELS
-#include <ATen/cuda/CUDAContext.h>
-#endif
 
 namespace {
 
@@ -57,15 +53,12 @@ at::Tensor fan_sum(const std::vector<at::Tensor> &grads, int64_t n, int64_t r, i
   mt::add_profile_bytes("metanas::fan_sum", read + out.numel() * out.element_size());
   if (out.numel() == 0) return out;
   const int k = static_cast<int>(p.size());
-  if (out.is_cuda()) {
-#ifdef MT_CUDA_KERNELS
-    const int e = mt_ns_cuda_fan(p.data(), rows.data(), mt_ns_dtype(st), k, n, N, r, Q, px.empty() ? nullptr : px.data(),
-                                 out.data_ptr(), at::cuda::getCurrentCUDAStream().stream());
-    if (e != 0) throw std::runtime_error(std::string("repeat_fan: ") + mt_ns_cuda_error(e));
+  if (const auto *kn = mt::ns_kernels(out, "repeat_fan")) {
+    mt::ns_check(kn,
+                 kn->fan(p.data(), rows.data(), mt_ns_dtype(st), k, n, N, r, Q, px.empty() ? nullptr : px.data(),
+                         out.data_ptr(), mt::ns_stream(out)),
+                 "repeat_fan");
     return out;
-#else
-    throw std::runtime_error("repeat_fan: the shim was built without nvcc, so it has no CUDA kernels");
-#endif
   }
   mt_ns_by_type(st, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;

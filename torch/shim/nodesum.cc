@@ -78,18 +78,6 @@ struct Members {
   }
 };
 
-#ifdef MT_CUDA_KERNELS
-void *stream() { return at::cuda::getCurrentCUDAStream().stream(); }
-void check(int code, const char *what) {
-  if (code != 0) throw std::runtime_error(std::string("node_norm_sum ") + what + ": " + mt_ns_cuda_error(code));
-}
-#else
-[[noreturn]] void no_kernels() {
-  throw std::runtime_error("node_norm_sum: the shim was built without nvcc, so it has no CUDA kernels (set "
-                           "METANAS_NODE_FUSED=0, or rebuild with nvcc on the PATH or NVCC=...)");
-}
-#endif
-
 float *fptr(const at::Tensor &t) { return t.data_ptr<float>(); }
 const float *cfptr(const at::Tensor &t) { return t.data_ptr<float>(); }
 
@@ -115,15 +103,12 @@ std::pair<at::Tensor, at::Tensor> stats(const Members &x, int64_t ms, int64_t T,
   auto opts = x.mats[0].options().dtype(at::kFloat);
   auto mean = at::empty({m, R}, opts), invstd = at::empty({m, R}, opts);
   add_profile_bytes("metanas::node_stats", x.bytes() / m * ms + 2 * mean.nbytes() + 2 * rm.nbytes() + 2 * rv.nbytes());
-  if (x.cuda()) {
-#ifdef MT_CUDA_KERNELS
-    check(mt_ns_cuda_stats(x.p.data(), x.ns.data(), x.dtype(), m, static_cast<int>(ms), N, T, C, HW, momentum, eps,
-                           fptr(mean), fptr(invstd), fptr(rm), fptr(rv), stream()),
-          "stats");
+  if (const auto *k = ns_kernels(x.mats[0], "node_norm_sum stats")) {
+    ns_check(k,
+             k->stats(x.p.data(), x.ns.data(), x.dtype(), m, static_cast<int>(ms), N, T, C, HW, momentum, eps,
+                      fptr(mean), fptr(invstd), fptr(rm), fptr(rv), ns_stream(x.mats[0])),
+             "node_norm_sum stats");
     return {mean, invstd};
-#else
-    no_kernels();
-#endif
   }
   float *pm = fptr(mean), *pi = fptr(invstd), *prm = fptr(rm), *prv = fptr(rv);
   mt_ns_by_type(x.st, [&](auto *type) {
@@ -160,21 +145,18 @@ at::Tensor weighted_sum(const Members &x, int64_t T, const Weights &f, const at:
   const int64_t N = x.N, R = x.R, C = R / T, HW = x.HW;
   auto out = at::empty({N, R * HW}, x.mats[0].options());
   add_profile_bytes("metanas::node_sum", x.bytes() + out.nbytes());
-  if (x.cuda()) {
-#ifdef MT_CUDA_KERNELS
+  if (const auto *k = ns_kernels(x.mats[0], "node_norm_sum")) {
     at::Tensor acc;  // past 32 members, a float32 sum for types other than float32
     if (x.st == at::kFloat) {
       acc = out;
     } else if (m > 32) {
       acc = at::empty({N, R * HW}, mean.options());
     }
-    check(mt_ns_cuda_sum(x.p.data(), x.ns.data(), x.dtype(), m, N, T, C, HW, f.p(), f.fs, cfptr(mean), cfptr(invstd),
-                         out.data_ptr(), acc.defined() ? fptr(acc) : nullptr, stream()),
-          "sum");
+    ns_check(k,
+             k->sum(x.p.data(), x.ns.data(), x.dtype(), m, N, T, C, HW, f.p(), f.fs, cfptr(mean), cfptr(invstd),
+                    out.data_ptr(), acc.defined() ? fptr(acc) : nullptr, ns_stream(x.mats[0])),
+             "node_norm_sum");
     return out;
-#else
-    no_kernels();
-#endif
   }
   const float *pf = f.p(), *pm = cfptr(mean), *pi = cfptr(invstd);
   mt_ns_by_type(x.st, [&](auto *type) {
@@ -201,15 +183,12 @@ std::pair<at::Tensor, at::Tensor> reduce(const Members &x, int64_t T, const at::
   auto fo = g.options().dtype(at::kFloat);
   auto gx = at::empty({N, m, R}, fo), g1 = at::empty({N, R}, fo);
   add_profile_bytes("metanas::node_sum_backward_reduce", x.bytes() + g.nbytes());
-  if (x.cuda()) {
-#ifdef MT_CUDA_KERNELS
-    check(mt_ns_cuda_reduce(x.p.data(), x.ns.data(), x.dtype(), m, N, T, R / T, HW, g.data_ptr(), fptr(gx), fptr(g1),
-                            stream()),
-          "reduce");
+  if (const auto *k = ns_kernels(x.mats[0], "node_norm_sum backward")) {
+    ns_check(k,
+             k->reduce(x.p.data(), x.ns.data(), x.dtype(), m, N, T, R / T, HW, g.data_ptr(), fptr(gx), fptr(g1),
+                       ns_stream(x.mats[0])),
+             "node_norm_sum backward (reduce)");
     return {gx, g1};
-#else
-    no_kernels();
-#endif
   }
   float *px = fptr(gx), *p1 = fptr(g1);
   mt_ns_by_type(x.st, [&](auto *type) {
@@ -244,15 +223,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> finish(const Members &x, int64_t 
   const int64_t N = x.N, R = x.R, C = R / T, HW = x.HW;
   auto beta = at::empty({m, R}, gx.options()), gamma = at::empty({m, R}, gx.options());
   at::Tensor gf = weight_grad ? at::empty({N, T, m}, gx.options()) : at::Tensor();
-  if (x.cuda()) {
-#ifdef MT_CUDA_KERNELS
-    check(mt_ns_cuda_finish(m, static_cast<int>(ms), N, T, C, HW, f.p(), f.fs, cfptr(mean), cfptr(invstd), cfptr(gx), cfptr(g1),
-                            fptr(beta), fptr(gamma), weight_grad ? fptr(gf) : nullptr, stream()),
-          "finish");
+  if (const auto *k = ns_kernels(x.mats[0], "node_norm_sum backward")) {
+    ns_check(k,
+             k->finish(m, static_cast<int>(ms), N, T, C, HW, f.p(), f.fs, cfptr(mean), cfptr(invstd), cfptr(gx),
+                       cfptr(g1), fptr(beta), fptr(gamma), weight_grad ? fptr(gf) : nullptr, ns_stream(x.mats[0])),
+             "node_norm_sum backward (finish)");
     return {beta, gamma, gf};
-#else
-    no_kernels();
-#endif
   }
   const float *pf = f.p(), *pm = cfptr(mean), *pi = cfptr(invstd), *px = cfptr(gx), *p1 = cfptr(g1);
   float *pb = fptr(beta), *pc = fptr(gamma);
@@ -289,15 +265,12 @@ std::vector<at::Tensor> member_grads(const Members &x, at::TensorList xs, int64_
   }
   // Reads the members with a batch norm (beta is 0 for the others) and g, writes every one.
   add_profile_bytes("metanas::node_sum_backward_dx", x.bytes() / m * (ms + m) + g.nbytes());
-  if (x.cuda()) {
-#ifdef MT_CUDA_KERNELS
-    check(mt_ns_cuda_dx(x.p.data(), x.ns.data(), x.dtype(), m, N, T, C, HW, f.p(), f.fs, cfptr(invstd), cfptr(beta),
-                        cfptr(gamma), g.data_ptr(), pd.data(), ds.data(), stream()),
-          "dx");
+  if (const auto *k = ns_kernels(x.mats[0], "node_norm_sum backward")) {
+    ns_check(k,
+             k->dx(x.p.data(), x.ns.data(), x.dtype(), m, N, T, C, HW, f.p(), f.fs, cfptr(invstd), cfptr(beta),
+                   cfptr(gamma), g.data_ptr(), pd.data(), ds.data(), ns_stream(x.mats[0])),
+             "node_norm_sum backward (dx)");
     return dx;
-#else
-    no_kernels();
-#endif
   }
   const float *pf = f.p(), *pi = cfptr(invstd), *pb = cfptr(beta), *pc = cfptr(gamma);
   mt_ns_by_type(x.st, [&](auto *type) {
@@ -371,6 +344,35 @@ struct NodeNormSum : public torch::autograd::Function<NodeNormSum> {
 
 }  // namespace
 
+namespace {
+std::atomic<bool> emulate_kernels{false};
+}  // namespace
+
+const mt_ns_kernels *ns_kernels(const at::Tensor &x, const char *op) {
+  if (x.is_cuda()) {
+#ifdef MT_CUDA_KERNELS
+    return mt_ns_cuda_kernels();
+#else
+    throw std::runtime_error(std::string(op) +
+                             ": the shim was built without nvcc, so it has no CUDA kernels (set "
+                             "METANAS_NODE_FUSED=0, or rebuild with nvcc on the PATH or NVCC=...)");
+#endif
+  }
+  return x.is_cpu() && emulate_kernels.load() ? mt_ns_emu_kernels() : nullptr;
+}
+
+void *ns_stream(const at::Tensor &x) {
+#ifdef MT_CUDA_KERNELS
+  if (x.is_cuda()) return at::cuda::getCurrentCUDAStream(x.device().index()).stream();
+#endif
+  (void)x;
+  return nullptr;
+}
+
+void ns_check(const mt_ns_kernels *k, int code, const char *op) {
+  if (code != 0) throw std::runtime_error(std::string(op) + ": " + k->error(code));
+}
+
 bool node_norm_sum_on(const c10::Device &dev) {
 #ifdef MT_CUDA_KERNELS
   return dev.is_cpu() || dev.is_cuda();
@@ -413,6 +415,8 @@ std::pair<at::Tensor, at::Tensor> channel_stats(const at::Tensor &x, const at::T
 }  // namespace mt
 
 extern "C" {
+
+bool mt_set_kernel_emulation(bool on) { return mt::emulate_kernels.exchange(on); }
 
 // mt_ns_div_check returns the first n of [n0, n0 + count) (n below 2^31) whose quotient by d
 // through mt_ns::Div, as the CUDA kernels index, differs from n / d; -1 where none does.

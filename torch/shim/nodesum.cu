@@ -1,8 +1,16 @@
 // CUDA kernels of the fused node batch norm and sum (nodesum_kernels.h). Compiled by nvcc
 // where native.mk finds one for a CUDA LibTorch; TestCUDANodeNormSum checks them against
 // LibTorch's batch norm and products on a GPU, as TestNodeNormSum checks nodesum.cc's CPU
-// loops, which compute the same per element.
+// loops, which compute the same per element. native.mk also compiles this file as C++ with
+// MT_CUDA_EMU (cuda_emu.h), whose build runs the same kernels on the host: the CPU tests
+// run them there too (torch.EmulateKernels).
+#ifdef MT_CUDA_EMU
+#include "cuda_emu.h"
+#else
 #include <cuda_runtime.h>
+// A kernel's launch; cuda_emu.h runs it on the host.
+#define MT_LAUNCH(kernel, grid, block, stream) kernel<<<grid, block, 0, stream>>>
+#endif
 
 #include <algorithm>
 
@@ -271,26 +279,25 @@ int by_type(int dtype, Fn fn) {
   return static_cast<int>(cudaErrorInvalidValue);
 }
 
-}  // namespace
+// The launchers (nodesum_kernels.h).
 
-extern "C" {
-
-int mt_ns_cuda_stats(const void *const *x, const int64_t *ns, int dtype, int m, int ms, int64_t N, int64_t T,
+int launch_stats(const void *const *x, const int64_t *ns, int dtype, int m, int ms, int64_t N, int64_t T,
                      int64_t C, int64_t HW, double momentum, double eps, float *mean, float *invstd, float *rm,
                      float *rv, void *stream) {
   return by_type(dtype, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     for (int i0 = 0; i0 < m; i0 += kChunk) {
       const Members<S> c = chunk<S>(x, ns, m, i0);
-      stats_kernel<S><<<dim3(static_cast<unsigned>(T * C), static_cast<unsigned>(c.m)), kThreads, 0,
-                        static_cast<cudaStream_t>(stream)>>>(c, ms, N, T, C, HW, div_of(HW), momentum, eps, mean, invstd, rm, rv);
+      const dim3 grid(static_cast<unsigned>(T * C), static_cast<unsigned>(c.m));
+      MT_LAUNCH(stats_kernel<S>, grid, kThreads, static_cast<cudaStream_t>(stream))(
+          c, ms, N, T, C, HW, div_of(HW), momentum, eps, mean, invstd, rm, rv);
       if (int e = last_error()) return e;
     }
     return 0;
   });
 }
 
-int mt_ns_cuda_sum(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+int launch_sum(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
                    int64_t HW, const float *f, int64_t fs, const float *mean, const float *invstd, void *out,
                    float *acc, void *stream) {
   if (!fits32(N * T * C * HW)) return static_cast<int>(cudaErrorInvalidValue);
@@ -298,7 +305,7 @@ int mt_ns_cuda_sum(const void *const *x, const int64_t *ns, int dtype, int m, in
     using S = std::remove_pointer_t<decltype(type)>;
     for (int i0 = 0; i0 < m; i0 += kChunk) {
       const Members<S> c = chunk<S>(x, ns, m, i0);
-      sum_kernel<S><<<blocks_for(N * T * C * HW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      MT_LAUNCH(sum_kernel<S>, blocks_for(N * T * C * HW), kThreads, static_cast<cudaStream_t>(stream))(
           c, N, T, C, HW, divs_of(T, C, HW), f, fs, mean, invstd, acc, static_cast<S *>(out), i0 == 0,
           i0 + kChunk >= m);
       if (int e = last_error()) return e;
@@ -307,13 +314,13 @@ int mt_ns_cuda_sum(const void *const *x, const int64_t *ns, int dtype, int m, in
   });
 }
 
-int mt_ns_cuda_reduce(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+int launch_reduce(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
                       int64_t HW, const void *g, float *gx, float *g1, void *stream) {
   return by_type(dtype, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     for (int i0 = 0; i0 < m; i0 += kChunk) {
       const Members<S> c = chunk<S>(x, ns, m, i0);
-      reduce_kernel<S><<<blocks_for(N * T * C * 32), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      MT_LAUNCH(reduce_kernel<S>, blocks_for(N * T * C * 32), kThreads, static_cast<cudaStream_t>(stream))(
           c, m, N, T * C, HW, static_cast<const S *>(g), gx, g1, i0 == 0);
       if (int e = last_error()) return e;
     }
@@ -321,16 +328,16 @@ int mt_ns_cuda_reduce(const void *const *x, const int64_t *ns, int dtype, int m,
   });
 }
 
-int mt_ns_cuda_finish(int m, int ms, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
+int launch_finish(int m, int ms, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
                       const float *mean, const float *invstd, const float *gx, const float *g1, float *beta,
                       float *gamma, float *gf, void *stream) {
   const int64_t total = m * T * C + (gf != nullptr ? N * T * m : 0);
-  finish_kernel<<<blocks_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  MT_LAUNCH(finish_kernel, blocks_for(total), kThreads, static_cast<cudaStream_t>(stream))(
       m, ms, N, T, C, HW, f, fs, mean, invstd, gx, g1, beta, gamma, gf);
   return last_error();
 }
 
-int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+int launch_dx(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
                   int64_t HW, const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
                   const void *g, void *const *dx, const int64_t *ds, void *stream) {
   if (!fits32(N * T * C * HW)) return static_cast<int>(cudaErrorInvalidValue);
@@ -343,7 +350,7 @@ int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int
         d.p[k] = static_cast<S *>(dx[i0 + k]);
         d.ds[k] = ds[i0 + k];
       }
-      dx_kernel<S><<<blocks_for(N * T * C * HW), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      MT_LAUNCH(dx_kernel<S>, blocks_for(N * T * C * HW), kThreads, static_cast<cudaStream_t>(stream))(
           c, d, N, T, C, HW, divs_of(T, C, HW), f, fs, invstd, beta, gamma, static_cast<const S *>(g));
       if (int e = last_error()) return e;
     }
@@ -351,7 +358,7 @@ int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int
   });
 }
 
-int mt_ns_cuda_fan(const void *const *g, const int64_t *gs, int dtype, int k, int64_t n, int64_t N, int64_t r,
+int launch_fan(const void *const *g, const int64_t *gs, int dtype, int k, int64_t n, int64_t N, int64_t r,
                    int64_t Q, const void *const *x, void *out, void *stream) {
   if (!fits32(n * N * Q) || (x != nullptr && n > kChunk)) return static_cast<int>(cudaErrorInvalidValue);
   return by_type(dtype, [&](auto *type) {
@@ -363,7 +370,7 @@ int mt_ns_cuda_fan(const void *const *g, const int64_t *gs, int dtype, int k, in
     }
     for (int j0 = 0; j0 < k; j0 += kChunk) {
       const Members<S> c = chunk<S>(g, gs, k, j0);
-      fan_kernel<S><<<blocks_for(n * N * Q), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      MT_LAUNCH(fan_kernel<S>, blocks_for(n * N * Q), kThreads, static_cast<cudaStream_t>(stream))(
           c, xs, x != nullptr, N, r, Q, n * N * Q, div_of(N * Q), div_of(Q), static_cast<S *>(out), j0 == 0);
       if (int e = last_error()) return e;
     }
@@ -371,20 +378,20 @@ int mt_ns_cuda_fan(const void *const *g, const int64_t *gs, int dtype, int k, in
   });
 }
 
-int mt_ns_cuda_norm_relu(const void *x, int dtype, int64_t N, int64_t C, int64_t HW, const float *mean,
+int launch_norm_relu(const void *x, int dtype, int64_t N, int64_t C, int64_t HW, const float *mean,
                          const float *invstd, void *y, void *stream) {
   const int64_t total = N * C * HW;
   if (!fits32(total)) return static_cast<int>(cudaErrorInvalidValue);
   return by_type(dtype, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
-    norm_relu_kernel<S><<<blocks_for(total), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+    MT_LAUNCH(norm_relu_kernel<S>, blocks_for(total), kThreads, static_cast<cudaStream_t>(stream))(
         static_cast<const S *>(x), div_of(HW), div_of(C), static_cast<unsigned>(total), mean, invstd,
         static_cast<S *>(y));
     return last_error();
   });
 }
 
-int mt_ns_cuda_norm_relu_backward(const void *x, const void *g, int dtype, int64_t N, int64_t C, int64_t HW,
+int launch_norm_relu_backward(const void *x, const void *g, int dtype, int64_t N, int64_t C, int64_t HW,
                                   const float *mean, const float *invstd, float *beta, float *gamma, void *dx,
                                   void *stream) {
   const int64_t total = N * C * HW;
@@ -392,16 +399,26 @@ int mt_ns_cuda_norm_relu_backward(const void *x, const void *g, int dtype, int64
   return by_type(dtype, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     const auto st = static_cast<cudaStream_t>(stream);
-    norm_relu_reduce_kernel<S><<<static_cast<unsigned>(C), kThreads, 0, st>>>(
+    MT_LAUNCH(norm_relu_reduce_kernel<S>, static_cast<unsigned>(C), kThreads, st)(
         static_cast<const S *>(x), static_cast<const S *>(g), N, C, HW, div_of(HW), mean, invstd, beta, gamma);
     if (int e = last_error()) return e;
-    norm_relu_dx_kernel<S><<<blocks_for(total), kThreads, 0, st>>>(
+    MT_LAUNCH(norm_relu_dx_kernel<S>, blocks_for(total), kThreads, st)(
         static_cast<const S *>(x), static_cast<const S *>(g), div_of(HW), div_of(C), static_cast<unsigned>(total),
         mean, invstd, beta, gamma, static_cast<S *>(dx));
     return last_error();
   });
 }
 
-const char *mt_ns_cuda_error(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
+const char *error_name(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
 
-}  // extern "C"
+const mt_ns_kernels kKernels{launch_stats, launch_sum,       launch_reduce,           launch_finish, launch_dx,
+                             launch_fan,   launch_norm_relu, launch_norm_relu_backward, error_name};
+
+}  // namespace
+
+#ifdef MT_CUDA_EMU
+extern "C" const struct mt_ns_kernels *mt_ns_emu_kernels(void) { return &kKernels; }
+extern "C" int64_t mt_ns_emu_launches(void) { return mt_emu::launches().load(); }
+#else
+extern "C" const struct mt_ns_kernels *mt_ns_cuda_kernels(void) { return &kKernels; }
+#endif

@@ -10,7 +10,7 @@
 // the running statistics rm and rv [T, m, C]; gx [N, m, R]; g1 [N, R]; beta and gamma
 // [m, R]; gf [N, T, m]. The weights f of member i for sample n and task t are
 // f[(n*T + t)*fs + i]. Every launcher queues its kernels on stream (a cudaStream_t) and
-// returns a cudaError_t (0: queued), which mt_ns_cuda_error names.
+// returns a cudaError_t (0: queued), which the build's error function names.
 #pragma once
 #include <stdint.h>
 
@@ -24,27 +24,27 @@ enum { MT_NS_FLOAT = 0, MT_NS_BF16 = 1, MT_NS_HALF = 2 };
 // (var biased), and the running statistics [T, ms, C] moved: rm = (1-momentum)*rm +
 // momentum*mean, rv likewise with the unbiased variance; 0 and 1 for the members from ms
 // on, which no batch norm normalises (not read).
-int mt_ns_cuda_stats(const void *const *x, const int64_t *ns, int dtype, int m, int ms, int64_t N, int64_t T,
+typedef int mt_ns_stats_fn(const void *const *x, const int64_t *ns, int dtype, int m, int ms, int64_t N, int64_t T,
                      int64_t C, int64_t HW, double momentum, double eps, float *mean, float *invstd, float *rm,
                      float *rv, void *stream);
 // out[n, r, :] = sum_i f[n, t, i] * invstd[i, r] * (x_i[n, r, :] - mean[i, r]); out is
 // contiguous [N, R*HW]. Past 32 members the sum goes through acc, float32 [N, R*HW] (out
 // itself for float32 members; unused, may be NULL, for fewer).
-int mt_ns_cuda_sum(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+typedef int mt_ns_sum_fn(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
                    int64_t HW, const float *f, int64_t fs, const float *mean, const float *invstd, void *out,
                    float *acc, void *stream);
 // gx[n, i, r] = sum_h g[n, r, h] * x_i[n, r, h]; g1[n, r] = sum_h g[n, r, h]; g contiguous.
-int mt_ns_cuda_reduce(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+typedef int mt_ns_reduce_fn(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
                       int64_t HW, const void *g, float *gx, float *g1, void *stream);
-// From gx and g1: beta and gamma of the members' gradients (mt_ns_cuda_dx; 0 for members
+// From gx and g1: beta and gamma of the members' gradients (mt_ns_dx_fn; 0 for members
 // from ms on, which no batch norm normalises: their mean is 0 and invstd 1), and where gf
 // is not NULL the weights' gradient gf[n, t, i] = sum_c invstd * (gx - mean * g1).
-int mt_ns_cuda_finish(int m, int ms, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
+typedef int mt_ns_finish_fn(int m, int ms, int64_t N, int64_t T, int64_t C, int64_t HW, const float *f, int64_t fs,
                       const float *mean, const float *invstd, const float *gx, const float *g1, float *beta,
                       float *gamma, float *gf, void *stream);
 // dx_i[n, r, :] = f[n, t, i] * invstd[i, r] * g[n, r, :] + beta[i, r] * x_i[n, r, :] +
 // gamma[i, r]; each dx_i a matrix [N, R*HW] whose rows lie ds[i] elements apart.
-int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
+typedef int mt_ns_dx_fn(const void *const *x, const int64_t *ns, int dtype, int m, int64_t N, int64_t T, int64_t C,
                   int64_t HW, const float *f, int64_t fs, const float *invstd, const float *beta, const float *gamma,
                   const void *g, void *const *dx, const int64_t *ds, void *stream);
 // The fan-in of a repeated state's gradients (fan.cc): out[m, b, q] = sum_j sum_i
@@ -52,21 +52,39 @@ int mt_ns_cuda_dx(const void *const *x, const int64_t *ns, int dtype, int m, int
 // copies of each of n states; out contiguous [n, N, Q], of dtype. Where x is not NULL the
 // copies were of the states' ReLUs: x holds the n states (contiguous [N, Q], of dtype, at
 // most 32), and out is 0 where x[m][b, q] <= 0.
-int mt_ns_cuda_fan(const void *const *g, const int64_t *gs, int dtype, int k, int64_t n, int64_t N, int64_t r,
+typedef int mt_ns_fan_fn(const void *const *g, const int64_t *gs, int dtype, int k, int64_t n, int64_t N, int64_t r,
                    int64_t Q, const void *const *x, void *out, void *stream);
 // The fused batch norm + ReLU (normrelu.cc) of x, contiguous [N, C, HW] of dtype, with its
-// batch statistics mean and invstd [C] (mt_ns_cuda_stats with m = ms = 1, T = 1):
+// batch statistics mean and invstd [C] (mt_ns_stats_fn with m = ms = 1, T = 1):
 // y = max(invstd * (x - mean), 0), contiguous like x.
-int mt_ns_cuda_norm_relu(const void *x, int dtype, int64_t N, int64_t C, int64_t HW, const float *mean,
+typedef int mt_ns_norm_relu_fn(const void *x, int dtype, int64_t N, int64_t C, int64_t HW, const float *mean,
                          const float *invstd, void *y, void *stream);
 // Its backward pass from y's gradient g (contiguous like x): beta and gamma [C] (float32
 // scratch), then dx = invstd * g' + beta * x + gamma, g' = g where y > 0, else 0 (through the
 // statistics too, as a batch norm's).
-int mt_ns_cuda_norm_relu_backward(const void *x, const void *g, int dtype, int64_t N, int64_t C, int64_t HW,
+typedef int mt_ns_norm_relu_backward_fn(const void *x, const void *g, int dtype, int64_t N, int64_t C, int64_t HW,
                                   const float *mean, const float *invstd, float *beta, float *gamma, void *dx,
                                   void *stream);
-// mt_ns_cuda_error names a launcher's error code.
-const char *mt_ns_cuda_error(int code);
+// mt_ns_error_fn names a launcher's error code.
+typedef const char *mt_ns_error_fn(int code);
+
+// mt_ns_kernels is one build of the launchers: nodesum.cu compiled by nvcc
+// (mt_ns_cuda_kernels, NULL where native.mk found no nvcc), or as C++ on the host
+// (mt_ns_emu_kernels, cuda_emu.h), which runs the same kernels on host memory for tests.
+struct mt_ns_kernels {
+  mt_ns_stats_fn *stats;
+  mt_ns_sum_fn *sum;
+  mt_ns_reduce_fn *reduce;
+  mt_ns_finish_fn *finish;
+  mt_ns_dx_fn *dx;
+  mt_ns_fan_fn *fan;
+  mt_ns_norm_relu_fn *norm_relu;
+  mt_ns_norm_relu_backward_fn *norm_relu_backward;
+  mt_ns_error_fn *error;
+};
+
+const struct mt_ns_kernels *mt_ns_cuda_kernels(void);
+const struct mt_ns_kernels *mt_ns_emu_kernels(void);
 
 #ifdef __cplusplus
 }

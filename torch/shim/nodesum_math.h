@@ -143,7 +143,7 @@ MT_NS_FN void finish_weight(int64_t j, int64_t m, int64_t T, int64_t C, const fl
 
 // fan_value adds to acc the k gradients' (g[j], rows gs[j] apart) r copies of state m at
 // sample b, offset q of a copy's Q elements: sum_j sum_i g[j][b*gs[j] + (m*r + i)*Q + q]
-// (mt_ns_cuda_fan).
+// (mt_ns_fan_fn).
 template <class S>
 MT_NS_FN float fan_value(float acc, const S *const *g, const int64_t *gs, int k, int64_t b, int64_t m, int64_t q,
                          int64_t r, int64_t Q) {
@@ -156,7 +156,7 @@ MT_NS_FN float fan_value(float acc, const S *const *g, const int64_t *gs, int k,
 
 // fan_mask is a fan's sum v at sample b, offset q of state m where the state x[m]
 // (contiguous [N, Q]; x NULL: no ReLU) is positive, else 0: the gradient of the state
-// through a ReLU before its copies (mt_ns_cuda_fan).
+// through a ReLU before its copies (mt_ns_fan_fn).
 template <class S>
 MT_NS_FN float fan_mask(float v, const S *const *x, int64_t b, int64_t m, int64_t q, int64_t Q) {
   if (x == nullptr) return v;
@@ -168,7 +168,7 @@ MT_NS_FN float fan_mask(float v, const S *const *x, int64_t b, int64_t m, int64_
 MT_NS_FN bool norm_relu_passes(float x, float mean, float invstd) { return invstd * (x - mean) > 0.f; }
 
 // norm_relu_value is the ReLU of x normalised with a channel's mean and invstd
-// (mt_ns_cuda_norm_relu): max(invstd * (x - mean), 0).
+// (mt_ns_norm_relu_fn): max(invstd * (x - mean), 0).
 MT_NS_FN float norm_relu_value(float x, float mean, float invstd) {
   const float v = invstd * (x - mean);
   return v > 0.f ? v : 0.f;

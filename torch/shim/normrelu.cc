@@ -17,24 +17,7 @@
 #include "nodesum_kernels.h"
 #include "nodesum_math.h"
 
-#ifdef MT_CUDA_KERNELS
-#include <ATen/cuda/CUDAContext.h>
-#endif
-
 namespace {
-
-// on_cuda runs the CUDA launcher call (returning a cudaError_t) or fails where the shim has
-// no kernels.
-template <class Fn>
-void on_cuda(Fn call) {
-#ifdef MT_CUDA_KERNELS
-  const int e = call(at::cuda::getCurrentCUDAStream().stream());
-  if (e != 0) throw std::runtime_error(std::string("norm_relu: ") + mt_ns_cuda_error(e));
-#else
-  (void)call;
-  throw std::runtime_error("norm_relu: the shim was built without nvcc, so it has no CUDA kernels");
-#endif
-}
 
 // NormReLU: y = relu((x - mean) * invstd) per channel of x ([N, C, ...], contiguous), the
 // statistics those of the batch, the running ones rm and rv moved; backward through the
@@ -47,11 +30,11 @@ struct NormReLU : public torch::autograd::Function<NormReLU> {
     std::tie(mean, invstd) = mt::channel_stats(x, rm, rv, momentum, eps);
     auto y = at::empty_like(x, at::MemoryFormat::Contiguous);
     mt::add_profile_bytes("metanas::norm_relu", x.nbytes() + y.nbytes());
-    if (x.is_cuda()) {
-      on_cuda([&](void *stream) {
-        return mt_ns_cuda_norm_relu(x.data_ptr(), mt_ns_dtype(x.scalar_type()), N, C, HW, mean.data_ptr<float>(),
-                                    invstd.data_ptr<float>(), y.data_ptr(), stream);
-      });
+    if (const auto *k = mt::ns_kernels(x, "norm_relu")) {
+      mt::ns_check(k,
+                   k->norm_relu(x.data_ptr(), mt_ns_dtype(x.scalar_type()), N, C, HW, mean.data_ptr<float>(),
+                                invstd.data_ptr<float>(), y.data_ptr(), mt::ns_stream(x)),
+                   "norm_relu");
     } else {
       const float *pm = mean.data_ptr<float>(), *pi = invstd.data_ptr<float>();
       mt_ns_by_type(x.scalar_type(), [&](auto *type) {
@@ -82,12 +65,12 @@ struct NormReLU : public torch::autograd::Function<NormReLU> {
     auto beta = at::empty({C}, mean.options()), gamma = at::empty({C}, mean.options());
     auto dx = at::empty_like(x, at::MemoryFormat::Contiguous);
     mt::add_profile_bytes("metanas::norm_relu_backward", 2 * (x.nbytes() + g.nbytes()) + dx.nbytes());
-    if (x.is_cuda()) {
-      on_cuda([&](void *stream) {
-        return mt_ns_cuda_norm_relu_backward(x.data_ptr(), g.data_ptr(), mt_ns_dtype(x.scalar_type()), N, C, HW,
-                                             mean.data_ptr<float>(), invstd.data_ptr<float>(),
-                                             beta.data_ptr<float>(), gamma.data_ptr<float>(), dx.data_ptr(), stream);
-      });
+    if (const auto *k = mt::ns_kernels(x, "norm_relu backward")) {
+      mt::ns_check(k,
+                   k->norm_relu_backward(x.data_ptr(), g.data_ptr(), mt_ns_dtype(x.scalar_type()), N, C, HW,
+                                         mean.data_ptr<float>(), invstd.data_ptr<float>(), beta.data_ptr<float>(),
+                                         gamma.data_ptr<float>(), dx.data_ptr(), mt::ns_stream(x)),
+                   "norm_relu backward");
       out[0] = dx;
       return out;
     }

@@ -214,10 +214,16 @@ char *mt_split_channels(mt_tensor x, int64_t parts, int64_t tasks, mt_tensor *ou
 // mt_norm_relu is mt_batch_norm in training (no affine tensors; rm and rv contiguous
 // float32 [C], moved) followed by mt_relu, fused (normrelu.cc): no normalised tensor, no
 // ReLU pass forward or backward. It fails where mt_node_norm_sum_on is false.
+char *mt_norm_relu(mt_tensor x, mt_tensor rm, mt_tensor rv, double momentum, double eps, mt_tensor *out);
 // mt_ns_div_check checks the CUDA kernels' index division (nodesum_math.h's Div) by d
 // over [n0, n0 + count): the first n it divides wrongly, or -1.
 int64_t mt_ns_div_check(uint32_t d, uint32_t n0, uint32_t count);
-char *mt_norm_relu(mt_tensor x, mt_tensor rm, mt_tensor rv, double momentum, double eps, mt_tensor *out);
+// mt_set_kernel_emulation, for tests: while on, the fused calls above (node norm sums,
+// fans, the batch norm + ReLU) run CPU tensors through the CUDA kernels of nodesum.cu
+// emulated on the host (cuda_emu.h) instead of their CPU loops. It returns the previous
+// setting. mt_ns_emu_launches counts the emulated kernel launches so far.
+bool mt_set_kernel_emulation(bool on);
+int64_t mt_ns_emu_launches(void);
 char *mt_reshape(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
 char *mt_view(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
 char *mt_flatten(mt_tensor x, int64_t start, int64_t end, mt_tensor *out);
