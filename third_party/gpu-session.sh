@@ -16,10 +16,12 @@
 #           the first bench variant) again with each setting of GPU_SESSION_AB_ENVS
 #           (';'-separated, each one or more NAME=value, optionally followed by "|" and the
 #           bench flags of another variant for that setting, or only "|FLAGS": that
-#           variant as it is; default METANAS_NODE_FUSED=1 first, on og_metanas and on
-#           in_metanas in batches of 5 (the shim's CUDA kernels for the node batch norm and
-#           sum, the gradients' fans, the split pieces' buffers and the fused batch norm +
-#           ReLU: 32-34 % fewer bytes a float32 step, and GPU memory), then og_metanas in
+#           variant as it is; default METANAS_NODE_FUSED=1 first (the shim's CUDA
+#           kernels for the node batch norm and sum, the gradients' fans, the split pieces'
+#           buffers and the fused batch norm + ReLU: 32-34 % fewer bytes a float32 step,
+#           and GPU memory), then METANAS_DW_WGRAD=1 (the shim's depthwise weight gradient
+#           instead of cuDNN's, about 6 ms of a step in the fourth lease) alone and with it,
+#           then METANAS_NODE_FUSED=1 on in_metanas in batches of 5, then og_metanas in
 #           bfloat16 without and with it (--precision bf16:
 #           half the bytes of a float32 step, whose 46 GiB of memory traffic alone take
 #           longer than the 10x target leaves on an H100), then METANAS_STATE_FUSION=0 (each edge's op chain on
@@ -69,7 +71,7 @@ export GPU_CHECK_OPBENCH=${GPU_CHECK_OPBENCH:-0}
 export GPU_BENCH_TIMEOUT=${GPU_BENCH_TIMEOUT:-100}
 # The bench variants of a session: the batched og_metanas and in_metanas steps from graphs.
 export GPU_BENCH_VARIANTS=${GPU_BENCH_VARIANTS:-"--cases og_metanas --batch-tasks 10 --cuda-graphs;--node-bench 20;--node-bench 20 --precision bf16;--cases in_metanas --batch-tasks 5 --cuda-graphs"}
-AB_ENVS=${GPU_SESSION_AB_ENVS-METANAS_NODE_FUSED=1;METANAS_NODE_FUSED=1|--cases in_metanas --batch-tasks 5 --cuda-graphs;|--cases og_metanas --batch-tasks 10 --cuda-graphs --precision bf16;METANAS_NODE_FUSED=1|--cases og_metanas --batch-tasks 10 --cuda-graphs --precision bf16;METANAS_STATE_FUSION=0;METANAS_TF32_MATMUL=1;METANAS_NODE_RECOMPUTE=1|--cases in_metanas --batch-tasks 5 --cuda-graphs;METANAS_NODE_RECOMPUTE=1;|--cases og_metanas --batch-tasks 5 --batch-workers 2 --cuda-graphs;|--cases og_metanas --batch-tasks 5 --batch-workers 2 --cuda-graphs --precision bf16;METANAS_STATE_FUSION=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;METANAS_FACTORIZED_REDUCE=split;METANAS_GRAPH_WAIT=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;|--cases in_metanas --batch-tasks 10 --cuda-graphs;|--cases in_metanas --batch-tasks 5 --cuda-graphs --precision bf16;|--cases og_metanas --batch-tasks 2 --batch-workers 5 --cuda-graphs;METANAS_NODE_SUM=loop;METANAS_BRANCH_STREAMS=4;METANAS_NODE_BATCH_NORM=0;METANAS_POINTWISE=conv}
+AB_ENVS=${GPU_SESSION_AB_ENVS-METANAS_NODE_FUSED=1;METANAS_DW_WGRAD=1;METANAS_NODE_FUSED=1 METANAS_DW_WGRAD=1;METANAS_NODE_FUSED=1|--cases in_metanas --batch-tasks 5 --cuda-graphs;|--cases og_metanas --batch-tasks 10 --cuda-graphs --precision bf16;METANAS_NODE_FUSED=1|--cases og_metanas --batch-tasks 10 --cuda-graphs --precision bf16;METANAS_STATE_FUSION=0;METANAS_TF32_MATMUL=1;METANAS_NODE_RECOMPUTE=1|--cases in_metanas --batch-tasks 5 --cuda-graphs;METANAS_NODE_RECOMPUTE=1;|--cases og_metanas --batch-tasks 5 --batch-workers 2 --cuda-graphs;|--cases og_metanas --batch-tasks 5 --batch-workers 2 --cuda-graphs --precision bf16;METANAS_STATE_FUSION=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;METANAS_FACTORIZED_REDUCE=split;METANAS_GRAPH_WAIT=0|--cases in_metanas --batch-tasks 5 --cuda-graphs;|--cases in_metanas --batch-tasks 10 --cuda-graphs;|--cases in_metanas --batch-tasks 5 --cuda-graphs --precision bf16;|--cases og_metanas --batch-tasks 2 --batch-workers 5 --cuda-graphs;METANAS_NODE_SUM=loop;METANAS_BRANCH_STREAMS=4;METANAS_NODE_BATCH_NORM=0;METANAS_POINTWISE=conv}
 PARTS=" ${GPU_SESSION_PARTS:-check bench ab memory trace} "
 for p in $PARTS; do
   case $p in check | bench | ab | memory | trace) ;;

@@ -33,6 +33,10 @@ void set_autocast(bool cuda, bool on, at::ScalarType st) {
 }  // namespace
 
 namespace mt {
+bool autocast_active(bool cuda) { return autocast_on(cuda); }
+}  // namespace mt
+
+namespace mt {
 
 bool autocast_cpu() { return autocast_on(false); }
 

@@ -1,4 +1,6 @@
-// CUDA kernels of the fused node batch norm and sum (nodesum_kernels.h). Compiled by nvcc
+// The shim's CUDA kernels (nodesum_kernels.h): the fused node batch norm and sum, the fans
+// of gradients, the fused batch norm + ReLU, a depthwise convolution's weight gradient.
+// Compiled by nvcc
 // where native.mk finds one for a CUDA LibTorch; TestCUDANodeNormSum checks them against
 // LibTorch's batch norm and products on a GPU, as TestNodeNormSum checks nodesum.cc's CPU
 // loops, which compute the same per element. native.mk also compiles this file as C++ with
@@ -263,6 +265,60 @@ __global__ void norm_relu_dx_kernel(const S *x, const S *g, mt_ns::Div dhw, mt_n
   }
 }
 
+// block_sums_k sums K values of each thread over the block's kThreads threads into v; it
+// returns true in the one thread that then holds the K totals (every thread must call it).
+template <int K>
+__device__ bool block_sums_k(double (&v)[K]) {
+  __shared__ double sh[K][kThreads / 32];
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int t = 0; t < K; t++) {
+    v[t] = warp_sum(v[t]);
+    if (lane == 0) sh[t][w] = v[t];
+  }
+  __syncthreads();
+  if (w != 0) return false;
+  for (int t = 0; t < K; t++) v[t] = warp_sum(lane < kThreads / 32 ? sh[t][lane] : 0.0);
+  return lane == 0;
+}
+
+// DwGeom is a depthwise convolution's geometry: C channels of H x W planes in, Ho x Wo
+// out, a kh x kw kernel (K taps) at stride, padding and dilation.
+struct DwGeom {
+  int64_t N, C, H, W, Ho, Wo;
+  int kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+// One block per channel c: the gradient of its K kernel taps, the sums over the N*Ho*Wo
+// output positions of g times the input each tap read there; per thread in float (a few
+// dozen terms), over the block in double.
+template <class S, int K>
+__global__ void dw_wgrad_kernel(const S *x, const S *g, DwGeom q, mt_ns::Div dhw, mt_ns::Div dwo, S *gw) {
+  const int64_t c = blockIdx.x;
+  const unsigned hw = static_cast<unsigned>(q.Ho * q.Wo), count = static_cast<unsigned>(q.N) * hw;
+  float acc[K];
+  for (int t = 0; t < K; t++) acc[t] = 0.f;
+  for (unsigned j = threadIdx.x; j < count; j += blockDim.x) {
+    const unsigned n = mt_ns::div(dhw, j), rem = j - n * hw, oy = mt_ns::div(dwo, rem),
+                   ox = rem - oy * static_cast<unsigned>(q.Wo);
+    const int64_t plane = static_cast<int64_t>(n) * q.C + c;
+    const float gv = mt_ns_ld(g + plane * hw + rem);
+    const S *xp = x + plane * q.H * q.W;
+    const int64_t y0 = static_cast<int64_t>(oy) * q.sh - q.ph, x0 = static_cast<int64_t>(ox) * q.sw - q.pw;
+    for (int ky = 0; ky < q.kh; ky++) {
+      const int64_t iy = y0 + ky * q.dh;
+      if (iy < 0 || iy >= q.H) continue;
+      for (int kx = 0; kx < q.kw; kx++) {
+        const int64_t ix = x0 + kx * q.dw;
+        if (ix >= 0 && ix < q.W) acc[ky * q.kw + kx] += gv * mt_ns_ld(xp + iy * q.W + ix);
+      }
+    }
+  }
+  double v[K];
+  for (int t = 0; t < K; t++) v[t] = acc[t];
+  if (block_sums_k<K>(v))
+    for (int t = 0; t < K; t++) mt_ns_st(gw + c * K + t, static_cast<float>(v[t]));
+}
+
 int last_error() { return static_cast<int>(cudaGetLastError()); }
 
 // by_type calls fn with a null pointer of the element type that dtype names.
@@ -409,10 +465,31 @@ int launch_norm_relu_backward(const void *x, const void *g, int dtype, int64_t N
   });
 }
 
+int launch_dw_wgrad(const void *x, const void *g, int dtype, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho,
+                    int64_t Wo, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, void *gw,
+                    void *stream) {
+  const int64_t count = N * Ho * Wo;
+  if (!fits32(count) || C < 1 || C > 2147483647 || (kh * kw != 9 && kh * kw != 25))
+    return static_cast<int>(cudaErrorInvalidValue);
+  const DwGeom q{N, C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw};
+  return by_type(dtype, [&](auto *type) {
+    using S = std::remove_pointer_t<decltype(type)>;
+    const auto st = static_cast<cudaStream_t>(stream);
+    const auto *px = static_cast<const S *>(x), *pg = static_cast<const S *>(g);
+    void (*kernel)(const S *, const S *, DwGeom, mt_ns::Div, mt_ns::Div, S *) =
+        kh * kw == 9 ? dw_wgrad_kernel<S, 9> : dw_wgrad_kernel<S, 25>;
+    MT_LAUNCH(kernel, static_cast<unsigned>(C), kThreads, st)(px, pg, q, div_of(Ho * Wo), div_of(Wo),
+                                                            static_cast<S *>(gw));
+    return last_error();
+  });
+}
+
 const char *error_name(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
 
-const mt_ns_kernels kKernels{launch_stats, launch_sum,       launch_reduce,           launch_finish, launch_dx,
-                             launch_fan,   launch_norm_relu, launch_norm_relu_backward, error_name};
+const mt_ns_kernels kKernels{launch_stats,    launch_sum,       launch_reduce,
+                             launch_finish,   launch_dx,        launch_fan,
+                             launch_norm_relu, launch_norm_relu_backward, launch_dw_wgrad,
+                             error_name};
 
 }  // namespace
 

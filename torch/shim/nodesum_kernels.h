@@ -1,5 +1,6 @@
 // The CUDA kernels of the fused node batch norm and sum, of the fan-in of a repeated
-// state's gradients and of the fused batch norm + ReLU (nodesum.cu), in plain C types so that
+// state's gradients, of the fused batch norm + ReLU and of a depthwise convolution's weight
+// gradient (nodesum.cu), in plain C types so that
 // the .cu file needs no LibTorch headers; nodesum.cc has a CPU loop for each.
 //
 // Each member i is a matrix [N, R*HW] whose rows lie ns[i] elements apart (R = T*C
@@ -65,6 +66,14 @@ typedef int mt_ns_norm_relu_fn(const void *x, int dtype, int64_t N, int64_t C, i
 typedef int mt_ns_norm_relu_backward_fn(const void *x, const void *g, int dtype, int64_t N, int64_t C, int64_t HW,
                                   const float *mean, const float *invstd, float *beta, float *gamma, void *dx,
                                   void *stream);
+// A depthwise convolution's weight gradient (dwconv.cc): gw [C, kh*kw] (of dtype) from the
+// input x [N, C, H, W] and the output's gradient g [N, C, Ho, Wo] (both contiguous, of
+// dtype), for a kh x kw kernel (9 or 25 taps) at stride (sh, sw), padding (ph, pw) and
+// dilation (dh, dw): gw[c, ky*kw + kx] = sum over n, oy, ox of g[n, c, oy, ox] *
+// x[n, c, oy*sh - ph + ky*dh, ox*sw - pw + kx*dw] (0 outside the planes).
+typedef int mt_ns_dw_wgrad_fn(const void *x, const void *g, int dtype, int64_t N, int64_t C, int64_t H, int64_t W,
+                              int64_t Ho, int64_t Wo, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
+                              void *gw, void *stream);
 // mt_ns_error_fn names a launcher's error code.
 typedef const char *mt_ns_error_fn(int code);
 
@@ -80,6 +89,7 @@ struct mt_ns_kernels {
   mt_ns_fan_fn *fan;
   mt_ns_norm_relu_fn *norm_relu;
   mt_ns_norm_relu_backward_fn *norm_relu_backward;
+  mt_ns_dw_wgrad_fn *dw_wgrad;
   mt_ns_error_fn *error;
 };
 

@@ -115,6 +115,7 @@ char *mt_conv2d(mt_tensor x, mt_tensor w, mt_tensor b, int64_t sh, int64_t sw, i
                 int64_t pw, int64_t dh, int64_t dw, int64_t groups, mt_tensor *out) {
   MT_TRY
   auto y = pointwise_matmul(T(x), T(w), mt::opt(b), sh, sw, ph, pw, groups);
+  if (!y.defined()) y = mt::dwconv_kernel(T(x), T(w), mt::opt(b), sh, sw, ph, pw, dh, dw, groups);
   if (!y.defined()) y = mt::dwconv_cpu(T(x), T(w), mt::opt(b), sh, sw, ph, pw, dh, dw, groups);
   if (!y.defined()) y = mt::dense_conv_cpu(T(x), T(w), mt::opt(b), sh, sw, ph, pw, dh, dw, groups);
   if (!y.defined()) y = at::conv2d(T(x), T(w), mt::opt(b), {sh, sw}, {ph, pw}, {dh, dw}, groups);
