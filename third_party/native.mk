@@ -46,7 +46,8 @@ CG_OBJS := $(patsubst $(GOTORCH)/cgotorch/%.cc,$(BUILD)/obj/cgotorch/%.o,$(CG_SR
 SH_SRCS := $(wildcard torch/shim/*.cc)
 SH_HDRS := $(wildcard torch/shim/*.h)
 SH_OBJS := $(patsubst torch/shim/%.cc,$(BUILD)/obj/shim/%.o,$(SH_SRCS))
-# The CUDA kernels compiled as C++ for their host emulation (cuda_emu.h), in every build.
+# The CUDA kernels compiled as C++ for their host emulation (cuda_emu.h), in every build
+# (nvcc's #pragma unroll means nothing to the host compiler).
 EMU_OBJS := $(patsubst torch/shim/%.cu,$(BUILD)/obj/shim/%_emu.o,$(wildcard torch/shim/*.cu))
 LINKS   := $(addprefix $(BUILD)/lib/,$(TORCH_LIBS))
 
@@ -67,7 +68,7 @@ $(BUILD)/obj/shim/%.o: torch/shim/%.cc $(SH_HDRS) $(BUILD)/libtorch.stamp third_
 
 $(BUILD)/obj/shim/%_emu.o: torch/shim/%.cu $(SH_HDRS) $(BUILD)/libtorch.stamp third_party/native.mk
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -Wall -DMT_CUDA_EMU -x c++ -c $< -o $@
+	$(CXX) $(CXXFLAGS) -Wall -Wno-unknown-pragmas -DMT_CUDA_EMU -x c++ -c $< -o $@
 
 # -Xcompiler passes the shim's position-independent code and ABI to the host compiler; the
 # kernels include no LibTorch header.

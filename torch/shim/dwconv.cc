@@ -75,9 +75,9 @@ at::Tensor dwconv_kernel(const at::Tensor &x, const at::Tensor &w, const c10::op
   if (x.is_cuda() ? !(dw_wgrad_switch() && node_norm_sum_on(x.device())) : !x.is_cpu()) return at::Tensor();
   if (x.dim() != 4 || w.dim() != 4 || groups < 1 || x.size(1) != groups || w.size(0) != groups || w.size(1) != 1)
     return at::Tensor();
-  const int64_t taps = w.size(2) * w.size(3);
+  const int64_t k = w.size(2);
   const auto st = x.scalar_type();
-  if ((b && b->defined()) || (taps != 9 && taps != 25) || w.scalar_type() != st || x.numel() == 0 ||
+  if ((b && b->defined()) || w.size(3) != k || (k != 3 && k != 5) || w.scalar_type() != st || x.numel() == 0 ||
       (st != at::kFloat && st != at::kBFloat16 && st != at::kHalf) || x.device() != w.device())
     return at::Tensor();
   // Autocast would run the convolution in another type than the saved input's.

@@ -282,20 +282,22 @@ __device__ bool block_sums_k(double (&v)[K]) {
 }
 
 // DwGeom is a depthwise convolution's geometry: C channels of H x W planes in, Ho x Wo
-// out, a kh x kw kernel (K taps) at stride, padding and dilation.
+// out, a square kernel's stride, padding and dilation.
 struct DwGeom {
   int64_t N, C, H, W, Ho, Wo;
-  int kh, kw, sh, sw, ph, pw, dh, dw;
+  int sh, sw, ph, pw, dh, dw;
 };
 
-// One block per channel c: the gradient of its K kernel taps, the sums over the N*Ho*Wo
-// output positions of g times the input each tap read there; per thread in float (a few
-// dozen terms), over the block in double.
-template <class S, int K>
+// One block per channel c: the gradient of its KS x KS kernel taps, the sums over the
+// N*Ho*Wo output positions of g times the input each tap read there; per thread in float
+// (a few dozen terms, in registers: the taps are unrolled), over the block in double.
+template <class S, int KS>
 __global__ void dw_wgrad_kernel(const S *x, const S *g, DwGeom q, mt_ns::Div dhw, mt_ns::Div dwo, S *gw) {
+  constexpr int K = KS * KS;
   const int64_t c = blockIdx.x;
   const unsigned hw = static_cast<unsigned>(q.Ho * q.Wo), count = static_cast<unsigned>(q.N) * hw;
   float acc[K];
+#pragma unroll
   for (int t = 0; t < K; t++) acc[t] = 0.f;
   for (unsigned j = threadIdx.x; j < count; j += blockDim.x) {
     const unsigned n = mt_ns::div(dhw, j), rem = j - n * hw, oy = mt_ns::div(dwo, rem),
@@ -304,16 +306,19 @@ __global__ void dw_wgrad_kernel(const S *x, const S *g, DwGeom q, mt_ns::Div dhw
     const float gv = mt_ns_ld(g + plane * hw + rem);
     const S *xp = x + plane * q.H * q.W;
     const int64_t y0 = static_cast<int64_t>(oy) * q.sh - q.ph, x0 = static_cast<int64_t>(ox) * q.sw - q.pw;
-    for (int ky = 0; ky < q.kh; ky++) {
+#pragma unroll
+    for (int ky = 0; ky < KS; ky++) {
       const int64_t iy = y0 + ky * q.dh;
-      if (iy < 0 || iy >= q.H) continue;
-      for (int kx = 0; kx < q.kw; kx++) {
+      const bool row = iy >= 0 && iy < q.H;
+#pragma unroll
+      for (int kx = 0; kx < KS; kx++) {
         const int64_t ix = x0 + kx * q.dw;
-        if (ix >= 0 && ix < q.W) acc[ky * q.kw + kx] += gv * mt_ns_ld(xp + iy * q.W + ix);
+        if (row && ix >= 0 && ix < q.W) acc[ky * KS + kx] += gv * mt_ns_ld(xp + iy * q.W + ix);
       }
     }
   }
   double v[K];
+#pragma unroll
   for (int t = 0; t < K; t++) v[t] = acc[t];
   if (block_sums_k<K>(v))
     for (int t = 0; t < K; t++) mt_ns_st(gw + c * K + t, static_cast<float>(v[t]));
@@ -469,15 +474,15 @@ int launch_dw_wgrad(const void *x, const void *g, int dtype, int64_t N, int64_t 
                     int64_t Wo, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, void *gw,
                     void *stream) {
   const int64_t count = N * Ho * Wo;
-  if (!fits32(count) || C < 1 || C > 2147483647 || (kh * kw != 9 && kh * kw != 25))
+  if (!fits32(count) || C < 1 || C > 2147483647 || kh != kw || (kh != 3 && kh != 5))
     return static_cast<int>(cudaErrorInvalidValue);
-  const DwGeom q{N, C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw};
+  const DwGeom q{N, C, H, W, Ho, Wo, sh, sw, ph, pw, dh, dw};
   return by_type(dtype, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     const auto st = static_cast<cudaStream_t>(stream);
     const auto *px = static_cast<const S *>(x), *pg = static_cast<const S *>(g);
     void (*kernel)(const S *, const S *, DwGeom, mt_ns::Div, mt_ns::Div, S *) =
-        kh * kw == 9 ? dw_wgrad_kernel<S, 9> : dw_wgrad_kernel<S, 25>;
+        kh == 3 ? dw_wgrad_kernel<S, 3> : dw_wgrad_kernel<S, 5>;
     MT_LAUNCH(kernel, static_cast<unsigned>(C), kThreads, st)(px, pg, q, div_of(Ho * Wo), div_of(Wo),
                                                             static_cast<S *>(gw));
     return last_error();

@@ -68,7 +68,7 @@ typedef int mt_ns_norm_relu_backward_fn(const void *x, const void *g, int dtype,
                                   void *stream);
 // A depthwise convolution's weight gradient (dwconv.cc): gw [C, kh*kw] (of dtype) from the
 // input x [N, C, H, W] and the output's gradient g [N, C, Ho, Wo] (both contiguous, of
-// dtype), for a kh x kw kernel (9 or 25 taps) at stride (sh, sw), padding (ph, pw) and
+// dtype), for a kh x kw kernel (3x3 or 5x5) at stride (sh, sw), padding (ph, pw) and
 // dilation (dh, dw): gw[c, ky*kw + kx] = sum over n, oy, ox of g[n, c, oy, ox] *
 // x[n, c, oy*sh - ph + ky*dh, ox*sw - pw + kx*dw] (0 outside the planes).
 typedef int mt_ns_dw_wgrad_fn(const void *x, const void *g, int dtype, int64_t N, int64_t C, int64_t H, int64_t W,
