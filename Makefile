@@ -9,7 +9,7 @@ BUILD  := build
 CONFIG ?= configs/smoke.yaml
 TRAIN_ARGS ?=
 
-.PHONY: all native deps test train bench opbench gpu-prepare gpu-check gpu-bench gpu-trace gpu-session compat-check data clean
+.PHONY: all native deps test train bench opbench gpu-prepare gpu-check gpu-bench gpu-trace gpu-session compat-check kernel-asan data clean
 
 all: native
 	$(GO) build ./...
@@ -78,6 +78,10 @@ gpu-check:
 # with and without CUDA, before a GPU lease (fetches about 1 GB once; installs nothing).
 compat-check:
 	bash third_party/compat-check.sh
+
+# The CUDA kernels' tests through their host emulation under AddressSanitizer.
+kernel-asan: deps native
+	bash third_party/kernel-asan.sh
 
 gpu-bench:
 	bash third_party/gpu-bench.sh

@@ -49,6 +49,7 @@ SH_OBJS := $(patsubst torch/shim/%.cc,$(BUILD)/obj/shim/%.o,$(SH_SRCS))
 # The CUDA kernels compiled as C++ for their host emulation (cuda_emu.h), in every build
 # (nvcc's #pragma unroll means nothing to the host compiler).
 EMU_OBJS := $(patsubst torch/shim/%.cu,$(BUILD)/obj/shim/%_emu.o,$(wildcard torch/shim/*.cu))
+EMU_ASAN_OBJS := $(EMU_OBJS:_emu.o=_emu_asan.o)
 LINKS   := $(addprefix $(BUILD)/lib/,$(TORCH_LIBS))
 
 all: $(BUILD)/lib/libcgotorch.so $(BUILD)/lib/libmetanas_shim.so $(LINKS) $(CUDART_LINK)
@@ -69,6 +70,16 @@ $(BUILD)/obj/shim/%.o: torch/shim/%.cc $(SH_HDRS) $(BUILD)/libtorch.stamp third_
 $(BUILD)/obj/shim/%_emu.o: torch/shim/%.cu $(SH_HDRS) $(BUILD)/libtorch.stamp third_party/native.mk
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -Wall -Wno-unknown-pragmas -DMT_CUDA_EMU -x c++ -c $< -o $@
+
+# The shim with the emulated kernels under AddressSanitizer (third_party/kernel-asan.sh):
+# every load and store of the kernels' code checked against the tensors' allocations.
+$(BUILD)/obj/shim/%_emu_asan.o: torch/shim/%.cu $(SH_HDRS) $(BUILD)/libtorch.stamp third_party/native.mk
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -Wall -Wno-unknown-pragmas -DMT_CUDA_EMU -fsanitize=address -fno-omit-frame-pointer -x c++ -c $< -o $@
+
+$(BUILD)/asan/libmetanas_shim.so: $(SH_OBJS) $(EMU_ASAN_OBJS) $(CU_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) -shared -fsanitize=address -o $@ $^ $(SH_LDLIBS) $(LDLIBS)
 
 # -Xcompiler passes the shim's position-independent code and ABI to the host compiler; the
 # kernels include no LibTorch header.
