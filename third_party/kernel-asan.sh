@@ -4,7 +4,8 @@
 # which a GPU might not report, fails with the kernel's line. The emulated tests of the
 # torch package and the whole batched pass of cells (TestSearchNetFusedMatchesUnfused);
 # LibTorch's own code is not instrumented, and the CPU tensor pool is off so that every
-# tensor is an allocation of its own. Needs gcc's libasan. About two minutes.
+# tensor is an allocation of its own. Needs gcc's libasan. About a minute once the shim is
+# built (CI runs it after make test).
 #
 #   bash third_party/kernel-asan.sh        (or: make kernel-asan)
 set -euo pipefail
