@@ -14,14 +14,9 @@ import (
 // output and the gradients of the input and the kernel that LibTorch computes in float64,
 // at sep_conv's and dil_conv's geometries (strides 1 and 2, dilations 1 and 2), a 5x5
 // kernel, planes of more positions than a CUDA block's threads, an input that is a
-// channel slice of a larger tensor, and bfloat16.
-func TestEmulatedDepthwiseWeightGrad(t *testing.T) {
-	before := EmulatedLaunches()
-	depthwiseWeightGrad(t, emulated(t))
-	if EmulatedLaunches() == before {
-		t.Error("the depthwise convolutions launched no emulated kernel")
-	}
-}
+// channel slice of a larger tensor, bfloat16, and float32 under bfloat16 autocast; each
+// case's weight gradient must have launched the (emulated) kernel.
+func TestEmulatedDepthwiseWeightGrad(t *testing.T) { depthwiseWeightGrad(t, emulated(t)) }
 
 // TestCUDADepthwiseWeightGrad is TestEmulatedDepthwiseWeightGrad on a GPU with
 // METANAS_DW_WGRAD=1 (in a child process: the shim reads the switch once).
@@ -52,6 +47,7 @@ func depthwiseWeightGrad(t *testing.T, dev Device) {
 		stride, dil int64
 		slice       bool
 		dt          DType
+		autocast    bool // float32 tensors under bfloat16 autocast
 		tol         float64
 	}{
 		{N: 3, C: 5, H: 9, k: 3, stride: 1, dil: 1, dt: Float32, tol: 1e-5},
@@ -61,9 +57,10 @@ func depthwiseWeightGrad(t *testing.T, dev Device) {
 		{N: 2, C: 3, H: 8, k: 5, stride: 1, dil: 1, dt: Float32, tol: 1e-5},
 		{N: 4, C: 3, H: 12, k: 3, stride: 1, dil: 1, slice: true, dt: Float32, tol: 1e-5},
 		{N: 3, C: 4, H: 7, k: 3, stride: 1, dil: 1, dt: BFloat16, tol: 3e-2},
+		{N: 3, C: 4, H: 7, k: 3, stride: 2, dil: 1, dt: Float32, autocast: true, tol: 3e-2},
 	} {
-		name := fmt.Sprintf("%dx%d stride %d dilation %d %dx%dx%dx%d slice %v %v", tc.k, tc.k, tc.stride, tc.dil,
-			tc.N, tc.C, tc.H, tc.H, tc.slice, tc.dt)
+		name := fmt.Sprintf("%dx%d stride %d dilation %d %dx%dx%dx%d slice %v %v autocast %v", tc.k, tc.k, tc.stride,
+			tc.dil, tc.N, tc.C, tc.H, tc.H, tc.slice, tc.dt, tc.autocast)
 		t.Run(name, func(t *testing.T) {
 			s := NewScope()
 			defer s.Close()
@@ -76,9 +73,13 @@ func depthwiseWeightGrad(t *testing.T, dev Device) {
 			if tc.slice {
 				extra = 2
 			}
-			xh := s.To(s.To(s.Randn([]int64{tc.N, tc.C + extra, tc.H, tc.H}, CPU, false), tc.dt, CPU), Float64, CPU)
-			wh := s.To(s.To(s.MulScalar(s.Randn([]int64{tc.C, 1, tc.k, tc.k}, CPU, false), 0.5), tc.dt, CPU), Float64, CPU)
-			run := func(dt DType, dev Device) (y, gx, gw []float32) {
+			low := tc.dt
+			if tc.autocast {
+				low = BFloat16
+			}
+			xh := s.To(s.To(s.Randn([]int64{tc.N, tc.C + extra, tc.H, tc.H}, CPU, false), low, CPU), Float64, CPU)
+			wh := s.To(s.To(s.MulScalar(s.Randn([]int64{tc.C, 1, tc.k, tc.k}, CPU, false), 0.5), low, CPU), Float64, CPU)
+			run := func(dt DType, dev Device, autocast bool) (y, gx, gw []float32) {
 				c := s.Child()
 				defer c.Close()
 				big := c.Detach(c.To(xh, dt, dev))
@@ -92,7 +93,21 @@ func depthwiseWeightGrad(t *testing.T, dev Device) {
 				if tc.slice {
 					x = c.Narrow(big, 1, 1, tc.C)
 				}
-				out := c.Conv2d(x, w, nil, geom)
+				out := func() *Tensor {
+					if autocast {
+						restore, err := Autocast(dev, BFloat16)
+						if err != nil {
+							t.Fatal(err)
+						}
+						defer restore()
+					}
+					return c.Conv2d(x, w, nil, geom)
+				}()
+				if autocast {
+					if info, err := out.Info(); err != nil || info.DType != BFloat16 {
+						t.Fatalf("under autocast the output is %v (%v), want bfloat16", info.DType, err)
+					}
+				}
 				v := make([]float32, out.Numel()) // an output gradient of varied signs
 				for i := range v {
 					v[i] = float32(math.Sin(float64(i)))
@@ -108,8 +123,12 @@ func depthwiseWeightGrad(t *testing.T, dev Device) {
 				}
 				return h(out), gbig, h(c.Grad(w))
 			}
-			y, gx, gw := run(tc.dt, dev)
-			wy, wgx, wgw := run(Float64, CPU)
+			launched := EmulatedLaunches()
+			y, gx, gw := run(tc.dt, dev, tc.autocast)
+			if !dev.CUDA && EmulatedLaunches() == launched {
+				t.Error("the convolution's weight gradient launched no emulated kernel")
+			}
+			wy, wgx, wgw := run(Float64, CPU, false)
 			for _, c := range []struct {
 				what      string
 				got, want []float32

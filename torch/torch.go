@@ -438,6 +438,17 @@ func (s *Scope) FromGotorch(g gotorch.Tensor) *Tensor {
 // CPU); METANAS_POINTWISE=matmul or =conv, read once per process, sets it for both.
 func PointwiseMatmul(dev Device) bool { return bool(C.mt_pointwise_matmul(C.bool(dev.CUDA))) }
 
+// SetDepthwiseWeightGrad turns on or off, for the process, the shim's own weight gradient
+// of depthwise convolutions on CUDA (one block per channel, instead of cuDNN's; initially
+// METANAS_DW_WGRAD=1, off by default) and returns the previous setting.
+func SetDepthwiseWeightGrad(on bool) (was bool) {
+	v := 0
+	if on {
+		v = 1
+	}
+	return C.mt_set_dw_wgrad(C.int(v)) != 0
+}
+
 // FactorizedReducePatch reports whether networks on dev compute a FactorizedReduce of an
 // input of even height and width as one convolution (Scope.FactorizedReduce) instead of two
 // convolutions of the input and its shifted slice, a copy of the slice for cuDNN, two zero

@@ -108,7 +108,7 @@ func run(args []string) int {
 	traceOps := fs.Bool("kernel-trace-ops", false, "with --kernel-trace on CUDA, record the host's operators too, so that third_party/bench/trace_kernels.py names the operators that launched each eager kernel (larger traces, a slower host)")
 	trace := fs.String("kernel-trace", "", "write a Chrome trace (PyTorch's profiler) of each timed meta-epoch to PREFIX-<case>-epoch<N>.json: CUDA kernels with --device cuda, host operators on the CPU (slows every launch; needs a LibTorch with Kineto, as PyTorch's wheels have)")
 	configs := fs.String("configs", "configs", "folder of the presets")
-	nodeIters := fs.Int("node-bench", 0, "instead of timings: time a batched og_metanas node's batch norm and sum, forward and backward, unfused and fused (METANAS_NODE_FUSED's call), this many times each at four node shapes (--device, --precision float32 or bf16), one JSON line per shape")
+	nodeIters := fs.Int("node-bench", 0, "instead of timings: time a batched og_metanas node's batch norm and sum, forward and backward, unfused and fused (METANAS_NODE_FUSED's call), this many times each at four node shapes (--device, --precision float32 or bf16), one JSON line per shape; on CUDA also four batched depthwise convolutions with cuDNN's and the shim's weight gradient (METANAS_DW_WGRAD's)")
 	memEpochs := fs.Int("memory-epochs", 0, "instead of timings: run this many meta-epochs of a small synthetic MetaNAS run (the smoke preset; with --batch-tasks, --batch-workers and --cuda-graphs as given) and report resident and GPU memory at epoch 50 and at the end")
 	if code, done := cli.Parse(fs, prog, args); done {
 		return code
@@ -143,6 +143,14 @@ func run(args []string) int {
 			return cli.Errorf(prog, cli.Fail, err)
 		}
 		for _, r := range rs {
+			b, _ := json.Marshal(r)
+			fmt.Println(string(b))
+		}
+		dws, err := dwBench(*device, *precision, *nodeIters)
+		if err != nil {
+			return cli.Errorf(prog, cli.Fail, err)
+		}
+		for _, r := range dws {
 			b, _ := json.Marshal(r)
 			fmt.Println(string(b))
 		}

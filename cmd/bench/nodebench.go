@@ -159,3 +159,117 @@ func timeNode(dev torch.Device, dt torch.DType, N, T, C, side, members, others i
 	}
 	return took[0].Seconds() / float64(iters), took[1].Seconds() / float64(iters), nil
 }
+
+// DWResult is a line of --node-bench about a batched depthwise convolution of og_metanas's
+// shapes, forward and backward (input and kernel gradients), with cuDNN's weight gradient
+// and with the shim's (METANAS_DW_WGRAD=1), on CUDA.
+type DWResult struct {
+	Case      string  `json:"case"` // "dw_conv"
+	Device    string  `json:"device"`
+	Machine   string  `json:"machine"`
+	Date      string  `json:"date"`
+	Commit    string  `json:"commit"`
+	Precision string  `json:"precision"`
+	Samples   int64   `json:"samples"`
+	Channels  int64   `json:"channels"` // edges x tasks x C, as one grouped convolution
+	Side      int64   `json:"side"`
+	Stride    int64   `json:"stride"`
+	Dilation  int64   `json:"dilation"`
+	Iters     int     `json:"iters"`
+	CuDNNMs   float64 `json:"cudnn_ms"`
+	ShimMs    float64 `json:"shim_ms"`
+	Speedup   float64 `json:"speedup"`
+}
+
+// dwShapes are depthwise convolutions of og_metanas's batched cells (10 tasks, 20 images):
+// sep_conv's first 3x3 on two edges of the first normal cell (28x28, C=28), dil_conv's
+// (dilation 2), a reduction cell's stride-2 ones on 28x28 inputs, and sep_conv's on the
+// second normal cell's four edges (14x14, C=56).
+var dwShapes = []struct{ channels, side, stride, dil int64 }{
+	{2 * 10 * 28, 28, 1, 1}, {2 * 10 * 28, 28, 1, 2}, {2 * 10 * 28, 28, 2, 1}, {4 * 10 * 56, 14, 1, 1},
+}
+
+// dwBench times every dwShapes convolution iters times with each weight gradient, on a
+// CUDA device (nil elsewhere: the shim's is CUDA's only).
+func dwBench(device, precision string, iters int) ([]DWResult, error) {
+	dev, err := torch.ParseDevice(device)
+	if err != nil || !dev.CUDA {
+		return nil, err
+	}
+	dt, name := torch.Float32, "float32"
+	if precision == "bf16" {
+		dt, name = torch.BFloat16, "bf16"
+	}
+	defer torch.SetDepthwiseWeightGrad(torch.SetDepthwiseWeightGrad(false))
+	const N = 20
+	var out []DWResult
+	for _, sh := range dwShapes {
+		r := DWResult{Case: "dw_conv", Device: device, Machine: machine(dev), Date: time.Now().UTC().Format("2006-01-02"),
+			Commit: commit(), Precision: name, Samples: N, Channels: sh.channels, Side: sh.side, Stride: sh.stride,
+			Dilation: sh.dil, Iters: iters}
+		took, err := timeDW(dev, dt, N, sh.channels, sh.side, sh.stride, sh.dil, iters)
+		if err != nil {
+			return nil, fmt.Errorf("depthwise convolution of %d channels, %dx%d: %w", sh.channels, sh.side, sh.side, err)
+		}
+		r.CuDNNMs, r.ShimMs = took[0]*1e3, took[1]*1e3
+		r.Speedup = took[0] / took[1]
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// timeDW returns the seconds per forward and backward pass of one depthwise convolution
+// with cuDNN's weight gradient and with the shim's, alternating iteration by iteration.
+func timeDW(dev torch.Device, dt torch.DType, N, C, side, stride, dil int64, iters int) ([2]float64, error) {
+	var took [2]float64
+	s := torch.NewScope()
+	defer s.Close()
+	torch.ManualSeed(1)
+	x := s.Detach(s.Randn([]int64{N, C, side, side}, dev, false))
+	w := s.Detach(s.Randn([]int64{C, 1, 3, 3}, dev, false))
+	for _, p := range []*torch.Tensor{x, w} {
+		if err := p.SetRequiresGrad(true); err != nil {
+			return took, err
+		}
+	}
+	geom := torch.Conv{Stride: [2]int64{stride, stride}, Padding: [2]int64{dil, dil}, Dilation: [2]int64{dil, dil}, Groups: C}
+	pass := func(shim bool) error {
+		torch.SetDepthwiseWeightGrad(shim)
+		cs := s.Child()
+		defer cs.Close()
+		if dt != torch.Float32 {
+			restore, err := torch.Autocast(dev, dt)
+			if err != nil {
+				return err
+			}
+			defer restore()
+		}
+		y := cs.Conv2d(x, w, nil, geom)
+		if err := cs.Sum(cs.Mul(y, y)).Backward(); err != nil {
+			return err
+		}
+		if err := cs.Err(); err != nil {
+			return err
+		}
+		return torch.ZeroGrad([]*torch.Tensor{x, w}, true)
+	}
+	var d [2]time.Duration
+	for i := -2; i < iters; i++ {
+		for k, shim := range []bool{false, true} {
+			start := time.Now()
+			if err := pass(shim); err != nil {
+				return took, err
+			}
+			if err := torch.Synchronize(dev); err != nil {
+				return took, err
+			}
+			if i >= 0 {
+				d[k] += time.Since(start)
+			}
+		}
+	}
+	for k := range d {
+		took[k] = d[k].Seconds() / float64(iters)
+	}
+	return took, nil
+}

@@ -33,12 +33,10 @@ void set_autocast(bool cuda, bool on, at::ScalarType st) {
 }  // namespace
 
 namespace mt {
-bool autocast_active(bool cuda) { return autocast_on(cuda); }
-}  // namespace mt
-
-namespace mt {
 
 bool autocast_cpu() { return autocast_on(false); }
+bool autocast_active(bool cuda) { return autocast_on(cuda); }
+at::ScalarType autocast_dtype(bool cuda) { return autocast_type(cuda); }
 
 }  // namespace mt
 

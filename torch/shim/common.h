@@ -115,14 +115,15 @@ const mt_ns_kernels *ns_kernels(const at::Tensor &x, const char *op);
 void *ns_stream(const at::Tensor &x);
 void ns_check(const mt_ns_kernels *k, int code, const char *op);
 // dwconv_kernel (dwconv.cc): a depthwise convolution (groups = channels, 3x3 or 5x5
-// kernel, no bias) whose weight gradient is nodesum.cu's kernel, on CUDA with
-// METANAS_DW_WGRAD=1 or on the CPU while the kernels' emulation is on; an undefined tensor
-// elsewhere (and under autocast).
+// kernel, no bias) whose weight gradient is nodesum.cu's kernel, on CUDA while
+// mt_set_dw_wgrad is on (METANAS_DW_WGRAD=1) or on the CPU while the kernels' emulation is
+// on; an undefined tensor elsewhere. Under autocast it convolves in the autocast type.
 at::Tensor dwconv_kernel(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b, int64_t sh,
                          int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups);
 // autocast_active (autocast.cc) reports whether autocast is on for CUDA (cuda) or the CPU
-// on this thread.
+// on this thread, autocast_dtype the type it lowers to.
 bool autocast_active(bool cuda);
+at::ScalarType autocast_dtype(bool cuda);
 // repeat_copies (ops.cc) is xs (tensors [N, C, ...] of one shape) each repeated r times along
 // the channels, [N, len*r*C, ...] in the order (tensor, copy, channel), by one copy.
 at::Tensor repeat_copies(at::TensorList xs, int64_t r);

@@ -4,7 +4,10 @@
 // (nodesum.cu's dw_wgrad_kernel), reading both once. On an H200 cuDNN's weight gradient of
 // a batched network's depthwise convolutions (tasks times channels as groups) took about
 // 6 ms of a 56 ms og_metanas step. On CUDA it runs with METANAS_DW_WGRAD=1 (off by default
-// until a GPU has measured it); on the CPU only while the kernels' emulation is on (tests).
+// until a GPU has measured it; mt_set_dw_wgrad switches it at run time, for benchmarks and
+// tests); on the CPU only while the kernels' emulation is on (tests).
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -13,16 +16,21 @@
 
 namespace {
 
-// dw_wgrad_switch is METANAS_DW_WGRAD: 1 on, 0 or unset off.
-bool dw_wgrad_switch() {
-  static const bool on = [] {
+// dw_wgrad is the switch: METANAS_DW_WGRAD (1 on, 0 or unset off) until
+// mt_set_dw_wgrad sets it.
+std::atomic<int> dw_wgrad{-1};
+
+bool dw_wgrad_on() {
+  int v = dw_wgrad.load();
+  if (v < 0) {
     const char *e = std::getenv("METANAS_DW_WGRAD");
-    if (e == nullptr || *e == 0 || std::strcmp(e, "0") == 0) return false;
-    if (std::strcmp(e, "1") == 0) return true;
-    std::fprintf(stderr, "metanas: METANAS_DW_WGRAD=%s is neither 1 nor 0; using 0\n", e);
-    return false;
-  }();
-  return on;
+    v = e != nullptr && std::strcmp(e, "1") == 0;
+    if (e != nullptr && *e != 0 && std::strcmp(e, "0") != 0 && v == 0)
+      std::fprintf(stderr, "metanas: METANAS_DW_WGRAD=%s is neither 1 nor 0; using 0\n", e);
+    int unset = -1;
+    if (!dw_wgrad.compare_exchange_strong(unset, v)) v = unset;
+  }
+  return v == 1;
 }
 
 struct DwConvK : public torch::autograd::Function<DwConvK> {
@@ -72,21 +80,37 @@ namespace mt {
 
 at::Tensor dwconv_kernel(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b, int64_t sh,
                          int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups) {
-  if (x.is_cuda() ? !(dw_wgrad_switch() && node_norm_sum_on(x.device())) : !x.is_cpu()) return at::Tensor();
+  if (x.is_cuda() ? !(dw_wgrad_on() && node_norm_sum_on(x.device())) : !x.is_cpu()) return at::Tensor();
   if (x.dim() != 4 || w.dim() != 4 || groups < 1 || x.size(1) != groups || w.size(0) != groups || w.size(1) != 1)
     return at::Tensor();
   const int64_t k = w.size(2);
-  const auto st = x.scalar_type();
-  if ((b && b->defined()) || w.size(3) != k || (k != 3 && k != 5) || w.scalar_type() != st || x.numel() == 0 ||
-      (st != at::kFloat && st != at::kBFloat16 && st != at::kHalf) || x.device() != w.device())
+  if ((b && b->defined()) || w.size(3) != k || (k != 3 && k != 5) || x.numel() == 0 || x.device() != w.device())
     return at::Tensor();
-  // Autocast would run the convolution in another type than the saved input's.
-  if (autocast_active(x.is_cuda())) return at::Tensor();
+  // Under autocast, convolve in its type (as at::conv2d would): the casts are recorded
+  // outside the function, so that its saved input and kernel are of the type it ran in.
+  at::Tensor xc = x, wc = w;
+  if (autocast_active(x.is_cuda())) {
+    const auto dt = autocast_dtype(x.is_cuda());
+    if (x.scalar_type() == at::kFloat) xc = x.to(dt);
+    if (w.scalar_type() == at::kFloat) wc = w.to(dt);
+  }
+  const auto st = xc.scalar_type();
+  if (wc.scalar_type() != st || (st != at::kFloat && st != at::kBFloat16 && st != at::kHalf)) return at::Tensor();
   const int64_t Ho = (x.size(2) + 2 * ph - dh * (w.size(2) - 1) - 1) / sh + 1,
                 Wo = (x.size(3) + 2 * pw - dw * (w.size(3) - 1) - 1) / sw + 1;
   if (Ho < 1 || Wo < 1 || x.size(0) * Ho * Wo >= (int64_t{1} << 30)) return at::Tensor();
   if (ns_kernels(x, "conv2d") == nullptr) return at::Tensor();  // the CPU without emulation
-  return DwConvK::apply(x, w, std::vector<int64_t>{sh, sw, ph, pw, dh, dw});
+  return DwConvK::apply(xc, wc, std::vector<int64_t>{sh, sw, ph, pw, dh, dw});
 }
 
 }  // namespace mt
+
+extern "C" {
+
+int mt_set_dw_wgrad(int on) {
+  const int was = dw_wgrad_on();
+  dw_wgrad.store(on != 0);
+  return was;
+}
+
+}  // extern "C"

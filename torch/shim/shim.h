@@ -224,6 +224,9 @@ int64_t mt_ns_div_check(uint32_t d, uint32_t n0, uint32_t count);
 // setting. mt_ns_emu_launches counts the emulated kernel launches so far.
 bool mt_set_kernel_emulation(bool on);
 int64_t mt_ns_emu_launches(void);
+// mt_set_dw_wgrad turns the shim's depthwise weight gradient on CUDA on or off (initially
+// METANAS_DW_WGRAD; dwconv.cc) and returns the previous setting.
+int mt_set_dw_wgrad(int on);
 char *mt_reshape(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
 char *mt_view(mt_tensor x, const int64_t *shape, int ndim, mt_tensor *out);
 char *mt_flatten(mt_tensor x, int64_t start, int64_t end, mt_tensor *out);
