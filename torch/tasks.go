@@ -170,11 +170,12 @@ func NodeNormSumOn(dev Device) bool {
 	return bool(C.mt_node_norm_sum_on(t))
 }
 
-// EmulateKernels, for tests where no GPU is: while on, NodeNormSum, RepeatStatesFan and
-// NormReLU run CPU tensors through the shim's CUDA kernels emulated on the host (each
-// block's threads as fibers, its warp shuffles and barriers as on a GPU) instead of their
-// CPU loops, so that the CPU tests check the kernels' launches, indices and reductions. It
-// returns the previous setting; the setting is the process's.
+// EmulateKernels, for tests where no GPU is: while on, NodeNormSum, RepeatStatesFan,
+// NormReLU and the weight gradient of depthwise Conv2d (SetDepthwiseWeightGrad's) run CPU
+// tensors through the shim's CUDA kernels emulated on the host (each block's threads as
+// fibers, its warp shuffles and barriers as on a GPU) instead of their CPU code, so that
+// the CPU tests check the kernels' launches, indices and reductions. It returns the
+// previous setting; the setting is the process's.
 func EmulateKernels(on bool) (was bool) {
 	return bool(C.mt_set_kernel_emulation(C.bool(on)))
 }

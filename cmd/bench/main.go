@@ -143,16 +143,14 @@ func run(args []string) int {
 			return cli.Errorf(prog, cli.Fail, err)
 		}
 		for _, r := range rs {
-			b, _ := json.Marshal(r)
-			fmt.Println(string(b))
+			printJSON(r)
 		}
 		dws, err := dwBench(*device, *precision, *nodeIters)
 		if err != nil {
 			return cli.Errorf(prog, cli.Fail, err)
 		}
 		for _, r := range dws {
-			b, _ := json.Marshal(r)
-			fmt.Println(string(b))
+			printJSON(r)
 		}
 		return cli.OK
 	}
@@ -161,8 +159,7 @@ func run(args []string) int {
 		if err != nil {
 			return cli.Errorf(prog, cli.Fail, err)
 		}
-		b, _ := json.Marshal(r)
-		fmt.Println(string(b))
+		printJSON(r)
 		return cli.OK
 	}
 	for _, c := range strings.Split(*cases, ",") {
@@ -174,10 +171,15 @@ func run(args []string) int {
 			}
 			return cli.Errorf(prog, cli.Fail, err)
 		}
-		b, _ := json.Marshal(r)
-		fmt.Println(string(b))
+		printJSON(r)
 	}
 	return cli.OK
+}
+
+// printJSON prints v as one JSON line (the command's results; they marshal without error).
+func printJSON(v any) {
+	b, _ := json.Marshal(v)
+	fmt.Println(string(b))
 }
 
 // caseOpts are the settings of a measured case (the command's flags).

@@ -117,13 +117,6 @@ func timeNode(dev torch.Device, dt torch.DType, N, T, C, side, members, others i
 	pass := func(withFused bool) error {
 		cs := s.Child()
 		defer cs.Close()
-		if dt != torch.Float32 {
-			restore, err := torch.Autocast(dev, dt)
-			if err != nil {
-				return err
-			}
-			defer restore()
-		}
 		var node *torch.Tensor
 		if withFused {
 			node = cs.NodeNormSum(xs, rm, rv, nil, 0.1, 1e-5, rest, coefs, drop, 0, nil, T)
@@ -140,24 +133,47 @@ func timeNode(dev torch.Device, dt torch.DType, N, T, C, side, members, others i
 		}
 		return torch.ZeroGrad(leaves, true)
 	}
-	var took [2]time.Duration
-	for i := -2; i < iters; i++ {
-		for k, withFused := range []bool{false, true} {
-			start := time.Now()
-			if err := pass(withFused); err != nil {
-				return 0, 0, err
+	took, err := alternate(dev, dt, iters, pass)
+	return took[0], took[1], err
+}
+
+// alternate returns the seconds per call of pass(false) and pass(true), called in turn
+// iters times each after two warming rounds, under autocast to dt where dt is not float32,
+// each call waited for on CUDA.
+func alternate(dev torch.Device, dt torch.DType, iters int, pass func(bool) error) ([2]float64, error) {
+	var took [2]float64
+	var d [2]time.Duration
+	call := func(b bool) error {
+		if dt != torch.Float32 {
+			restore, err := torch.Autocast(dev, dt)
+			if err != nil {
+				return err
 			}
-			if dev.CUDA {
-				if err := torch.Synchronize(dev); err != nil {
-					return 0, 0, err
-				}
+			defer restore()
+		}
+		if err := pass(b); err != nil {
+			return err
+		}
+		if dev.CUDA {
+			return torch.Synchronize(dev)
+		}
+		return nil
+	}
+	for i := -2; i < iters; i++ {
+		for k, b := range []bool{false, true} {
+			start := time.Now()
+			if err := call(b); err != nil {
+				return took, err
 			}
 			if i >= 0 {
-				took[k] += time.Since(start)
+				d[k] += time.Since(start)
 			}
 		}
 	}
-	return took[0].Seconds() / float64(iters), took[1].Seconds() / float64(iters), nil
+	for k := range d {
+		took[k] = d[k].Seconds() / float64(iters)
+	}
+	return took, nil
 }
 
 // DWResult is a line of --node-bench about a batched depthwise convolution of og_metanas's
@@ -221,7 +237,6 @@ func dwBench(device, precision string, iters int) ([]DWResult, error) {
 // timeDW returns the seconds per forward and backward pass of one depthwise convolution
 // with cuDNN's weight gradient and with the shim's, alternating iteration by iteration.
 func timeDW(dev torch.Device, dt torch.DType, N, C, side, stride, dil int64, iters int) ([2]float64, error) {
-	var took [2]float64
 	s := torch.NewScope()
 	defer s.Close()
 	torch.ManualSeed(1)
@@ -229,7 +244,7 @@ func timeDW(dev torch.Device, dt torch.DType, N, C, side, stride, dil int64, ite
 	w := s.Detach(s.Randn([]int64{C, 1, 3, 3}, dev, false))
 	for _, p := range []*torch.Tensor{x, w} {
 		if err := p.SetRequiresGrad(true); err != nil {
-			return took, err
+			return [2]float64{}, err
 		}
 	}
 	geom := torch.Conv{Stride: [2]int64{stride, stride}, Padding: [2]int64{dil, dil}, Dilation: [2]int64{dil, dil}, Groups: C}
@@ -237,13 +252,6 @@ func timeDW(dev torch.Device, dt torch.DType, N, C, side, stride, dil int64, ite
 		torch.SetDepthwiseWeightGrad(shim)
 		cs := s.Child()
 		defer cs.Close()
-		if dt != torch.Float32 {
-			restore, err := torch.Autocast(dev, dt)
-			if err != nil {
-				return err
-			}
-			defer restore()
-		}
 		y := cs.Conv2d(x, w, nil, geom)
 		if err := cs.Sum(cs.Mul(y, y)).Backward(); err != nil {
 			return err
@@ -253,23 +261,5 @@ func timeDW(dev torch.Device, dt torch.DType, N, C, side, stride, dil int64, ite
 		}
 		return torch.ZeroGrad([]*torch.Tensor{x, w}, true)
 	}
-	var d [2]time.Duration
-	for i := -2; i < iters; i++ {
-		for k, shim := range []bool{false, true} {
-			start := time.Now()
-			if err := pass(shim); err != nil {
-				return took, err
-			}
-			if err := torch.Synchronize(dev); err != nil {
-				return took, err
-			}
-			if i >= 0 {
-				d[k] += time.Since(start)
-			}
-		}
-	}
-	for k := range d {
-		took[k] = d[k].Seconds() / float64(iters)
-	}
-	return took, nil
+	return alternate(dev, dt, iters, pass)
 }

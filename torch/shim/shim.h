@@ -219,7 +219,8 @@ char *mt_norm_relu(mt_tensor x, mt_tensor rm, mt_tensor rv, double momentum, dou
 // over [n0, n0 + count): the first n it divides wrongly, or -1.
 int64_t mt_ns_div_check(uint32_t d, uint32_t n0, uint32_t count);
 // mt_set_kernel_emulation, for tests: while on, the fused calls above (node norm sums,
-// fans, the batch norm + ReLU) run CPU tensors through the CUDA kernels of nodesum.cu
+// fans, the batch norm + ReLU) and depthwise convolutions' weight gradients (dwconv.cc)
+// run CPU tensors through the CUDA kernels of nodesum.cu
 // emulated on the host (cuda_emu.h) instead of their CPU loops. It returns the previous
 // setting. mt_ns_emu_launches counts the emulated kernel launches so far.
 bool mt_set_kernel_emulation(bool on);
