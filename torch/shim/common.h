@@ -82,6 +82,22 @@ at::Tensor batch_norm_train_cpu(const at::Tensor &x, const at::Tensor &w, const 
 // [m, N], one weight per sample), for m >= 2 contiguous float tensors of one shape.
 at::Tensor mixed_sum_cpu(const at::Tensor &f, const std::vector<at::Tensor> &ts);
 
+// norm_relu_cpu writes y = max(invstd[c] * (x - mean[c]), 0) for contiguous float32 x and y
+// ([N, C, ...], per channel c), and norm_relu_backward_cpu the batch norm + ReLU's input
+// gradient dx from x and the output gradient g (contiguous float32, x's shape) with
+// nodesum_math.h's formulas, writing each channel's beta and gamma (cpu_fast.cc, AVX2 and
+// FMA); both return false, writing nothing, where the CPU lacks them.
+bool norm_relu_cpu(const at::Tensor &x, const float *mean, const float *invstd, at::Tensor &y);
+bool norm_relu_backward_cpu(const at::Tensor &x, const at::Tensor &g, const float *mean, const float *invstd,
+                            float *beta, float *gamma, at::Tensor &dx);
+// fan_sum_cpu writes out ([n, N, Q] float32) as the repeat fan's backward pass does: for
+// state m, sample b and offset q the sum over the k gradients g (float32, sample b's row
+// at g[j] + b * rows[j]) of their r copies of m, in the gradients' order, and 0 where the
+// state x[m] (contiguous [N, Q]; x empty: no ReLU) is not positive (cpu_fast.cc, AVX2);
+// false, writing nothing, where the CPU lacks AVX2.
+bool fan_sum_cpu(const std::vector<const float *> &g, const std::vector<int64_t> &rows, int64_t n, int64_t N,
+                 int64_t r, int64_t Q, const std::vector<const float *> &x, float *out);
+
 // batch_norm is mt_batch_norm's op (ops.cc): the shim's CPU kernel where it applies, else
 // LibTorch's (cuDNN's for CUDA batch norms without affine tensors under
 // METANAS_CUDNN_BATCH_NORM=1); w, b, rm and rv may be undefined.

@@ -17,10 +17,12 @@
 #include <vector>
 
 #include "common.h"
+#include "nodesum_math.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define MT_HAVE_AVX2_PATHS 1
+#define MT_AVX2_FMA __attribute__((target("avx2,fma")))
 #endif
 
 namespace mt {
@@ -471,6 +473,59 @@ void conv3_same(const float *P, const float *k, int64_t d, float *__restrict out
   }
 }
 
+#ifdef MT_HAVE_AVX2_PATHS
+// tail_mask8 selects the first r of eight lanes.
+MT_AVX2_FMA inline __m256i tail_mask8(int64_t r) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(r)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// conv3_same_avx2 is conv3_same eight outputs at a time with fused multiply-adds (one chain
+// per kernel row, added at the end), the last partial vector of each row masked.
+MT_AVX2_FMA void conv3_same_avx2(const float *P, const float *k, int64_t d, float *__restrict out, int64_t H,
+                                 int64_t W) {
+  const int64_t PW = W + 2 * d, full = W & ~int64_t{7};
+  __m256 kv[9];
+  for (int t = 0; t < 9; t++) kv[t] = _mm256_set1_ps(k[t]);
+  const __m256i tail = tail_mask8(W - full);
+  for (int64_t oh = 0; oh < H; oh++) {
+    const float *r0 = P + oh * PW, *r1 = r0 + d * PW, *r2 = r1 + d * PW;
+    float *o = out + oh * W;
+    auto step = [&](int64_t ow, bool masked) MT_AVX2_FMA {
+      auto ld = [&](const float *q) MT_AVX2_FMA { return masked ? _mm256_maskload_ps(q, tail) : _mm256_loadu_ps(q); };
+      __m256 a = _mm256_mul_ps(kv[0], ld(r0 + ow)), b = _mm256_mul_ps(kv[3], ld(r1 + ow)),
+             c = _mm256_mul_ps(kv[6], ld(r2 + ow));
+      a = _mm256_fmadd_ps(kv[1], ld(r0 + ow + d), a);
+      b = _mm256_fmadd_ps(kv[4], ld(r1 + ow + d), b);
+      c = _mm256_fmadd_ps(kv[7], ld(r2 + ow + d), c);
+      a = _mm256_fmadd_ps(kv[2], ld(r0 + ow + 2 * d), a);
+      b = _mm256_fmadd_ps(kv[5], ld(r1 + ow + 2 * d), b);
+      c = _mm256_fmadd_ps(kv[8], ld(r2 + ow + 2 * d), c);
+      const __m256 s = _mm256_add_ps(_mm256_add_ps(a, b), c);
+      if (masked) {
+        _mm256_maskstore_ps(o + ow, tail, s);
+      } else {
+        _mm256_storeu_ps(o + ow, s);
+      }
+    };
+    for (int64_t ow = 0; ow < full; ow += 8) step(ow, false);
+    if (full < W) step(full, true);
+  }
+}
+#endif
+
+// conv3 runs conv3_same, with AVX2 and FMA where avx2 says the CPU has them.
+inline void conv3(bool avx2, const float *P, const float *k, int64_t d, float *__restrict out, int64_t H,
+                  int64_t W) {
+#ifdef MT_HAVE_AVX2_PATHS
+  if (avx2) {
+    conv3_same_avx2(P, k, d, out, H, W);
+    return;
+  }
+#endif
+  (void)avx2;
+  conv3_same(P, k, d, out, H, W);
+}
+
 // taps3_same adds to acc[3i+j] the sum over the H x W plane g of g[oh, ow] * P[oh + i*d,
 // ow + j*d] (P padded as for conv3_same): the nine weight gradients of one plane, in eight
 // float lanes per tap (vectorised), each row's lanes added in double.
@@ -518,7 +573,7 @@ struct DwConv : public torch::autograd::Function<DwConv> {
     const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
     const int64_t OH = (H + 2 * G.ph - G.dh * (G.kh - 1) - 1) / G.sh + 1;
     const int64_t OW = (W + 2 * G.pw - G.dw * (G.kw - 1) - 1) / G.sw + 1;
-    const bool same3 = same3x3(G);
+    const bool same3 = same3x3(G), avx2 = cpu_avx2_fma();
     // conv3_same writes every output; the tap-by-tap path adds to zeros.
     auto out = same3 ? at::empty({N, C, OH, OW}, x.options()) : at::zeros({N, C, OH, OW}, x.options());
     const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
@@ -529,7 +584,7 @@ struct DwConv : public torch::autograd::Function<DwConv> {
       float *dst = op + pl * OH * OW;
       if (same3) {
         pad_plane(src, H, W, G.dh, P);
-        conv3_same(P, wc, G.dh, dst, H, W);
+        conv3(avx2, P, wc, G.dh, dst, H, W);
         return;
       }
       each_tap_row(G, H, W, OH, OW, [&](int64_t t, int64_t ih, int64_t oh, int64_t offw, int64_t ow0, int64_t ow1) {
@@ -553,7 +608,7 @@ struct DwConv : public torch::autograd::Function<DwConv> {
     const int64_t OH = gy.size(2), OW = gy.size(3);
     const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>(), *gp = gy.data_ptr<float>();
     at::Tensor gx, gw;
-    const bool same3 = same3x3(G);
+    const bool same3 = same3x3(G), avx2 = cpu_avx2_fma();
     const int64_t pad = same3 ? (H + 2 * G.dh) * (W + 2 * G.dw) : 0;
     if (ctx->needs_input_grad(0)) {
       gx = same3 ? at::empty_like(x) : at::zeros_like(x);
@@ -566,7 +621,7 @@ struct DwConv : public torch::autograd::Function<DwConv> {
           // kernel turned by 180 degrees.
           const float flip[9] = {wc[8], wc[7], wc[6], wc[5], wc[4], wc[3], wc[2], wc[1], wc[0]};
           pad_plane(src, H, W, G.dh, P);
-          conv3_same(P, flip, G.dh, dst, H, W);
+          conv3(avx2, P, flip, G.dh, dst, H, W);
           return;
         }
         each_tap_row(G, H, W, OH, OW, [&](int64_t t, int64_t ih, int64_t oh, int64_t offw, int64_t ow0, int64_t ow1) {
@@ -623,6 +678,77 @@ double sum_f(int64_t n, F f) {
   return total;
 }
 
+#ifdef MT_HAVE_AVX2_PATHS
+// hsum_block returns the sum of the 32 lanes of a, b, c and d: added in float, then the
+// last eight in double.
+MT_AVX2_FMA inline double hsum_block(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d));
+  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  const __m256d w = _mm256_cvtps_pd(h);
+  const __m128d v = _mm_add_pd(_mm256_castpd256_pd128(w), _mm256_extractf128_pd(w, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(v, _mm_unpackhi_pd(v, v)));
+}
+
+// mixed_row_avx2 writes o[r] = sum_i f[i] * t[i][r] for r in [0, R) (m >= 1 inputs): eight
+// values at a time through all inputs, so that each input is read once and o written once;
+// the terms are added in input order.
+MT_AVX2_FMA void mixed_row_avx2(float *o, const float *const *t, const float *f, int64_t m, int64_t R) {
+  const int64_t full = R & ~int64_t{7};
+  int64_t r = 0;
+  for (; r < full; r += 8) {
+    __m256 acc = _mm256_mul_ps(_mm256_broadcast_ss(f), _mm256_loadu_ps(t[0] + r));
+    for (int64_t i = 1; i < m; i++) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(f + i), _mm256_loadu_ps(t[i] + r), acc);
+    _mm256_storeu_ps(o + r, acc);
+  }
+  for (; r < R; r++) {
+    float acc = f[0] * t[0][r];
+    for (int64_t i = 1; i < m; i++) acc += f[i] * t[i][r];
+    o[r] = acc;
+  }
+}
+
+// mixed_grad_row_avx2 writes d[r] = g[r] * fi for r in [0, R) where d is not null, and
+// returns sum_r g[r] * t[r] where dot is set (else 0), in one pass: 32 float lanes per
+// block of 256 values, each block's sum added in double (the rounding of sum_f's blocks).
+MT_AVX2_FMA double mixed_grad_row_avx2(const float *g, const float *t, float fi, float *d, bool dot, int64_t R) {
+  const __m256 vf = _mm256_set1_ps(fi);
+  double total = 0;
+  int64_t r = 0;
+  while (r < R) {
+    const int64_t end = std::min<int64_t>(R, r + 256);
+    __m256 a = _mm256_setzero_ps(), b = a, c = a, e = a;
+    for (; r + 32 <= end; r += 32) {
+      const __m256 g0 = _mm256_loadu_ps(g + r), g1 = _mm256_loadu_ps(g + r + 8), g2 = _mm256_loadu_ps(g + r + 16),
+                   g3 = _mm256_loadu_ps(g + r + 24);
+      if (d != nullptr) {
+        _mm256_storeu_ps(d + r, _mm256_mul_ps(g0, vf));
+        _mm256_storeu_ps(d + r + 8, _mm256_mul_ps(g1, vf));
+        _mm256_storeu_ps(d + r + 16, _mm256_mul_ps(g2, vf));
+        _mm256_storeu_ps(d + r + 24, _mm256_mul_ps(g3, vf));
+      }
+      if (dot) {
+        a = _mm256_fmadd_ps(g0, _mm256_loadu_ps(t + r), a);
+        b = _mm256_fmadd_ps(g1, _mm256_loadu_ps(t + r + 8), b);
+        c = _mm256_fmadd_ps(g2, _mm256_loadu_ps(t + r + 16), c);
+        e = _mm256_fmadd_ps(g3, _mm256_loadu_ps(t + r + 24), e);
+      }
+    }
+    for (; r + 8 <= end; r += 8) {
+      const __m256 g0 = _mm256_loadu_ps(g + r);
+      if (d != nullptr) _mm256_storeu_ps(d + r, _mm256_mul_ps(g0, vf));
+      if (dot) a = _mm256_fmadd_ps(g0, _mm256_loadu_ps(t + r), a);
+    }
+    double rest = 0;
+    for (; r < end; r++) {
+      if (d != nullptr) d[r] = g[r] * fi;
+      if (dot) rest += static_cast<double>(g[r]) * t[r];
+    }
+    if (dot) total += hsum_block(a, b, c, e) + rest;
+  }
+  return total;
+}
+#endif
+
 // MixedSum computes out[n] = sum_i f[i, n] * t_i[n] for m tensors t_i of one shape [N, ...]
 // and weights f of shape [m, N] (per-sample weights: drop-path masks folded in) in one pass
 // over each sample, without stacking the m tensors into one [m, N, ...] buffer. Its backward
@@ -641,7 +767,20 @@ struct MixedSum : public torch::autograd::Function<MixedSum> {
     for (int64_t i = 0; i < m; i++) tp[i] = ts[i].data_ptr<float>(), rs[i] = ts[i].stride(0);
     const float *fp = fe.data_ptr<float>();
     float *op = out.data_ptr<float>();
+    const bool avx2 = cpu_avx2_fma();
+    (void)avx2;  // without the AVX2 paths
     at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
+#ifdef MT_HAVE_AVX2_PATHS
+      if (avx2) {
+        std::vector<const float *> rows(m);
+        std::vector<float> fn(m);
+        for (int64_t n = b; n < e; n++) {
+          for (int64_t i = 0; i < m; i++) rows[i] = tp[i] + n * rs[i], fn[i] = fp[i * N + n];
+          mixed_row_avx2(op + n * R, rows.data(), fn.data(), m, R);
+        }
+        return;
+      }
+#endif
       for (int64_t n = b; n < e; n++) {
         float *o = op + n * R;
         const float f0 = fp[n];
@@ -683,12 +822,21 @@ struct MixedSum : public torch::autograd::Function<MixedSum> {
     std::vector<double> gf(need_f ? m * N : 0);
     const float *gp = g.data_ptr<float>();
     const float *fp = fe.data_ptr<float>();
+    const bool avx2 = cpu_avx2_fma();
+    (void)avx2;  // without the AVX2 paths
     at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
       for (int64_t n = b; n < e; n++) {
         const float *gn = gp + n * R;
         for (int64_t i = 0; i < m; i++) {
           const float fi = fp[i * N + n];
           const float *ti = tp[i] + n * rs[i];
+#ifdef MT_HAVE_AVX2_PATHS
+          if (avx2) {
+            const double s = mixed_grad_row_avx2(gn, ti, fi, gtp[i] ? gtp[i] + n * R : nullptr, need_f, R);
+            if (need_f) gf[i * N + n] = s;
+            continue;
+          }
+#endif
           if (gtp[i] != nullptr) {
             float *d = gtp[i] + n * R;
             for (int64_t r = 0; r < R; r++) d[r] = gn[r] * fi;
@@ -711,15 +859,7 @@ struct MixedSum : public torch::autograd::Function<MixedSum> {
 // The batch norm's passes over one plane of n contiguous floats, with AVX2 and FMA: four
 // accumulators of eight lanes each (one add chain would wait on its own latency), summed in
 // blocks of 256 values and each block added in double, as sum_f does with its eight lanes.
-#define MT_AVX2_FMA __attribute__((target("avx2,fma")))
 
-MT_AVX2_FMA inline double hsum_block(__m256 a, __m256 b, __m256 c, __m256 d) {
-  const __m256 s = _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d));
-  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  const __m256d w = _mm256_cvtps_pd(h);
-  const __m128d v = _mm_add_pd(_mm256_castpd256_pd128(w), _mm256_extractf128_pd(w, 1));
-  return _mm_cvtsd_f64(_mm_add_sd(v, _mm_unpackhi_pd(v, v)));
-}
 
 // PlainTerm and SqDevTerm are what plane_reduce_avx2 sums: x itself, or (x - m)^2 (the
 // variance pass), added to a lane accumulator, with scalar forms for a plane's tail.
@@ -758,28 +898,38 @@ MT_AVX2_FMA double plane_reduce_avx2(const float *p, int64_t n, T term) {
   return total;
 }
 
-// plane_grad_sums_avx2 adds sum g and sum (x - m) * g over the plane to *gsum and *dot.
+// plane_grad_sums_avx2 adds sum g and sum (x - m) * g over the plane to *gsum and *dot:
+// four accumulators for each (one add chain would wait on its own latency).
 MT_AVX2_FMA void plane_grad_sums_avx2(const float *x, const float *g, int64_t n, float m, double *gsum, double *dot) {
   const __m256 vm = _mm256_set1_ps(m);
   int64_t r = 0;
   while (r < n) {
     const int64_t end = std::min<int64_t>(n, r + 256);
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, d0 = s0, d1 = s0;
-    for (; r + 16 <= end; r += 16) {
-      const __m256 g0 = _mm256_loadu_ps(g + r), g1 = _mm256_loadu_ps(g + r + 8);
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, d0 = s0, d1 = s0, d2 = s0, d3 = s0;
+    for (; r + 32 <= end; r += 32) {
+      const __m256 g0 = _mm256_loadu_ps(g + r), g1 = _mm256_loadu_ps(g + r + 8), g2 = _mm256_loadu_ps(g + r + 16),
+                   g3 = _mm256_loadu_ps(g + r + 24);
       s0 = _mm256_add_ps(s0, g0);
       s1 = _mm256_add_ps(s1, g1);
+      s2 = _mm256_add_ps(s2, g2);
+      s3 = _mm256_add_ps(s3, g3);
       d0 = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + r), vm), g0, d0);
       d1 = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + r + 8), vm), g1, d1);
+      d2 = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + r + 16), vm), g2, d2);
+      d3 = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + r + 24), vm), g3, d3);
     }
-    const __m256 z = _mm256_setzero_ps();
+    for (; r + 8 <= end; r += 8) {
+      const __m256 g0 = _mm256_loadu_ps(g + r);
+      s0 = _mm256_add_ps(s0, g0);
+      d0 = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + r), vm), g0, d0);
+    }
     double ts = 0, td = 0;
     for (; r < end; r++) {
       ts += g[r];
       td += static_cast<double>(x[r] - m) * g[r];
     }
-    *gsum += hsum_block(s0, s1, z, z) + ts;
-    *dot += hsum_block(d0, d1, z, z) + td;
+    *gsum += hsum_block(s0, s1, s2, s3) + ts;
+    *dot += hsum_block(d0, d1, d2, d3) + td;
   }
 }
 
@@ -942,6 +1092,163 @@ void embed_plane(const float *src, int64_t H, int64_t W, int64_t top, int64_t le
     std::fill(row + left + W, row + Wp, 0.f);
   }
   std::fill(dst + (top + H) * Wp, dst + Hp * Wp, 0.f);
+}
+
+#ifdef MT_HAVE_AVX2_PATHS
+namespace {
+
+// norm_relu_plane_avx2 writes y = max(vi * (x - vm), 0) over n floats (norm_relu_value).
+MT_AVX2_FMA void norm_relu_plane_avx2(const float *x, float *y, int64_t n, float m, float is) {
+  const __m256 vm = _mm256_set1_ps(m), vi = _mm256_set1_ps(is), z = _mm256_setzero_ps();
+  int64_t r = 0;
+  // max(v, 0) is 0 for a NaN v and +0 for -0, as norm_relu_value's comparison.
+  for (; r + 8 <= n; r += 8) _mm256_storeu_ps(y + r, _mm256_max_ps(_mm256_mul_ps(vi, _mm256_sub_ps(_mm256_loadu_ps(x + r), vm)), z));
+  for (; r < n; r++) y[r] = mt_ns::norm_relu_value(x[r], m, is);
+}
+
+// norm_relu_sums_avx2 adds over n floats sum g' and sum g' * (x - m) to *s1 and *sxc, g' = g
+// where vi * (x - m) > 0 (norm_relu_passes), else 0: four accumulators each, blocks of 256
+// added in double.
+MT_AVX2_FMA void norm_relu_sums_avx2(const float *x, const float *g, int64_t n, float m, float is, double *s1,
+                                     double *sxc) {
+  const __m256 vm = _mm256_set1_ps(m), vi = _mm256_set1_ps(is), z = _mm256_setzero_ps();
+  int64_t r = 0;
+  while (r < n) {
+    const int64_t end = std::min<int64_t>(n, r + 256);
+    __m256 a[4] = {z, z, z, z}, c[4] = {z, z, z, z};
+    for (; r + 32 <= end; r += 32) {
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; u++) {
+        const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + r + 8 * u), vm);
+        const __m256 gp = _mm256_and_ps(_mm256_cmp_ps(_mm256_mul_ps(vi, d), z, _CMP_GT_OQ), _mm256_loadu_ps(g + r + 8 * u));
+        a[u] = _mm256_add_ps(a[u], gp);
+        c[u] = _mm256_fmadd_ps(gp, d, c[u]);
+      }
+    }
+    for (; r + 8 <= end; r += 8) {
+      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + r), vm);
+      const __m256 gp = _mm256_and_ps(_mm256_cmp_ps(_mm256_mul_ps(vi, d), z, _CMP_GT_OQ), _mm256_loadu_ps(g + r));
+      a[0] = _mm256_add_ps(a[0], gp);
+      c[0] = _mm256_fmadd_ps(gp, d, c[0]);
+    }
+    double t1 = 0, tc = 0;
+    for (; r < end; r++) {
+      if (mt_ns::norm_relu_passes(x[r], m, is)) {
+        t1 += g[r];
+        tc += static_cast<double>(g[r]) * (x[r] - m);
+      }
+    }
+    *s1 += hsum_block(a[0], a[1], a[2], a[3]) + t1;
+    *sxc += hsum_block(c[0], c[1], c[2], c[3]) + tc;
+  }
+}
+
+// norm_relu_grad_plane_avx2 writes dx = (passes ? is * g : 0) + beta * x + gamma over n
+// floats (norm_relu_grad).
+MT_AVX2_FMA void norm_relu_grad_plane_avx2(const float *x, const float *g, float *dx, int64_t n, float m, float is,
+                                           float beta, float gamma) {
+  const __m256 vm = _mm256_set1_ps(m), vi = _mm256_set1_ps(is), vb = _mm256_set1_ps(beta),
+               vg = _mm256_set1_ps(gamma), z = _mm256_setzero_ps();
+  int64_t r = 0;
+  for (; r + 8 <= n; r += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + r);
+    const __m256 pass = _mm256_and_ps(_mm256_cmp_ps(_mm256_mul_ps(vi, _mm256_sub_ps(xv, vm)), z, _CMP_GT_OQ),
+                                      _mm256_mul_ps(vi, _mm256_loadu_ps(g + r)));
+    _mm256_storeu_ps(dx + r, _mm256_add_ps(_mm256_add_ps(pass, _mm256_mul_ps(vb, xv)), vg));
+  }
+  for (; r < n; r++) dx[r] = mt_ns::norm_relu_grad(g[r], x[r], m, is, beta, gamma);
+}
+
+// fan_row_avx2 writes out[q] for q in [0, Q): the sum over the k rows g[j] (each with its r
+// copies Q floats apart) in fan_value's order, 0 where mask (may be null) is not positive.
+MT_AVX2_FMA void fan_row_avx2(const float *const *g, int64_t k, int64_t r, int64_t Q, const float *mask, float *out) {
+  const __m256 z = _mm256_setzero_ps();
+  int64_t q = 0;
+  for (; q + 8 <= Q; q += 8) {
+    __m256 acc = z;
+    for (int64_t j = 0; j < k; j++)
+      for (int64_t i = 0; i < r; i++) acc = _mm256_add_ps(acc, _mm256_loadu_ps(g[j] + i * Q + q));
+    if (mask != nullptr) acc = _mm256_and_ps(_mm256_cmp_ps(_mm256_loadu_ps(mask + q), z, _CMP_GT_OQ), acc);
+    _mm256_storeu_ps(out + q, acc);
+  }
+  for (; q < Q; q++) {
+    float acc = 0.f;
+    for (int64_t j = 0; j < k; j++)
+      for (int64_t i = 0; i < r; i++) acc += g[j][i * Q + q];
+    out[q] = mask == nullptr || mask[q] > 0.f ? acc : 0.f;
+  }
+}
+
+}  // namespace
+#endif
+
+bool norm_relu_cpu(const at::Tensor &x, const float *mean, const float *invstd, at::Tensor &y) {
+#ifdef MT_HAVE_AVX2_PATHS
+  if (!cpu_avx2_fma() || x.scalar_type() != at::kFloat || !x.is_contiguous() || !y.is_contiguous()) return false;
+  const int64_t N = x.size(0), C = x.size(1), HW = N * C > 0 ? x.numel() / (N * C) : 0;
+  const float *px = x.data_ptr<float>();
+  float *py = y.data_ptr<float>();
+  at::parallel_for(0, N * C, 1, [&](int64_t b, int64_t e) {
+    for (int64_t nc = b; nc < e; nc++)
+      norm_relu_plane_avx2(px + nc * HW, py + nc * HW, HW, mean[nc % C], invstd[nc % C]);
+  });
+  return true;
+#else
+  (void)x, (void)mean, (void)invstd, (void)y;
+  return false;
+#endif
+}
+
+bool norm_relu_backward_cpu(const at::Tensor &x, const at::Tensor &g, const float *mean, const float *invstd,
+                            float *beta, float *gamma, at::Tensor &dx) {
+#ifdef MT_HAVE_AVX2_PATHS
+  if (!cpu_avx2_fma() || x.scalar_type() != at::kFloat || g.scalar_type() != at::kFloat || !x.is_contiguous() ||
+      !g.is_contiguous() || !dx.is_contiguous())
+    return false;
+  const int64_t N = x.size(0), C = x.size(1), HW = N * C > 0 ? x.numel() / (N * C) : 0;
+  const float *px = x.data_ptr<float>(), *pg = g.data_ptr<float>();
+  float *pd = dx.data_ptr<float>();
+  at::parallel_for(0, C, 1, [&](int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; c++) {
+      const float m = mean[c], is = invstd[c];
+      double s1 = 0, sxc = 0;
+      for (int64_t n = 0; n < N; n++) {
+        const int64_t o = (n * C + c) * HW;
+        norm_relu_sums_avx2(px + o, pg + o, HW, m, is, &s1, &sxc);
+      }
+      // norm_relu_final takes sum g' * x; it is summed centred (x far from 0 would cancel).
+      mt_ns::norm_relu_final(s1, sxc + static_cast<double>(m) * s1, N * HW, m, is, beta + c, gamma + c);
+      for (int64_t n = 0; n < N; n++) {
+        const int64_t o = (n * C + c) * HW;
+        norm_relu_grad_plane_avx2(px + o, pg + o, pd + o, HW, m, is, beta[c], gamma[c]);
+      }
+    }
+  });
+  return true;
+#else
+  (void)x, (void)g, (void)mean, (void)invstd, (void)beta, (void)gamma, (void)dx;
+  return false;
+#endif
+}
+
+bool fan_sum_cpu(const std::vector<const float *> &g, const std::vector<int64_t> &rows, int64_t n, int64_t N,
+                 int64_t r, int64_t Q, const std::vector<const float *> &x, float *out) {
+#ifdef MT_HAVE_AVX2_PATHS
+  if (!cpu_avx2_fma()) return false;
+  const int64_t k = static_cast<int64_t>(g.size());
+  at::parallel_for(0, n * N, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<const float *> rowp(k);
+    for (int64_t mb = b0; mb < b1; mb++) {
+      const int64_t m = mb / N, b = mb % N;
+      for (int64_t j = 0; j < k; j++) rowp[j] = g[j] + b * rows[j] + m * r * Q;
+      fan_row_avx2(rowp.data(), k, r, Q, x.empty() ? nullptr : x[m] + b * Q, out + mb * Q);
+    }
+  });
+  return true;
+#else
+  (void)g, (void)rows, (void)n, (void)N, (void)r, (void)Q, (void)x, (void)out;
+  return false;
+#endif
 }
 
 bool fast_cpu_ops() {

@@ -60,6 +60,12 @@ at::Tensor fan_sum(const std::vector<at::Tensor> &grads, int64_t n, int64_t r, i
                  "repeat_fan");
     return out;
   }
+  if (st == at::kFloat) {
+    std::vector<const float *> g, x;
+    for (const void *q : p) g.push_back(static_cast<const float *>(q));
+    for (const void *q : px) x.push_back(static_cast<const float *>(q));
+    if (mt::fan_sum_cpu(g, rows, n, N, r, Q, x, out.data_ptr<float>())) return out;
+  }
   mt_ns_by_type(st, [&](auto *type) {
     using S = std::remove_pointer_t<decltype(type)>;
     std::vector<const S *> g, x;

@@ -35,7 +35,7 @@ struct NormReLU : public torch::autograd::Function<NormReLU> {
                    k->norm_relu(x.data_ptr(), mt_ns_dtype(x.scalar_type()), N, C, HW, mean.data_ptr<float>(),
                                 invstd.data_ptr<float>(), y.data_ptr(), mt::ns_stream(x)),
                    "norm_relu");
-    } else {
+    } else if (!mt::norm_relu_cpu(x, mean.data_ptr<float>(), invstd.data_ptr<float>(), y)) {
       const float *pm = mean.data_ptr<float>(), *pi = invstd.data_ptr<float>();
       mt_ns_by_type(x.scalar_type(), [&](auto *type) {
         using S = std::remove_pointer_t<decltype(type)>;
@@ -76,6 +76,10 @@ struct NormReLU : public torch::autograd::Function<NormReLU> {
     }
     const float *pm = mean.data_ptr<float>(), *pi = invstd.data_ptr<float>();
     float *pb = beta.data_ptr<float>(), *pg = gamma.data_ptr<float>();
+    if (mt::norm_relu_backward_cpu(x, g, pm, pi, pb, pg, dx)) {
+      out[0] = dx;
+      return out;
+    }
     mt_ns_by_type(x.scalar_type(), [&](auto *type) {
       using S = std::remove_pointer_t<decltype(type)>;
       const S *px = static_cast<const S *>(x.data_ptr()), *pgr = static_cast<const S *>(g.data_ptr());
