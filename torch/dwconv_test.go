@@ -149,3 +149,64 @@ func depthwiseWeightGrad(t *testing.T, dev Device) {
 		})
 	}
 }
+
+// TestCPUDepthwiseLargePlanes: the CPU's depthwise 3x3 "same" convolutions (the shim's
+// kernel where the CPU has AVX2 and FMA: one padded output gradient per plane for both
+// gradients, the weight gradient's float lanes added in double every 256 terms) give the
+// output and gradients LibTorch computes in float64, on planes larger than those blocks
+// (84x84, in_metanas's size) and with a partial last vector of each row (30 and 13
+// columns), at dilations 1 and 2.
+func TestCPUDepthwiseLargePlanes(t *testing.T) {
+	for _, tc := range []struct{ N, C, H, W, dil int64 }{
+		{2, 3, 84, 84, 1}, {2, 3, 84, 84, 2}, {3, 2, 30, 30, 1}, {2, 4, 11, 13, 2},
+	} {
+		t.Run(fmt.Sprintf("%dx%dx%dx%d dilation %d", tc.N, tc.C, tc.H, tc.W, tc.dil), func(t *testing.T) {
+			s := NewScope()
+			defer s.Close()
+			ManualSeed(29)
+			xh := s.Randn([]int64{tc.N, tc.C, tc.H, tc.W}, CPU, false)
+			wh := s.Randn([]int64{tc.C, 1, 3, 3}, CPU, false)
+			geom := Conv{Padding: [2]int64{tc.dil, tc.dil}, Dilation: [2]int64{tc.dil, tc.dil}, Groups: tc.C}
+			run := func(dt DType) [3][]float64 {
+				c := s.Child()
+				defer c.Close()
+				x, w := c.Detach(c.To(xh, dt, CPU)), c.Detach(c.To(wh, dt, CPU))
+				for _, p := range []*Tensor{x, w} {
+					if err := p.SetRequiresGrad(true); err != nil {
+						t.Fatal(err)
+					}
+				}
+				y := c.Conv2d(x, w, nil, geom)
+				v := make([]float32, y.Numel()) // an output gradient of varied signs
+				for i := range v {
+					v[i] = float32(math.Sin(0.7 * float64(i)))
+				}
+				if err := c.Sum(c.Mul(y, c.To(c.FromFloat32(v, y.MustShape(), CPU), dt, CPU))).Backward(); err != nil {
+					t.Fatal(err)
+				}
+				var out [3][]float64
+				for i, r := range []*Tensor{y, c.Grad(x), c.Grad(w)} {
+					for _, f := range values(t, c.To(r, Float32, CPU)) {
+						out[i] = append(out[i], float64(f))
+					}
+				}
+				if err := c.Err(); err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
+			got, want := run(Float32), run(Float64)
+			for i, what := range []string{"output", "input gradient", "weight gradient"} {
+				var scale float64
+				for _, v := range want[i] {
+					scale = max(scale, math.Abs(v))
+				}
+				for j := range want[i] {
+					if d := math.Abs(got[i][j] - want[i][j]); d > 2e-6*scale {
+						t.Fatalf("%s[%d] = %g, want %g (largest %g)", what, j, got[i][j], want[i][j], scale)
+					}
+				}
+			}
+		})
+	}
+}

@@ -70,10 +70,6 @@ at::Tensor dwconv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::optio
 at::Tensor dense_conv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b,
                           int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                           int64_t groups);
-// dw3_wgrad_cpu: the weight gradient ([C, 1, 3, 3]) of a depthwise 3x3 convolution at
-// stride 1 with dilation and padding d, from its contiguous float input x and output
-// gradient g ([N, C, H, W]); undefined on machines without AVX2 and FMA.
-at::Tensor dw3_wgrad_cpu(const at::Tensor &x, const at::Tensor &g, int64_t d);
 // batch_norm_train_cpu: training-mode batch norm of a contiguous float tensor; w, b, rm and
 // rv may be undefined.
 at::Tensor batch_norm_train_cpu(const at::Tensor &x, const at::Tensor &w, const at::Tensor &b,

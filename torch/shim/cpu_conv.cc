@@ -12,10 +12,8 @@
 // and taps stream through. The input gradient is the same convolution of the output
 // gradient with the kernel turned and its channels transposed; the weight gradient sums
 // output gradient times shifted input in float lanes over runs of images of about 2,048
-// positions, each run's sums added in double. The weight gradient of the depthwise 3x3
-// convolutions (cpu_fast.cc's DwConv) is summed the same way, nine taps per load of the
-// output gradient. Machines without AVX2 and FMA (and non-x86 builds) and every other
-// geometry get LibTorch's convolution (and DwConv its own weight gradient).
+// positions, each run's sums added in double. Machines without AVX2 and FMA (and non-x86
+// builds) and every other geometry get LibTorch's convolution.
 #pragma GCC optimize("O3")
 
 #include "common.h"
@@ -227,32 +225,6 @@ at::Tensor padded_input(const at::Tensor &x, const Plan &P) {
   return padded(x, P.ph, P.pw, P.H + 2 * P.ph, P.Wp, P.slack);
 }
 
-// wgrad_taps adds to acc[t] (double) the sums over the q positions of images [n0, n1) of g
-// times in shifted by tap t, for all T taps of one depthwise channel (g its padded output
-// gradient; image strides ximg and gimg): one output gradient load serves the T taps.
-template <int T>
-MT_AVX2 void wgrad_taps(const Plan &P, const float *in, const float *g, int64_t n0, int64_t n1, double *acc) {
-  __m256 a[T];
-#pragma GCC unroll 9
-  for (int t = 0; t < T; t++) a[t] = _mm256_setzero_ps();
-  const int64_t full = P.q & ~int64_t{7};
-  const __m256i all = _mm256_set1_epi32(-1), tail = tail_mask(P.q - full);
-  for (int64_t n = n0; n < n1; n++) {
-    const float *gp = g + n * P.gimg + P.goff, *xp = in + n * P.ximg;
-    auto step = [&](int64_t k, bool masked, __m256i mask) MT_AVX2 {
-      const __m256 gv = masked ? _mm256_maskload_ps(gp + k, mask) : _mm256_loadu_ps(gp + k);
-#pragma GCC unroll 9
-      for (int t = 0; t < T; t++) {
-        const float *x = xp + P.off[t] + k;
-        a[t] = _mm256_fmadd_ps(gv, masked ? _mm256_maskload_ps(x, mask) : _mm256_loadu_ps(x), a[t]);
-      }
-    };
-    for (int64_t k = 0; k < full; k += 8) step(k, false, all);
-    if (full < P.q) step(full, true, tail);
-  }
-  for (int t = 0; t < T; t++) acc[t] += hsum(a[t]);
-}
-
 // conv_planes convolves N images, padded for plan P (xp), with w ([co, ci, kh, kw], as
 // [co][ci][T]) into a new [N, co, H, W] tensor. With padded rows longer than W, each image
 // is computed on the padded grid in a scratch buffer and its outputs copied out.
@@ -364,24 +336,6 @@ at::Tensor dense_conv_cpu(const at::Tensor &x, const at::Tensor &w, const c10::o
   return DenseConv::apply(x, w);
 }
 
-at::Tensor dw3_wgrad_cpu(const at::Tensor &x, const at::Tensor &g, int64_t d) {
-  if (!cpu_avx2_fma()) return at::Tensor();
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  Plan P = plan_for(1, 1, H, W, 3, 3, d, d);
-  auto xp = padded_input(x, P), gp = padded_input(g, P);
-  // Channel c's planes are one image (C planes) apart.
-  P.ximg = P.gimg = C * P.istride;
-  const float *ip = xp.data_ptr<float>(), *gpp = gp.data_ptr<float>();
-  std::vector<double> acc(C * 9, 0.0);
-  const int64_t run = images_per_run(P);
-  at::parallel_for(0, C, 1, [&](int64_t b, int64_t e) {
-    for (int64_t c = b; c < e; c++)
-      for (int64_t n = 0; n < N; n += run)
-        wgrad_taps<9>(P, ip + c * P.istride, gpp + c * P.istride, n, std::min(N, n + run), acc.data() + c * 9);
-  });
-  return weight_grad(acc, at::empty({C, 1, 3, 3}, x.options()));
-}
-
 }  // namespace mt
 
 #else  // not x86-64: LibTorch's convolution everywhere
@@ -390,7 +344,5 @@ at::Tensor mt::dense_conv_cpu(const at::Tensor &, const at::Tensor &, const c10:
                               int64_t, int64_t, int64_t, int64_t, int64_t, int64_t) {
   return at::Tensor();
 }
-
-at::Tensor mt::dw3_wgrad_cpu(const at::Tensor &, const at::Tensor &, int64_t) { return at::Tensor(); }
 
 #endif

@@ -526,6 +526,49 @@ inline void conv3(bool avx2, const float *P, const float *k, int64_t d, float *_
   conv3_same(P, k, d, out, H, W);
 }
 
+#ifdef MT_HAVE_AVX2_PATHS
+// taps3_padded_g_avx2 adds to acc[3i+j] (double) the weight gradients of one plane of a 3x3
+// depthwise convolution with dilation and padding d from its input x (H x W) and its output
+// gradient padded as conv3_same's input (gp, (H+2d) x (W+2d)): sum over h, w of x[h, w] *
+// gp[h + (2-i)d, w + (2-j)d] (the output gradient at h + (1-i)d, w + (1-j)d, zero outside),
+// so that the padded gradient of the input gradient's convolution serves both. Eight float
+// lanes per tap, added in double at most every 256 terms per lane.
+MT_AVX2_FMA void taps3_padded_g_avx2(const float *x, const float *gp, int64_t d, int64_t H, int64_t W,
+                                     double *acc) {
+  const int64_t PW = W + 2 * d, full = W & ~int64_t{7}, vecs = (W + 7) / 8;
+  const int64_t rows_per_block = std::max<int64_t>(1, 256 / vecs);
+  const __m256i tail = tail_mask8(W - full);
+  __m256 a[9];
+  for (int64_t h0 = 0; h0 < H; h0 += rows_per_block) {
+    for (int t = 0; t < 9; t++) a[t] = _mm256_setzero_ps();
+    for (int64_t h = h0; h < std::min(H, h0 + rows_per_block); h++) {
+      const float *xr = x + h * W;
+      auto step = [&](int64_t w, bool masked) MT_AVX2_FMA {
+        const __m256 xv = masked ? _mm256_maskload_ps(xr + w, tail) : _mm256_loadu_ps(xr + w);
+#pragma GCC unroll 3
+        for (int i = 0; i < 3; i++) {
+          const float *gr = gp + (h + (2 - i) * d) * PW + w;
+#pragma GCC unroll 3
+          for (int j = 0; j < 3; j++) {
+            const float *q = gr + (2 - j) * d;
+            a[3 * i + j] = _mm256_fmadd_ps(xv, masked ? _mm256_maskload_ps(q, tail) : _mm256_loadu_ps(q), a[3 * i + j]);
+          }
+        }
+      };
+      for (int64_t w = 0; w < full; w += 8) step(w, false);
+      if (full < W) step(full, true);
+    }
+    for (int t = 0; t < 9; t++) {
+      alignas(32) float lane[8];
+      _mm256_store_ps(lane, a[t]);
+      double sum = 0;
+      for (int l = 0; l < 8; l++) sum += lane[l];
+      acc[t] += sum;
+    }
+  }
+}
+#endif
+
 // taps3_same adds to acc[3i+j] the sum over the H x W plane g of g[oh, ow] * P[oh + i*d,
 // ow + j*d] (P padded as for conv3_same): the nine weight gradients of one plane, in eight
 // float lanes per tap (vectorised), each row's lanes added in double.
@@ -562,7 +605,8 @@ void taps3_same(const float *P, const float *g, int64_t d, int64_t H, int64_t W,
 // output along rows of a zero-padded copy of each plane; other kernels go tap by tap, a
 // row of outputs taking one weight times a row of inputs. The backward pass convolves the
 // output gradient with the turned kernel (3x3 same) or scatters it back tap by tap, and
-// sums each weight's gradient over the batch.
+// sums each weight's gradient over the batch; with AVX2, for 3x3 same, in the same pass
+// over the planes, from the output gradient's padded copy.
 struct DwConv : public torch::autograd::Function<DwConv> {
   static at::Tensor forward(AutogradContext *ctx, const at::Tensor &input, const at::Tensor &weight,
                             std::vector<int64_t> g) {
@@ -610,6 +654,38 @@ struct DwConv : public torch::autograd::Function<DwConv> {
     at::Tensor gx, gw;
     const bool same3 = same3x3(G), avx2 = cpu_avx2_fma();
     const int64_t pad = same3 ? (H + 2 * G.dh) * (W + 2 * G.dw) : 0;
+#ifdef MT_HAVE_AVX2_PATHS
+    if (same3 && avx2) {
+      // One pass over the planes: each plane's output gradient padded once serves the
+      // input gradient (the convolution with the kernel turned by 180 degrees) and the
+      // weight gradient (taps3_padded_g_avx2), summed per plane in double, then over the
+      // images in order (the same sums whatever the threads).
+      const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
+      if (need_x) gx = at::empty_like(x);
+      float *gxp = need_x ? gx.data_ptr<float>() : nullptr;
+      std::vector<double> part(need_w ? N * C * 9 : 0, 0.0);
+      each_plane(N * C, pad, [&](int64_t pl, float *P) {
+        const float *wc = wp + (pl % C) * 9;
+        pad_plane(gp + pl * H * W, H, W, G.dh, P);
+        if (need_x) {
+          const float flip[9] = {wc[8], wc[7], wc[6], wc[5], wc[4], wc[3], wc[2], wc[1], wc[0]};
+          conv3_same_avx2(P, flip, G.dh, gxp + pl * H * W, H, W);
+        }
+        if (need_w) taps3_padded_g_avx2(xp + pl * H * W, P, G.dh, H, W, part.data() + pl * 9);
+      });
+      if (need_w) {
+        gw = at::empty_like(w);
+        float *gwp = gw.data_ptr<float>();
+        for (int64_t c = 0; c < C; c++)
+          for (int64_t t = 0; t < 9; t++) {
+            double sum = 0;
+            for (int64_t n = 0; n < N; n++) sum += part[(n * C + c) * 9 + t];
+            gwp[c * 9 + t] = static_cast<float>(sum);
+          }
+      }
+      return {gx, gw, at::Tensor()};
+    }
+#endif
     if (ctx->needs_input_grad(0)) {
       gx = same3 ? at::empty_like(x) : at::zeros_like(x);
       float *gxp = gx.data_ptr<float>();
@@ -631,9 +707,7 @@ struct DwConv : public torch::autograd::Function<DwConv> {
         });
       });
     }
-    // 3x3 "same": the weight gradient of cpu_conv.cc on machines with AVX2.
-    if (ctx->needs_input_grad(1) && same3) gw = dw3_wgrad_cpu(x, gy, G.dh);
-    if (ctx->needs_input_grad(1) && !gw.defined()) {
+    if (ctx->needs_input_grad(1)) {
       gw = at::zeros_like(w);
       float *gwp = gw.data_ptr<float>();
       each_plane(C, pad, [&](int64_t c, float *P) {
