@@ -2,8 +2,9 @@
 // made once and handed to k readers as k tensors that share them, so that autograd hands
 // the backward pass each reader's gradient instead of adding them up (an addition per
 // reader, reading two tensors of the copies' size and writing one); the backward pass sums
-// every reader's gradient of every copy of a state in one pass (a CPU loop, or nodesum.cu's
-// fan kernel where native.mk compiled it), reading each gradient once.
+// every reader's gradient of every copy of a state in one pass (a CPU loop, cpu_fast.cc's
+// AVX2 one for float32, or nodesum.cu's fan kernel where native.mk compiled it), reading
+// each gradient once.
 #include <ATen/Parallel.h>
 
 #include <type_traits>

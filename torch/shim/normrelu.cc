@@ -7,7 +7,8 @@
 // positive where x is above its channel's mean), so no ReLU backward pass runs and the
 // output need not be kept. Against LibTorch's batch norm and ReLU this leaves out a pass
 // writing the normalised x and the ReLU's read of it forward, and the ReLU backward's three
-// passes. CPU loops here, CUDA kernels in nodesum.cu where native.mk found nvcc.
+// passes. CPU loops here (float32 with AVX2: cpu_fast.cc's), CUDA kernels in nodesum.cu where
+// native.mk found nvcc.
 #include <ATen/Parallel.h>
 
 #include <type_traits>
