@@ -368,10 +368,11 @@ struct AvgPoolExcl : public torch::autograd::Function<AvgPoolExcl> {
     const int64_t H = shape[2], W = shape[3];
     auto g = grads[0].contiguous();
     const int64_t OH = g.size(2), OW = g.size(3);
-    auto gx = at::zeros(shape, g.options());
+    const bool k3p1s1 = k == 3 && p == 1 && s == 1;  // then OH == H and OW == W
+    // box3_sums writes every input gradient; the window-by-window path adds to zeros.
+    auto gx = k3p1s1 ? at::empty(shape, g.options()) : at::zeros(shape, g.options());
     const float *gp = g.data_ptr<float>();
     float *xp = gx.data_ptr<float>();
-    const bool k3p1s1 = k == 3 && p == 1 && s == 1;  // then OH == H and OW == W
     at::parallel_for(0, shape[0] * shape[1], 1, [&](int64_t b, int64_t e) {
       std::vector<float> q(k3p1s1 ? H * W : 0), rs(k3p1s1 ? H * W : 0);
       for (int64_t pl = b; pl < e; pl++) {
