@@ -19,13 +19,11 @@
 #include "common.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "avx2.h"
 
 #include <ATen/Parallel.h>
 
 #include <vector>
-
-#define MT_AVX2 __attribute__((target("avx2,fma")))
 
 namespace mt {
 
@@ -59,12 +57,9 @@ Plan plan_for(int64_t ci, int64_t co, int64_t H, int64_t W, int64_t kh, int64_t 
   return p;
 }
 
-MT_AVX2 inline __m256i tail_mask(int64_t r) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(r)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 // hsum returns the sum of v's eight lanes.
-MT_AVX2 inline float hsum(__m256 v) {
+MT_AVX2_FMA inline float hsum(__m256 v) {
   alignas(32) float lane[8];
   _mm256_store_ps(lane, v);
   float s = 0;
@@ -76,7 +71,7 @@ MT_AVX2 inline float hsum(__m256 v) {
 // out[m][k] = sum over input planes c and taps t of w[m*wrow + c*T + t] * in[c*istride +
 // off[t] + k]. MASK: one vector, only the lanes of mask.
 template <int MO, int NV, bool MASK>
-MT_AVX2 inline void conv_tile(const Plan &P, const float *in, const float *w, int64_t wrow, float *out,
+MT_AVX2_FMA inline void conv_tile(const Plan &P, const float *in, const float *w, int64_t wrow, float *out,
                               __m256i mask) {
   __m256 acc[MO][NV];
 #pragma GCC unroll 4
@@ -115,7 +110,7 @@ MT_AVX2 inline void conv_tile(const Plan &P, const float *in, const float *w, in
 
 // conv_rows computes output planes [o0, o0+MO) of one image at all q positions.
 template <int MO>
-MT_AVX2 void conv_rows(const Plan &P, const float *in, const float *w, float *out, int64_t o0) {
+MT_AVX2_FMA void conv_rows(const Plan &P, const float *in, const float *w, float *out, int64_t o0) {
   const int64_t wrow = P.ci * static_cast<int64_t>(P.off.size());
   const float *wo = w + o0 * wrow;
   float *oo = out + o0 * P.q;
@@ -128,7 +123,7 @@ MT_AVX2 void conv_rows(const Plan &P, const float *in, const float *w, float *ou
 
 // conv_image convolves one image's padded input planes with w ([co][ci][T]) into planes of
 // q floats at out.
-MT_AVX2 void conv_image(const Plan &P, const float *in, const float *w, float *out) {
+MT_AVX2_FMA void conv_image(const Plan &P, const float *in, const float *w, float *out) {
   int64_t o = 0;
   for (; o + 4 <= P.co; o += 4) conv_rows<4>(P, in, w, out, o);
   switch (P.co - o) {
@@ -145,7 +140,7 @@ MT_AVX2 void conv_image(const Plan &P, const float *in, const float *w, float *o
 // lanes over the images of the range (callers keep it to a few thousand positions) and go
 // to acc in double once.
 template <int MO, int MC>
-MT_AVX2 void wgrad_block(const Plan &P, const float *in, const float *g, int64_t n0, int64_t n1, int64_t o0,
+MT_AVX2_FMA void wgrad_block(const Plan &P, const float *in, const float *g, int64_t n0, int64_t n1, int64_t o0,
                          int64_t c0, int64_t t, double *acc) {
   __m256 a[MO][MC];
 #pragma GCC unroll 3
@@ -157,7 +152,7 @@ MT_AVX2 void wgrad_block(const Plan &P, const float *in, const float *g, int64_t
   for (int64_t n = n0; n < n1; n++) {
     const float *gp = g + n * P.gimg + o0 * P.istride + P.goff;
     const float *xp = in + n * P.ximg + c0 * P.istride + P.off[t];
-    auto step = [&](int64_t k, bool masked, __m256i mask) MT_AVX2 {
+    auto step = [&](int64_t k, bool masked, __m256i mask) MT_AVX2_FMA {
       __m256 gv[MO];
 #pragma GCC unroll 3
       for (int m = 0; m < MO; m++) {
@@ -181,7 +176,7 @@ MT_AVX2 void wgrad_block(const Plan &P, const float *in, const float *g, int64_t
 }
 
 template <int MO>
-MT_AVX2 void wgrad_rows(const Plan &P, const float *in, const float *g, int64_t n0, int64_t n1, int64_t o0,
+MT_AVX2_FMA void wgrad_rows(const Plan &P, const float *in, const float *g, int64_t n0, int64_t n1, int64_t o0,
                         double *acc) {
   const int64_t T = static_cast<int64_t>(P.off.size());
   for (int64_t t = 0; t < T; t++) {
@@ -192,7 +187,7 @@ MT_AVX2 void wgrad_rows(const Plan &P, const float *in, const float *g, int64_t 
 }
 
 // wgrad_images adds the weight gradient of images [n0, n1) for output planes [o0, o1) to acc.
-MT_AVX2 void wgrad_images(const Plan &P, const float *in, const float *g, int64_t n0, int64_t n1, int64_t o0,
+MT_AVX2_FMA void wgrad_images(const Plan &P, const float *in, const float *g, int64_t n0, int64_t n1, int64_t o0,
                           int64_t o1, double *acc) {
   int64_t o = o0;
   for (; o + 3 <= o1; o += 3) wgrad_rows<3>(P, in, g, n0, n1, o, acc);

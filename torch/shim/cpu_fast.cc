@@ -20,9 +20,8 @@
 #include "nodesum_math.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "avx2.h"
 #define MT_HAVE_AVX2_PATHS 1
-#define MT_AVX2_FMA __attribute__((target("avx2,fma")))
 #endif
 
 namespace mt {
@@ -475,11 +474,6 @@ void conv3_same(const float *P, const float *k, int64_t d, float *__restrict out
 }
 
 #ifdef MT_HAVE_AVX2_PATHS
-// tail_mask8 selects the first r of eight lanes.
-MT_AVX2_FMA inline __m256i tail_mask8(int64_t r) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(r)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 // conv3_same_avx2 is conv3_same eight outputs at a time with fused multiply-adds (one chain
 // per kernel row, added at the end), the last partial vector of each row masked.
 MT_AVX2_FMA void conv3_same_avx2(const float *P, const float *k, int64_t d, float *__restrict out, int64_t H,
@@ -487,7 +481,7 @@ MT_AVX2_FMA void conv3_same_avx2(const float *P, const float *k, int64_t d, floa
   const int64_t PW = W + 2 * d, full = W & ~int64_t{7};
   __m256 kv[9];
   for (int t = 0; t < 9; t++) kv[t] = _mm256_set1_ps(k[t]);
-  const __m256i tail = tail_mask8(W - full);
+  const __m256i tail = tail_mask(W - full);
   for (int64_t oh = 0; oh < H; oh++) {
     const float *r0 = P + oh * PW, *r1 = r0 + d * PW, *r2 = r1 + d * PW;
     float *o = out + oh * W;
@@ -538,7 +532,7 @@ MT_AVX2_FMA void taps3_padded_g_avx2(const float *x, const float *gp, int64_t d,
                                      double *acc) {
   const int64_t PW = W + 2 * d, full = W & ~int64_t{7}, vecs = (W + 7) / 8;
   const int64_t rows_per_block = std::max<int64_t>(1, 256 / vecs);
-  const __m256i tail = tail_mask8(W - full);
+  const __m256i tail = tail_mask(W - full);
   __m256 a[9];
   for (int64_t h0 = 0; h0 < H; h0 += rows_per_block) {
     for (int t = 0; t < 9; t++) a[t] = _mm256_setzero_ps();
